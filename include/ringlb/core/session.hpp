@@ -1,0 +1,87 @@
+#pragma once
+// A session: one client connection paired with one server connection, and the bytes moving
+// between them in each direction. Engine-free: it records what is in flight, not how.
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "ringlb/core/timer_queue.hpp"
+#include "ringlb/net/address.hpp"
+#include "ringlb/net/socket.hpp"
+
+namespace ringlb::core {
+
+enum class Side : uint8_t { Client, Server };
+
+constexpr Side other(Side side) { return side == Side::Client ? Side::Server : Side::Client; }
+constexpr const char* to_string(Side side) { return side == Side::Client ? "client" : "server"; }
+
+// Bytes flowing one way: received from one socket into engine buffers, queued in order, sent
+// on to the other socket. One receive and one send in flight at most, so order is kept and a
+// slow reader holds back only the direction that feeds it.
+struct Flow {
+    struct Chunk {
+        uint16_t buffer = 0;
+        uint16_t begin = 0;  // first byte not yet sent
+        uint16_t end = 0;    // one past the last received byte
+    };
+    static constexpr uint8_t kMaxChunks = 8;
+
+    std::array<Chunk, kMaxChunks> chunks{};
+    uint8_t head = 0;
+    uint8_t count = 0;
+    uint32_t queued_bytes = 0;
+    uint64_t delivered_bytes = 0;
+    bool recv_pending = false;
+    bool send_pending = false;
+    bool shutdown_pending = false;
+    bool eof = false;       // the source has sent its FIN
+    bool finished = false;  // that FIN was passed on to the destination
+
+    Chunk& front() { return chunks[head]; }
+    void push(const Chunk& chunk) {
+        chunks[(head + count) % kMaxChunks] = chunk;
+        ++count;
+    }
+    void pop() {
+        head = static_cast<uint8_t>((head + 1) % kMaxChunks);
+        --count;
+    }
+    bool full() const { return count == kMaxChunks; }
+};
+
+struct Session {
+    enum class State : uint8_t { Connecting, Established, Closing };
+
+    State state = State::Connecting;
+    bool established = false;  // counted on a server: undo that on release
+    bool connect_pending = false;
+    bool connect_timed_out = false;
+    bool abortive = false;  // close with a reset, to pass a reset or failure on
+    uint8_t connect_attempt = 0;
+    uint16_t listener = 0;
+    uint16_t rule = 0;
+    uint16_t server = 0;
+    net::UniqueFd client_fd;
+    net::UniqueFd server_fd;
+    net::SocketAddress client_address;
+    Flow upstream;    // client -> server
+    Flow downstream;  // server -> client
+    std::vector<uint16_t> failed_servers;  // empty (no allocation) unless a connect failed
+    Clock::time_point started{};
+    Clock::time_point last_activity{};
+
+    Flow& flow_from(Side source) { return source == Side::Client ? upstream : downstream; }
+    net::UniqueFd& fd(Side side) { return side == Side::Client ? client_fd : server_fd; }
+
+    // Whether any request on that side's socket has not completed yet.
+    bool has_pending(Side side) const {
+        const Flow& in = side == Side::Client ? upstream : downstream;
+        const Flow& out = side == Side::Client ? downstream : upstream;
+        return in.recv_pending || out.send_pending || out.shutdown_pending ||
+               (side == Side::Server && connect_pending);
+    }
+    bool has_pending() const { return has_pending(Side::Client) || has_pending(Side::Server); }
+};
+
+}  // namespace ringlb::core

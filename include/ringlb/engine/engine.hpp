@@ -1,0 +1,80 @@
+#pragma once
+// The engine interface: a proactor. The core asks for operations (accept, connect, recv, send,
+// shutdown) and later receives one completion per operation through poll(). The io_uring engine
+// hands the requests to the kernel; the epoll engine performs each syscall when readiness
+// arrives. Neither ever completes a request inline, so the core never re-enters itself.
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "ringlb/net/address.hpp"
+
+namespace ringlb::engine {
+
+using UserData = uint64_t;  // opaque to the engine; the core packs slot, generation and op in it
+
+struct Completion {
+    UserData user_data = 0;
+    int32_t result = 0;       // >= 0: bytes moved or accepted fd; < 0: -errno
+    bool more = false;        // accept only: the request stays armed and will complete again
+    bool has_buffer = false;  // recv only: result bytes are in buffer `buffer_id`
+    uint16_t buffer_id = 0;
+};
+
+class CompletionHandler {
+public:
+    virtual void on_completion(const Completion& completion) = 0;
+
+protected:
+    ~CompletionHandler() = default;
+};
+
+struct EngineOptions {
+    uint32_t buffer_size = 16 * 1024;  // bytes per receive buffer
+    uint32_t buffer_count = 2048;      // receive buffers shared by all sessions of one engine
+    uint32_t queue_depth = 1024;       // submission queue entries (io_uring)
+};
+
+class Engine {
+public:
+    virtual ~Engine() = default;
+
+    virtual std::string_view name() const = 0;  // "uring" or "epoll"
+    virtual std::string features() const = 0;   // what the start-up log line shows in brackets
+    // Whether sockets handed to this engine should be O_NONBLOCK (accepted ones are made so by it).
+    virtual bool wants_nonblocking_sockets() const = 0;
+
+    // Repeating request: completes once per accepted connection (more = true) until it completes
+    // with more = false (an error, or the kernel ended it), after which the caller re-arms.
+    virtual void accept(int listen_fd, UserData user_data) = 0;
+    virtual void connect(int fd, const net::SocketAddress& to, UserData user_data) = 0;
+    // The engine takes a buffer only once bytes arrive: an idle connection holds none. The
+    // completion names the buffer; the caller gives it back with release_buffer().
+    virtual void recv(int fd, uint32_t max_bytes, UserData user_data) = 0;
+    // `data` must stay valid until the completion arrives. May complete short.
+    virtual void send(int fd, const std::byte* data, uint32_t length, UserData user_data) = 0;
+    virtual void shutdown_write(int fd, UserData user_data) = 0;
+    // Every request still pending on fd completes soon: with its real result or -ECANCELED.
+    virtual void cancel(int fd) = 0;
+    // Drops what the engine knows of fd; call with nothing pending on it, right before close().
+    virtual void forget(int fd) = 0;
+
+    virtual std::byte* buffer_data(uint16_t buffer_id) = 0;
+    virtual void release_buffer(uint16_t buffer_id) = 0;
+    virtual uint32_t buffer_size() const = 0;
+
+    // Submits what was asked, waits up to `timeout` for completions and hands each to `handler`.
+    virtual void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) = 0;
+};
+
+// The requested engine cannot run here; what() says why and how to fix it.
+class EngineUnavailable : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace ringlb::engine

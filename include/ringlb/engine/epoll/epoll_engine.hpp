@@ -1,0 +1,75 @@
+#pragma once
+// The fallback engine: edge-triggered epoll. Each request is tried at once (the data is often
+// already there); if the socket is not ready it waits for the readiness edge, then the syscall
+// is performed and reported as the same completion io_uring would give.
+#include <sys/epoll.h>
+
+#include <vector>
+
+#include "ringlb/engine/buffer_pool.hpp"
+#include "ringlb/engine/engine.hpp"
+#include "ringlb/net/socket.hpp"
+
+namespace ringlb::engine {
+
+class EpollEngine final : public Engine {
+public:
+    explicit EpollEngine(const EngineOptions& options);
+
+    std::string_view name() const override { return "epoll"; }
+    std::string features() const override;
+    bool wants_nonblocking_sockets() const override { return true; }
+
+    void accept(int listen_fd, UserData user_data) override;
+    void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
+    void recv(int fd, uint32_t max_bytes, UserData user_data) override;
+    void send(int fd, const std::byte* data, uint32_t length, UserData user_data) override;
+    void shutdown_write(int fd, UserData user_data) override;
+    void cancel(int fd) override;
+    void forget(int fd) override;
+
+    std::byte* buffer_data(uint16_t buffer_id) override { return memory_.data(buffer_id); }
+    void release_buffer(uint16_t buffer_id) override;
+    uint32_t buffer_size() const override { return memory_.buffer_size(); }
+
+    void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
+
+private:
+    // What is waiting on one fd. At most one request of each kind, as the core guarantees.
+    struct FdState {
+        bool registered = false;
+        bool accepting = false;
+        bool connecting = false;
+        bool receiving = false;
+        bool sending = false;
+        bool waiting_for_buffer = false;
+        uint32_t recv_max = 0;
+        uint32_t send_length = 0;
+        const std::byte* send_data = nullptr;
+        UserData accept_data = 0;
+        UserData connect_data = 0;
+        UserData recv_data = 0;
+        UserData send_data_ud = 0;
+    };
+
+    FdState& state(int fd);
+    void watch(int fd, FdState& st);
+    void complete(UserData user_data, int32_t result, bool more = false);
+
+    void try_accept(int fd, FdState& st);
+    void try_connect_result(int fd, FdState& st);
+    void try_recv(int fd, FdState& st);
+    void try_send(int fd, FdState& st);
+    void retry_buffer_waiters();
+
+    net::UniqueFd epoll_fd_;
+    BufferMemory memory_;
+    std::vector<uint16_t> free_buffers_;  // a stack: the most recently used buffer is reused first
+    std::vector<FdState> fds_;
+    std::vector<int> buffer_waiters_;
+    std::vector<Completion> ready_;
+    std::vector<Completion> delivering_;
+    std::vector<epoll_event> events_;
+};
+
+}  // namespace ringlb::engine

@@ -1,0 +1,73 @@
+#pragma once
+// The io_uring engine: one ring per worker thread. Receives draw from a provided-buffer ring,
+// so a connection holds a buffer only from the moment bytes arrive until the send that carries
+// them completes; accepts are multishot; each loop round is one submit-and-wait.
+#include <liburing.h>
+
+#include <string>
+#include <vector>
+
+#include "ringlb/engine/buffer_pool.hpp"
+#include "ringlb/engine/engine.hpp"
+
+namespace ringlb::engine {
+
+class UringEngine final : public Engine {
+public:
+    // Throws EngineUnavailable (with the reason and a hint) when io_uring cannot be used here.
+    explicit UringEngine(const EngineOptions& options);
+    ~UringEngine() override;
+    UringEngine(const UringEngine&) = delete;
+    UringEngine& operator=(const UringEngine&) = delete;
+
+    std::string_view name() const override { return "uring"; }
+    std::string features() const override { return features_; }
+    bool wants_nonblocking_sockets() const override { return false; }
+
+    void accept(int listen_fd, UserData user_data) override;
+    void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
+    void recv(int fd, uint32_t max_bytes, UserData user_data) override;
+    void send(int fd, const std::byte* data, uint32_t length, UserData user_data) override;
+    void shutdown_write(int fd, UserData user_data) override;
+    void cancel(int fd) override;
+    void forget(int fd) override;
+
+    std::byte* buffer_data(uint16_t buffer_id) override { return memory_.data(buffer_id); }
+    void release_buffer(uint16_t buffer_id) override;
+    uint32_t buffer_size() const override { return memory_.buffer_size(); }
+
+    void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
+
+private:
+    enum class Kind : uint8_t { Accept, Connect, Recv, Send, Shutdown };
+    // The engine's own record of a request in the ring; the SQE carries its index + 1, so the
+    // engine knows what completed (a recv that found no buffer, an accept that stopped) without
+    // reading the caller's user_data.
+    struct Request {
+        UserData user_data = 0;
+        int fd = -1;
+        uint32_t length = 0;
+        Kind kind = Kind::Recv;
+    };
+
+    void set_up_ring(const EngineOptions& options);
+    void set_up_buffer_ring();
+    io_uring_sqe* next_sqe();
+    uint32_t new_request(Kind kind, int fd, UserData user_data, uint32_t length = 0);
+    void submit_recv(uint32_t request);
+    void resubmit_parked_recvs();
+    void handle(const io_uring_cqe& cqe);
+
+    io_uring ring_{};
+    BufferMemory memory_;
+    io_uring_buf_ring* buffer_ring_ = nullptr;
+    size_t buffer_ring_bytes_ = 0;
+    unsigned returned_buffers_ = 0;  // added to the ring but not yet published to the kernel
+    std::vector<Request> requests_;
+    std::vector<uint32_t> free_requests_;
+    std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
+    std::vector<Completion> completions_;
+    std::string features_;
+};
+
+}  // namespace ringlb::engine

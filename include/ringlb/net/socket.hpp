@@ -1,0 +1,60 @@
+#pragma once
+// File descriptors and socket set-up. Plain syscalls only: the event APIs live in engine/.
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "ringlb/net/address.hpp"
+
+namespace ringlb::net {
+
+// Owns one file descriptor; closes it on destruction.
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& other) noexcept {
+        if (this != &other) reset(std::exchange(other.fd_, -1));
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+
+    int get() const { return fd_; }
+    explicit operator bool() const { return fd_ >= 0; }
+    int release() { return std::exchange(fd_, -1); }
+    void reset(int fd = -1);
+
+private:
+    int fd_ = -1;
+};
+
+// A system call failed; what() names the call, the object and the errno text.
+class SystemError : public std::runtime_error {
+public:
+    SystemError(const std::string& what, int error_number);
+    int error_number() const { return errno_; }
+
+private:
+    int errno_;
+};
+
+// Binds and listens (SO_REUSEADDR, IPV6_V6ONLY for v6, non-blocking, close-on-exec).
+// Throws SystemError("bind 127.0.0.1:8080: Address already in use").
+UniqueFd listen_tcp(const SocketAddress& address, int backlog = 4096);
+
+// A fresh close-on-exec TCP socket of the address's family with TCP_NODELAY, non-blocking when
+// asked (the epoll engine needs that; io_uring wants blocking sockets, or it may report EAGAIN).
+// Returns -errno on failure (hot path: no exceptions).
+int new_stream_socket(int family, bool nonblocking = true);
+void set_nonblocking(int fd, bool nonblocking);
+
+void set_nodelay(int fd);
+// SO_LINGER {1, 0}: the next close() sends a reset instead of a FIN.
+void set_abortive_close(int fd);
+SocketAddress peer_address(int fd);
+SocketAddress local_address(int fd);
+
+}  // namespace ringlb::net

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what ringlb needs to build, test and run its demo on Debian 12, and nothing else.
+# Idempotent: packages already installed are left alone, and the package lists are refreshed
+# (apt-get update) only when something has to be installed. Uses sudo only when not root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+    build-essential      # g++ 12, make
+    cmake                # 3.25
+    pkg-config           # finds liburing
+    liburing-dev         # io_uring engine
+    libcli11-dev         # command line
+    libtomlplusplus-dev  # config file
+    doctest-dev          # unit and integration tests
+    curl                 # the demo's client
+)
+
+is_installed() {
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == "installed" ]]
+}
+
+missing=()
+for package in "${packages[@]}"; do
+    is_installed "$package" || missing+=("$package")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "install-deps: all build dependencies are installed"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: apt-get not found; install these packages (Debian 12 names): ${missing[*]}" >&2
+    exit 1
+fi
+
+as_root=()
+if ((EUID != 0)); then
+    if ! command -v sudo >/dev/null 2>&1; then
+        echo "install-deps: not root and sudo not found; as root run: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    as_root=(sudo env DEBIAN_FRONTEND=noninteractive)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+"${as_root[@]}" apt-get update
+"${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything in build/ and runs every test; then builds again
+# in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer (Debug) and runs every test
+# there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
+# e.g. `./scripts/test.sh -R unit`.
+# Ends with one line "ringlb: N passed, M failed" (", K skipped" added when tests were skipped,
+# e.g. integration.uring where io_uring is unavailable) summing both runs; exits non-zero if any
+# step failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+./scripts/install-deps.sh
+
+jobs=$(nproc)
+passed=0
+failed=0
+skipped=0
+failed_steps=()
+skipped_tests=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# run_suite DIR [cmake options...]: configures, builds and runs ctest in DIR; adds up the counts.
+run_suite() {
+    local dir=$1
+    shift
+    echo "==> $dir: configure"
+    if ! cmake -S . -B "$dir" "$@"; then
+        failed_steps+=("configure $dir/")
+        return
+    fi
+    echo "==> $dir: build"
+    if ! cmake --build "$dir" -j"$jobs"; then
+        failed_steps+=("build $dir/")
+        return
+    fi
+    echo "==> $dir: test"
+    local status=0
+    ctest --test-dir "$dir" --output-on-failure "${ctest_args[@]}" 2>&1 | tee "$log" || status=$?
+
+    # "67% tests passed, 1 tests failed out of 3": ctest counts skipped tests as passed.
+    local summary total=0 bad=0 skips=0 name
+    summary=$(grep -Eo '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
+    if [[ -n "$summary" ]]; then
+        bad=$(awk '{print $1}' <<<"$summary")
+        total=$(awk '{print $NF}' <<<"$summary")
+    fi
+    # "	  2 - integration.uring (Skipped)" under "The following tests did not run:"
+    while read -r name; do
+        [[ -n "$name" ]] || continue
+        skipped_tests+=("$name ($dir/)")
+        skips=$((skips + 1))
+    done < <(sed -nE 's/^[[:space:]]+[0-9]+ - (.+) \(Skipped\)$/\1/p' "$log")
+
+    passed=$((passed + total - bad - skips))
+    failed=$((failed + bad))
+    skipped=$((skipped + skips))
+    if [[ -z "$summary" ]]; then
+        failed_steps+=("ctest $dir/ (no test summary)")
+    elif ((status != 0)); then
+        failed_steps+=("ctest $dir/")
+    fi
+}
+
+ctest_args=("$@")
+
+run_suite build -DCMAKE_BUILD_TYPE=Release
+
+if [[ "${RINGLB_SKIP_SANITIZE:-0}" == "1" ]]; then
+    echo "==> build-asan: skipped (RINGLB_SKIP_SANITIZE=1)"
+else
+    export ASAN_OPTIONS=detect_leaks=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    run_suite build-asan -DRINGLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+fi
+
+echo
+for name in "${skipped_tests[@]}"; do
+    echo "ringlb: skipped: $name"
+done
+for step in "${failed_steps[@]}"; do
+    echo "ringlb: FAILED: $step"
+done
+result="ringlb: $passed passed, $failed failed"
+((skipped == 0)) || result+=", $skipped skipped"
+echo "$result"
+((${#failed_steps[@]} == 0 && failed == 0))

@@ -1,0 +1,20 @@
+#include "ringlb/balance/round_robin.hpp"
+
+namespace ringlb::balance {
+
+std::optional<size_t> RoundRobin::pick(std::span<const Server> servers, const net::SocketAddress& /*client*/,
+                                       std::span<const uint16_t> tried) {
+    if (scores_.size() != servers.size()) scores_.assign(servers.size(), 0);
+    std::optional<size_t> best;
+    int64_t total_weight = 0;
+    for (size_t i = 0; i < servers.size(); ++i) {
+        if (servers[i].weight == 0 || was_tried(tried, i)) continue;
+        scores_[i] += servers[i].weight;
+        total_weight += servers[i].weight;
+        if (!best || scores_[i] > scores_[*best]) best = i;
+    }
+    if (best) scores_[*best] -= total_weight;
+    return best;
+}
+
+}  // namespace ringlb::balance

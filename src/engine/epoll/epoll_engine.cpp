@@ -1,0 +1,207 @@
+#include "ringlb/engine/epoll/epoll_engine.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace ringlb::engine {
+
+namespace {
+
+bool would_block(int error) { return error == EAGAIN || error == EWOULDBLOCK; }
+
+// Errors after which accept4 can be called again at once for the next connection.
+bool is_per_connection_accept_error(int error) {
+    return error == ECONNABORTED || error == EINTR || error == EPROTO || error == EPERM;
+}
+
+}  // namespace
+
+EpollEngine::EpollEngine(const EngineOptions& options)
+    : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), memory_(options.buffer_size, options.buffer_count), events_(256) {
+    if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
+    free_buffers_.reserve(options.buffer_count);
+    for (uint32_t id = options.buffer_count; id > 0; --id) free_buffers_.push_back(static_cast<uint16_t>(id - 1));
+}
+
+std::string EpollEngine::features() const {
+    return "edge-triggered, " + std::to_string(memory_.buffer_count()) + " buffers of " +
+           std::to_string(memory_.buffer_size()) + " bytes taken on arrival";
+}
+
+EpollEngine::FdState& EpollEngine::state(int fd) {
+    if (static_cast<size_t>(fd) >= fds_.size()) fds_.resize(static_cast<size_t>(fd) * 2 + 64);
+    return fds_[static_cast<size_t>(fd)];
+}
+
+// Registers fd once for every edge it can give; requests then only change FdState.
+void EpollEngine::watch(int fd, FdState& st) {
+    if (st.registered) return;
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    event.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &event) < 0)
+        throw net::SystemError("epoll_ctl add fd " + std::to_string(fd), errno);
+    st.registered = true;
+}
+
+void EpollEngine::complete(UserData user_data, int32_t result, bool more) {
+    ready_.push_back(Completion{user_data, result, more, false, 0});
+}
+
+// ---- requests ----------------------------------------------------------------------------
+
+void EpollEngine::accept(int listen_fd, UserData user_data) {
+    FdState& st = state(listen_fd);
+    watch(listen_fd, st);
+    st.accepting = true;
+    st.accept_data = user_data;
+    try_accept(listen_fd, st);
+}
+
+void EpollEngine::connect(int fd, const net::SocketAddress& to, UserData user_data) {
+    FdState& st = state(fd);
+    watch(fd, st);
+    if (::connect(fd, to.sockaddr_ptr(), to.length()) == 0) {
+        complete(user_data, 0);
+    } else if (errno == EINPROGRESS) {
+        st.connecting = true;
+        st.connect_data = user_data;
+    } else {
+        complete(user_data, -errno);
+    }
+}
+
+void EpollEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
+    FdState& st = state(fd);
+    watch(fd, st);
+    st.receiving = true;
+    st.recv_max = max_bytes;
+    st.recv_data = user_data;
+    try_recv(fd, st);
+}
+
+void EpollEngine::send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
+    FdState& st = state(fd);
+    watch(fd, st);
+    st.sending = true;
+    st.send_data = data;
+    st.send_length = length;
+    st.send_data_ud = user_data;
+    try_send(fd, st);
+}
+
+void EpollEngine::shutdown_write(int fd, UserData user_data) {
+    complete(user_data, ::shutdown(fd, SHUT_WR) == 0 ? 0 : -errno);
+}
+
+void EpollEngine::cancel(int fd) {
+    FdState& st = state(fd);
+    if (st.accepting) complete(st.accept_data, -ECANCELED);
+    if (st.connecting) complete(st.connect_data, -ECANCELED);
+    if (st.receiving) complete(st.recv_data, -ECANCELED);
+    if (st.sending) complete(st.send_data_ud, -ECANCELED);
+    st.accepting = st.connecting = st.receiving = st.sending = st.waiting_for_buffer = false;
+}
+
+void EpollEngine::forget(int fd) {
+    // close() removes the fd from the epoll set; only our bookkeeping must go.
+    state(fd) = FdState{};
+}
+
+void EpollEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
+
+// ---- the syscalls, performed when the socket is ready --------------------------------------
+
+void EpollEngine::try_accept(int fd, FdState& st) {
+    while (st.accepting) {
+        const int client = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (client >= 0) {
+            complete(st.accept_data, client, true);
+            continue;
+        }
+        const int error = errno;
+        if (would_block(error)) return;  // drained: the next edge brings more
+        if (is_per_connection_accept_error(error)) continue;
+        st.accepting = false;  // EMFILE and the like: the core decides when to try again
+        complete(st.accept_data, -error, false);
+    }
+}
+
+void EpollEngine::try_connect_result(int fd, FdState& st) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
+    if (error == EINPROGRESS || error == EALREADY) return;
+    st.connecting = false;
+    complete(st.connect_data, -error);
+}
+
+void EpollEngine::try_recv(int fd, FdState& st) {
+    if (free_buffers_.empty()) {
+        if (!st.waiting_for_buffer) buffer_waiters_.push_back(fd);
+        st.waiting_for_buffer = true;
+        return;
+    }
+    const uint16_t buffer = free_buffers_.back();
+    const ssize_t n = ::recv(fd, memory_.data(buffer), std::min(st.recv_max, memory_.buffer_size()), 0);
+    if (n > 0) {
+        free_buffers_.pop_back();
+        st.receiving = false;
+        ready_.push_back(Completion{st.recv_data, static_cast<int32_t>(n), false, true, buffer});
+        return;
+    }
+    const int error = n == 0 ? 0 : errno;
+    if (n < 0 && would_block(error)) return;
+    st.receiving = false;
+    complete(st.recv_data, -error);
+}
+
+void EpollEngine::try_send(int fd, FdState& st) {
+    const ssize_t n = ::send(fd, st.send_data, st.send_length, MSG_NOSIGNAL);
+    if (n < 0 && would_block(errno)) return;
+    st.sending = false;
+    complete(st.send_data_ud, n >= 0 ? static_cast<int32_t>(n) : -errno);
+}
+
+void EpollEngine::retry_buffer_waiters() {
+    while (!buffer_waiters_.empty() && !free_buffers_.empty()) {
+        const int fd = buffer_waiters_.back();
+        buffer_waiters_.pop_back();
+        FdState& st = state(fd);
+        if (!st.waiting_for_buffer) continue;  // cancelled or forgotten meanwhile
+        st.waiting_for_buffer = false;
+        if (st.receiving) try_recv(fd, st);
+    }
+}
+
+// ---- the loop ----------------------------------------------------------------------------
+
+void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    retry_buffer_waiters();
+    const int wait_ms = ready_.empty() ? static_cast<int>(timeout.count()) : 0;
+    const int count = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()), wait_ms);
+    if (count < 0 && errno != EINTR) throw net::SystemError("epoll_wait", errno);
+    for (int i = 0; i < count; ++i) {
+        const int fd = events_[static_cast<size_t>(i)].data.fd;
+        const uint32_t flags = events_[static_cast<size_t>(i)].events;
+        FdState& st = state(fd);
+        const bool failed = (flags & (EPOLLERR | EPOLLHUP)) != 0;
+        if (flags & (EPOLLIN | EPOLLRDHUP) || failed) {
+            if (st.accepting) try_accept(fd, st);
+            if (st.receiving && !st.waiting_for_buffer) try_recv(fd, st);
+        }
+        if (flags & EPOLLOUT || failed) {
+            if (st.connecting) try_connect_result(fd, st);
+            if (st.sending) try_send(fd, st);
+        }
+    }
+    // Handlers submit new requests, which may complete into ready_: those go out next round.
+    delivering_.swap(ready_);
+    for (const Completion& completion : delivering_) handler.on_completion(completion);
+    delivering_.clear();
+}
+
+}  // namespace ringlb::engine

@@ -1,0 +1,264 @@
+#include "ringlb/engine/uring/uring_engine.hpp"
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "ringlb/net/socket.hpp"
+
+namespace ringlb::engine {
+
+namespace {
+
+constexpr uint16_t kBufferGroup = 0;
+constexpr uint64_t kInternalRequest = 0;  // cancels: their completions carry nothing for the core
+constexpr unsigned kCqeBatch = 256;
+
+// Why io_uring_setup failed, in words an operator can act on.
+std::string unavailable_hint(int error) {
+    switch (error) {
+        case ENOSYS:
+            return "io_uring_setup is not allowed: a container seccomp profile or an old kernel (allow "
+                   "io_uring_setup, io_uring_enter and io_uring_register)";
+        case EPERM:
+            return "io_uring is disabled: sysctl kernel.io_uring_disabled, or a seccomp profile forbids it";
+        case ENOMEM:
+            return "not enough locked memory for the ring: raise RLIMIT_MEMLOCK (kernels before 5.12)";
+        case EINVAL: return "the kernel is too old for the io_uring features ringlb needs (5.19+)";
+        default: return "see the io_uring_setup(2) man page";
+    }
+}
+
+[[noreturn]] void throw_unavailable(const std::string& what, int error) {
+    throw EngineUnavailable("io_uring unavailable: " + what + ": " + std::strerror(error) + "; " +
+                            unavailable_hint(error));
+}
+
+struct SetupAttempt {
+    unsigned flags;
+    const char* name;
+};
+
+}  // namespace
+
+UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_size, options.buffer_count) {
+    set_up_ring(options);
+    try {
+        set_up_buffer_ring();
+    } catch (...) {
+        io_uring_queue_exit(&ring_);
+        throw;
+    }
+    features_ += ", provided buffer ring " + std::to_string(memory_.buffer_count()) + "x" +
+                 std::to_string(memory_.buffer_size()) + ", multishot accept";
+}
+
+UringEngine::~UringEngine() {
+    io_uring_queue_exit(&ring_);  // cancels whatever is still in flight before the buffers go
+    if (buffer_ring_) ::munmap(buffer_ring_, buffer_ring_bytes_);
+}
+
+// The fastest flag set the kernel accepts, falling back one set at a time.
+void UringEngine::set_up_ring(const EngineOptions& options) {
+    static constexpr SetupAttempt attempts[] = {
+        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+         "single_issuer+defer_taskrun"},
+        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, "coop_taskrun"},
+        {IORING_SETUP_SUBMIT_ALL, "submit_all"},
+        {0, "basic"},
+    };
+    int error = 0;
+    for (const SetupAttempt& attempt : attempts) {
+        io_uring_params params{};
+        params.flags = attempt.flags | IORING_SETUP_CQSIZE;
+        params.cq_entries = options.queue_depth * 8;  // completions can outnumber submissions
+        const int result = io_uring_queue_init_params(options.queue_depth, &ring_, &params);
+        if (result == 0) {
+            features_ = std::string("io_uring ") + attempt.name;
+            if (io_uring_register_ring_fd(&ring_) == 1) features_ += ", registered ring fd";
+            return;
+        }
+        error = -result;
+        if (error != EINVAL) break;  // only "unknown flag" is worth another try
+    }
+    throw_unavailable("io_uring_setup", error);
+}
+
+void UringEngine::set_up_buffer_ring() {
+    const uint32_t count = memory_.buffer_count();
+    if (count == 0 || (count & (count - 1)) != 0 || count > 32768)
+        throw EngineUnavailable("io_uring buffer count must be a power of two up to 32768");
+    buffer_ring_bytes_ = count * sizeof(io_uring_buf);
+    void* memory = ::mmap(nullptr, buffer_ring_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw net::SystemError("mmap of the provided buffer ring", errno);
+    buffer_ring_ = static_cast<io_uring_buf_ring*>(memory);
+    io_uring_buf_ring_init(buffer_ring_);
+    io_uring_buf_reg registration{};
+    registration.ring_addr = reinterpret_cast<uint64_t>(buffer_ring_);
+    registration.ring_entries = count;
+    registration.bgid = kBufferGroup;
+    if (const int result = io_uring_register_buf_ring(&ring_, &registration, 0); result < 0) {
+        ::munmap(buffer_ring_, buffer_ring_bytes_);
+        buffer_ring_ = nullptr;
+        throw_unavailable("registering a provided buffer ring", -result);
+    }
+    for (uint32_t id = 0; id < count; ++id)
+        io_uring_buf_ring_add(buffer_ring_, memory_.data(static_cast<uint16_t>(id)), memory_.buffer_size(),
+                              static_cast<unsigned short>(id), io_uring_buf_ring_mask(count), static_cast<int>(id));
+    io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(count));
+}
+
+io_uring_sqe* UringEngine::next_sqe() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (!sqe) {  // the submission queue is full: hand it to the kernel and take a fresh one
+        io_uring_submit(&ring_);
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+}
+
+uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_t length) {
+    uint32_t index;
+    if (free_requests_.empty()) {
+        index = static_cast<uint32_t>(requests_.size());
+        requests_.emplace_back();
+    } else {
+        index = free_requests_.back();
+        free_requests_.pop_back();
+    }
+    requests_[index] = Request{user_data, fd, length, kind};
+    return index;
+}
+
+// ---- requests ----------------------------------------------------------------------------
+
+void UringEngine::accept(int listen_fd, UserData user_data) {
+    // A blocking listener: io_uring then waits for connections itself instead of reporting EAGAIN.
+    net::set_nonblocking(listen_fd, false);
+    const uint32_t request = new_request(Kind::Accept, listen_fd, user_data);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_multishot_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
+void UringEngine::connect(int fd, const net::SocketAddress& to, UserData user_data) {
+    const uint32_t request = new_request(Kind::Connect, fd, user_data);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_connect(sqe, fd, to.sockaddr_ptr(), to.length());
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
+void UringEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
+    submit_recv(new_request(Kind::Recv, fd, user_data, std::min(max_bytes, memory_.buffer_size())));
+}
+
+void UringEngine::submit_recv(uint32_t request) {
+    const Request& r = requests_[request];
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_recv(sqe, r.fd, nullptr, r.length, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kBufferGroup;
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
+void UringEngine::send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
+    const uint32_t request = new_request(Kind::Send, fd, user_data);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_send(sqe, fd, data, length, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
+void UringEngine::shutdown_write(int fd, UserData user_data) {
+    const uint32_t request = new_request(Kind::Shutdown, fd, user_data);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
+void UringEngine::cancel(int fd) {
+    // Receives parked for want of a buffer are not in the kernel: finish them here.
+    auto parked_on_fd = [&](uint32_t request) { return requests_[request].fd == fd; };
+    for (uint32_t request : parked_recvs_) {
+        if (!parked_on_fd(request)) continue;
+        completions_.push_back(Completion{requests_[request].user_data, -ECANCELED, false, false, 0});
+        free_requests_.push_back(request);
+    }
+    std::erase_if(parked_recvs_, parked_on_fd);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, kInternalRequest);
+}
+
+void UringEngine::forget(int /*fd*/) {
+    // Nothing is kept per fd: requests are released as they complete.
+}
+
+void UringEngine::release_buffer(uint16_t buffer_id) {
+    io_uring_buf_ring_add(buffer_ring_, memory_.data(buffer_id), memory_.buffer_size(), buffer_id,
+                          io_uring_buf_ring_mask(memory_.buffer_count()), static_cast<int>(returned_buffers_));
+    ++returned_buffers_;
+}
+
+void UringEngine::resubmit_parked_recvs() {
+    std::vector<uint32_t> parked;
+    parked.swap(parked_recvs_);
+    for (uint32_t request : parked) submit_recv(request);
+}
+
+// ---- the loop ----------------------------------------------------------------------------
+
+void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    if (returned_buffers_ > 0) {
+        io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(returned_buffers_));
+        returned_buffers_ = 0;
+        resubmit_parked_recvs();
+    }
+    const bool have_local = !completions_.empty();
+    __kernel_timespec wait{};
+    if (!have_local) {
+        wait.tv_sec = timeout.count() / 1000;
+        wait.tv_nsec = (timeout.count() % 1000) * 1000000;
+    }
+    io_uring_cqe* first = nullptr;
+    const int result = io_uring_submit_and_wait_timeout(&ring_, &first, 1, &wait, nullptr);
+    if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY)
+        throw net::SystemError("io_uring_submit_and_wait_timeout", -result);
+
+    // Copy the completions out and free the queue before handling them: handlers submit anew.
+    io_uring_cqe* batch[kCqeBatch];
+    for (;;) {
+        const unsigned count = io_uring_peek_batch_cqe(&ring_, batch, kCqeBatch);
+        if (count == 0) break;
+        for (unsigned i = 0; i < count; ++i) handle(*batch[i]);
+        io_uring_cq_advance(&ring_, count);
+        if (count < kCqeBatch) break;
+    }
+    std::vector<Completion> ready;
+    ready.swap(completions_);
+    for (const Completion& completion : ready) handler.on_completion(completion);
+}
+
+// Turns one CQE into a Completion for the core, or deals with it inside the engine.
+void UringEngine::handle(const io_uring_cqe& cqe) {
+    if (cqe.user_data == kInternalRequest) return;
+    const uint32_t index = static_cast<uint32_t>(cqe.user_data - 1);
+    Request& request = requests_[index];
+    Completion completion{request.user_data, cqe.res, false, false, 0};
+    if (cqe.flags & IORING_CQE_F_BUFFER) {
+        completion.has_buffer = true;
+        completion.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    }
+    if (request.kind == Kind::Recv && cqe.res == -ENOBUFS) {
+        parked_recvs_.push_back(index);  // retried once buffers come back
+        return;
+    }
+    completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
+    if (!completion.more) free_requests_.push_back(index);
+    completions_.push_back(completion);
+}
+
+}  // namespace ringlb::engine

@@ -1,0 +1,67 @@
+#include "config_text.hpp"
+
+#include <algorithm>
+#include <sstream>
+
+#include "net_util.hpp"
+
+namespace ringlb::test {
+
+namespace {
+
+std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+
+std::string render_server(const ServerSpec& server) {
+    if (server.weight == 0) return quoted(server.address);
+    return "{ address = " + quoted(server.address) + ", weight = " + std::to_string(server.weight) + " }";
+}
+
+template <typename T, typename Render>
+std::string render_array(const std::vector<T>& items, Render render) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + render(items[i]);
+    return out + "]";
+}
+
+}  // namespace
+
+std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>& rules) {
+    std::ostringstream out;
+    out << "[global]\n"
+        << "threads = " << global.threads << "\n"
+        << "max_sessions_per_ip = " << global.max_sessions_per_ip << "\n"
+        << "log_level = " << quoted(global.log_level) << "\n";
+    for (const auto& line : global.extra_lines) out << line << "\n";
+    for (const auto& rule : rules) {
+        out << "\n[[rule]]\n"
+            << "id = " << quoted(rule.id) << "\n"
+            << "mode = \"rr\"\n"
+            << "listen = " << render_array(rule.listen, quoted) << "\n"
+            << "timeout = " << quoted(rule.timeout) << "\n"
+            << "connect_timeout = " << quoted(rule.connect_timeout) << "\n"
+            << "servers = " << render_array(rule.servers, render_server) << "\n";
+        for (const auto& line : rule.extra_lines) out << line << "\n";
+    }
+    return out.str();
+}
+
+std::string simple_config(std::uint16_t listen_port, const std::vector<ServerSpec>& servers,
+                          const GlobalSpec& global) {
+    RuleSpec rule;
+    rule.listen = {loopback_endpoint(listen_port)};
+    rule.servers = servers;
+    return render_config(global, {rule});
+}
+
+unsigned line_of(std::string_view text, std::string_view needle, unsigned occurrence) {
+    std::size_t at = std::string_view::npos;
+    std::size_t from = 0;
+    for (unsigned i = 0; i < occurrence; ++i) {
+        at = text.find(needle, from);
+        if (at == std::string_view::npos) return 0;
+        from = at + 1;
+    }
+    return 1 + static_cast<unsigned>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+}
+
+}  // namespace ringlb::test
