@@ -28,18 +28,26 @@ stop_all() {
 }
 trap stop_all EXIT
 
+accepts_connections() {
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
 # Starts one backend and waits (up to 5 s) until it accepts connections.
 start_backend() {
     local name=$1 host=$2 port=$3 pid
+    if accepts_connections "$host" "$port"; then
+        echo "demo: $host:$port is already in use; stop what listens there and try again" >&2
+        exit 1
+    fi
     build/ringlb-demo-backend --listen "$host:$port" --name "$name" &
     pid=$!
     backend_pids+=("$pid")
     for _ in $(seq 50); do
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "demo: backend $name on $host:$port exited (is the port in use?)" >&2
+            echo "demo: backend $name on $host:$port exited" >&2
             exit 1
         fi
-        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        if accepts_connections "$host" "$port"; then
             return 0
         fi
         sleep 0.1

@@ -135,11 +135,9 @@ void Forwarder::on_accept(uint16_t listener, const engine::Completion& completio
 
 void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     ++stats_.accepted;
-    net::SocketAddress peer;
-    try {
-        peer = net::peer_address(client.get());
-    } catch (const net::SystemError& e) {
-        log_.debug("accepted connection dropped: ", e.what());  // it reset before we looked
+    const net::SocketAddress peer = net::peer_address(client.get());
+    if (peer.family() == 0) {
+        log_.debug("accepted connection dropped: it was reset before its address could be read");
         return;
     }
     const auto rule = match_rule(listeners_[listener], peer);

@@ -2,6 +2,8 @@
 // other direction keeps flowing afterwards (TCP half-close).
 #include <sys/socket.h>
 
+#include <thread>
+
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "prng_stream.hpp"
@@ -31,7 +33,8 @@ ReadResult send_then_half_close(std::uint16_t port, const std::string& payload) 
 }  // namespace
 
 TEST_CASE("half-close: client FIN reaches the server, and the server's reply after it still arrives") {
-    EchoBackend backend("bye");
+    // "bye" comes 300 ms after the backend saw the FIN: the session must stay up for it.
+    EchoBackend backend("bye", 300ms);
     std::uint16_t port = find_free_port();
     RinglbProcess ringlb(simple_config(port, {{backend.endpoint()}}));
     RINGLB_LOG_ON_FAILURE(ringlb);
@@ -65,6 +68,8 @@ TEST_CASE("half-close: server FIN reaches the client, and the client's data afte
     ReadResult first = read_until_closed(client.get(), 5s);
     CHECK(first.data == greeting);
     REQUIRE(std::string(to_string(first.end)) == "EOF");
+    // Give a proxy that wrongly tears the session down at the first FIN time to do so.
+    std::this_thread::sleep_for(300ms);
 
     // The server can no longer write, but must still receive everything the client sends now.
     std::string payload = pseudo_random_bytes(256 * 1024, 7);

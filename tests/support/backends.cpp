@@ -165,6 +165,8 @@ void PollServer::run() {
             if (!c.closed && (revents & (POLLOUT | POLLERR | POLLHUP | POLLIN))) c.pump_output();
             // POLLERR with the read side already at EOF would otherwise spin forever.
             if (!c.closed && c.read_eof && (revents & POLLERR)) c.close(true);
+            // Give time-dependent sessions their turn even without socket events.
+            if (!c.closed && !c.has_pending()) c.pump_output();
         }
         if (fds[0].revents & POLLIN) accept_all(connections);
 
@@ -206,21 +208,27 @@ private:
 
 class EchoSession final : public BackendSession {
 public:
-    explicit EchoSession(const std::string& after_eof) : after_eof_(after_eof) {}
+    EchoSession(const std::string& after_eof, std::chrono::milliseconds delay)
+        : after_eof_(after_eof), delay_(delay) {}
     void on_receive(std::span<const std::uint8_t> bytes) override {
         unsent_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     }
-    void on_peer_eof() override {
-        unsent_ += after_eof_;
-        eof_ = true;
+    void on_peer_eof() override { reply_at_ = Clock::now() + delay_; }
+    std::size_t produce(std::span<std::uint8_t> out) override {
+        if (reply_at_ && !replied_ && Clock::now() >= *reply_at_) {
+            unsent_ += after_eof_;
+            replied_ = true;
+        }
+        return take_from(unsent_, out);
     }
-    std::size_t produce(std::span<std::uint8_t> out) override { return take_from(unsent_, out); }
-    WhenDrained when_drained() override { return eof_ ? WhenDrained::ShutdownWrite : WhenDrained::KeepOpen; }
+    WhenDrained when_drained() override { return replied_ ? WhenDrained::ShutdownWrite : WhenDrained::KeepOpen; }
 
 private:
     const std::string& after_eof_;
+    std::chrono::milliseconds delay_;
     std::string unsent_;
-    bool eof_ = false;
+    std::optional<Clock::time_point> reply_at_;  // set at EOF
+    bool replied_ = false;
 };
 
 }  // namespace
@@ -303,8 +311,9 @@ NameBackend::NameBackend(std::string name) : name_(std::move(name)) {
     start([line = name_ + "\n"] { return std::make_unique<NameSession>(line); });
 }
 
-EchoBackend::EchoBackend(std::string after_eof) : after_eof_(std::move(after_eof)) {
-    start([this] { return std::make_unique<EchoSession>(after_eof_); });
+EchoBackend::EchoBackend(std::string after_eof, std::chrono::milliseconds after_eof_delay)
+    : after_eof_(std::move(after_eof)), after_eof_delay_(after_eof_delay) {
+    start([this] { return std::make_unique<EchoSession>(after_eof_, after_eof_delay_); });
 }
 
 WriteFirstBackend::WriteFirstBackend(std::string greeting) : greeting_(std::move(greeting)) {

@@ -32,6 +32,7 @@ public:
     virtual void on_receive(std::span<const std::uint8_t> bytes) { (void)bytes; }
     virtual void on_peer_eof() {}
     // Copies the next bytes to send into `out` and returns how many; 0 = nothing right now.
+    // Also called on every loop turn (at least every 20 ms), so output may depend on time.
     virtual std::size_t produce(std::span<std::uint8_t> out) { (void)out; return 0; }
     virtual WhenDrained when_drained() = 0;
     // The connection is gone: `reset` = it ended with an error (reset, EPIPE) instead of cleanly.
@@ -88,15 +89,17 @@ private:
     std::string name_;
 };
 
-// Echoes everything until EOF; then sends `after_eof` (may be empty), shuts down writing and
-// closes.
+// Echoes everything until EOF; then, `after_eof_delay` later, sends `after_eof` (may be empty),
+// shuts down writing and closes. The delay makes a proxy that tears the session down as soon as
+// one side sent FIN lose the late reply instead of winning a race.
 class EchoBackend final : public PollServer {
 public:
-    explicit EchoBackend(std::string after_eof = "");
+    explicit EchoBackend(std::string after_eof = "", std::chrono::milliseconds after_eof_delay = 0ms);
     ~EchoBackend() override { stop(); }
 
 private:
     std::string after_eof_;
+    std::chrono::milliseconds after_eof_delay_;
 };
 
 // Sends `greeting` and shuts down its writing side at once, then keeps reading what the client

@@ -111,6 +111,12 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
         // If the test process dies (crash, timeout kill), take ringlb with it.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(127);
+        // Start ringlb as a shell would: default signal handling (the test ignores SIGPIPE, and
+        // a non-interactive shell may have ignored SIGINT), nothing blocked.
+        for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGQUIT, SIGHUP}) ::signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::dup2(null_input.get(), 0);
         ::dup2(output.get(), 1);
         ::dup2(output.get(), 2);

@@ -1,0 +1,86 @@
+#include "ringlb/net/socket.hpp"
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace ringlb::net {
+namespace {
+
+// Thread-safe errno text (std::strerror may share a static buffer).
+std::string errno_text(int error_number) { return std::generic_category().message(error_number); }
+
+void set_int_option(int fd, int level, int option, int value, const char* name, const SocketAddress& address) {
+    if (setsockopt(fd, level, option, &value, sizeof value) != 0)
+        throw SystemError(std::string("setsockopt ") + name + " " + address.to_string(), errno);
+}
+
+}  // namespace
+
+void UniqueFd::reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+}
+
+SystemError::SystemError(const std::string& what, int error_number)
+    : std::runtime_error(what + ": " + errno_text(error_number)), errno_(error_number) {}
+
+UniqueFd listen_tcp(const SocketAddress& address, int backlog) {
+    UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) throw SystemError("socket " + address.to_string(), errno);
+    set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", address);
+    // One listener per family: "[::]:80" must not also grab IPv4, which has its own rule entry.
+    if (address.is_v6()) set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY", address);
+    if (::bind(fd.get(), address.sockaddr_ptr(), address.length()) != 0)
+        throw SystemError("bind " + address.to_string(), errno);
+    if (::listen(fd.get(), backlog) != 0) throw SystemError("listen " + address.to_string(), errno);
+    return fd;
+}
+
+int new_stream_socket(int family, bool nonblocking) {
+    const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) return -errno;
+    set_nodelay(fd);
+    return fd;
+}
+
+void set_nonblocking(int fd, bool nonblocking) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    // Only a bad descriptor makes fcntl fail here: a caller bug worth an exception.
+    if (flags < 0) throw SystemError("fcntl F_GETFL fd " + std::to_string(fd), errno);
+    const int wanted = nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    if (wanted != flags && ::fcntl(fd, F_SETFL, wanted) != 0)
+        throw SystemError("fcntl F_SETFL fd " + std::to_string(fd), errno);
+}
+
+void set_nodelay(int fd) {
+    // Best effort: a failure only costs latency, never correctness.
+    const int on = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+void set_abortive_close(int fd) {
+    const linger abortive{1, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+}
+
+// Both return an unspecified address (family 0) when the call fails, e.g. after a reset.
+SocketAddress peer_address(int fd) {
+    sockaddr_storage storage{};
+    socklen_t length = sizeof storage;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return {};
+    return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), length);
+}
+
+SocketAddress local_address(int fd) {
+    sockaddr_storage storage{};
+    socklen_t length = sizeof storage;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return {};
+    return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), length);
+}
+
+}  // namespace ringlb::net

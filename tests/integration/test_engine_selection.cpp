@@ -1,0 +1,35 @@
+// Proves that --engine selects the engine (overriding the config file) and that ringlb says which
+// engine runs in its first log line; an unknown engine name is a usage error.
+#include "config_text.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringlb::test;
+
+namespace {
+std::string other_engine(const std::string& engine) { return engine == "uring" ? "epoll" : "uring"; }
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+}  // namespace
+
+TEST_CASE("engine: the first log line names the engine chosen by --engine, over the config's") {
+    const std::string engine = test_engine();
+    GlobalSpec global;
+    global.extra_lines = {"engine = \"" + other_engine(engine) + "\""};
+    RinglbProcess ringlb(simple_config(find_free_port(), {{"127.0.0.1:9001"}}, global), {}, engine);
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    std::string line = first_line(ringlb.log_text());
+    INFO("first log line: ", line);
+    CHECK(line.find("engine=" + engine + " (") != std::string::npos);
+    ExitStatus status = ringlb.stop();
+    CHECK(status.code == 0);
+}
+
+TEST_CASE("engine: --engine bogus exits 2") {
+    TempFile config(simple_config(find_free_port(), {{"127.0.0.1:9001"}}), ".toml");
+    RunResult run = run_to_exit({"-c", config.path(), "--engine", "bogus"}, 10s);
+    INFO("output:\n", run.output);
+    CHECK_MESSAGE(run.status.exited, run.status.describe());
+    CHECK(run.status.code == 2);
+}
