@@ -35,7 +35,10 @@ Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logge
     bind_listeners();
 }
 
-Forwarder::~Forwarder() = default;
+Forwarder::~Forwarder() {
+    for (Listener& listener : listeners_)
+        if (listener.fd) net::stop_listening(listener.fd.get());
+}
 
 void Forwarder::build_rules(const config::Config& config) {
     for (const config::RuleConfig& rule_config : config.rules) {

@@ -83,4 +83,6 @@ SocketAddress local_address(int fd) {
     return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), length);
 }
 
+void stop_listening(int fd) { ::shutdown(fd, SHUT_RDWR); }
+
 }  // namespace ringlb::net

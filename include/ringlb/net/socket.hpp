@@ -54,6 +54,9 @@ void set_nonblocking(int fd, bool nonblocking);
 void set_nodelay(int fd);
 // SO_LINGER {1, 0}: the next close() sends a reset instead of a FIN.
 void set_abortive_close(int fd);
+// Takes a listener out of service at once, even while an io_uring accept still holds a
+// reference to it (close() alone would keep the port busy until that request ends).
+void stop_listening(int fd);
 SocketAddress peer_address(int fd);
 SocketAddress local_address(int fd);
 
