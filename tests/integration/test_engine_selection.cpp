@@ -22,8 +22,7 @@ TEST_CASE("engine: the first log line names the engine chosen by --engine, over 
     std::string line = first_line(ringlb.log_text());
     INFO("first log line: ", line);
     CHECK(line.find("engine=" + engine + " (") != std::string::npos);
-    ExitStatus status = ringlb.stop();
-    CHECK(status.code == 0);
+    CHECK_CLEAN_EXIT(ringlb);
 }
 
 TEST_CASE("engine: --engine bogus exits 2") {

@@ -53,6 +53,7 @@ TEST_CASE("half-close: client FIN reaches the server, and the server's reply aft
         CHECK(std::string(to_string(reply.end)) == "EOF");
     }
     CHECK(backend.wait_finished(1, 5s));
+    CHECK_CLEAN_EXIT(ringlb);
 }
 
 TEST_CASE("half-close: server FIN reaches the client, and the client's data after it still arrives") {
@@ -81,4 +82,5 @@ TEST_CASE("half-close: server FIN reaches the client, and the client's data afte
     REQUIRE(received.size() == 1);
     CHECK(received[0].size() == payload.size());  // the count the backend reports
     CHECK((received[0] == payload));
+    CHECK_CLEAN_EXIT(ringlb);
 }

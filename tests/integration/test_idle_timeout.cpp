@@ -37,6 +37,7 @@ TEST_CASE("idle timeout 500ms: a silent session is closed on both sides within 3
     CHECK(elapsed >= 400ms);  // an idle timeout, not an immediate close
     // The server side was closed too: the backend saw EOF (or a reset) and ended its connection.
     CHECK(backend.wait_finished(1, 3s));
+    CHECK_CLEAN_EXIT(ringlb);
 }
 
 TEST_CASE("idle timeout 500ms: a session sending every 100 ms stays open for 2 s") {
@@ -65,4 +66,5 @@ TEST_CASE("idle timeout 500ms: a session sending every 100 ms stays open for 2 s
     // Once the client falls silent, the timeout applies again.
     ReadResult after = read_until_closed(client.get(), 3s);
     CHECK(after.closed());
+    CHECK_CLEAN_EXIT(ringlb);
 }

@@ -19,9 +19,7 @@ constexpr std::uint64_t kFirstConnectionId = 0x5EED0000;
 TEST_CASE("integrity: 20 parallel full-duplex seeded streams (64 MiB each way) arrive byte for byte") {
     StreamCheckBackend backend(kBytesPerConnection);
     std::uint16_t port = find_free_port();
-    GlobalSpec global;
-    global.threads = 2;  // sessions spread over both worker threads
-    RinglbProcess ringlb(simple_config(port, {{backend.endpoint()}}, global));
+    RinglbProcess ringlb(simple_config(port, {{backend.endpoint()}}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
 
@@ -42,7 +40,5 @@ TEST_CASE("integrity: 20 parallel full-duplex seeded streams (64 MiB each way) a
     CHECK_MESSAGE((ids == expected_ids), "every connection id must arrive exactly once");
     CHECK(backend.accepted() == kConnections);
 
-    ExitStatus status = ringlb.stop();
-    CHECK_MESSAGE(status.exited, status.describe());
-    CHECK(status.code == 0);
+    CHECK_CLEAN_EXIT(ringlb);
 }

@@ -37,4 +37,5 @@ TEST_CASE("IPv6: a [::1] listener forwards to a 127.0.0.1 backend, next to an IP
         CHECK(std::string(to_string(reply.end)) == "EOF");
     }
     CHECK(backend.accepted() == 2);
+    CHECK_CLEAN_EXIT(ringlb);
 }

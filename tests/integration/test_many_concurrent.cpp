@@ -81,4 +81,5 @@ TEST_CASE("2000 concurrent sessions: all open at once, each gets the backend's n
     clients.clear();  // closes every client; ringlb must carry each FIN through
     CHECK(backend.wait_finished(kSessions, 20s));
     CHECK(ringlb.running());
+    CHECK_CLEAN_EXIT(ringlb);
 }

@@ -56,4 +56,5 @@ TEST_CASE("max_sessions_per_ip = 2: the third session is refused, a freed slot i
     INFO("attempts: ", attempts);
     CHECK(name == "a");
     CHECK(backend.accepted() == 3);
+    CHECK_CLEAN_EXIT(ringlb);
 }

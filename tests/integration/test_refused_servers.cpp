@@ -25,6 +25,7 @@ TEST_CASE("refused servers are skipped: 20 sessions over [dead, a, dead, b] are 
     CHECK(a.accepted() + b.accepted() == 20);
     CHECK(a.accepted() > 0);
     CHECK(b.accepted() > 0);
+    CHECK_CLEAN_EXIT(ringlb);
 }
 
 TEST_CASE("all servers refused: the client is closed without data and ringlb keeps serving") {
@@ -63,4 +64,5 @@ TEST_CASE("all servers refused: the client is closed without data and ringlb kee
     CHECK(fetch_name(live_port) == "live");
     // The failure is logged with the address that refused.
     CHECK(ringlb.wait_for_log(dead1, 3s));
+    CHECK_CLEAN_EXIT(ringlb);
 }

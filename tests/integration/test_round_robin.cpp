@@ -45,6 +45,7 @@ TEST_CASE("round robin: equal weights alternate between two servers (10 sessions
     for (std::size_t i = 1; i < names.size(); ++i) CHECK(names[i] != names[i - 1]);
     CHECK(a.accepted() == 5);
     CHECK(b.accepted() == 5);
+    CHECK_CLEAN_EXIT(ringlb);
 }
 
 TEST_CASE("round robin: weights 3:1 give 9 and 3 of 12 sessions") {
@@ -61,4 +62,5 @@ TEST_CASE("round robin: weights 3:1 give 9 and 3 of 12 sessions") {
     CHECK(counts["b"] == 3);
     CHECK(a.accepted() == 9);
     CHECK(b.accepted() == 3);
+    CHECK_CLEAN_EXIT(ringlb);
 }

@@ -42,7 +42,7 @@ struct PollServer::Connection {
         session->on_closed(reset);
     }
 
-    // Reads what is available; false if the connection had to be closed.
+    // Reads what is available (bounded per turn); closes the connection on a reset or error.
     void read_available() {
         std::uint8_t buffer[kIoChunk];
         std::size_t total = 0;

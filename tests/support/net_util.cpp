@@ -224,10 +224,7 @@ ReadResult read_until_closed(int fd, std::chrono::milliseconds timeout) {
 }
 
 ReadResult read_exactly(int fd, std::size_t count, std::chrono::milliseconds timeout) {
-    ReadResult result = read_loop(fd, timeout, SIZE_MAX, [&](const std::string& data) {
-        return data.size() >= count;
-    });
-    return result;
+    return read_loop(fd, timeout, SIZE_MAX, [&](const std::string& data) { return data.size() >= count; });
 }
 
 ReadResult read_line(int fd, std::chrono::milliseconds timeout) {
