@@ -220,10 +220,8 @@ private:
     }
 
     void read_threads(const toml::node& node, const std::string& key, unsigned& threads) {
-        const auto n = read_integer(node, key, 1, kMaxThreads);
-        if (!n) return;
-        if (*n != 1) return report(node.source(), key, "threads > 1 is not supported yet");
-        threads = static_cast<unsigned>(*n);
+        // 0 = one worker per CPU this process may use, decided at start-up.
+        if (const auto n = read_integer(node, key, 0, kMaxThreads)) threads = static_cast<unsigned>(*n);
     }
 
     void read_log_level(const toml::node& node, const std::string& key, LogLevel& level) {

@@ -25,14 +25,11 @@ long long as_ms(std::chrono::duration<Rep, Period> d) {
 
 }  // namespace
 
-Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logger& log)
-    : engine_(engine),
-      log_(log),
-      global_(config.global),
-      sessions_(config.global.max_sessions),
-      ip_limiter_(config.global.max_sessions_per_ip) {
+Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logger& log, SessionLimits& limits,
+                     bool reuse_port)
+    : engine_(engine), log_(log), global_(config.global), sessions_(config.global.max_sessions), limits_(limits) {
     build_rules(config);
-    bind_listeners();
+    bind_listeners(reuse_port);
 }
 
 Forwarder::~Forwarder() {
@@ -61,17 +58,21 @@ void Forwarder::build_rules(const config::Config& config) {
     }
 }
 
-void Forwarder::bind_listeners() {
+void Forwarder::bind_listeners(bool reuse_port) {
     for (Listener& listener : listeners_) {
         try {
-            listener.fd = net::listen_tcp(listener.address);
+            listener.fd = net::listen_tcp(listener.address, 4096, reuse_port);
         } catch (const net::SystemError& e) {
             throw ListenError(e.what());
         }
-        std::string rule_ids;
-        for (uint16_t rule : listener.rules) rule_ids += (rule_ids.empty() ? "" : ",") + rules_[rule].config.id;
-        log_.info("listening on ", listener.address.to_string(), " (rule ", rule_ids, ")");
+        log_.debug("listening on ", listener.address.to_string(), reuse_port ? " (SO_REUSEPORT)" : "");
     }
+}
+
+std::vector<std::string> Forwarder::listen_addresses() const {
+    std::vector<std::string> addresses;
+    for (const Listener& listener : listeners_) addresses.push_back(listener.address.to_string());
+    return addresses;
 }
 
 void Forwarder::start_accepting() {
@@ -151,14 +152,15 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         return;
     }
     const net::IpKey ip = net::IpKey::of(peer);
-    if (!ip_limiter_.try_acquire(ip)) {
+    const auto verdict = limits_.try_admit(ip);
+    if (verdict == SessionLimits::Verdict::OverPerIp) {
         ++stats_.rejected_per_ip;
         log_.debug("client ", peer.to_string(), " over max_sessions_per_ip: closed");
         return;
     }
-    const auto slot = sessions_.acquire();
+    const auto slot = verdict == SessionLimits::Verdict::Admitted ? sessions_.acquire() : std::nullopt;
     if (!slot) {
-        ip_limiter_.release(ip);
+        if (verdict == SessionLimits::Verdict::Admitted) limits_.release(ip);
         ++stats_.rejected_max_sessions;
         log_.debug("client ", peer.to_string(), " over max_sessions: closed");
         return;
@@ -358,7 +360,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
         rule.balancer->session_dropped(session.server);
     }
     --rule.active_sessions;
-    ip_limiter_.release(net::IpKey::of(session.client_address));
+    limits_.release(net::IpKey::of(session.client_address));
     ++stats_.sessions_ended;
     log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
                ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,

@@ -29,12 +29,14 @@ void UniqueFd::reset(int fd) {
 SystemError::SystemError(const std::string& what, int error_number)
     : std::runtime_error(what + ": " + errno_text(error_number)), errno_(error_number) {}
 
-UniqueFd listen_tcp(const SocketAddress& address, int backlog) {
+UniqueFd listen_tcp(const SocketAddress& address, int backlog, bool reuse_port) {
     UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) throw SystemError("socket " + address.to_string(), errno);
     set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", address);
     // One listener per family: "[::]:80" must not also grab IPv4, which has its own rule entry.
     if (address.is_v6()) set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY", address);
+    if (reuse_port) set_int_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT", address);
+    set_nodelay(fd.get());  // accepted sockets inherit it: no extra syscall per client
     if (::bind(fd.get(), address.sockaddr_ptr(), address.length()) != 0)
         throw SystemError("bind " + address.to_string(), errno);
     if (::listen(fd.get(), backlog) != 0) throw SystemError("listen " + address.to_string(), errno);

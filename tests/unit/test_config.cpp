@@ -211,18 +211,18 @@ TEST_CASE("global values out of range") {
     const auto issues = issues_of(std::string(
         "[global]\n"                       // 1
         "engine = \"kqueue\"\n"            // 2
-        "threads = 4\n"                    // 3
+        "threads = -1\n"                   // 3
         "max_sessions = 0\n"               // 4
         "buffer_size = \"128m\"\n"         // 5
         "log_level = \"loud\"\n")          // 6
         + kGoodRule);
     CHECK_MESSAGE(has_issue(issues, "global.engine", 2, "auto, uring, epoll"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "global.threads", 3, "threads > 1 is not supported yet"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "global.threads", 3, "between 0 and 256"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "global.max_sessions", 4, "between 1 and 10000000"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "global.buffer_size", 5, "between 1k and 64m"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "global.log_level", 6, "unknown log level"), dump(issues));
     CHECK(issues.size() == 5);
-    CHECK(issues_of(std::string("[global]\nthreads = 300\n") + kGoodRule).at(0).message.find("between 1 and 256") !=
+    CHECK(issues_of(std::string("[global]\nthreads = 300\n") + kGoodRule).at(0).message.find("between 0 and 256") !=
           std::string::npos);
 }
 

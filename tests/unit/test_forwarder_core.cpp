@@ -131,8 +131,12 @@ struct LoopbackPair {
 struct Harness {
     ScriptedEngine engine;
     Logger log{LogLevel::Error};
+    core::SessionLimits limits;
     core::Forwarder forwarder;
-    explicit Harness(const config::Config& config) : forwarder(config, engine, log) { forwarder.start_accepting(); }
+    explicit Harness(const config::Config& config)
+        : limits(config.global.max_sessions, config.global.max_sessions_per_ip), forwarder(config, engine, log, limits) {
+        forwarder.start_accepting();
+    }
     void turn() { forwarder.run_once(std::chrono::milliseconds(0)); }
 };
 

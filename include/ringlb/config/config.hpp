@@ -37,7 +37,7 @@ struct RuleConfig {
 
 struct GlobalConfig {
     EngineChoice engine = EngineChoice::Auto;
-    unsigned threads = 1;
+    unsigned threads = 1;  // 0 = one per CPU this process may use
     uint32_t max_sessions = 100000;
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session

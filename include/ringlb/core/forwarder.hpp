@@ -12,7 +12,7 @@
 
 #include "ringlb/balance/balancer.hpp"
 #include "ringlb/config/config.hpp"
-#include "ringlb/core/ip_limiter.hpp"
+#include "ringlb/core/session_limits.hpp"
 #include "ringlb/core/session.hpp"
 #include "ringlb/core/slab.hpp"
 #include "ringlb/core/timer_queue.hpp"
@@ -43,8 +43,11 @@ public:
 
 class Forwarder final : public engine::CompletionHandler {
 public:
-    // Binds every listen address of the config (throws ListenError); accepting starts with run().
-    Forwarder(const config::Config& config, engine::Engine& engine, Logger& log);
+    // Binds every listen address of the config (throws ListenError); accepting starts with
+    // start_accepting(). `limits` may be shared with other workers; with `reuse_port` each
+    // worker binds its own listeners on the same addresses.
+    Forwarder(const config::Config& config, engine::Engine& engine, Logger& log, SessionLimits& limits,
+              bool reuse_port = false);
     ~Forwarder();
     Forwarder(const Forwarder&) = delete;
     Forwarder& operator=(const Forwarder&) = delete;
@@ -59,7 +62,7 @@ public:
 
     const ForwarderStats& stats() const { return stats_; }
     uint32_t active_sessions() const { return sessions_.in_use(); }
-    size_t listener_count() const { return listeners_.size(); }
+    std::vector<std::string> listen_addresses() const;
 
 private:
     struct Rule {
@@ -75,7 +78,7 @@ private:
     };
 
     void build_rules(const config::Config& config);
-    void bind_listeners();
+    void bind_listeners(bool reuse_port);
     void arm_accept(uint16_t listener);
 
     void on_accept(uint16_t listener, const engine::Completion& completion);
@@ -106,7 +109,7 @@ private:
     std::vector<Rule> rules_;
     std::vector<Listener> listeners_;
     Slab<Session> sessions_;
-    IpLimiter ip_limiter_;
+    SessionLimits& limits_;
     TimerQueue timers_;
     ForwarderStats stats_;
 };

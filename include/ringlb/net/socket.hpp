@@ -41,9 +41,11 @@ private:
     int errno_;
 };
 
-// Binds and listens (SO_REUSEADDR, IPV6_V6ONLY for v6, non-blocking, close-on-exec).
+// Binds and listens (SO_REUSEADDR, IPV6_V6ONLY for v6, non-blocking, close-on-exec, TCP_NODELAY
+// inherited by accepted sockets). With reuse_port, several workers each bind their own listener
+// on the same address and the kernel spreads connections over them.
 // Throws SystemError("bind 127.0.0.1:8080: Address already in use").
-UniqueFd listen_tcp(const SocketAddress& address, int backlog = 4096);
+UniqueFd listen_tcp(const SocketAddress& address, int backlog = 4096, bool reuse_port = false);
 
 // A fresh close-on-exec TCP socket of the address's family with TCP_NODELAY, non-blocking when
 // asked (the epoll engine needs that; io_uring wants blocking sockets, or it may report EAGAIN).
