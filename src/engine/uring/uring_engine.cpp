@@ -106,10 +106,23 @@ void UringEngine::set_up_buffer_ring() {
         buffer_ring_ = nullptr;
         throw_unavailable("registering a provided buffer ring", -result);
     }
-    for (uint32_t id = 0; id < count; ++id)
-        io_uring_buf_ring_add(buffer_ring_, memory_.data(static_cast<uint16_t>(id)), memory_.buffer_size(),
-                              static_cast<unsigned short>(id), io_uring_buf_ring_mask(count), static_cast<int>(id));
-    io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(count));
+    free_buffers_.reserve(count);
+    for (uint32_t id = count; id > 0; --id) free_buffers_.push_back(static_cast<uint16_t>(id - 1));
+    window_ = std::min(window_, count);
+    offer_buffers();
+}
+
+// Tops the kernel's ring up to the window with the most recently returned (warmest) buffers.
+void UringEngine::offer_buffers() {
+    const int mask = io_uring_buf_ring_mask(memory_.buffer_count());
+    int added = 0;
+    while (offered_ < window_ && !free_buffers_.empty()) {
+        const uint16_t id = free_buffers_.back();
+        free_buffers_.pop_back();
+        io_uring_buf_ring_add(buffer_ring_, memory_.data(id), memory_.buffer_size(), id, mask, added++);
+        ++offered_;
+    }
+    if (added > 0) io_uring_buf_ring_advance(buffer_ring_, added);
 }
 
 io_uring_sqe* UringEngine::next_sqe() {
@@ -197,11 +210,7 @@ void UringEngine::forget(int /*fd*/) {
     // Nothing is kept per fd: requests are released as they complete.
 }
 
-void UringEngine::release_buffer(uint16_t buffer_id) {
-    io_uring_buf_ring_add(buffer_ring_, memory_.data(buffer_id), memory_.buffer_size(), buffer_id,
-                          io_uring_buf_ring_mask(memory_.buffer_count()), static_cast<int>(returned_buffers_));
-    ++returned_buffers_;
-}
+void UringEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
 
 void UringEngine::resubmit_parked_recvs() {
     std::vector<uint32_t> parked;
@@ -212,11 +221,8 @@ void UringEngine::resubmit_parked_recvs() {
 // ---- the loop ----------------------------------------------------------------------------
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
-    if (returned_buffers_ > 0) {
-        io_uring_buf_ring_advance(buffer_ring_, static_cast<int>(returned_buffers_));
-        returned_buffers_ = 0;
-        resubmit_parked_recvs();
-    }
+    offer_buffers();
+    if (!parked_recvs_.empty() && offered_ > 0) resubmit_parked_recvs();
     const bool have_local = !completions_.empty();
     __kernel_timespec wait{};
     if (!have_local) {
@@ -249,11 +255,14 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
     Request& request = requests_[index];
     Completion completion{request.user_data, cqe.res, false, false, 0};
     if (cqe.flags & IORING_CQE_F_BUFFER) {
+        --offered_;
         completion.has_buffer = true;
         completion.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     }
     if (request.kind == Kind::Recv && cqe.res == -ENOBUFS) {
-        parked_recvs_.push_back(index);  // retried once buffers come back
+        // The window was too small for this burst: widen it, and retry once buffers are offered.
+        window_ = std::min(window_ * 2, memory_.buffer_count());
+        parked_recvs_.push_back(index);
         return;
     }
     completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);

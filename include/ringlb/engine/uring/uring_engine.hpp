@@ -56,13 +56,19 @@ private:
     uint32_t new_request(Kind kind, int fd, UserData user_data, uint32_t length = 0);
     void submit_recv(uint32_t request);
     void resubmit_parked_recvs();
+    void offer_buffers();
     void handle(const io_uring_cqe& cqe);
 
     io_uring ring_{};
     BufferMemory memory_;
     io_uring_buf_ring* buffer_ring_ = nullptr;
     size_t buffer_ring_bytes_ = 0;
-    unsigned returned_buffers_ = 0;  // added to the ring but not yet published to the kernel
+    // Only a window of the free buffers is offered to the kernel, taken from a LIFO stack: the
+    // kernel consumes its ring in FIFO order, which would otherwise touch every buffer of the
+    // pool in turn and make all of it resident. The window grows when receives find it empty.
+    std::vector<uint16_t> free_buffers_;
+    uint32_t offered_ = 0;  // buffers in the kernel's ring, not yet consumed
+    uint32_t window_ = 64;
     std::vector<Request> requests_;
     std::vector<uint32_t> free_requests_;
     std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
