@@ -28,6 +28,7 @@ sigset_t stop_signals() {
 engine::EngineOptions engine_options(const config::GlobalConfig& global) {
     engine::EngineOptions options;
     options.buffer_size = std::min<uint32_t>(options.buffer_size, global.buffer_size);
+    options.buffer_count = global.receive_buffers;
     return options;
 }
 

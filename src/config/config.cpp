@@ -44,7 +44,14 @@ std::string_view type_name(toml::node_type type) {
     return "nothing";
 }
 
-std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+std::string quoted(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    out += '"';
+    out += text;
+    out += '"';
+    return out;
+}
 
 std::string indexed(const std::string& key, size_t index) { return key + "[" + std::to_string(index) + "]"; }
 
@@ -204,8 +211,12 @@ private:
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) global.max_sessions_per_ip = static_cast<uint32_t>(*n);
             } else if (name == "buffer_size") {
                 if (auto n = read_size(value, key, kMinBuffer, kMaxBuffer)) global.buffer_size = static_cast<uint32_t>(*n);
+            } else if (name == "receive_buffers") {
+                read_receive_buffers(value, key, global.receive_buffers);
             } else if (name == "log_level") read_log_level(value, key, global.log_level);
-            else report_unknown_key(name, key, "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, log_level");
+            else report_unknown_key(name, key,
+                                    "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
+                                    "log_level");
         }
     }
 
@@ -217,6 +228,14 @@ private:
         else if (name == "uring") engine = EngineChoice::Uring;
         else if (name == "epoll") engine = EngineChoice::Epoll;
         else report(node.source(), key, "unknown engine " + quoted(*text) + " (supported: auto, uring, epoll)");
+    }
+
+    // A power of two, as the io_uring provided-buffer ring requires, and at most its 32768 entries.
+    void read_receive_buffers(const toml::node& node, const std::string& key, uint32_t& count) {
+        const auto n = read_integer(node, key, 16, 32768);
+        if (!n) return;
+        if ((*n & (*n - 1)) != 0) return report(node.source(), key, "must be a power of two (16, 32, ..., 32768)");
+        count = static_cast<uint32_t>(*n);
     }
 
     void read_threads(const toml::node& node, const std::string& key, unsigned& threads) {

@@ -293,3 +293,13 @@ TEST_CASE("load_config_file reads a file and reports unreadable ones") {
     }
     CHECK_THROWS_AS(load_config_file("/tmp"), ConfigError);  // a directory cannot be read either
 }
+
+TEST_CASE("receive_buffers takes a power of two from 16 to 32768") {
+    CHECK(ringlb::config::parse_config(std::string("[global]\nreceive_buffers = 256\n") + kGoodRule, "t.toml")
+              .global.receive_buffers == 256);
+    CHECK(ringlb::config::parse_config(kGoodRule, "t.toml").global.receive_buffers == 2048);
+    const auto odd = issues_of(std::string("[global]\nreceive_buffers = 100\n") + kGoodRule);
+    CHECK_MESSAGE(has_issue(odd, "global.receive_buffers", 2, "power of two"), dump(odd));
+    const auto big = issues_of(std::string("[global]\nreceive_buffers = 65536\n") + kGoodRule);
+    CHECK_MESSAGE(has_issue(big, "global.receive_buffers", 2, "between 16 and 32768"), dump(big));
+}

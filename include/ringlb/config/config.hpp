@@ -41,6 +41,7 @@ struct GlobalConfig {
     uint32_t max_sessions = 100000;
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
+    uint32_t receive_buffers = 2048;   // per worker: the pool receives draw from, 16 KiB each
     LogLevel log_level = LogLevel::Info;
 };
 
