@@ -243,9 +243,10 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         io_uring_cq_advance(&ring_, count);
         if (count < kCqeBatch) break;
     }
-    std::vector<Completion> ready;
-    ready.swap(completions_);
-    for (const Completion& completion : ready) handler.on_completion(completion);
+    // Handlers may cancel, which completes parked receives into completions_: those go next round.
+    delivering_.swap(completions_);
+    for (const Completion& completion : delivering_) handler.on_completion(completion);
+    delivering_.clear();
 }
 
 // Turns one CQE into a Completion for the core, or deals with it inside the engine.

@@ -73,6 +73,7 @@ private:
     std::vector<uint32_t> free_requests_;
     std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
     std::vector<Completion> completions_;
+    std::vector<Completion> delivering_;
     std::string features_;
 };
 
