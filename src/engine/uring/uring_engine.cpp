@@ -53,8 +53,8 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         io_uring_queue_exit(&ring_);
         throw;
     }
-    features_ += ", provided buffer ring " + std::to_string(memory_.buffer_count()) + "x" +
-                 std::to_string(memory_.buffer_size()) + ", multishot accept";
+    features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
+                 " multishot-accept; not used: multishot-recv recv-bundle send-zc splice";
 }
 
 UringEngine::~UringEngine() {
@@ -66,10 +66,10 @@ UringEngine::~UringEngine() {
 void UringEngine::set_up_ring(const EngineOptions& options) {
     static constexpr SetupAttempt attempts[] = {
         {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-         "single_issuer+defer_taskrun"},
-        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, "coop_taskrun"},
-        {IORING_SETUP_SUBMIT_ALL, "submit_all"},
-        {0, "basic"},
+         "submit-all single-issuer defer-taskrun"},
+        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, "submit-all coop-taskrun"},
+        {IORING_SETUP_SUBMIT_ALL, "submit-all"},
+        {0, "plain-setup"},
     };
     int error = 0;
     for (const SetupAttempt& attempt : attempts) {
@@ -78,8 +78,8 @@ void UringEngine::set_up_ring(const EngineOptions& options) {
         params.cq_entries = options.queue_depth * 8;  // completions can outnumber submissions
         const int result = io_uring_queue_init_params(options.queue_depth, &ring_, &params);
         if (result == 0) {
-            features_ = std::string("io_uring ") + attempt.name;
-            if (io_uring_register_ring_fd(&ring_) == 1) features_ += ", registered ring fd";
+            features_ = attempt.name;
+            if (io_uring_register_ring_fd(&ring_) == 1) features_ += " registered-ring-fd";
             return;
         }
         error = -result;
