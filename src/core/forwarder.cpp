@@ -170,7 +170,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     session.client_address = peer;
     session.listener = listener;
     session.rule = *rule;
-    session.started = session.last_activity = Clock::now();
+    session.started = session.last_activity = now_;
     ++rules_[*rule].active_sessions;
     connect_next_server(*slot, session);
 }
@@ -207,7 +207,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     session.connect_pending = true;
     ++session.connect_attempt;
     engine_.connect(fd, server.address, token(slot, Op::Connect));
-    timers_.add({Clock::now() + rule.config.connect_timeout, slot, sessions_.generation(slot),
+    timers_.add({now_ + rule.config.connect_timeout, slot, sessions_.generation(slot),
                  session.connect_attempt, TimerKind::Connect});
 }
 
@@ -239,7 +239,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     ++server.active_sessions;
     ++server.total_sessions;
     rule.balancer->session_taken(session.server);
-    session.last_activity = Clock::now();
+    session.last_activity = now_;
     log_.debug("session ", slot, ": ", describe(session), " established");
     arm_idle_timer(slot, session);
     pump(slot, session, Side::Client);
@@ -252,7 +252,7 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
     if (completion.result > 0 && session.state != Session::State::Closing) {
         flow.push({completion.buffer_id, 0, static_cast<uint16_t>(completion.result)});
         flow.queued_bytes += static_cast<uint32_t>(completion.result);
-        session.last_activity = Clock::now();
+        session.last_activity = now_;
         pump(slot, session, source);
         return;
     }
@@ -286,7 +286,7 @@ void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int r
     chunk.begin = static_cast<uint16_t>(chunk.begin + result);
     flow.queued_bytes -= static_cast<uint32_t>(result);
     flow.delivered_bytes += static_cast<uint64_t>(result);
-    session.last_activity = Clock::now();
+    session.last_activity = now_;
     if (chunk.begin == chunk.end) {
         engine_.release_buffer(chunk.buffer);
         flow.pop();

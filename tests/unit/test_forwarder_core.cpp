@@ -53,6 +53,7 @@ public:
     uint32_t buffer_size() const override { return sizeof buffers[0]; }
 
     void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
+        handler.on_batch_start();
         while (!ready.empty()) {
             Completion completion = ready.front();
             ready.pop_front();

@@ -58,6 +58,7 @@ public:
     // One round: wait up to max_wait for completions, handle them, fire due timers.
     void run_once(std::chrono::milliseconds max_wait);
 
+    void on_batch_start() override { now_ = Clock::now(); }
     void on_completion(const engine::Completion& completion) override;
 
     const ForwarderStats& stats() const { return stats_; }
@@ -112,6 +113,7 @@ private:
     SessionLimits& limits_;
     TimerQueue timers_;
     ForwarderStats stats_;
+    Clock::time_point now_ = Clock::now();  // taken once per batch of completions
 };
 
 }  // namespace ringlb::core

@@ -27,6 +27,9 @@ struct Completion {
 
 class CompletionHandler {
 public:
+    // Called once per poll() after waiting, before that round's completions: a handler can take
+    // one timestamp for the whole batch instead of one per completion.
+    virtual void on_batch_start() {}
     virtual void on_completion(const Completion& completion) = 0;
 
 protected:

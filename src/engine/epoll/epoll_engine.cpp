@@ -199,6 +199,7 @@ void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         }
     }
     // Handlers submit new requests, which may complete into ready_: those go out next round.
+    handler.on_batch_start();
     delivering_.swap(ready_);
     for (const Completion& completion : delivering_) handler.on_completion(completion);
     delivering_.clear();

@@ -244,6 +244,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         if (count < kCqeBatch) break;
     }
     // Handlers may cancel, which completes parked receives into completions_: those go next round.
+    handler.on_batch_start();
     delivering_.swap(completions_);
     for (const Completion& completion : delivering_) handler.on_completion(completion);
     delivering_.clear();
