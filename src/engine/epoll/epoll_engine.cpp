@@ -80,7 +80,7 @@ void EpollEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
     st.receiving = true;
     st.recv_max = max_bytes;
     st.recv_data = user_data;
-    try_recv(fd, st);
+    if (!st.drained) try_recv(fd, st);
 }
 
 void EpollEngine::send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
@@ -146,15 +146,20 @@ void EpollEngine::try_recv(int fd, FdState& st) {
         return;
     }
     const uint16_t buffer = free_buffers_.back();
-    const ssize_t n = ::recv(fd, memory_.data(buffer), std::min(st.recv_max, memory_.buffer_size()), 0);
+    const uint32_t wanted = std::min(st.recv_max, memory_.buffer_size());
+    const ssize_t n = ::recv(fd, memory_.data(buffer), wanted, 0);
     if (n > 0) {
+        st.drained = static_cast<uint32_t>(n) < wanted && !st.peer_closed;
         free_buffers_.pop_back();
         st.receiving = false;
         ready_.push_back(Completion{st.recv_data, static_cast<int32_t>(n), false, true, buffer});
         return;
     }
     const int error = n == 0 ? 0 : errno;
-    if (n < 0 && would_block(error)) return;
+    if (n < 0 && would_block(error)) {
+        st.drained = !st.peer_closed;
+        return;
+    }
     st.receiving = false;
     complete(st.recv_data, -error);
 }
@@ -190,6 +195,8 @@ void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         FdState& st = state(fd);
         const bool failed = (flags & (EPOLLERR | EPOLLHUP)) != 0;
         if (flags & (EPOLLIN | EPOLLRDHUP) || failed) {
+            st.drained = false;
+            if (flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) st.peer_closed = true;
             if (st.accepting) try_accept(fd, st);
             if (st.receiving && !st.waiting_for_buffer) try_recv(fd, st);
         }

@@ -43,6 +43,12 @@ private:
         bool receiving = false;
         bool sending = false;
         bool waiting_for_buffer = false;
+        // The last read came back short: the socket is empty until its next readable edge, so a
+        // new recv() waits for that edge instead of spending a syscall on EAGAIN.
+        bool drained = false;
+        // The peer's FIN or an error was reported: it may sit behind data still unread, with no
+        // further edge to announce it, so reads stay speculative from then on.
+        bool peer_closed = false;
         uint32_t recv_max = 0;
         uint32_t send_length = 0;
         const std::byte* send_data = nullptr;
