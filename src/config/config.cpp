@@ -302,7 +302,17 @@ private:
         if (!text) return;
         const std::string name = lowercase(*text);
         if (name == "rr" || name == "round_robin") mode = BalanceMode::RoundRobin;
-        else report(node.source(), key, "unsupported mode " + quoted(*text) + " (supported: rr, round_robin)");
+        else if (name == "ms" || name == "master_standby") mode = BalanceMode::MasterStandby;
+        else if (name == "lc" || name == "least_conn") mode = BalanceMode::LeastConn;
+        else if (name == "rd" || name == "random") mode = BalanceMode::Random;
+        else if (name == "p2c") mode = BalanceMode::PowerOfTwo;
+        else if (name == "hs" || name == "source_hash") mode = BalanceMode::SourceHash;
+        else if (name == "rt" || name == "response_time") mode = BalanceMode::ResponseTime;
+        else
+            report(node.source(), key,
+                   "unsupported mode " + quoted(*text) +
+                       " (supported: rr, round_robin, ms, master_standby, lc, least_conn, rd, random, p2c, hs, "
+                       "source_hash, rt, response_time)");
     }
 
     void read_listen(const toml::node& node, const std::string& key, std::vector<net::SocketAddress>& listen) {
@@ -357,8 +367,17 @@ private:
                 auto weight = read_integer(value, key, 0, kMaxWeight);
                 if (weight) server.weight = static_cast<unsigned>(*weight);
                 ok = ok && weight.has_value();
+            } else if (name == "backup") {
+                const auto* backup = value.as_boolean();
+                if (backup) server.backup = backup->get();
+                else report_type(value, key, "a boolean");
+                ok = ok && backup != nullptr;
+            } else if (name == "max_connections") {
+                auto limit = read_integer(value, key, 0, kMaxSessions);
+                if (limit) server.max_connections = static_cast<uint32_t>(*limit);
+                ok = ok && limit.has_value();
             } else {
-                report_unknown_key(name, key, "address, weight");
+                report_unknown_key(name, key, "address, weight, backup, max_connections");
                 ok = false;
             }
         }
@@ -403,6 +422,12 @@ std::string_view to_string(EngineChoice engine) {
 std::string_view to_string(BalanceMode mode) {
     switch (mode) {
         case BalanceMode::RoundRobin: return "rr";
+        case BalanceMode::MasterStandby: return "ms";
+        case BalanceMode::LeastConn: return "lc";
+        case BalanceMode::Random: return "rd";
+        case BalanceMode::PowerOfTwo: return "p2c";
+        case BalanceMode::SourceHash: return "hs";
+        case BalanceMode::ResponseTime: return "rt";
     }
     return "?";
 }

@@ -41,8 +41,12 @@ void Forwarder::build_rules(const config::Config& config) {
     for (const config::RuleConfig& rule_config : config.rules) {
         Rule rule;
         rule.config = rule_config;
-        for (const config::ServerConfig& server : rule_config.servers)
-            rule.servers.push_back(balance::Server{server.address, server.weight});
+        for (const config::ServerConfig& server : rule_config.servers) {
+            balance::Server entry{server.address, server.weight};
+            entry.backup = server.backup;
+            entry.max_connections = server.max_connections;
+            rule.servers.push_back(entry);
+        }
         rule.balancer = balance::make_balancer(rule_config.mode);
         const auto rule_index = static_cast<uint16_t>(rules_.size());
         for (const net::SocketAddress& address : rule_config.listen) {
@@ -206,6 +210,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     session.server_fd.reset(fd);
     session.connect_pending = true;
     ++session.connect_attempt;
+    session.connect_started = Clock::now();
     engine_.connect(fd, server.address, token(slot, Op::Connect));
     timers_.add({now_ + rule.config.connect_timeout, slot, sessions_.generation(slot),
                  session.connect_attempt, TimerKind::Connect});
@@ -239,6 +244,8 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     ++server.active_sessions;
     ++server.total_sessions;
     rule.balancer->session_taken(session.server);
+    rule.balancer->connect_time(session.server, std::chrono::duration_cast<std::chrono::microseconds>(
+                                                    Clock::now() - session.connect_started));
     session.last_activity = now_;
     log_.debug("session ", slot, ": ", describe(session), " established");
     arm_idle_timer(slot, session);

@@ -230,12 +230,12 @@ TEST_CASE("rule-level value checks: mode, id, clients, duplicate listen") {
     const auto issues = issues_of(
         "[[rule]]\n"                                                         // 1
         "id = \"bad id!\"\n"                                                 // 2
-        "mode = \"least_conn\"\n"                                            // 3
+        "mode = \"fastest\"\n"                                               // 3
         "listen = [\"127.0.0.1:80\", \"127.0.0.1:81\", \"127.0.0.1:80\"]\n"  // 4
         "clients = [\"10.0.0.0/40\"]\n"                                      // 5
         "servers = [\"127.0.0.1:2\"]\n");                                    // 6
     CHECK_MESSAGE(has_issue(issues, "rule[0].id", 2, "invalid rule id"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "rule[0].mode", 3, "supported: rr, round_robin"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].mode", 3, "unsupported mode \"fastest\""), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].listen[2]", 4, "also rule[0].listen[0]"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].clients[0]", 5, "10.0.0.0/40"), dump(issues));
 }
@@ -302,4 +302,71 @@ TEST_CASE("receive_buffers takes a power of two from 16 to 32768") {
     CHECK_MESSAGE(has_issue(odd, "global.receive_buffers", 2, "power of two"), dump(odd));
     const auto big = issues_of(std::string("[global]\nreceive_buffers = 65536\n") + kGoodRule);
     CHECK_MESSAGE(has_issue(big, "global.receive_buffers", 2, "between 16 and 32768"), dump(big));
+}
+
+TEST_CASE("balance modes accept G5 codes in any case and long names") {
+    const auto mode_of = [](const std::string& mode) {
+        return parse_config("[[rule]]\nid = \"r\"\nmode = \"" + mode +
+                                "\"\nlisten = \"127.0.0.1:1\"\nservers = [\"127.0.0.1:2\"]\n",
+                            "test.toml")
+            .rules.at(0)
+            .mode;
+    };
+    CHECK(mode_of("LC") == BalanceMode::LeastConn);
+    CHECK(mode_of("least_conn") == BalanceMode::LeastConn);
+    CHECK(mode_of("Ms") == BalanceMode::MasterStandby);
+    CHECK(mode_of("master_standby") == BalanceMode::MasterStandby);
+    CHECK(mode_of("rd") == BalanceMode::Random);
+    CHECK(mode_of("RANDOM") == BalanceMode::Random);
+    CHECK(mode_of("P2C") == BalanceMode::PowerOfTwo);
+    CHECK(mode_of("hs") == BalanceMode::SourceHash);
+    CHECK(mode_of("source_hash") == BalanceMode::SourceHash);
+    CHECK(mode_of("rt") == BalanceMode::ResponseTime);
+    CHECK(mode_of("Response_Time") == BalanceMode::ResponseTime);
+    CHECK(mode_of("RR") == BalanceMode::RoundRobin);
+    CHECK(to_string(BalanceMode::MasterStandby) == "ms");
+    CHECK(to_string(BalanceMode::LeastConn) == "lc");
+    CHECK(to_string(BalanceMode::Random) == "rd");
+    CHECK(to_string(BalanceMode::PowerOfTwo) == "p2c");
+    CHECK(to_string(BalanceMode::SourceHash) == "hs");
+    CHECK(to_string(BalanceMode::ResponseTime) == "rt");
+}
+
+TEST_CASE("a bad mode names every supported mode") {
+    const auto issues = issues_of("[[rule]]\nid = \"r\"\nmode = \"wrr\"\nlisten = \"127.0.0.1:1\"\nservers = [\"127.0.0.1:2\"]\n");
+    REQUIRE(issues.size() == 1);
+    CHECK(issues[0].key == "rule[0].mode");
+    CHECK(issues[0].line == 3);
+    CHECK_MESSAGE(issues[0].message.find("supported: rr, round_robin, ms, master_standby, lc, least_conn, rd, random, "
+                                         "p2c, hs, source_hash, rt, response_time") != std::string::npos,
+                  dump(issues));
+}
+
+TEST_CASE("servers take backup and max_connections") {
+    const Config config = parse_config(
+        "[[rule]]\nid = \"r\"\nlisten = \"127.0.0.1:1\"\n"
+        "servers = [\"127.0.0.1:2\", { address = \"127.0.0.1:3\", backup = true, max_connections = 50 },\n"
+        "           { address = \"127.0.0.1:4\", weight = 2, max_connections = 0, backup = false }]\n",
+        "test.toml");
+    const auto& servers = config.rules.at(0).servers;
+    REQUIRE(servers.size() == 3);
+    CHECK_FALSE(servers[0].backup);
+    CHECK(servers[0].max_connections == 0);
+    CHECK(servers[1].backup);
+    CHECK(servers[1].max_connections == 50);
+    CHECK_FALSE(servers[2].backup);
+    CHECK(servers[2].weight == 2);
+
+    const auto issues = issues_of(
+        "[[rule]]\n"                                                                      // 1
+        "id = \"r\"\n"                                                                    // 2
+        "listen = \"127.0.0.1:1\"\n"                                                      // 3
+        "servers = [{ address = \"127.0.0.1:2\", backup = 1 },\n"                        // 4
+        "           { address = \"127.0.0.1:3\", max_connections = 10000001 },\n"        // 5
+        "           { address = \"127.0.0.1:4\", max_conn = 5 }]\n");                    // 6
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[0].backup", 4, "expected a boolean, got integer"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[1].max_connections", 5, "between 0 and 10000000"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[2].max_conn", 6, "address, weight, backup, max_connections"),
+                  dump(issues));
+    CHECK(issues.size() == 3);
 }

@@ -2,6 +2,11 @@
 // One small interface for every balancing algorithm. Algorithms share the server list (address,
 // weight, counters) owned by the rule and add only their choice rule; the session core reports
 // outcomes through the hooks and never decides by itself which server to use.
+//
+// Every mode applies the same eligibility rule first (see Candidates below): a server with weight
+// 0, one already tried for this client, or one at its max_connections takes no new session, and
+// backup servers are considered only when no non-backup server is eligible.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -19,6 +24,8 @@ struct Server {
     uint32_t active_sessions = 0;
     uint64_t total_sessions = 0;
     uint64_t connect_failures = 0;
+    bool backup = false;           // used only when every non-backup server is ineligible
+    uint32_t max_connections = 0;  // 0 = unlimited
 };
 
 class Balancer {
@@ -30,10 +37,12 @@ public:
     virtual std::optional<size_t> pick(std::span<const Server> servers, const net::SocketAddress& client,
                                        std::span<const uint16_t> tried) = 0;
 
-    // Hooks: a session was bound to / released from a server; a weight changed.
+    // Hooks: a session was bound to / released from a server; a weight changed; a connect to a
+    // server succeeded after `elapsed`.
     virtual void session_taken(size_t /*server*/) {}
     virtual void session_dropped(size_t /*server*/) {}
     virtual void weights_changed() {}
+    virtual void connect_time(size_t /*server*/, std::chrono::microseconds /*elapsed*/) {}
 };
 
 std::unique_ptr<Balancer> make_balancer(config::BalanceMode mode);
@@ -42,6 +51,38 @@ inline bool was_tried(std::span<const uint16_t> tried, size_t server) {
     for (uint16_t index : tried)
         if (index == server) return true;
     return false;
+}
+
+// Whether `server` (at `index`) may take a new session at all: weight above 0, not tried yet for
+// this client, below its connection limit. Says nothing about backup: see Candidates.
+inline bool eligible(const Server& server, size_t index, std::span<const uint16_t> tried) {
+    if (server.weight == 0) return false;
+    if (server.max_connections > 0 && server.active_sessions >= server.max_connections) return false;
+    return !was_tried(tried, index);
+}
+
+// The servers one pick may choose from: the eligible non-backup servers, or, when there is none,
+// the eligible backup servers. Every mode asks contains(i) instead of testing servers itself.
+class Candidates {
+public:
+    Candidates(std::span<const Server> servers, std::span<const uint16_t> tried);
+
+    bool contains(size_t index) const {
+        return servers_[index].backup == backup_tier_ && eligible(servers_[index], index, tried_);
+    }
+    bool empty() const { return empty_; }
+    bool backup_tier() const { return backup_tier_; }
+
+private:
+    std::span<const Server> servers_;
+    std::span<const uint16_t> tried_;
+    bool backup_tier_ = false;
+    bool empty_ = true;
+};
+
+// a.active / a.weight < b.active / b.weight without division (weights of candidates are > 0).
+inline bool less_loaded(const Server& a, const Server& b) {
+    return uint64_t{a.active_sessions} * b.weight < uint64_t{b.active_sessions} * a.weight;
 }
 
 }  // namespace ringlb::balance

@@ -15,7 +15,7 @@
 namespace ringlb::config {
 
 enum class EngineChoice { Auto, Uring, Epoll };
-enum class BalanceMode { RoundRobin };
+enum class BalanceMode { RoundRobin, MasterStandby, LeastConn, Random, PowerOfTwo, SourceHash, ResponseTime };
 
 std::string_view to_string(EngineChoice engine);
 std::string_view to_string(BalanceMode mode);
@@ -23,6 +23,8 @@ std::string_view to_string(BalanceMode mode);
 struct ServerConfig {
     net::SocketAddress address;
     unsigned weight = 1;  // 0..1000; 0 takes no new sessions
+    bool backup = false;           // used only when no non-backup server can take the session
+    uint32_t max_connections = 0;  // 0..10000000; 0 = unlimited
 };
 
 struct RuleConfig {

@@ -70,6 +70,7 @@ struct Session {
     std::vector<uint16_t> failed_servers;  // empty (no allocation) unless a connect failed
     Clock::time_point started{};
     Clock::time_point last_activity{};
+    Clock::time_point connect_started{};  // the current connect attempt, for connect_time()
 
     Flow& flow_from(Side source) { return source == Side::Client ? upstream : downstream; }
     net::UniqueFd& fd(Side side) { return side == Side::Client ? client_fd : server_fd; }

@@ -1,0 +1,18 @@
+#pragma once
+// Least connections: the eligible server with the fewest active sessions relative to its weight
+// (a.active * b.weight < b.active * a.weight). Among equally loaded servers the search starts one
+// past the previous pick, so ties rotate instead of always landing on the first server.
+#include "ringlb/balance/balancer.hpp"
+
+namespace ringlb::balance {
+
+class LeastConn final : public Balancer {
+public:
+    std::optional<size_t> pick(std::span<const Server> servers, const net::SocketAddress& client,
+                               std::span<const uint16_t> tried) override;
+
+private:
+    size_t start_ = 0;  // where the next search begins
+};
+
+}  // namespace ringlb::balance

@@ -1,0 +1,13 @@
+#include "ringlb/balance/master_standby.hpp"
+
+namespace ringlb::balance {
+
+std::optional<size_t> MasterStandby::pick(std::span<const Server> servers, const net::SocketAddress& /*client*/,
+                                          std::span<const uint16_t> tried) {
+    const Candidates candidates(servers, tried);
+    for (size_t i = 0; i < servers.size(); ++i)
+        if (candidates.contains(i)) return i;
+    return std::nullopt;
+}
+
+}  // namespace ringlb::balance

@@ -1,0 +1,69 @@
+// Least connections: fewest active sessions relative to weight; ties rotate.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "ringlb/balance/least_conn.hpp"
+
+using namespace ringlb;
+using ringlb::balance::Server;
+
+namespace {
+
+std::vector<Server> make_servers(std::initializer_list<unsigned> weights) {
+    std::vector<Server> servers;
+    uint16_t port = 9200;
+    for (unsigned weight : weights) {
+        Server server;
+        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(port++));
+        server.weight = weight;
+        servers.push_back(server);
+    }
+    return servers;
+}
+
+const net::SocketAddress client = *net::SocketAddress::parse("192.0.2.1:5000");
+
+}  // namespace
+
+TEST_CASE("lc: picks the least loaded server") {
+    balance::LeastConn lc;
+    auto servers = make_servers({1, 1, 1});
+    servers[0].active_sessions = 5;
+    servers[1].active_sessions = 2;
+    servers[2].active_sessions = 7;
+    for (int i = 0; i < 5; ++i) CHECK(lc.pick(servers, client, {}) == 1u);
+    // Skips a tried least-loaded server for the next one.
+    CHECK(lc.pick(servers, client, std::vector<uint16_t>{1}) == 0u);
+}
+
+TEST_CASE("lc: load is relative to weight") {
+    balance::LeastConn lc;
+    auto servers = make_servers({1, 4});
+    servers[0].active_sessions = 2;  // 2 per weight
+    servers[1].active_sessions = 6;  // 1.5 per weight
+    CHECK(lc.pick(servers, client, {}) == 1u);
+    servers[1].active_sessions = 9;  // 2.25 per weight
+    CHECK(lc.pick(servers, client, {}) == 0u);
+}
+
+TEST_CASE("lc: ties rotate instead of piling on the first server") {
+    balance::LeastConn lc;
+    auto servers = make_servers({1, 1, 1});
+    std::string order;
+    for (int i = 0; i < 6; ++i) order += std::to_string(*lc.pick(servers, client, {}));
+    CHECK(order == "012012");
+}
+
+TEST_CASE("lc: with sessions taken and kept, load follows the weights") {
+    balance::LeastConn lc;
+    auto servers = make_servers({1, 2, 3});
+    for (int i = 0; i < 600; ++i) {
+        const size_t pick = *lc.pick(servers, client, {});
+        ++servers[pick].active_sessions;
+    }
+    CHECK(servers[0].active_sessions == 100);
+    CHECK(servers[1].active_sessions == 200);
+    CHECK(servers[2].active_sessions == 300);
+}
