@@ -6,22 +6,15 @@
 #include <vector>
 
 #include "ringlb/balance/balancer.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using ringlb::balance::Server;
+using ringlb::test::make_servers;
 using ringlb::config::BalanceMode;
 
 namespace {
 
-std::vector<Server> make_servers(size_t count) {
-    std::vector<Server> servers;
-    for (size_t i = 0; i < count; ++i) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(9000 + i));
-        servers.push_back(server);
-    }
-    return servers;
-}
 
 const BalanceMode kAllModes[] = {BalanceMode::RoundRobin, BalanceMode::MasterStandby, BalanceMode::LeastConn,
                                  BalanceMode::Random,     BalanceMode::PowerOfTwo,    BalanceMode::SourceHash,

@@ -5,27 +5,12 @@
 #include <vector>
 
 #include "ringlb/balance/least_conn.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using ringlb::balance::Server;
-
-namespace {
-
-std::vector<Server> make_servers(std::initializer_list<unsigned> weights) {
-    std::vector<Server> servers;
-    uint16_t port = 9200;
-    for (unsigned weight : weights) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(port++));
-        server.weight = weight;
-        servers.push_back(server);
-    }
-    return servers;
-}
-
-const net::SocketAddress client = *net::SocketAddress::parse("192.0.2.1:5000");
-
-}  // namespace
+using ringlb::test::make_servers;
+using ringlb::test::client;
 
 TEST_CASE("lc: picks the least loaded server") {
     balance::LeastConn lc;

@@ -5,25 +5,12 @@
 #include <vector>
 
 #include "ringlb/balance/master_standby.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using ringlb::balance::Server;
-
-namespace {
-
-std::vector<Server> make_servers(size_t count) {
-    std::vector<Server> servers;
-    for (size_t i = 0; i < count; ++i) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(9100 + i));
-        servers.push_back(server);
-    }
-    return servers;
-}
-
-const net::SocketAddress client = *net::SocketAddress::parse("192.0.2.1:5000");
-
-}  // namespace
+using ringlb::test::make_servers;
+using ringlb::test::client;
 
 TEST_CASE("ms: the master takes every session, whatever the load or weights") {
     balance::MasterStandby ms;

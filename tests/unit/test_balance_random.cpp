@@ -7,25 +7,16 @@
 
 #include "ringlb/balance/power_of_two.hpp"
 #include "ringlb/balance/random.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using ringlb::balance::Server;
+using ringlb::test::make_servers;
+using ringlb::test::client;
 
 namespace {
 
-std::vector<Server> make_servers(std::initializer_list<unsigned> weights) {
-    std::vector<Server> servers;
-    uint16_t port = 9300;
-    for (unsigned weight : weights) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(port++));
-        server.weight = weight;
-        servers.push_back(server);
-    }
-    return servers;
-}
 
-const net::SocketAddress client = *net::SocketAddress::parse("192.0.2.1:5000");
 
 // Pearson's chi-square of `counts` against shares proportional to the weights.
 double chi_square(const std::vector<int>& counts, const std::vector<Server>& servers) {

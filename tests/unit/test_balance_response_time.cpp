@@ -5,26 +5,13 @@
 #include <vector>
 
 #include "ringlb/balance/response_time.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using namespace std::chrono_literals;
 using ringlb::balance::Server;
-
-namespace {
-
-std::vector<Server> make_servers(size_t count) {
-    std::vector<Server> servers;
-    for (size_t i = 0; i < count; ++i) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(9400 + i));
-        servers.push_back(server);
-    }
-    return servers;
-}
-
-const net::SocketAddress client = *net::SocketAddress::parse("192.0.2.1:5000");
-
-}  // namespace
+using ringlb::test::make_servers;
+using ringlb::test::client;
 
 TEST_CASE("rt: servers without a sample are tried first, in order") {
     balance::ResponseTime rt;

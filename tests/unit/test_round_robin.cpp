@@ -5,23 +5,14 @@
 #include <string>
 
 #include "ringlb/balance/round_robin.hpp"
+#include "balance_fixtures.hpp"
 
 using namespace ringlb;
 using ringlb::balance::Server;
+using ringlb::test::make_servers;
 
 namespace {
 
-std::vector<Server> servers_with_weights(std::initializer_list<unsigned> weights) {
-    std::vector<Server> servers;
-    uint16_t port = 9000;
-    for (unsigned weight : weights) {
-        Server server;
-        server.address = *net::SocketAddress::parse("127.0.0.1:" + std::to_string(port++));
-        server.weight = weight;
-        servers.push_back(server);
-    }
-    return servers;
-}
 
 const net::SocketAddress client = *net::SocketAddress::parse("127.0.0.1:5555");
 
@@ -29,7 +20,7 @@ const net::SocketAddress client = *net::SocketAddress::parse("127.0.0.1:5555");
 
 TEST_CASE("equal weights alternate") {
     balance::RoundRobin rr;
-    auto servers = servers_with_weights({1, 1});
+    auto servers = make_servers({1, 1});
     std::string order;
     for (int i = 0; i < 6; ++i) order += std::to_string(*rr.pick(servers, client, {}));
     CHECK(order == "010101");
@@ -37,7 +28,7 @@ TEST_CASE("equal weights alternate") {
 
 TEST_CASE("weights 3:1 give 3 to 1 and spread the heavy server's turns") {
     balance::RoundRobin rr;
-    auto servers = servers_with_weights({3, 1});
+    auto servers = make_servers({3, 1});
     std::map<size_t, int> counts;
     std::string order;
     for (int i = 0; i < 12; ++i) {
@@ -53,13 +44,13 @@ TEST_CASE("weights 3:1 give 3 to 1 and spread the heavy server's turns") {
 
 TEST_CASE("weight 0 takes no sessions") {
     balance::RoundRobin rr;
-    auto servers = servers_with_weights({0, 1, 1});
+    auto servers = make_servers({0, 1, 1});
     for (int i = 0; i < 10; ++i) CHECK(*rr.pick(servers, client, {}) != 0);
 }
 
 TEST_CASE("tried servers are skipped and none left gives nullopt") {
     balance::RoundRobin rr;
-    auto servers = servers_with_weights({1, 1, 1});
+    auto servers = make_servers({1, 1, 1});
     const std::vector<uint16_t> tried{0, 2};
     for (int i = 0; i < 5; ++i) CHECK(*rr.pick(servers, client, tried) == 1);
     const std::vector<uint16_t> all{0, 1, 2};
@@ -68,7 +59,7 @@ TEST_CASE("tried servers are skipped and none left gives nullopt") {
 
 TEST_CASE("make_balancer builds round robin for rr") {
     auto balancer = balance::make_balancer(config::BalanceMode::RoundRobin);
-    auto servers = servers_with_weights({1, 1});
+    auto servers = make_servers({1, 1});
     CHECK(*balancer->pick(servers, client, {}) == 0);
     CHECK(*balancer->pick(servers, client, {}) == 1);
 }
