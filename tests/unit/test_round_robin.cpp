@@ -11,12 +11,7 @@ using namespace ringlb;
 using ringlb::balance::Server;
 using ringlb::test::make_servers;
 
-namespace {
-
-
-const net::SocketAddress client = *net::SocketAddress::parse("127.0.0.1:5555");
-
-}  // namespace
+using ringlb::test::client;
 
 TEST_CASE("equal weights alternate") {
     balance::RoundRobin rr;
