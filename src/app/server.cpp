@@ -134,11 +134,17 @@ void log_totals(Logger& log, const std::vector<std::unique_ptr<Worker>>& workers
         total.rejected_no_rule += s.rejected_no_rule;
         total.rejected_max_sessions += s.rejected_max_sessions;
         total.rejected_per_ip += s.rejected_per_ip;
+        total.rejected_denied += s.rejected_denied;
+        total.rejected_max_clients += s.rejected_max_clients;
+        total.rejected_rule_per_ip += s.rejected_rule_per_ip;
+        total.rejected_rate += s.rejected_rate;
         left_open += worker->left_open();
     }
     log.info("stopped: ", total.accepted, " accepted, ", total.sessions_ended, " sessions ended, ", left_open,
              " still open, ", total.connect_failures, " connect failures, ",
-             total.rejected_no_rule + total.rejected_max_sessions + total.rejected_per_ip, " rejected");
+             total.rejected_no_rule + total.rejected_max_sessions + total.rejected_per_ip + total.rejected_denied +
+                 total.rejected_max_clients + total.rejected_rule_per_ip + total.rejected_rate,
+             " rejected");
 }
 
 }  // namespace
@@ -150,7 +156,7 @@ void block_stop_signals() {
 
 int serve(const config::Config& config, Logger& log) {
     const unsigned threads = config.global.threads == 0 ? usable_cpus() : config.global.threads;
-    core::SessionLimits limits(config.global.max_sessions, config.global.max_sessions_per_ip);
+    core::SessionLimits limits(config);  // global and per-rule limits, shared by all workers
     std::atomic<bool> stop{false};
 
     // Workers start one after the other, so the first one's bind error is the one reported.

@@ -6,13 +6,13 @@ std::optional<size_t> weighted_draw(std::span<const Server> servers, const Candi
                                     std::mt19937_64& rng, std::optional<size_t> except) {
     uint64_t total = 0;
     for (size_t i = 0; i < servers.size(); ++i)
-        if (i != except && candidates.contains(i)) total += servers[i].weight;
+        if (i != except && candidates.contains(i)) total += effective_weight(servers[i]);
     if (total == 0) return std::nullopt;
     uint64_t point = std::uniform_int_distribution<uint64_t>(0, total - 1)(rng);
     for (size_t i = 0; i < servers.size(); ++i) {
         if (i == except || !candidates.contains(i)) continue;
-        if (point < servers[i].weight) return i;
-        point -= servers[i].weight;
+        if (point < effective_weight(servers[i])) return i;
+        point -= effective_weight(servers[i]);
     }
     return std::nullopt;  // not reached
 }

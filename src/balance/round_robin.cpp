@@ -10,8 +10,8 @@ std::optional<size_t> RoundRobin::pick(std::span<const Server> servers, const ne
     int64_t total_weight = 0;
     for (size_t i = 0; i < servers.size(); ++i) {
         if (!candidates.contains(i)) continue;
-        scores_[i] += servers[i].weight;
-        total_weight += servers[i].weight;
+        scores_[i] += effective_weight(servers[i]);
+        total_weight += effective_weight(servers[i]);
         if (!best || scores_[i] > scores_[*best]) best = i;
     }
     if (best) scores_[*best] -= total_weight;

@@ -21,6 +21,8 @@ constexpr uint64_t kMinBuffer = 1024;
 constexpr uint64_t kMaxBuffer = 64 * 1024 * 1024;
 constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
+constexpr int64_t kMaxRetries = 1000;
+constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
 
 std::string lowercase(std::string_view text) {
     std::string out(text);
@@ -123,8 +125,9 @@ private:
         return value->get();
     }
 
-    // A duration string ("300s") or an integer number of seconds; must be > 0.
-    std::optional<std::chrono::milliseconds> read_timeout(const toml::node& node, const std::string& key) {
+    // A duration string ("300s") or an integer number of seconds; must be > 0 (or >= 0 with allow_zero).
+    std::optional<std::chrono::milliseconds> read_timeout(const toml::node& node, const std::string& key,
+                                                          bool allow_zero = false) {
         std::optional<std::chrono::milliseconds> duration;
         if (const auto* text = node.as_string()) {
             duration = parse_duration(text->get());
@@ -142,8 +145,8 @@ private:
             report_type(node, key, "a duration string such as \"300s\" or an integer number of seconds");
             return std::nullopt;
         }
-        if (duration->count() <= 0) {
-            report(node.source(), key, "must be greater than 0");
+        if (duration->count() < 0 || (duration->count() == 0 && !allow_zero)) {
+            report(node.source(), key, allow_zero ? "must not be negative" : "must be greater than 0");
             return std::nullopt;
         }
         return duration;
@@ -272,16 +275,39 @@ private:
             else if (name == "mode") read_mode(value, key, rule.mode);
             else if (name == "listen") read_listen(value, key, rule.listen);
             else if (name == "clients") read_clients(value, key, rule.clients);
+            else if (name == "max_clients") {
+                if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.max_clients = static_cast<uint32_t>(*n);
+            } else if (name == "max_sessions_per_ip") {
+                if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.max_sessions_per_ip = static_cast<uint32_t>(*n);
+            } else if (name == "max_conn_rate_per_ip") {
+                if (auto n = read_integer(value, key, 0, kMaxConnRate)) rule.max_conn_rate_per_ip = static_cast<uint32_t>(*n);
+            } else if (name == "deny") read_clients(value, key, rule.deny);
             else if (name == "timeout") {
                 if (auto d = read_timeout(value, key)) rule.timeout = *d;
             } else if (name == "connect_timeout") {
                 if (auto d = read_timeout(value, key)) rule.connect_timeout = *d;
+            } else if (name == "down_time") {
+                if (auto d = read_timeout(value, key)) rule.down_time = *d;
+            } else if (name == "max_down_time") {
+                if (auto d = read_timeout(value, key)) rule.max_down_time = *d;
+            } else if (name == "slow_start") {
+                if (auto d = read_timeout(value, key, true)) rule.slow_start = *d;
+            } else if (name == "retries") {
+                if (auto n = read_integer(value, key, 0, kMaxRetries)) rule.retries = static_cast<uint32_t>(*n);
             } else if (name == "servers") read_servers(value, key, rule.servers);
-            else report_unknown_key(name, key, "id, mode, listen, clients, timeout, connect_timeout, servers");
+            else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
+                                               "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
+                                               "max_down_time, slow_start, retries, servers");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
         if (!table.contains("servers")) report(table.source(), path + ".servers", "rule has no servers (servers is required)");
+        if (rule.max_down_time < rule.down_time) {
+            const toml::node* where = table.get("max_down_time");
+            report(where ? where->source() : table.source(), path + ".max_down_time",
+                   "must not be less than down_time (" + std::to_string(rule.max_down_time.count()) + " ms < " +
+                       std::to_string(rule.down_time.count()) + " ms)");
+        }
         return rule;
     }
 

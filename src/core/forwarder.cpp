@@ -48,6 +48,8 @@ void Forwarder::build_rules(const config::Config& config) {
             rule.servers.push_back(entry);
         }
         rule.balancer = balance::make_balancer(rule_config.mode);
+        rule.health = health::Passive(
+            rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
         const auto rule_index = static_cast<uint16_t>(rules_.size());
         for (const net::SocketAddress& address : rule_config.listen) {
             auto same = std::find_if(listeners_.begin(), listeners_.end(),
@@ -148,23 +150,34 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         log_.debug("accepted connection dropped: it was reset before its address could be read");
         return;
     }
-    const auto rule = match_rule(listeners_[listener], peer);
+    bool denied = false;
+    const auto rule = match_rule(listeners_[listener], peer, &denied);
     if (!rule) {
-        ++stats_.rejected_no_rule;
+        ++(denied ? stats_.rejected_denied : stats_.rejected_no_rule);
         log_.debug("client ", peer.to_string(), " on ", listeners_[listener].address.to_string(),
-                   " matches no rule: closed");
+                   denied ? " is denied and matches no other rule: closed" : " matches no rule: closed");
         return;
     }
+    // Every limit is checked before anything is counted, so a refused client leaves no count
+    // behind; an admitted one is released exactly once, in release() (or just below).
     const net::IpKey ip = net::IpKey::of(peer);
-    const auto verdict = limits_.try_admit(ip);
-    if (verdict == SessionLimits::Verdict::OverPerIp) {
-        ++stats_.rejected_per_ip;
-        log_.debug("client ", peer.to_string(), " over max_sessions_per_ip: closed");
+    const auto verdict = limits_.try_admit(ip, *rule, now_);
+    const char* over = nullptr;
+    switch (verdict) {
+        case SessionLimits::Verdict::Admitted:
+        case SessionLimits::Verdict::OverMaxSessions: break;
+        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
+        case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
+        case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
+        case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
+    }
+    if (over) {
+        log_.debug("client ", peer.to_string(), " over ", over, " (rule ", rules_[*rule].config.id, "): closed");
         return;
     }
     const auto slot = verdict == SessionLimits::Verdict::Admitted ? sessions_.acquire() : std::nullopt;
     if (!slot) {
-        if (verdict == SessionLimits::Verdict::Admitted) limits_.release(ip);
+        if (verdict == SessionLimits::Verdict::Admitted) limits_.release(ip, *rule);
         ++stats_.rejected_max_sessions;
         log_.debug("client ", peer.to_string(), " over max_sessions: closed");
         return;
@@ -179,19 +192,30 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     connect_next_server(*slot, session);
 }
 
-std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const net::SocketAddress& client) const {
+std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const net::SocketAddress& client,
+                                              bool* denied) const {
+    const auto any_matches = [&](const std::vector<net::ClientPattern>& patterns) {
+        return std::any_of(patterns.begin(), patterns.end(),
+                           [&](const net::ClientPattern& pattern) { return pattern.matches(client); });
+    };
     for (uint16_t index : listener.rules) {
-        const auto& patterns = rules_[index].config.clients;
-        if (patterns.empty()) return index;
-        for (const net::ClientPattern& pattern : patterns)
-            if (pattern.matches(client)) return index;
+        const config::RuleConfig& config = rules_[index].config;
+        if (any_matches(config.deny)) {  // checked first: a later rule may still take the client
+            if (denied) *denied = true;
+            continue;
+        }
+        if (config.clients.empty() || any_matches(config.clients)) return index;
     }
     return std::nullopt;
 }
 
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     Rule& rule = rules_[session.rule];
-    const auto pick = rule.balancer->pick(rule.servers, session.client_address, session.failed_servers);
+    // retries = N: at most N + 1 servers per client; 0: each server once.
+    const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
+    if (may_retry) rule.health.refresh(rule.servers, session.failed_servers, Clock::now());
+    const auto pick = may_retry ? rule.balancer->pick(rule.servers, session.client_address, session.failed_servers)
+                                : std::nullopt;
     if (!pick) {
         ++stats_.no_server_left;
         log_.warn("rule ", rule.config.id, ": no server left for client ", session.client_address.to_string(),
@@ -231,6 +255,10 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
                   session.connect_timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
                                             : errno_text(result),
                   " (client ", session.client_address.to_string(), ")");
+        rule.health.connect_failed(rule.servers, session.server, session.connect_started, Clock::now(),
+                                   session.connect_timed_out ? std::string("connect timed out")
+                                   : result == -ECONNREFUSED ? std::string("connect refused")
+                                                             : "connect failed: " + errno_text(result));
         session.connect_timed_out = false;
         session.failed_servers.push_back(session.server);
         engine_.forget(session.server_fd.get());
@@ -239,6 +267,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         return;
     }
     session.connect_timed_out = false;
+    rule.health.connect_succeeded(rule.servers, session.server, Clock::now());
     session.state = Session::State::Established;
     session.established = true;
     ++server.active_sessions;
@@ -367,7 +396,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
         rule.balancer->session_dropped(session.server);
     }
     --rule.active_sessions;
-    limits_.release(net::IpKey::of(session.client_address));
+    limits_.release(net::IpKey::of(session.client_address), session.rule);
     ++stats_.sessions_ended;
     log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
                ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,

@@ -102,8 +102,8 @@ struct PollServer::Connection {
     }
 };
 
-PollServer::PollServer() {
-    listener_ = listen_on_loopback(0);
+PollServer::PollServer(std::uint16_t port) {
+    listener_ = listen_on_loopback(port);
     port_ = local_port(listener_.get());
 }
 
@@ -117,6 +117,7 @@ void PollServer::start(SessionFactory factory) {
 void PollServer::stop() {
     stopping_ = true;
     if (thread_.joinable()) thread_.join();
+    listener_.reset();
 }
 
 bool PollServer::wait_finished(std::size_t count, std::chrono::milliseconds timeout) const {
@@ -307,7 +308,7 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-NameBackend::NameBackend(std::string name) : name_(std::move(name)) {
+NameBackend::NameBackend(std::string name, std::uint16_t port) : PollServer(port), name_(std::move(name)) {
     start([line = name_ + "\n"] { return std::make_unique<NameSession>(line); });
 }
 

@@ -55,12 +55,14 @@ public:
     std::size_t finished() const { return finished_.load(); }
     // Waits until finished() >= count. False on timeout.
     bool wait_finished(std::size_t count, std::chrono::milliseconds timeout) const;
-    // Stops the loop, closes every connection and joins the thread. Idempotent.
+    // Stops the loop, closes every connection and the listening socket (new connects are then
+    // refused) and joins the thread. Idempotent.
     void stop();
 
 protected:
     using SessionFactory = std::function<std::unique_ptr<BackendSession>()>;
-    PollServer();
+    // Listens on 127.0.0.1:port; 0 = any free port.
+    explicit PollServer(std::uint16_t port = 0);
     void start(SessionFactory factory);
 
 private:
@@ -81,7 +83,8 @@ private:
 // On each accept writes "<name>\n", then reads (and discards) until EOF and closes.
 class NameBackend final : public PollServer {
 public:
-    explicit NameBackend(std::string name);
+    // port 0 = any free port; a given port lets a test restart a stopped backend on its address.
+    explicit NameBackend(std::string name, std::uint16_t port = 0);
     ~NameBackend() override { stop(); }
     const std::string& name() const { return name_; }
 

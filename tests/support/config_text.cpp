@@ -12,8 +12,9 @@ namespace {
 std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 std::string render_server(const ServerSpec& server) {
-    if (server.weight == 0) return quoted(server.address);
-    return "{ address = " + quoted(server.address) + ", weight = " + std::to_string(server.weight) + " }";
+    if (server.weight == 0 && !server.backup) return quoted(server.address);
+    return "{ address = " + quoted(server.address) + ", weight = " + std::to_string(server.weight == 0 ? 1 : server.weight) +
+           (server.backup ? ", backup = true" : "") + " }";
 }
 
 template <typename T, typename Render>
@@ -35,7 +36,7 @@ std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>&
     for (const auto& rule : rules) {
         out << "\n[[rule]]\n"
             << "id = " << quoted(rule.id) << "\n"
-            << "mode = \"rr\"\n"
+            << "mode = " << quoted(rule.mode) << "\n"
             << "listen = " << render_array(rule.listen, quoted) << "\n"
             << "timeout = " << quoted(rule.timeout) << "\n"
             << "connect_timeout = " << quoted(rule.connect_timeout) << "\n"

@@ -11,10 +11,12 @@ namespace ringlb::test {
 struct ServerSpec {
     std::string address;  // "127.0.0.1:9001"
     unsigned weight = 0;  // 0 = write the plain string form (weight defaults to 1)
+    bool backup = false;  // written as a table { address, weight, backup = true }
 };
 
 struct RuleSpec {
     std::string id = "test";
+    std::string mode = "rr";
     std::vector<std::string> listen;  // "127.0.0.1:8080", "[::1]:8080"
     std::vector<ServerSpec> servers;
     std::string timeout = "300s";

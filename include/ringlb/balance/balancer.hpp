@@ -4,8 +4,10 @@
 // outcomes through the hooks and never decides by itself which server to use.
 //
 // Every mode applies the same eligibility rule first (see Candidates below): a server with weight
-// 0, one already tried for this client, or one at its max_connections takes no new session, and
-// backup servers are considered only when no non-backup server is eligible.
+// 0, one marked down by passive health, one already tried for this client, or one at its
+// max_connections takes no new session, and backup servers are considered only when no
+// non-backup server is eligible. Balancers never decide health: they only read `down` and the
+// slow-start weight that health::Passive sets before each pick.
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -26,7 +28,16 @@ struct Server {
     uint64_t connect_failures = 0;
     bool backup = false;           // used only when every non-backup server is ineligible
     uint32_t max_connections = 0;  // 0 = unlimited
+    bool down = false;             // set by passive health before each pick: not eligible
+    unsigned slow_start_weight = 0;  // nonzero while ramping up after coming back UP (see effective_weight)
 };
+
+// The weight the weighted modes (rr, rd, p2c, lc) use: the configured weight, or less of it while
+// the server is in slow start.
+inline unsigned effective_weight(const Server& server) {
+    return server.slow_start_weight != 0 && server.slow_start_weight < server.weight ? server.slow_start_weight
+                                                                                       : server.weight;
+}
 
 class Balancer {
 public:
@@ -53,10 +64,10 @@ inline bool was_tried(std::span<const uint16_t> tried, size_t server) {
     return false;
 }
 
-// Whether `server` (at `index`) may take a new session at all: weight above 0, not tried yet for
-// this client, below its connection limit. Says nothing about backup: see Candidates.
+// Whether `server` (at `index`) may take a new session at all: weight above 0, not down, not tried
+// yet for this client, below its connection limit. Says nothing about backup: see Candidates.
 inline bool eligible(const Server& server, size_t index, std::span<const uint16_t> tried) {
-    if (server.weight == 0) return false;
+    if (server.weight == 0 || server.down) return false;
     if (server.max_connections > 0 && server.active_sessions >= server.max_connections) return false;
     return !was_tried(tried, index);
 }
@@ -80,9 +91,10 @@ private:
     bool empty_ = true;
 };
 
-// a.active / a.weight < b.active / b.weight without division (weights of candidates are > 0).
+// a.active / a.weight < b.active / b.weight without division (weights of candidates are > 0),
+// with the effective (slow-start) weights.
 inline bool less_loaded(const Server& a, const Server& b) {
-    return uint64_t{a.active_sessions} * b.weight < uint64_t{b.active_sessions} * a.weight;
+    return uint64_t{a.active_sessions} * effective_weight(b) < uint64_t{b.active_sessions} * effective_weight(a);
 }
 
 }  // namespace ringlb::balance

@@ -32,8 +32,18 @@ struct RuleConfig {
     BalanceMode mode = BalanceMode::RoundRobin;
     std::vector<net::SocketAddress> listen;
     std::vector<net::ClientPattern> clients;  // empty = any client
+    std::vector<net::ClientPattern> deny;     // checked first: a client matching one skips this rule
+    uint32_t max_clients = 0;                 // concurrent sessions in this rule; 0 = unlimited
+    uint32_t max_sessions_per_ip = 0;         // concurrent sessions in this rule per client IP; 0 = unlimited
+    uint32_t max_conn_rate_per_ip = 0;        // new sessions per second per client IP, burst as many; 0 = off
     std::chrono::milliseconds timeout{std::chrono::seconds(300)};
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(3)};
+    // Passive health (see health/passive.hpp): a failed connect marks the server down for
+    // down_time, doubling per consecutive failure up to max_down_time.
+    std::chrono::milliseconds down_time{std::chrono::seconds(10)};
+    std::chrono::milliseconds max_down_time{std::chrono::minutes(5)};
+    std::chrono::milliseconds slow_start{0};  // 0 = off: a server back UP gets its full weight at once
+    uint32_t retries = 0;                     // 0 = try each server once; N = at most N + 1 servers per client
     std::vector<ServerConfig> servers;
 };
 

@@ -18,6 +18,7 @@
 #include "ringlb/core/timer_queue.hpp"
 #include "ringlb/core/user_data.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/health/passive.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
 
@@ -29,6 +30,10 @@ struct ForwarderStats {
     uint64_t rejected_no_rule = 0;
     uint64_t rejected_max_sessions = 0;
     uint64_t rejected_per_ip = 0;
+    uint64_t rejected_denied = 0;       // denied by every rule that would otherwise have taken it
+    uint64_t rejected_max_clients = 0;  // rule max_clients
+    uint64_t rejected_rule_per_ip = 0;  // rule max_sessions_per_ip
+    uint64_t rejected_rate = 0;         // rule max_conn_rate_per_ip
     uint64_t connect_failures = 0;
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
@@ -70,6 +75,7 @@ private:
         config::RuleConfig config;
         std::vector<balance::Server> servers;
         std::unique_ptr<balance::Balancer> balancer;
+        health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight
         uint32_t active_sessions = 0;
     };
     struct Listener {
@@ -84,7 +90,10 @@ private:
 
     void on_accept(uint16_t listener, const engine::Completion& completion);
     void admit(uint16_t listener, net::UniqueFd client);
-    std::optional<uint16_t> match_rule(const Listener& listener, const net::SocketAddress& client) const;
+    // The first rule of the listener that does not deny the client and whose clients match it;
+    // *denied tells whether some rule's deny list matched the client.
+    std::optional<uint16_t> match_rule(const Listener& listener, const net::SocketAddress& client,
+                                       bool* denied = nullptr) const;
 
     void connect_next_server(uint32_t slot, Session& session);
     void on_connect(uint32_t slot, Session& session, int result);

@@ -20,6 +20,8 @@ public:
         ++count;
         return true;
     }
+    // True when try_acquire would succeed now. Counts nothing.
+    bool has_room(const net::IpKey& ip) const { return limit_ == 0 || count(ip) < limit_; }
     void release(const net::IpKey& ip) {
         if (limit_ == 0) return;
         auto it = counts_.find(ip);

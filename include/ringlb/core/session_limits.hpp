@@ -1,22 +1,54 @@
 #pragma once
-// Limits that hold over all worker threads: max_sessions and max_sessions_per_ip. Workers share
-// one instance; it is touched once when a client is admitted and once when its session ends,
-// never on the data path, so one small lock costs nothing measurable.
+// Limits that hold over all worker threads: max_sessions and max_sessions_per_ip, and per rule
+// max_clients, max_sessions_per_ip and max_conn_rate_per_ip. Workers share one instance; it is
+// touched once when a client is admitted and once when its session ends, never on the data path,
+// so one small lock costs nothing measurable.
+//
+// Admission checks every limit first and counts only when all of them pass, under one lock, so a
+// client refused by any limit leaves no count behind; release() undoes exactly what an admission
+// counted.
+#include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
+#include "ringlb/config/config.hpp"
+#include "ringlb/core/conn_rate_limiter.hpp"
 #include "ringlb/core/ip_limiter.hpp"
 #include "ringlb/net/address.hpp"
 
 namespace ringlb::core {
 
+// The limits of one [[rule]]; 0 = no limit.
+struct RuleLimits {
+    uint32_t max_clients = 0;           // concurrent sessions in the rule
+    uint32_t max_sessions_per_ip = 0;   // concurrent sessions in the rule per client IP
+    uint32_t max_conn_rate_per_ip = 0;  // new sessions per second per client IP (burst as many)
+};
+
 class SessionLimits {
 public:
-    enum class Verdict { Admitted, OverMaxSessions, OverPerIp };
+    using Clock = std::chrono::steady_clock;
+    // In the order they are checked; the first that fails is the verdict.
+    enum class Verdict { Admitted, OverRate, OverMaxSessions, OverMaxClients, OverPerIp, OverRulePerIp };
 
-    SessionLimits(uint32_t max_sessions, uint32_t max_sessions_per_ip)
-        : max_sessions_(max_sessions), per_ip_(max_sessions_per_ip) {}
+    // `rules[i]` holds for rule index i; a rule index without an entry has no rule limits.
+    SessionLimits(uint32_t max_sessions, uint32_t max_sessions_per_ip, const std::vector<RuleLimits>& rules = {})
+        : max_sessions_(max_sessions), per_ip_(max_sessions_per_ip) {
+        rules_.reserve(rules.size());
+        for (const RuleLimits& limits : rules) rules_.emplace_back(limits);
+    }
+    explicit SessionLimits(const config::Config& config)
+        : SessionLimits(config.global.max_sessions, config.global.max_sessions_per_ip, rule_limits(config)) {}
 
+    static std::vector<RuleLimits> rule_limits(const config::Config& config) {
+        std::vector<RuleLimits> out;
+        for (const config::RuleConfig& rule : config.rules)
+            out.push_back({rule.max_clients, rule.max_sessions_per_ip, rule.max_conn_rate_per_ip});
+        return out;
+    }
+
+    // Global limits only (no rule).
     Verdict try_admit(const net::IpKey& ip) {
         std::lock_guard lock(mutex_);
         if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
@@ -24,11 +56,46 @@ public:
         ++active_;
         return Verdict::Admitted;
     }
+
+    // Global and rule limits; `now` feeds the rule's connection rate buckets.
+    Verdict try_admit(const net::IpKey& ip, uint16_t rule, Clock::time_point now) {
+        std::lock_guard lock(mutex_);
+        RuleState* state = rule < rules_.size() ? &rules_[rule] : nullptr;
+        if (state && state->rate.enabled()) {
+            if (now - last_sweep_ >= kSweepInterval) sweep(now);
+            if (!state->rate.allows(ip, now)) return Verdict::OverRate;
+        }
+        if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
+        if (state && state->max_clients != 0 && state->active >= state->max_clients) return Verdict::OverMaxClients;
+        if (!per_ip_.has_room(ip)) return Verdict::OverPerIp;
+        if (state && !state->per_ip.has_room(ip)) return Verdict::OverRulePerIp;
+        // Everything passed: count it all.
+        per_ip_.try_acquire(ip);
+        ++active_;
+        if (state) {
+            state->rate.take(ip, now);
+            state->per_ip.try_acquire(ip);
+            ++state->active;
+        }
+        return Verdict::Admitted;
+    }
+
     void release(const net::IpKey& ip) {
         std::lock_guard lock(mutex_);
         per_ip_.release(ip);
         --active_;
     }
+    // Undoes one admission by try_admit(ip, rule, now).
+    void release(const net::IpKey& ip, uint16_t rule) {
+        std::lock_guard lock(mutex_);
+        per_ip_.release(ip);
+        --active_;
+        if (rule < rules_.size()) {
+            rules_[rule].per_ip.release(ip);
+            --rules_[rule].active;
+        }
+    }
+
     uint32_t active() const {
         std::lock_guard lock(mutex_);
         return active_;
@@ -37,12 +104,45 @@ public:
         std::lock_guard lock(mutex_);
         return per_ip_.count(ip);
     }
+    // Sessions in a rule, all IPs / one IP; 0 for a rule without limits.
+    uint32_t rule_active(uint16_t rule) const {
+        std::lock_guard lock(mutex_);
+        return rule < rules_.size() ? rules_[rule].active : 0;
+    }
+    uint32_t rule_count(const net::IpKey& ip, uint16_t rule) const {
+        std::lock_guard lock(mutex_);
+        return rule < rules_.size() ? rules_[rule].per_ip.count(ip) : 0;
+    }
+    // IPs with a rate bucket entry in the rule (entries of idle IPs are dropped lazily).
+    size_t rate_tracked_ips(uint16_t rule) const {
+        std::lock_guard lock(mutex_);
+        return rule < rules_.size() ? rules_[rule].rate.tracked_ips() : 0;
+    }
+
+    // A full bucket is dropped by the first admission at least this long after the last sweep.
+    static constexpr Clock::duration kSweepInterval = std::chrono::seconds(1);
 
 private:
+    struct RuleState {
+        explicit RuleState(const RuleLimits& limits)
+            : max_clients(limits.max_clients), per_ip(limits.max_sessions_per_ip), rate(limits.max_conn_rate_per_ip) {}
+        uint32_t max_clients;
+        uint32_t active = 0;  // counted for every rule, used when max_clients != 0
+        IpLimiter per_ip;
+        ConnRateLimiter rate;
+    };
+
+    void sweep(Clock::time_point now) {
+        for (RuleState& state : rules_) state.rate.sweep(now);
+        last_sweep_ = now;
+    }
+
     const uint32_t max_sessions_;
     mutable std::mutex mutex_;
     uint32_t active_ = 0;
     IpLimiter per_ip_;
+    std::vector<RuleState> rules_;
+    Clock::time_point last_sweep_{};
 };
 
 }  // namespace ringlb::core

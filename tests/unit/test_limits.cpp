@@ -1,0 +1,355 @@
+// Limits shared by all workers (core::SessionLimits): per-rule max_clients and per-IP sessions,
+// the per-IP connection rate buckets, and exact release: nothing counted for a refused client,
+// everything released once when a session ends, also when every connect failed.
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "ringlb/core/conn_rate_limiter.hpp"
+#include "ringlb/core/forwarder.hpp"
+#include "ringlb/core/session_limits.hpp"
+
+using namespace ringlb;
+using core::SessionLimits;
+using Verdict = core::SessionLimits::Verdict;
+using namespace std::chrono_literals;
+
+namespace {
+
+net::IpKey ip(const char* text) { return net::IpKey::of(*net::SocketAddress::parse(std::string(text) + ":1")); }
+
+const SessionLimits::Clock::time_point t0 = SessionLimits::Clock::time_point{} + 1000h;
+
+}  // namespace
+
+TEST_CASE("rule max_sessions_per_ip holds per rule and per IP, next to the global limit") {
+    SessionLimits limits(100, 0, {{0, 1, 0}, {}});
+    const auto a = ip("10.0.0.1"), b = ip("10.0.0.2");
+    CHECK(limits.try_admit(a, 0, t0) == Verdict::Admitted);
+    CHECK(limits.try_admit(a, 0, t0) == Verdict::OverRulePerIp);
+    CHECK(limits.try_admit(b, 0, t0) == Verdict::Admitted);  // another IP has its own count
+    CHECK(limits.try_admit(a, 1, t0) == Verdict::Admitted);  // rule 1 has no per-IP limit
+    CHECK(limits.try_admit(a, 1, t0) == Verdict::Admitted);
+    CHECK(limits.rule_count(a, 0) == 1);
+    CHECK(limits.count(a) == 0);  // no global per-IP limit: not tracked
+    CHECK(limits.active() == 4);
+    limits.release(a, 0);
+    CHECK(limits.rule_count(a, 0) == 0);
+    CHECK(limits.try_admit(a, 0, t0) == Verdict::Admitted);
+
+    SUBCASE("both the global and the rule limit must hold") {
+        SessionLimits both(100, 2, {{0, 5, 0}});
+        CHECK(both.try_admit(a, 0, t0) == Verdict::Admitted);
+        CHECK(both.try_admit(a, 0, t0) == Verdict::Admitted);
+        CHECK(both.try_admit(a, 0, t0) == Verdict::OverPerIp);
+        CHECK(both.rule_count(a, 0) == 2);
+    }
+}
+
+TEST_CASE("rule max_clients counts all IPs of the rule; 0 is unlimited") {
+    SessionLimits limits(100, 0, {{2, 0, 0}, {0, 0, 0}});
+    CHECK(limits.try_admit(ip("10.0.0.1"), 0, t0) == Verdict::Admitted);
+    CHECK(limits.try_admit(ip("10.0.0.2"), 0, t0) == Verdict::Admitted);
+    CHECK(limits.try_admit(ip("10.0.0.3"), 0, t0) == Verdict::OverMaxClients);
+    CHECK(limits.rule_active(0) == 2);
+    for (int i = 0; i < 50; ++i) CHECK(limits.try_admit(ip("10.0.0.3"), 1, t0) == Verdict::Admitted);
+    limits.release(ip("10.0.0.1"), 0);
+    CHECK(limits.try_admit(ip("10.0.0.3"), 0, t0) == Verdict::Admitted);
+    CHECK(limits.rule_active(0) == 2);
+    CHECK(limits.active() == 52);
+}
+
+TEST_CASE("connection rate: a burst of N, then one token per 1/N s, full buckets expire") {
+    core::ConnRateLimiter rate(5);
+    const auto a = ip("10.0.0.1"), b = ip("10.0.0.2");
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(rate.allows(a, t0));
+        rate.take(a, t0);
+    }
+    CHECK_FALSE(rate.allows(a, t0));                 // burst used up
+    CHECK(rate.allows(b, t0));                       // other IPs are not affected
+    CHECK_FALSE(rate.allows(a, t0 + 199ms));         // refill: one token per 200 ms
+    CHECK(rate.allows(a, t0 + 200ms));
+    rate.take(a, t0 + 200ms);
+    CHECK_FALSE(rate.allows(a, t0 + 200ms));
+    // Long idle: the bucket refills to the burst, not beyond.
+    const auto later = t0 + 10s;
+    int allowed = 0;
+    for (int i = 0; i < 20; ++i)
+        if (rate.allows(a, later)) {
+            rate.take(a, later);
+            ++allowed;
+        }
+    CHECK(allowed == 5);
+
+    rate.take(b, later);
+    CHECK(rate.tracked_ips() == 2);
+    rate.sweep(later + 100ms);  // neither bucket is full yet
+    CHECK(rate.tracked_ips() == 2);
+    rate.sweep(later + 200ms);  // b (one token taken) is full again, a (five taken) not yet
+    CHECK(rate.tracked_ips() == 1);
+    rate.sweep(later + 1s);     // both are full again: dropped
+    CHECK(rate.tracked_ips() == 0);
+
+    core::ConnRateLimiter off(0);
+    for (int i = 0; i < 1000; ++i) off.take(a, t0);
+    CHECK(off.allows(a, t0));
+    CHECK(off.tracked_ips() == 0);
+}
+
+TEST_CASE("rate buckets of idle IPs are swept lazily by SessionLimits, so the table stays bounded") {
+    SessionLimits limits(1'000'000, 0, {{0, 0, 3}});
+    for (uint32_t i = 0; i < 5000; ++i) {
+        net::IpKey key{0, 0x0A000000ull + i};
+        REQUIRE(limits.try_admit(key, 0, t0) == Verdict::Admitted);
+        limits.release(key, 0);
+    }
+    CHECK(limits.rate_tracked_ips(0) == 5000);
+    // Two seconds later one new client arrives: every old bucket is full again and goes.
+    CHECK(limits.try_admit(ip("10.9.9.9"), 0, t0 + 2s) == Verdict::Admitted);
+    CHECK(limits.rate_tracked_ips(0) == 1);
+    // Over the rate: refused and counted per IP.
+    CHECK(limits.try_admit(ip("10.9.9.9"), 0, t0 + 2s) == Verdict::Admitted);
+    CHECK(limits.try_admit(ip("10.9.9.9"), 0, t0 + 2s) == Verdict::Admitted);
+    CHECK(limits.try_admit(ip("10.9.9.9"), 0, t0 + 2s) == Verdict::OverRate);
+}
+
+TEST_CASE("a client refused by a later check leaves nothing counted") {
+    const auto a = ip("10.0.0.1");
+    SUBCASE("rule per-IP refuses after global per-IP, max_clients and the rate passed") {
+        SessionLimits limits(100, 5, {{10, 1, 2}});
+        REQUIRE(limits.try_admit(a, 0, t0) == Verdict::Admitted);
+        CHECK(limits.try_admit(a, 0, t0) == Verdict::OverRulePerIp);
+        CHECK(limits.count(a) == 1);
+        CHECK(limits.active() == 1);
+        CHECK(limits.rule_active(0) == 1);
+        CHECK(limits.rule_count(a, 0) == 1);
+        limits.release(a, 0);
+        // The refused attempt took no rate token: the burst of 2 still has one left.
+        CHECK(limits.try_admit(a, 0, t0) == Verdict::Admitted);
+        CHECK(limits.try_admit(ip("10.0.0.2"), 0, t0) == Verdict::Admitted);
+        limits.release(a, 0);
+        CHECK(limits.try_admit(a, 0, t0) == Verdict::OverRate);
+    }
+    SUBCASE("global max_sessions and max_clients refusals") {
+        SessionLimits limits(1, 0, {{1, 0, 0}, {0, 0, 0}});
+        REQUIRE(limits.try_admit(a, 1, t0) == Verdict::Admitted);
+        CHECK(limits.try_admit(a, 0, t0) == Verdict::OverMaxSessions);
+        CHECK(limits.rule_active(0) == 0);
+        limits.release(a, 1);
+        REQUIRE(limits.try_admit(a, 0, t0) == Verdict::Admitted);
+        limits.release(a, 0);
+        CHECK(limits.active() == 0);
+        CHECK(limits.rule_active(0) == 0);
+        CHECK(limits.count(a) == 0);
+    }
+    SUBCASE("many admit/refuse/release rounds return every count to 0") {
+        SessionLimits limits(3, 2, {{2, 1, 0}});
+        const net::IpKey ips[] = {ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")};
+        std::deque<net::IpKey> held;
+        for (int round = 0; round < 3000; ++round) {
+            const auto key = ips[static_cast<unsigned>(round * 7) % 3];
+            if (limits.try_admit(key, 0, t0) == Verdict::Admitted) held.push_back(key);
+            if (held.size() > 1 || round % 5 == 0) {
+                if (!held.empty()) {
+                    limits.release(held.front(), 0);
+                    held.pop_front();
+                }
+            }
+        }
+        for (const auto& key : held) limits.release(key, 0);
+        CHECK(limits.active() == 0);
+        CHECK(limits.rule_active(0) == 0);
+        for (const auto& key : ips) {
+            CHECK(limits.count(key) == 0);
+            CHECK(limits.rule_count(key, 0) == 0);
+        }
+    }
+}
+
+// ---- configuration of the rule-level keys -------------------------------------------------------
+
+TEST_CASE("config: deny, max_clients, max_sessions_per_ip and max_conn_rate_per_ip in [[rule]]") {
+    const config::Config config = config::parse_config(R"([[rule]]
+id = "web"
+listen = "127.0.0.1:8080"
+deny = ["10.0.0.0/8", "192.168.1.*"]
+max_clients = 100
+max_sessions_per_ip = 4
+max_conn_rate_per_ip = 20
+servers = ["127.0.0.1:9001"]
+
+[[rule]]
+id = "plain"
+listen = "127.0.0.1:8081"
+servers = ["127.0.0.1:9001"]
+)", "test.toml");
+    REQUIRE(config.rules.size() == 2);
+    const config::RuleConfig& web = config.rules[0];
+    REQUIRE(web.deny.size() == 2);
+    CHECK(web.deny[0].matches(*net::SocketAddress::parse("10.1.2.3:5")));
+    CHECK(web.deny[1].matches(*net::SocketAddress::parse("192.168.1.9:5")));
+    CHECK_FALSE(web.deny[0].matches(*net::SocketAddress::parse("127.0.0.1:5")));
+    CHECK(web.max_clients == 100);
+    CHECK(web.max_sessions_per_ip == 4);
+    CHECK(web.max_conn_rate_per_ip == 20);
+    const config::RuleConfig& plain = config.rules[1];
+    CHECK(plain.deny.empty());
+    CHECK(plain.max_clients == 0);
+    CHECK(plain.max_sessions_per_ip == 0);
+    CHECK(plain.max_conn_rate_per_ip == 0);
+    const auto limits = SessionLimits::rule_limits(config);
+    REQUIRE(limits.size() == 2);
+    CHECK(limits[0].max_clients == 100);
+    CHECK(limits[0].max_sessions_per_ip == 4);
+    CHECK(limits[0].max_conn_rate_per_ip == 20);
+}
+
+TEST_CASE("config: bad rule-level limits are reported with line, column and key") {
+    std::vector<config::ConfigIssue> issues;
+    try {
+        config::parse_config(R"([[rule]]
+id = "web"
+listen = "127.0.0.1:8080"
+deny = ["10.0.0.0/33", 7]
+max_clients = -1
+max_sessions_per_ip = "4"
+max_conn_rate_per_ip = 2000000
+servers = ["127.0.0.1:9001"]
+)", "test.toml");
+        FAIL("accepted");
+    } catch (const config::ConfigError& error) {
+        issues = error.issues();
+    }
+    const auto has = [&](const std::string& key, unsigned line, unsigned column, const std::string& part) {
+        for (const auto& issue : issues)
+            if (issue.key == key && issue.line == line && issue.column == column &&
+                issue.message.find(part) != std::string::npos)
+                return true;
+        return false;
+    };
+    INFO(config::ConfigError(issues).what());
+    CHECK(issues.size() == 5);
+    CHECK(has("rule[0].deny[0]", 4, 9, ""));
+    CHECK(has("rule[0].deny[1]", 4, 24, "expected a string"));
+    CHECK(has("rule[0].max_clients", 5, 15, "between 0 and"));
+    CHECK(has("rule[0].max_sessions_per_ip", 6, 23, "expected an integer"));
+    CHECK(has("rule[0].max_conn_rate_per_ip", 7, 24, "between 0 and 1000000"));
+}
+
+// ---- the forwarder releases what it acquired --------------------------------------------------
+
+namespace {
+
+// Answers nothing by itself: the test completes accepts and connects by hand.
+class ManualEngine final : public engine::Engine {
+public:
+    struct Request {
+        bool connect = false;
+        int fd = -1;
+        engine::UserData user_data = 0;
+    };
+    std::string_view name() const override { return "manual"; }
+    std::string features() const override { return "test"; }
+    bool wants_nonblocking_sockets() const override { return true; }
+    void accept(int fd, engine::UserData ud) override { requests.push_back({false, fd, ud}); }
+    void connect(int fd, const net::SocketAddress&, engine::UserData ud) override { requests.push_back({true, fd, ud}); }
+    void recv(int, uint32_t, engine::UserData) override {}
+    void send(int, const std::byte*, uint32_t, engine::UserData) override {}
+    void shutdown_write(int, engine::UserData) override {}
+    void cancel(int) override {}
+    void forget(int) override {}
+    std::byte* buffer_data(uint16_t) override { return nullptr; }
+    void release_buffer(uint16_t) override {}
+    uint32_t buffer_size() const override { return 1024; }
+    void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
+        handler.on_batch_start();
+        while (!ready.empty()) {
+            const engine::Completion completion = ready.front();
+            ready.pop_front();
+            handler.on_completion(completion);
+        }
+    }
+    std::optional<Request> take(bool connect) {
+        for (auto it = requests.begin(); it != requests.end(); ++it)
+            if (it->connect == connect) {
+                Request request = *it;
+                requests.erase(it);
+                return request;
+            }
+        return std::nullopt;
+    }
+    std::deque<Request> requests;
+    std::deque<engine::Completion> ready;
+};
+
+// Returns the accepted end of a fresh loopback connection (the client end is closed at once:
+// the core only reads the peer address, which stays readable).
+int accepted_loopback_socket(int listener, const net::SocketAddress& address) {
+    net::UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(::connect(client.get(), address.sockaddr_ptr(), address.length()) == 0);
+    const int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    REQUIRE(accepted >= 0);
+    return accepted;
+}
+
+}  // namespace
+
+TEST_CASE("forwarder: sessions whose every connect fails, and clients over a limit, release everything") {
+    config::Config config;
+    config.source = "test";
+    config::RuleConfig rule;
+    rule.id = "dead";
+    rule.listen.push_back(*net::SocketAddress::parse("127.0.0.1:0"));
+    rule.servers.push_back({*net::SocketAddress::parse("127.0.0.1:1"), 1});
+    rule.servers.push_back({*net::SocketAddress::parse("127.0.0.1:2"), 1});
+    rule.max_clients = 3;
+    rule.max_sessions_per_ip = 2;
+    config.rules.push_back(rule);
+    config.global.max_sessions_per_ip = 0;
+
+    ManualEngine engine;
+    Logger log{LogLevel::Error};
+    SessionLimits limits(config);
+    core::Forwarder forwarder(config, engine, log, limits);
+    forwarder.start_accepting();
+    const auto turn = [&] { forwarder.run_once(0ms); };
+
+    net::UniqueFd listener = net::listen_tcp(*net::SocketAddress::parse("127.0.0.1:0"));
+    net::set_nonblocking(listener.get(), false);
+    const net::SocketAddress address = net::local_address(listener.get());
+    const net::IpKey local = net::IpKey::of(address);
+
+    for (int round = 0; round < 50; ++round) {
+        CAPTURE(round);
+        // Three clients at once: two admitted (rule per-IP = 2), the third refused at once.
+        for (int i = 0; i < 3; ++i) {
+            const auto accept = engine.take(false);
+            REQUIRE(accept);
+            engine.ready.push_back({accept->user_data, accepted_loopback_socket(listener.get(), address), true, false, 0});
+            engine.requests.push_front(*accept);  // multishot: the accept stays armed
+        }
+        turn();
+        CHECK(limits.rule_count(local, 0) == 2);
+        CHECK(limits.rule_active(0) == 2);
+        // Fail every connect until no session is left.
+        for (int guard = 0; guard < 100; ++guard) {
+            const auto connect = engine.take(true);
+            if (!connect) break;
+            engine.ready.push_back({connect->user_data, -ECONNREFUSED, false, false, 0});
+            turn();
+        }
+        REQUIRE(forwarder.active_sessions() == 0);
+        CHECK(limits.active() == 0);
+        CHECK(limits.count(local) == 0);
+        CHECK(limits.rule_active(0) == 0);
+        CHECK(limits.rule_count(local, 0) == 0);
+    }
+    CHECK(forwarder.stats().rejected_rule_per_ip == 50);
+    CHECK(forwarder.stats().sessions_ended == 100);
+}
