@@ -125,8 +125,12 @@ std::string SocketAddress::ip_string() const {
 
 std::string SocketAddress::to_string() const {
     if (is_v4()) return ip_string() + ":" + std::to_string(port());
-    if (is_v6()) return "[" + ip_string() + "]:" + std::to_string(port());
-    return "(none)";
+    if (!is_v6()) return "(none)";
+    std::string text = "[";
+    text += ip_string();
+    text += "]:";
+    text += std::to_string(port());
+    return text;
 }
 
 bool SocketAddress::operator==(const SocketAddress& other) const {
