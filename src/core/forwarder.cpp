@@ -213,7 +213,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     Rule& rule = rules_[session.rule];
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
-    if (may_retry) rule.health.refresh(rule.servers, session.failed_servers, Clock::now());
+    if (may_retry) rule.health.refresh(rule.servers, session.failed_servers, now_);
     const auto pick = may_retry ? rule.balancer->pick(rule.servers, session.client_address, session.failed_servers)
                                 : std::nullopt;
     if (!pick) {
@@ -234,7 +234,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     session.server_fd.reset(fd);
     session.connect_pending = true;
     ++session.connect_attempt;
-    session.connect_started = Clock::now();
+    session.connect_started = now_;
     engine_.connect(fd, server.address, token(slot, Op::Connect));
     timers_.add({now_ + rule.config.connect_timeout, slot, sessions_.generation(slot),
                  session.connect_attempt, TimerKind::Connect});
@@ -255,7 +255,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
                   session.connect_timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
                                             : errno_text(result),
                   " (client ", session.client_address.to_string(), ")");
-        rule.health.connect_failed(rule.servers, session.server, session.connect_started, Clock::now(),
+        rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
                                    session.connect_timed_out ? std::string("connect timed out")
                                    : result == -ECONNREFUSED ? std::string("connect refused")
                                                              : "connect failed: " + errno_text(result));
@@ -267,14 +267,14 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         return;
     }
     session.connect_timed_out = false;
-    rule.health.connect_succeeded(rule.servers, session.server, Clock::now());
+    rule.health.connect_succeeded(rule.servers, session.server, now_);
     session.state = Session::State::Established;
     session.established = true;
     ++server.active_sessions;
     ++server.total_sessions;
     rule.balancer->session_taken(session.server);
     rule.balancer->connect_time(session.server, std::chrono::duration_cast<std::chrono::microseconds>(
-                                                    Clock::now() - session.connect_started));
+                                                    now_ - session.connect_started));
     session.last_activity = now_;
     log_.debug("session ", slot, ": ", describe(session), " established");
     arm_idle_timer(slot, session);
