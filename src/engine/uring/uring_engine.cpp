@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 #include "ringlb/net/socket.hpp"
 
@@ -144,7 +145,24 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
         free_requests_.pop_back();
     }
     requests_[index] = Request{user_data, fd, length, kind};
-    return index;
+    if (static_cast<size_t>(fd) >= live_by_fd_.size()) {
+        std::array<uint32_t, 4> none;
+        none.fill(kNoRequest);
+        live_by_fd_.resize(static_cast<size_t>(fd) * 2 + 64, none);
+    }
+    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)]) {
+        if (slot == kNoRequest) {
+            slot = index;
+            return index;
+        }
+    }
+    throw std::logic_error("more than 4 requests in flight on fd " + std::to_string(fd));
+}
+
+void UringEngine::release_request(uint32_t index) {
+    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(requests_[index].fd)])
+        if (slot == index) slot = kNoRequest;
+    free_requests_.push_back(index);
 }
 
 // ---- requests ----------------------------------------------------------------------------
@@ -198,12 +216,16 @@ void UringEngine::cancel(int fd) {
     for (uint32_t request : parked_recvs_) {
         if (!parked_on_fd(request)) continue;
         completions_.push_back(Completion{requests_[request].user_data, -ECANCELED, false, false, 0});
-        free_requests_.push_back(request);
+        release_request(request);
     }
     std::erase_if(parked_recvs_, parked_on_fd);
-    io_uring_sqe* sqe = next_sqe();
-    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, kInternalRequest);
+    if (static_cast<size_t>(fd) >= live_by_fd_.size()) return;
+    for (uint32_t request : live_by_fd_[static_cast<size_t>(fd)]) {
+        if (request == kNoRequest) continue;
+        io_uring_sqe* sqe = next_sqe();
+        io_uring_prep_cancel64(sqe, request + 1, 0);
+        io_uring_sqe_set_data64(sqe, kInternalRequest);
+    }
 }
 
 void UringEngine::forget(int /*fd*/) {
@@ -268,7 +290,7 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         return;
     }
     completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
-    if (!completion.more) free_requests_.push_back(index);
+    if (!completion.more) release_request(index);
     completions_.push_back(completion);
 }
 

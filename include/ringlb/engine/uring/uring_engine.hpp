@@ -4,6 +4,8 @@
 // them completes; accepts are multishot; each loop round is one submit-and-wait.
 #include <liburing.h>
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,7 @@ private:
     void set_up_buffer_ring();
     io_uring_sqe* next_sqe();
     uint32_t new_request(Kind kind, int fd, UserData user_data, uint32_t length = 0);
+    void release_request(uint32_t index);
     void submit_recv(uint32_t request);
     void resubmit_parked_recvs();
     void offer_buffers();
@@ -71,6 +74,11 @@ private:
     uint32_t window_ = 64;
     std::vector<Request> requests_;
     std::vector<uint32_t> free_requests_;
+    // The live requests of each fd (a socket has at most connect, recv, send and shutdown at
+    // once), so cancel(fd) can name them: cancelling by user_data is a hash lookup in the kernel,
+    // cancelling by fd scans every armed request, which made a mass disconnect quadratic.
+    static constexpr uint32_t kNoRequest = UINT32_MAX;
+    std::vector<std::array<uint32_t, 4>> live_by_fd_;
     std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
     std::vector<Completion> completions_;
     std::vector<Completion> delivering_;
