@@ -11,14 +11,6 @@ using namespace ringlb::test;
 
 namespace {
 
-// Connects and reads the backend's name line; the connection stays open in `client`.
-std::string open_session(std::uint16_t port, UniqueFd& client) {
-    client = connect_to(port);
-    if (!client.valid()) return "<connect failed>";
-    ReadResult line = read_line(client.get(), 5s);
-    return line.end == ReadEnd::Limit ? line.data : std::string("<") + to_string(line.end) + ">";
-}
-
 // A connection ringlb accepts and closes at once, without a byte.
 bool refused_without_data(std::uint16_t port) {
     UniqueFd client = connect_to(port);

@@ -8,18 +8,6 @@
 
 using namespace ringlb::test;
 
-namespace {
-
-// Connects and reads the backend's name line; the connection stays open in `client`.
-std::string open_session(std::uint16_t port, UniqueFd& client) {
-    client = connect_to(port);
-    if (!client.valid()) return "<connect failed>";
-    ReadResult line = read_line(client.get(), 5s);
-    return line.end == ReadEnd::Limit ? line.data : std::string("<") + to_string(line.end) + ">";
-}
-
-}  // namespace
-
 TEST_CASE("max_sessions_per_ip = 2: the third session is refused, a freed slot is reusable") {
     NameBackend backend("a");
     std::uint16_t port = find_free_port();

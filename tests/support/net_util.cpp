@@ -242,4 +242,15 @@ std::string fetch_name(std::uint16_t port, Family family, std::chrono::milliseco
     return line.end == ReadEnd::Limit ? line.data : "";
 }
 
+std::string open_session(std::uint16_t port, UniqueFd& client) {
+    client = connect_to(port);
+    if (!client.valid()) return "<connect failed>";
+    ReadResult line = read_line(client.get(), 5s);
+    if (line.end == ReadEnd::Limit) return line.data;
+    std::string how = "<";
+    how += to_string(line.end);
+    how += '>';
+    return how;
+}
+
 }  // namespace ringlb::test

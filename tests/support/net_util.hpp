@@ -79,6 +79,10 @@ ReadResult read_exactly(int fd, std::size_t count, std::chrono::milliseconds tim
 // Reads byte by byte so nothing after the line is consumed.
 ReadResult read_line(int fd, std::chrono::milliseconds timeout = 5000ms);
 
+// Connects to 127.0.0.1:port and reads a NameBackend's name line through ringlb; the connection
+// stays open in `client`. Returns the name, or "<how it ended>" ("<EOF>", "<reset>", ...).
+std::string open_session(std::uint16_t port, UniqueFd& client);
+
 // Waits for the fd to become readable (or closed). False on timeout.
 bool wait_readable(int fd, std::chrono::milliseconds timeout);
 

@@ -7,9 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "config_fixtures.hpp"
 #include "ringlb/config/config.hpp"
 
 using namespace std::chrono_literals;
+using ringlb::test::dump;
+using ringlb::test::has_issue;
+using ringlb::test::issues_of;
 using namespace ringlb::config;
 
 namespace {
@@ -40,30 +44,6 @@ timeout = 60
 connect_timeout = 2
 servers = ["10.1.1.1:22"]
 )";
-
-// The issues parse_config reports for `text`; fails the test when it accepts the text.
-std::vector<ConfigIssue> issues_of(const std::string& text) {
-    try {
-        parse_config(text, "test.toml");
-    } catch (const ConfigError& error) {
-        return error.issues();
-    }
-    FAIL("parse_config accepted a config that should be rejected:\n" << text);
-    return {};
-}
-
-// Whether some issue has exactly this key and line and a message containing `part`.
-bool has_issue(const std::vector<ConfigIssue>& issues, const std::string& key, unsigned line, const std::string& part) {
-    for (const auto& issue : issues)
-        if (issue.key == key && issue.line == line && issue.message.find(part) != std::string::npos) return true;
-    return false;
-}
-
-std::string dump(const std::vector<ConfigIssue>& issues) {
-    std::string out;
-    for (const auto& issue : issues) out += issue.to_string() + "\n";
-    return out;
-}
 
 // A minimal valid rule to append after a [global] table under test.
 const char* const kGoodRule = "\n[[rule]]\nid = \"r\"\nlisten = \"127.0.0.1:1\"\nservers = [\"127.0.0.1:2\"]\n";
