@@ -75,6 +75,8 @@ class Settings:
                 sys.exit(f"bench: unknown workload {workload!r} in BENCH_WORKLOADS (known: {', '.join(ALL_WORKLOADS)})")
 
     def runs_for(self, cell):
+        if cell == "idle":
+            return 1  # only a fresh forwarder shows what idle connections cost
         return max(self.runs, self.runs_all) if cell in ("ka50", "nc") else self.runs_all
 
 
@@ -673,7 +675,19 @@ def measure(cell, forwarder, fronts):
 
 
 def combine(samples, failures):
-    """Median of each numeric field over the successful runs; problems and failures are pooled."""
+    """Median of each numeric field over the successful runs; problems and failures are pooled.
+    Runs during which other programs kept more than BENCH_QUIET_PCT % of a CPU busy are left out
+    when at least one run was undisturbed (each such exclusion is noted)."""
+    problems = set()
+    calm = [s for s in samples if s.get("foreign_pct", 0) <= S.quiet_pct]
+    if calm and len(calm) < len(samples):
+        busiest = max(s.get("foreign_pct", 0) for s in samples)
+        problems.add(f"{len(samples) - len(calm)} of {len(samples)} runs left out: other programs used up to "
+                     f"{busiest:.0f}% of a CPU meanwhile")
+    elif not calm and samples and any("foreign_pct" in s for s in samples):
+        problems.add(f"other programs used {min(s.get('foreign_pct', 0) for s in samples):.0f}% of a CPU or more "
+                     f"meanwhile")
+    all_samples, samples = samples, (calm or samples)
     result = {}
     for key in samples[0]:
         values = [s[key] for s in samples if isinstance(s.get(key), (int, float)) and not isinstance(s.get(key), bool)]
@@ -681,15 +695,12 @@ def combine(samples, failures):
             result[key] = statistics.median(values)
         else:
             result[key] = samples[-1][key]
-    problems = {p for s in samples for p in s.get("problems", [])}
+    problems |= {p for s in samples for p in s.get("problems", [])}
     for reason in failures:
-        problems.add(f"{len(failures)} of {len(samples) + len(failures)} runs failed: {reason}")
+        problems.add(f"{len(failures)} of {len(all_samples) + len(failures)} runs failed: {reason}")
     result["problems"] = sorted(problems)
     result["runs"] = len(samples)
-    if len(samples) > 1:
-        for key in ("rps", "gbps"):
-            if key in result:
-                result[key + "_all"] = [s[key] for s in samples]
+    result["samples"] = all_samples
     return result
 
 
