@@ -26,10 +26,10 @@ Candidates::Candidates(std::span<const Server> servers, std::span<const uint16_t
     empty_ = !any_backup;
 }
 
-std::unique_ptr<Balancer> make_balancer(config::BalanceMode mode) {
+std::unique_ptr<Balancer> make_balancer(config::BalanceMode mode, bool failback) {
     switch (mode) {
         case config::BalanceMode::RoundRobin: return std::make_unique<RoundRobin>();
-        case config::BalanceMode::MasterStandby: return std::make_unique<MasterStandby>();
+        case config::BalanceMode::MasterStandby: return std::make_unique<MasterStandby>(failback);
         case config::BalanceMode::LeastConn: return std::make_unique<LeastConn>();
         case config::BalanceMode::Random: return std::make_unique<Random>();
         case config::BalanceMode::PowerOfTwo: return std::make_unique<PowerOfTwo>();

@@ -1,5 +1,7 @@
 #include "ringlb/config/config.hpp"
 
+#include <sys/un.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -23,6 +25,11 @@ constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
 constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
+constexpr int64_t kMinHealthCount = 1;        // rise / fall
+constexpr int64_t kMaxHealthCount = 100;
+constexpr std::string_view kUnixPrefix = "unix:";
+// sun_path holds the path and its terminating NUL.
+constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
 
 std::string lowercase(std::string_view text) {
     std::string out(text);
@@ -57,6 +64,36 @@ std::string quoted(std::string_view text) {
 
 std::string indexed(const std::string& key, size_t index) { return key + "[" + std::to_string(index) + "]"; }
 
+// What [admin] and [metrics] accept when `allow` is absent, and what counts as a loopback
+// address for the admin hardening check: 127.0.0.0/8 and ::1 (IPv4-mapped 127.x included).
+std::vector<net::ClientPattern> loopback_patterns() {
+    return {*net::ClientPattern::parse("127.0.0.0/8"), *net::ClientPattern::parse("::1")};
+}
+
+bool is_loopback(const net::SocketAddress& address) {
+    const auto patterns = loopback_patterns();
+    return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return p.matches(address); });
+}
+
+bool same_listener(const ControlListen& a, const ControlListen& b) {
+    if (a.unix_path.empty() != b.unix_path.empty()) return false;
+    return a.unix_path.empty() ? a.address == b.address : a.unix_path == b.unix_path;
+}
+
+// Where one listen address of a rule was written, so that checks across tables can point at it.
+struct ListenSite {
+    net::SocketAddress address;
+    std::string key;  // "rule[1].listen[0]"
+    toml::source_region where;
+};
+
+// What the checks across rules need to know about one [[rule]] besides its values.
+struct RuleSites {
+    std::string path;  // "rule[1]"
+    const toml::table* table = nullptr;
+    std::vector<ListenSite> listen;
+};
+
 bool valid_rule_id(std::string_view id) {
     return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
         return std::isalnum(c) || c == '_' || c == '.' || c == '-';
@@ -75,10 +112,34 @@ public:
         for (auto&& [name, node] : root) {
             if (name == "global") read_global(node, config.global);
             else if (name == "rule") read_rules(node, config.rules);
-            else report(name.source(), std::string(name.str()), "unknown top-level key (expected [global] or [[rule]])");
+            else if (name == "admin") read_admin(node, config.admin);
+            else if (name == "metrics") read_metrics(node, config.metrics);
+            else
+                report(name.source(), std::string(name.str()),
+                       "unknown top-level key (expected [global], [[rule]], [admin] or [metrics])");
         }
         if (!root.contains("rule")) report(root.source(), "rule", "no [[rule]] defined");
+        check_accept_proxy_agreement(config.rules);
+        check_control_listener_clashes(config);
         return config;
+    }
+
+    // A document holding one key `rule_key` whose value is a single rule table (parse_rule_inline).
+    RuleConfig run_single_rule(const toml::table& root, std::string_view rule_key) {
+        RuleConfig rule;
+        for (auto&& [name, node] : root) {
+            const std::string key(name.str());
+            if (name != rule_key) {
+                report(name.source(), key, "unexpected text after the rule's inline table");
+            } else if (const auto* table = node.as_table()) {
+                RuleSites unused_sites;  // no other rules to compare listeners with
+                rule = read_rule(*table, key, unused_sites);
+            } else {
+                report_type(node, key, "an inline table such as { id = \"x\", listen = [...], servers = [...] }");
+            }
+        }
+        if (!root.contains(rule_key)) report(root.source(), std::string(rule_key), "no rule given");
+        return rule;
     }
 
     std::vector<ConfigIssue> take_issues() {
@@ -109,6 +170,24 @@ private:
         if (const auto* value = node.as_string()) return value->get();
         report_type(node, key, "a string");
         return std::nullopt;
+    }
+
+    // For values where an empty string could only be a mistake (a path, a user name, a token).
+    void read_nonempty_string(const toml::node& node, const std::string& key, std::string& out) {
+        auto text = read_string(node, key);
+        if (!text) return;
+        if (text->empty()) return report(node.source(), key, "must not be empty (leave the key out instead)");
+        out = std::move(*text);
+    }
+
+    std::optional<bool> read_bool(const toml::node& node, const std::string& key) {
+        if (const auto* value = node.as_boolean()) return value->get();
+        report_type(node, key, "a boolean");
+        return std::nullopt;
+    }
+
+    void read_bool_into(const toml::node& node, const std::string& key, bool& out) {
+        if (const auto value = read_bool(node, key)) out = *value;
     }
 
     std::optional<int64_t> read_integer(const toml::node& node, const std::string& key, int64_t min, int64_t max) {
@@ -217,10 +296,26 @@ private:
             } else if (name == "receive_buffers") {
                 read_receive_buffers(value, key, global.receive_buffers);
             } else if (name == "log_level") read_log_level(value, key, global.log_level);
+            else if (name == "shutdown_timeout") {
+                // 0 is a real choice: close every session at once on SIGTERM.
+                if (auto d = read_timeout(value, key, true)) global.shutdown_timeout = *d;
+            } else if (name == "log_connections") read_bool_into(value, key, global.log_connections);
+            else if (name == "log_format") read_log_format(value, key, global.log_format);
+            else if (name == "log_file") read_nonempty_string(value, key, global.log_file);
+            else if (name == "user") read_nonempty_string(value, key, global.user);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
-                                    "log_level");
+                                    "log_level, shutdown_timeout, log_connections, log_format, log_file, user");
         }
+    }
+
+    void read_log_format(const toml::node& node, const std::string& key, LogFormat& format) {
+        const auto text = read_string(node, key);
+        if (!text) return;
+        const std::string name = lowercase(*text);
+        if (name == "text") format = LogFormat::Text;
+        else if (name == "json") format = LogFormat::Json;
+        else report(node.source(), key, "unknown log format " + quoted(*text) + " (supported: text, json)");
     }
 
     void read_engine(const toml::node& node, const std::string& key, EngineChoice& engine) {
@@ -262,18 +357,27 @@ private:
         for (size_t i = 0; i < array->size(); ++i) {
             const toml::node& item = (*array)[i];
             const std::string key = indexed("rule", i);
-            if (const auto* table = item.as_table()) rules.push_back(read_rule(*table, key));
-            else report_type(item, key, "a table");
+            const auto* table = item.as_table();
+            if (!table) {
+                report_type(item, key, "a table");
+                continue;
+            }
+            RuleSites sites;
+            rules.push_back(read_rule(*table, key, sites));
+            rule_sites_.push_back(std::move(sites));  // parallel to rules
         }
     }
 
-    RuleConfig read_rule(const toml::table& table, const std::string& path) {
+    // One rule, whether from a [[rule]] of a file or from parse_rule_inline().
+    RuleConfig read_rule(const toml::table& table, const std::string& path, RuleSites& sites) {
         RuleConfig rule;
+        sites.path = path;
+        sites.table = &table;
         for (auto&& [name, value] : table) {
             const std::string key = path + "." + std::string(name.str());
             if (name == "id") read_rule_id(value, key, rule.id);
             else if (name == "mode") read_mode(value, key, rule.mode);
-            else if (name == "listen") read_listen(value, key, rule.listen);
+            else if (name == "listen") read_listen(value, key, rule.listen, sites.listen);
             else if (name == "clients") read_clients(value, key, rule.clients);
             else if (name == "max_clients") {
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.max_clients = static_cast<uint32_t>(*n);
@@ -294,10 +398,15 @@ private:
                 if (auto d = read_timeout(value, key, true)) rule.slow_start = *d;
             } else if (name == "retries") {
                 if (auto n = read_integer(value, key, 0, kMaxRetries)) rule.retries = static_cast<uint32_t>(*n);
-            } else if (name == "servers") read_servers(value, key, rule.servers);
+            } else if (name == "failback") read_bool_into(value, key, rule.failback);
+            else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
+            else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
+            else if (name == "health") read_health(value, key, rule.health);
+            else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
-                                               "max_down_time, slow_start, retries, servers");
+                                               "max_down_time, slow_start, retries, failback, send_proxy, "
+                                               "accept_proxy, health, servers");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
@@ -309,6 +418,58 @@ private:
                        std::to_string(rule.down_time.count()) + " ms)");
         }
         return rule;
+    }
+
+    void read_send_proxy(const toml::node& node, const std::string& key, ProxyProtocol& version) {
+        const auto text = read_string(node, key);
+        if (!text) return;
+        const std::string name = lowercase(*text);
+        if (name == "off") version = ProxyProtocol::Off;
+        else if (name == "v1") version = ProxyProtocol::V1;
+        else if (name == "v2") version = ProxyProtocol::V2;
+        else report(node.source(), key, "unknown PROXY protocol version " + quoted(*text) + " (supported: v1, v2, off)");
+    }
+
+    // ---- [rule.health] ----
+
+    void read_health(const toml::node& node, const std::string& path, HealthCheckConfig& health) {
+        const auto* table = node.as_table();
+        if (!table) return report_type(node, path, "a table [rule.health]");
+        health.enabled = true;  // the table itself switches active checks on; every key has a default
+        for (auto&& [name, value] : *table) {
+            const std::string key = path + "." + std::string(name.str());
+            if (name == "interval") {
+                if (auto d = read_timeout(value, key)) health.interval = *d;
+            } else if (name == "timeout") {
+                if (auto d = read_timeout(value, key)) health.timeout = *d;
+            } else if (name == "rise") {
+                if (auto n = read_integer(value, key, kMinHealthCount, kMaxHealthCount)) health.rise = static_cast<unsigned>(*n);
+            } else if (name == "fall") {
+                if (auto n = read_integer(value, key, kMinHealthCount, kMaxHealthCount)) health.fall = static_cast<unsigned>(*n);
+            } else if (name == "send") {
+                if (auto text = read_string(value, key)) health.send = std::move(*text);
+            } else if (name == "expect") {
+                if (auto text = read_string(value, key)) health.expect = std::move(*text);
+            } else {
+                report_unknown_key(name, key, "interval, timeout, rise, fall, send, expect");
+            }
+        }
+        fit_health_timeout(*table, path, health);
+    }
+
+    // A check must end before the next one starts. An explicit timeout longer than the interval is
+    // an error; the default timeout (1s) shrinks to a shorter interval rather than making
+    // `interval = "500ms"` alone an error about a key the user never wrote.
+    void fit_health_timeout(const toml::table& table, const std::string& path, HealthCheckConfig& health) {
+        const toml::node* timeout = table.get("timeout");
+        if (!timeout) {
+            health.timeout = std::min(health.timeout, health.interval);
+            return;
+        }
+        if (health.timeout > health.interval)
+            report(timeout->source(), path + ".timeout",
+                   "must not be longer than interval (" + std::to_string(health.timeout.count()) + " ms > " +
+                       std::to_string(health.interval.count()) + " ms)");
     }
 
     void read_rule_id(const toml::node& node, const std::string& key, std::string& id) {
@@ -341,8 +502,9 @@ private:
                        "source_hash, rt, response_time)");
     }
 
-    void read_listen(const toml::node& node, const std::string& key, std::vector<net::SocketAddress>& listen) {
-        std::vector<std::string> keys;  // parallel to listen, to name the first occurrence of a duplicate
+    // `sites` gets one entry per accepted address (parallel to listen) for the checks across tables.
+    void read_listen(const toml::node& node, const std::string& key, std::vector<net::SocketAddress>& listen,
+                     std::vector<ListenSite>& sites) {
         for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
             const auto address = read_address(item, item_key);
             if (!address) return;
@@ -350,11 +512,11 @@ private:
             if (same != listen.end()) {
                 // Across rules a shared listener is fine; twice in one rule is a typo.
                 report(item.source(), item_key, "duplicate listen address " + address->to_string() + " in this rule (also " +
-                                                    keys[static_cast<size_t>(same - listen.begin())] + ")");
+                                                    sites[static_cast<size_t>(same - listen.begin())].key + ")");
                 return;
             }
             listen.push_back(*address);
-            keys.push_back(item_key);
+            sites.push_back({*address, item_key, item.source()});
         });
     }
 
@@ -394,10 +556,9 @@ private:
                 if (weight) server.weight = static_cast<unsigned>(*weight);
                 ok = ok && weight.has_value();
             } else if (name == "backup") {
-                const auto* backup = value.as_boolean();
-                if (backup) server.backup = backup->get();
-                else report_type(value, key, "a boolean");
-                ok = ok && backup != nullptr;
+                auto backup = read_bool(value, key);
+                if (backup) server.backup = *backup;
+                ok = ok && backup.has_value();
             } else if (name == "max_connections") {
                 auto limit = read_integer(value, key, 0, kMaxSessions);
                 if (limit) server.max_connections = static_cast<uint32_t>(*limit);
@@ -415,9 +576,141 @@ private:
         return server;
     }
 
+    // ---- [admin] and [metrics] ----
+
+    void read_admin(const toml::node& node, AdminConfig& admin) {
+        const auto* table = node.as_table();
+        if (!table) return report_type(node, "admin", "a table [admin]");
+        for (auto&& [name, value] : *table) {
+            const std::string key = "admin." + std::string(name.str());
+            if (name == "listen") admin_site_ = read_control_listen(value, key, admin.listen);
+            else if (name == "allow") read_clients(value, key, admin.allow);
+            else if (name == "token") read_nonempty_string(value, key, admin.token);
+            else if (name == "insecure") read_bool_into(value, key, admin.insecure);
+            else report_unknown_key(name, key, "listen, allow, token, insecure");
+        }
+        finish_control_table(*table, "admin", admin.allow);
+        check_admin_exposure(admin);
+    }
+
+    void read_metrics(const toml::node& node, MetricsConfig& metrics) {
+        const auto* table = node.as_table();
+        if (!table) return report_type(node, "metrics", "a table [metrics]");
+        for (auto&& [name, value] : *table) {
+            const std::string key = "metrics." + std::string(name.str());
+            if (name == "listen") metrics_site_ = read_control_listen(value, key, metrics.listen);
+            else if (name == "allow") read_clients(value, key, metrics.allow);
+            else report_unknown_key(name, key, "listen, allow");
+        }
+        finish_control_table(*table, "metrics", metrics.allow);
+    }
+
+    void finish_control_table(const toml::table& table, const std::string& name, std::vector<net::ClientPattern>& allow) {
+        if (!table.contains("listen")) report(table.source(), name + ".listen", "missing required key listen");
+        if (!table.contains("allow")) allow = loopback_patterns();
+    }
+
+    // "unix:/abs/path" or an address as for rule listeners. Returns where it was written (for the
+    // clash checks) when it is valid.
+    std::optional<ListenSite> read_control_listen(const toml::node& node, const std::string& key, ControlListen& listen) {
+        const auto* text = node.as_string();
+        if (text && text->get().starts_with(kUnixPrefix)) {
+            std::string path = text->get().substr(kUnixPrefix.size());
+            if (path.empty() || path.front() != '/') {
+                report(node.source(), key, "unix socket path must be absolute, as in \"unix:/run/ringlb.sock\"");
+                return std::nullopt;
+            }
+            if (path.size() > kMaxUnixPath) {
+                report(node.source(), key, "unix socket path is longer than " + std::to_string(kMaxUnixPath) +
+                                               " bytes, the limit of a socket address");
+                return std::nullopt;
+            }
+            listen = {true, {}, std::move(path)};
+            return ListenSite{{}, key, node.source()};
+        }
+        const auto address = read_address(node, key);
+        if (!address) return std::nullopt;
+        listen = {true, *address, {}};
+        return ListenSite{*address, key, node.source()};
+    }
+
+    // The admin port can change rules and drain servers: reachable from other machines it needs a
+    // token, unless the operator explicitly accepts the risk (e.g. a firewalled management network).
+    void check_admin_exposure(const AdminConfig& admin) {
+        if (!admin_site_ || !admin.listen.unix_path.empty()) return;
+        if (is_loopback(admin.listen.address) || !admin.token.empty() || admin.insecure) return;
+        report(admin_site_->where, admin_site_->key,
+               admin.listen.address.to_string() +
+                   " is not a loopback address and [admin] has no token, so anyone who can reach it could change "
+                   "rules and drain servers; set token = \"...\" (clients then send \"auth <token>\" first), listen on "
+                   "127.0.0.1, ::1 or a unix: path, or set insecure = true to accept the risk");
+    }
+
+    // ---- checks across tables ----
+
+    // Rules sharing a listen address share its socket, and whether clients start with a PROXY header
+    // is decided per socket: the first rule on an address sets it, later ones must agree.
+    void check_accept_proxy_agreement(const std::vector<RuleConfig>& rules) {
+        for (size_t later = 0; later < rules.size(); ++later) {
+            for (const ListenSite& site : rule_sites_[later].listen) {
+                const auto earlier = first_rule_listening_on(site.address, later);
+                if (!earlier || rules[*earlier].accept_proxy == rules[later].accept_proxy) continue;
+                report_accept_proxy_disagreement(rules, *earlier, later, site);
+                break;  // one report per rule: the fix (its accept_proxy) is the same for every listener
+            }
+        }
+    }
+
+    std::optional<size_t> first_rule_listening_on(const net::SocketAddress& address, size_t before) const {
+        for (size_t i = 0; i < before; ++i) {
+            const auto& listen = rule_sites_[i].listen;
+            if (std::any_of(listen.begin(), listen.end(), [&](const ListenSite& s) { return s.address == address; }))
+                return i;
+        }
+        return std::nullopt;
+    }
+
+    void report_accept_proxy_disagreement(const std::vector<RuleConfig>& rules, size_t earlier, size_t later,
+                                          const ListenSite& shared) {
+        const RuleSites& sites = rule_sites_[later];
+        const toml::node* accept_proxy = sites.table->get("accept_proxy");
+        const auto flag = [](bool on) { return std::string(on ? "true" : "false"); };
+        report(accept_proxy ? accept_proxy->source() : shared.where,
+               accept_proxy ? sites.path + ".accept_proxy" : shared.key,
+               "accept_proxy = " + flag(rules[later].accept_proxy) + " disagrees with rule " +
+                   quoted(rules[earlier].id) + " (" + rule_sites_[earlier].path + "), which also listens on " +
+                   shared.address.to_string() + " with accept_proxy = " + flag(rules[earlier].accept_proxy) +
+                   "; a PROXY header is expected per listening socket, so every rule on it must set the same value");
+    }
+
+    // Each control endpoint needs a socket of its own: it cannot share one with a rule or the other.
+    void check_control_listener_clashes(const Config& config) {
+        if (admin_site_) check_clash_with_rules(config.admin.listen, *admin_site_, config.rules);
+        if (metrics_site_) check_clash_with_rules(config.metrics.listen, *metrics_site_, config.rules);
+        if (admin_site_ && metrics_site_ && same_listener(config.admin.listen, config.metrics.listen))
+            report(metrics_site_->where, metrics_site_->key,
+                   config.metrics.listen.to_string() + " is already the admin listener (" + admin_site_->key +
+                       "); give [metrics] an address of its own");
+    }
+
+    void check_clash_with_rules(const ControlListen& listen, const ListenSite& site, const std::vector<RuleConfig>& rules) {
+        if (!listen.unix_path.empty()) return;
+        const auto owner = first_rule_listening_on(listen.address, rules.size());
+        if (!owner) return;
+        const auto& rule_listen = rule_sites_[*owner].listen;
+        const auto same = std::find_if(rule_listen.begin(), rule_listen.end(),
+                                       [&](const ListenSite& s) { return s.address == listen.address; });
+        report(site.where, site.key,
+               listen.address.to_string() + " is already a listen address of rule " + quoted(rules[*owner].id) + " (" +
+                   same->key + "); give it an address of its own");
+    }
+
     std::string file_;
     std::vector<ConfigIssue> issues_;
     std::map<std::string, uint32_t> rule_id_lines_;  // rule id -> line of its first definition
+    std::vector<RuleSites> rule_sites_;              // parallel to Config::rules
+    std::optional<ListenSite> admin_site_;           // where [admin] listen was written, when valid
+    std::optional<ListenSite> metrics_site_;
 };
 
 std::string read_whole_file(const std::string& path, std::string* error) {
@@ -445,15 +738,25 @@ std::string_view to_string(EngineChoice engine) {
     return "?";
 }
 
+// Each name is one that read_mode() accepts. p2c has no longer name in the file format.
 std::string_view to_string(BalanceMode mode) {
     switch (mode) {
-        case BalanceMode::RoundRobin: return "rr";
-        case BalanceMode::MasterStandby: return "ms";
-        case BalanceMode::LeastConn: return "lc";
-        case BalanceMode::Random: return "rd";
+        case BalanceMode::RoundRobin: return "round_robin";
+        case BalanceMode::MasterStandby: return "master_standby";
+        case BalanceMode::LeastConn: return "least_conn";
+        case BalanceMode::Random: return "random";
         case BalanceMode::PowerOfTwo: return "p2c";
-        case BalanceMode::SourceHash: return "hs";
-        case BalanceMode::ResponseTime: return "rt";
+        case BalanceMode::SourceHash: return "source_hash";
+        case BalanceMode::ResponseTime: return "response_time";
+    }
+    return "?";
+}
+
+std::string_view to_string(ProxyProtocol version) {
+    switch (version) {
+        case ProxyProtocol::Off: return "off";
+        case ProxyProtocol::V1: return "v1";
+        case ProxyProtocol::V2: return "v2";
     }
     return "?";
 }
@@ -479,14 +782,30 @@ std::string join_issues(const std::vector<ConfigIssue>& issues) {
 
 ConfigError::ConfigError(std::vector<ConfigIssue> issues) : std::runtime_error(join_issues(issues)), issues_(std::move(issues)) {}
 
+namespace {
+ConfigIssue syntax_issue(const toml::parse_error& error, const std::string& file) {
+    const auto& begin = error.source().begin;
+    return {file, begin.line, begin.column, "", std::string(error.description())};
+}
+
+// parse_rule_inline() parses "<prefix><text>" on one line: columns on that line are shifted back
+// so that they count within the text the caller gave.
+std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues, size_t prefix_length) {
+    for (auto& issue : issues) {
+        if (issue.line != 1) continue;
+        issue.column = issue.column > prefix_length ? issue.column - static_cast<unsigned>(prefix_length) : 1;
+    }
+    return issues;
+}
+}  // namespace
+
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
     const std::string file(source_name);
     toml::table root;
     try {
         root = toml::parse(toml_text, file);
     } catch (const toml::parse_error& error) {
-        const auto& begin = error.source().begin;
-        throw ConfigError({{file, begin.line, begin.column, "", std::string(error.description())}});
+        throw ConfigError({syntax_issue(error, file)});
     }
     Validator validator(file);
     Config config = validator.run(root);
@@ -495,11 +814,192 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
     return config;
 }
 
+RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view source_name) {
+    // The text is a TOML value, not a document: give it a key so that toml++ parses it, on the
+    // same line so that line numbers stay those of the text.
+    constexpr std::string_view kRuleKey = "rule";
+    const std::string prefix = std::string(kRuleKey) + " = ";
+    const std::string file(source_name);
+    toml::table root;
+    try {
+        root = toml::parse(prefix + std::string(inline_table), file);
+    } catch (const toml::parse_error& error) {
+        throw ConfigError(without_prefix_columns({syntax_issue(error, file)}, prefix.size()));
+    }
+    Validator validator(file);
+    RuleConfig rule = validator.run_single_rule(root, kRuleKey);
+    auto issues = validator.take_issues();
+    if (!issues.empty()) throw ConfigError(without_prefix_columns(std::move(issues), prefix.size()));
+    return rule;
+}
+
 Config load_config_file(const std::string& path) {
     std::string error;
     const std::string text = read_whole_file(path, &error);
     if (!error.empty()) throw ConfigError({{path, 0, 0, "", "cannot read: " + error}});
     return parse_config(text, path);
+}
+
+// ---- writing TOML (`dump rules`, reload diff) ----
+
+namespace {
+
+// A TOML basic string. Quotes, backslashes and control characters are escaped; other bytes go
+// out as they are, since TOML text is UTF-8 and every string parse_config() read was UTF-8.
+std::string toml_string(std::string_view text) {
+    std::string out = "\"";
+    for (const char c : text) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\t': out += "\\t"; break;
+            case '\n': out += "\\n"; break;
+            case '\f': out += "\\f"; break;
+            case '\r': out += "\\r"; break;
+            default: {
+                const auto byte = static_cast<unsigned char>(c);
+                if (byte >= 0x20 && byte != 0x7f) {
+                    out += c;
+                    break;
+                }
+                char escaped[8];
+                std::snprintf(escaped, sizeof escaped, "\\u%04X", static_cast<unsigned>(byte));
+                out += escaped;
+            }
+        }
+    }
+    out += '"';
+    return out;
+}
+
+// Whole seconds as "300s", anything else as "250ms": both read back exactly.
+std::string toml_duration(std::chrono::milliseconds duration) {
+    const auto ms = duration.count();
+    return toml_string(ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms");
+}
+
+std::string toml_bool(bool value) { return value ? "true" : "false"; }
+
+std::string toml_string_array(const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); ++i) {
+        if (i != 0) out += ", ";
+        out += toml_string(items[i]);
+    }
+    return out + "]";
+}
+
+std::vector<std::string> address_texts(const std::vector<net::SocketAddress>& addresses) {
+    std::vector<std::string> texts;
+    for (const auto& address : addresses) texts.push_back(address.to_string());
+    return texts;
+}
+
+std::vector<std::string> pattern_texts(const std::vector<net::ClientPattern>& patterns) {
+    std::vector<std::string> texts;
+    for (const auto& pattern : patterns) texts.push_back(pattern.text());
+    return texts;
+}
+
+std::string_view log_format_name(LogFormat format) { return format == LogFormat::Json ? "json" : "text"; }
+
+void put(std::string& out, std::string_view key, std::string_view value) {
+    out += key;
+    out += " = ";
+    out += value;
+    out += '\n';
+}
+
+std::string server_inline_table(const ServerConfig& server) {
+    return "{ address = " + toml_string(server.address.to_string()) + ", weight = " + std::to_string(server.weight) +
+           ", backup = " + toml_bool(server.backup) + ", max_connections = " + std::to_string(server.max_connections) +
+           " }";
+}
+
+std::string global_to_toml(const GlobalConfig& global) {
+    std::string out = "[global]\n";
+    put(out, "engine", toml_string(to_string(global.engine)));
+    put(out, "threads", std::to_string(global.threads));
+    put(out, "max_sessions", std::to_string(global.max_sessions));
+    put(out, "max_sessions_per_ip", std::to_string(global.max_sessions_per_ip));
+    put(out, "buffer_size", std::to_string(global.buffer_size));
+    put(out, "receive_buffers", std::to_string(global.receive_buffers));
+    put(out, "log_level", toml_string(to_string(global.log_level)));
+    put(out, "shutdown_timeout", toml_duration(global.shutdown_timeout));
+    put(out, "log_connections", toml_bool(global.log_connections));
+    put(out, "log_format", toml_string(log_format_name(global.log_format)));
+    // Empty means "stderr" / "keep the user": the file says that by leaving the key out, since
+    // an empty string there is rejected as a likely mistake.
+    if (!global.log_file.empty()) put(out, "log_file", toml_string(global.log_file));
+    if (!global.user.empty()) put(out, "user", toml_string(global.user));
+    return out;
+}
+
+std::string health_to_toml(const HealthCheckConfig& health) {
+    std::string out = "[rule.health]\n";
+    put(out, "interval", toml_duration(health.interval));
+    put(out, "timeout", toml_duration(health.timeout));
+    put(out, "rise", std::to_string(health.rise));
+    put(out, "fall", std::to_string(health.fall));
+    put(out, "send", toml_string(health.send));
+    put(out, "expect", toml_string(health.expect));
+    return out;
+}
+
+std::string control_to_toml(std::string_view header, const ControlListen& listen,
+                            const std::vector<net::ClientPattern>& allow) {
+    std::string out = std::string(header) + "\n";
+    put(out, "listen", toml_string(listen.to_string()));
+    // An empty list cannot be written (it is rejected); leaving the key out gives the default.
+    if (!allow.empty()) put(out, "allow", toml_string_array(pattern_texts(allow)));
+    return out;
+}
+
+std::string admin_to_toml(const AdminConfig& admin) {
+    std::string out = control_to_toml("[admin]", admin.listen, admin.allow);
+    if (!admin.token.empty()) put(out, "token", toml_string(admin.token));
+    put(out, "insecure", toml_bool(admin.insecure));
+    return out;
+}
+
+}  // namespace
+
+std::string rule_to_toml(const RuleConfig& rule) {
+    std::string out = "[[rule]]\n";
+    put(out, "id", toml_string(rule.id));
+    put(out, "mode", toml_string(to_string(rule.mode)));
+    put(out, "listen", toml_string_array(address_texts(rule.listen)));
+    // Empty lists mean "any client" and "deny nobody"; an empty array would be rejected.
+    if (!rule.clients.empty()) put(out, "clients", toml_string_array(pattern_texts(rule.clients)));
+    if (!rule.deny.empty()) put(out, "deny", toml_string_array(pattern_texts(rule.deny)));
+    put(out, "max_clients", std::to_string(rule.max_clients));
+    put(out, "max_sessions_per_ip", std::to_string(rule.max_sessions_per_ip));
+    put(out, "max_conn_rate_per_ip", std::to_string(rule.max_conn_rate_per_ip));
+    put(out, "timeout", toml_duration(rule.timeout));
+    put(out, "connect_timeout", toml_duration(rule.connect_timeout));
+    put(out, "down_time", toml_duration(rule.down_time));
+    put(out, "max_down_time", toml_duration(rule.max_down_time));
+    put(out, "slow_start", toml_duration(rule.slow_start));
+    put(out, "retries", std::to_string(rule.retries));
+    put(out, "failback", toml_bool(rule.failback));
+    put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
+    put(out, "accept_proxy", toml_bool(rule.accept_proxy));
+    out += "servers = [\n";
+    for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
+    out += "]\n";
+    if (rule.health.enabled) out += health_to_toml(rule.health);
+    return out;
+}
+
+std::string to_toml(const Config& config) {
+    std::string out = "# Written by ringlb `dump rules`: the running configuration, defaults included.\n\n";
+    out += global_to_toml(config.global);
+    for (const auto& rule : config.rules) out += "\n" + rule_to_toml(rule);
+    if (config.admin.listen.enabled) out += "\n" + admin_to_toml(config.admin);
+    if (config.metrics.listen.enabled)
+        out += "\n" + control_to_toml("[metrics]", config.metrics.listen, config.metrics.allow);
+    return out;
 }
 
 std::string summarize(const Config& config) {

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <span>
+
+#include "ringlb/net/proxy_protocol.hpp"
 
 namespace ringlb::core {
 
@@ -25,67 +28,152 @@ long long as_ms(std::chrono::duration<Rep, Period> d) {
 
 }  // namespace
 
+RulePlan Forwarder::initial_plan(const config::Config& config) {
+    RulePlan plan;
+    for (const config::RuleConfig& rule : config.rules) {
+        plan.order.push_back(static_cast<uint16_t>(plan.slots.size()));
+        plan.slots.push_back({rule, true});
+    }
+    return plan;
+}
+
+Forwarder::Forwarder(const config::GlobalConfig& global, const RulePlan& plan, engine::Engine& engine, Logger& log,
+                     SessionLimits& limits, bool reuse_port, unsigned worker)
+    : engine_(engine),
+      log_(log),
+      global_(global),
+      reuse_port_(reuse_port),
+      worker_(worker),
+      sessions_(global.max_sessions),
+      limits_(limits) {
+    apply(plan);
+}
+
 Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logger& log, SessionLimits& limits,
                      bool reuse_port)
-    : engine_(engine), log_(log), global_(config.global), sessions_(config.global.max_sessions), limits_(limits) {
-    build_rules(config);
-    bind_listeners(reuse_port);
-}
+    : Forwarder(config.global, initial_plan(config), engine, log, limits, reuse_port) {}
 
 Forwarder::~Forwarder() {
     for (Listener& listener : listeners_)
         if (listener.fd) net::stop_listening(listener.fd.get());
 }
 
-void Forwarder::build_rules(const config::Config& config) {
-    for (const config::RuleConfig& rule_config : config.rules) {
-        Rule rule;
-        rule.config = rule_config;
-        for (const config::ServerConfig& server : rule_config.servers) {
-            balance::Server entry{server.address, server.weight};
-            entry.backup = server.backup;
-            entry.max_connections = server.max_connections;
-            rule.servers.push_back(entry);
-        }
-        rule.balancer = balance::make_balancer(rule_config.mode);
-        rule.health = health::Passive(
-            rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
-        const auto rule_index = static_cast<uint16_t>(rules_.size());
-        for (const net::SocketAddress& address : rule_config.listen) {
-            auto same = std::find_if(listeners_.begin(), listeners_.end(),
-                                     [&](const Listener& l) { return l.address == address; });
-            if (same == listeners_.end()) {
-                listeners_.push_back(Listener{{}, address, {}});
-                same = listeners_.end() - 1;
-            }
-            same->rules.push_back(rule_index);
-        }
-        rules_.push_back(std::move(rule));
+std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const config::RuleConfig& rule_config) const {
+    auto rule = std::make_unique<Rule>();
+    rule->config = rule_config;
+    for (const config::ServerConfig& server : rule_config.servers) {
+        balance::Server entry{server.address, server.weight};
+        entry.backup = server.backup;
+        entry.max_connections = server.max_connections;
+        entry.check_down = rule_config.health.enabled;  // with active checks a server starts DOWN
+        rule->servers.push_back(entry);
     }
+    rule->admin.resize(rule->servers.size());
+    rule->traffic.resize(rule->servers.size());
+    rule->balancer = balance::make_balancer(rule_config.mode, rule_config.failback);
+    rule->health = health::Passive(
+        rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
+    return rule;
 }
 
-void Forwarder::bind_listeners(bool reuse_port) {
-    for (Listener& listener : listeners_) {
+// ---- rules and listeners -----------------------------------------------------------------
+
+void Forwarder::apply(const RulePlan& plan) {
+    // The addresses the new plan listens on; those not open yet are bound first, so that a
+    // bind error leaves everything as it was.
+    std::vector<net::SocketAddress> wanted;
+    for (uint16_t slot : plan.order)
+        for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen)
+            if (std::find(wanted.begin(), wanted.end(), address) == wanted.end()) wanted.push_back(address);
+    const auto open_listener = [&](const net::SocketAddress& address) {
+        return std::find_if(listeners_.begin(), listeners_.end(),
+                            [&](const Listener& l) { return !l.closing && l.address == address; });
+    };
+    std::vector<Listener> added;
+    for (const net::SocketAddress& address : wanted) {
+        if (open_listener(address) != listeners_.end()) continue;
         try {
-            listener.fd = net::listen_tcp(listener.address, 4096, reuse_port);
+            added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
         } catch (const net::SystemError& e) {
             throw ListenError(e.what());
         }
-        log_.debug("listening on ", listener.address.to_string(), reuse_port ? " (SO_REUSEPORT)" : "");
+        log_.debug("listening on ", address.to_string(), reuse_port_ ? " (SO_REUSEPORT)" : "");
     }
+
+    if (rules_.size() < plan.slots.size()) rules_.resize(plan.slots.size());
+    for (size_t slot = 0; slot < plan.slots.size(); ++slot) {
+        const RulePlan::Slot& entry = plan.slots[slot];
+        std::unique_ptr<Rule>& rule = rules_[slot];
+        if (entry.rule && entry.changed) {
+            rule = build_rule(*entry.rule);
+        } else if (!entry.rule && rule && !rule->retired) {
+            rule->retired = true;  // live sessions finish on it; it goes with the last of them
+            if (rule->active_sessions == 0) rule.reset();
+        }
+    }
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        Listener& listener = listeners_[i];
+        if (!listener.closing && std::find(wanted.begin(), wanted.end(), listener.address) == wanted.end())
+            close_listener(static_cast<uint16_t>(i));
+    }
+    const size_t first_added = listeners_.size();
+    for (Listener& listener : added) listeners_.push_back(std::move(listener));
+    order_ = plan.order;
+    rebuild_listener_rules();
+    if (accepting_)
+        for (size_t i = first_added; i < listeners_.size(); ++i) arm_accept(static_cast<uint16_t>(i));
+}
+
+void Forwarder::rebuild_listener_rules() {
+    for (Listener& listener : listeners_) {
+        listener.rules.clear();
+        listener.accept_proxy = false;
+        if (listener.closing) continue;
+        for (uint16_t slot : order_) {
+            const config::RuleConfig& config = rules_[slot]->config;
+            if (std::find(config.listen.begin(), config.listen.end(), listener.address) == config.listen.end())
+                continue;
+            listener.rules.push_back(slot);
+            listener.accept_proxy = listener.accept_proxy || config.accept_proxy;
+        }
+    }
+}
+
+// Takes a listener out of service. Its accept request ends with an error or a cancellation;
+// the fd is closed once it has (or at once when none is armed).
+void Forwarder::close_listener(uint16_t index) {
+    Listener& listener = listeners_[index];
+    if (listener.closing) return;
+    listener.closing = true;
+    net::stop_listening(listener.fd.get());
+    log_.debug("stopped listening on ", listener.address.to_string());
+    if (listener.accept_armed) {
+        engine_.cancel(listener.fd.get());
+    } else {
+        engine_.forget(listener.fd.get());
+        listener.fd.reset();
+    }
+}
+
+void Forwarder::stop_accepting() {
+    for (size_t i = 0; i < listeners_.size(); ++i) close_listener(static_cast<uint16_t>(i));
 }
 
 std::vector<std::string> Forwarder::listen_addresses() const {
     std::vector<std::string> addresses;
-    for (const Listener& listener : listeners_) addresses.push_back(listener.address.to_string());
+    for (const Listener& listener : listeners_)
+        if (!listener.closing) addresses.push_back(listener.address.to_string());
     return addresses;
 }
 
 void Forwarder::start_accepting() {
-    for (size_t i = 0; i < listeners_.size(); ++i) arm_accept(static_cast<uint16_t>(i));
+    accepting_ = true;
+    for (size_t i = 0; i < listeners_.size(); ++i)
+        if (!listeners_[i].closing) arm_accept(static_cast<uint16_t>(i));
 }
 
 void Forwarder::arm_accept(uint16_t listener) {
+    listeners_[listener].accept_armed = true;
     engine_.accept(listeners_[listener].fd.get(), Token{listener, 0, Op::Accept}.pack());
 }
 
@@ -130,17 +218,28 @@ void Forwarder::on_completion(const engine::Completion& completion) {
     }
 }
 
-void Forwarder::on_accept(uint16_t listener, const engine::Completion& completion) {
-    if (completion.result < 0) {
-        ++stats_.accept_errors;
-        log_.warn("accept on ", listeners_[listener].address.to_string(), ": ", errno_text(completion.result),
-                  completion.more ? "" : "; accepting again shortly");
-        if (!completion.more)
-            timers_.add({Clock::now() + kAcceptRetryDelay, listener, 0, 0, TimerKind::AcceptRetry});
+void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& completion) {
+    Listener& listener = listeners_[listener_index];
+    if (!completion.more) listener.accept_armed = false;
+    if (listener.closing) {
+        // A removed listener: a client accepted in the last moment is closed with it.
+        if (completion.result >= 0) net::UniqueFd dropped(completion.result);
+        if (!completion.more && listener.fd) {
+            engine_.forget(listener.fd.get());
+            listener.fd.reset();
+        }
         return;
     }
-    if (!completion.more) arm_accept(listener);
-    admit(listener, net::UniqueFd(completion.result));
+    if (completion.result < 0) {
+        ++stats_.accept_errors;
+        log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
+                  completion.more ? "" : "; accepting again shortly");
+        if (!completion.more)
+            timers_.add({Clock::now() + kAcceptRetryDelay, listener_index, 0, 0, TimerKind::AcceptRetry});
+        return;
+    }
+    if (!completion.more) arm_accept(listener_index);
+    admit(listener_index, net::UniqueFd(completion.result));
 }
 
 void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
@@ -150,46 +249,88 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         log_.debug("accepted connection dropped: it was reset before its address could be read");
         return;
     }
-    bool denied = false;
-    const auto rule = match_rule(listeners_[listener], peer, &denied);
+    if (listeners_[listener].accept_proxy) {
+        // The real client is only known from its PROXY header: take a slot to read it, and
+        // match rules and limits once it has arrived.
+        const auto slot = sessions_.acquire();
+        if (!slot) {
+            ++stats_.rejected_max_sessions;
+            log_rejected(listener, peer, EndCause::Limit);
+            return;
+        }
+        Session& session = sessions_[*slot];
+        session.state = Session::State::Handshake;
+        session.client_fd = std::move(client);
+        session.client_address = peer;
+        session.listener = listener;
+        session.started = session.last_activity = now_;
+        engine_.recv(session.client_fd.get(), engine_.buffer_size(), token(*slot, Op::RecvClient));
+        session.upstream.recv_pending = true;
+        std::chrono::milliseconds deadline{0};
+        for (uint16_t rule : listeners_[listener].rules)
+            deadline = std::max(deadline, rules_[rule]->config.connect_timeout);
+        timers_.add({now_ + deadline, *slot, sessions_.generation(*slot), 0, TimerKind::Connect});
+        return;
+    }
+    EndCause cause = EndCause::Acl;
+    const auto rule = admit_to_rule(listener, peer, &cause);
     if (!rule) {
-        ++(denied ? stats_.rejected_denied : stats_.rejected_no_rule);
-        log_.debug("client ", peer.to_string(), " on ", listeners_[listener].address.to_string(),
-                   denied ? " is denied and matches no other rule: closed" : " matches no rule: closed");
+        log_rejected(listener, peer, cause);
         return;
     }
-    // Every limit is checked before anything is counted, so a refused client leaves no count
-    // behind; an admitted one is released exactly once, in release() (or just below).
-    const net::IpKey ip = net::IpKey::of(peer);
-    const auto verdict = limits_.try_admit(ip, *rule, now_);
-    const char* over = nullptr;
-    switch (verdict) {
-        case SessionLimits::Verdict::Admitted:
-        case SessionLimits::Verdict::OverMaxSessions: break;
-        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
-        case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
-    }
-    if (over) {
-        log_.debug("client ", peer.to_string(), " over ", over, " (rule ", rules_[*rule].config.id, "): closed");
-        return;
-    }
-    const auto slot = verdict == SessionLimits::Verdict::Admitted ? sessions_.acquire() : std::nullopt;
+    const auto slot = sessions_.acquire();
     if (!slot) {
-        if (verdict == SessionLimits::Verdict::Admitted) limits_.release(ip, *rule);
+        limits_.release(net::IpKey::of(peer), *rule);
         ++stats_.rejected_max_sessions;
+        ++rules_[*rule]->rejects.limit;
         log_.debug("client ", peer.to_string(), " over max_sessions: closed");
+        log_rejected(listener, peer, EndCause::Limit);
         return;
     }
     Session& session = sessions_[*slot];
     session.client_fd = std::move(client);
     session.client_address = peer;
     session.listener = listener;
-    session.rule = *rule;
     session.started = session.last_activity = now_;
-    ++rules_[*rule].active_sessions;
-    connect_next_server(*slot, session);
+    start_session(*slot, session, *rule);
+}
+
+std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::SocketAddress& client,
+                                                 EndCause* cause) {
+    bool denied = false;
+    const auto rule = match_rule(listeners_[listener], client, &denied);
+    if (!rule) {
+        ++(denied ? stats_.rejected_denied : stats_.rejected_no_rule);
+        *cause = EndCause::Acl;
+        log_.debug("client ", client.to_string(), " on ", listeners_[listener].address.to_string(),
+                   denied ? " is denied and matches no other rule: closed" : " matches no rule: closed");
+        return std::nullopt;
+    }
+    // Every limit is checked before anything is counted, so a refused client leaves no count
+    // behind; an admitted one is released exactly once, in release().
+    const auto verdict = limits_.try_admit(net::IpKey::of(client), *rule, now_);
+    const char* over = nullptr;
+    switch (verdict) {
+        case SessionLimits::Verdict::Admitted: return rule;
+        case SessionLimits::Verdict::OverMaxSessions: ++stats_.rejected_max_sessions; over = "max_sessions"; break;
+        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
+        case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
+        case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
+        case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
+    }
+    ++rules_[*rule]->rejects.limit;
+    *cause = EndCause::Limit;
+    log_.debug("client ", client.to_string(), " over ", over, " (rule ", rules_[*rule]->config.id, "): closed");
+    return std::nullopt;
+}
+
+void Forwarder::start_session(uint32_t slot, Session& session, uint16_t rule) {
+    session.rule = rule;
+    session.admitted = true;
+    session.state = Session::State::Connecting;
+    ++rules_[rule]->active_sessions;
+    ++rules_[rule]->total_sessions;
+    connect_next_server(slot, session);
 }
 
 std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const net::SocketAddress& client,
@@ -199,7 +340,7 @@ std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const ne
                            [&](const net::ClientPattern& pattern) { return pattern.matches(client); });
     };
     for (uint16_t index : listener.rules) {
-        const config::RuleConfig& config = rules_[index].config;
+        const config::RuleConfig& config = rules_[index]->config;
         if (any_matches(config.deny)) {  // checked first: a later rule may still take the client
             if (denied) *denied = true;
             continue;
@@ -209,18 +350,91 @@ std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const ne
     return std::nullopt;
 }
 
+// The client's first bytes on an accept_proxy listener: its PROXY header, perhaps in pieces,
+// perhaps followed by its first data, which stays queued for the server.
+void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion) {
+    const auto fail = [&](const std::string& why) {
+        if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
+        proxy_in_.erase(slot);
+        ++stats_.rejected_proxy_header;
+        log_.debug("client ", session.client_address.to_string(), " on ",
+                   listeners_[session.listener].address.to_string(), ": ", why, ": closed");
+        close_session(slot, session, false, EndCause::Error);
+    };
+    if (completion.result <= 0)
+        return fail(completion.result == 0 ? "closed before its PROXY header"
+                                           : "recv before PROXY header: " + errno_text(completion.result));
+    const auto* bytes = reinterpret_cast<const char*>(engine_.buffer_data(completion.buffer_id));
+    const auto received = static_cast<size_t>(completion.result);
+    std::string& pending = proxy_in_[slot];
+    const size_t before = pending.size();
+    pending.append(bytes, received);
+    const net::proxy::Parsed parsed = net::proxy::parse(std::as_bytes(std::span(pending.data(), pending.size())));
+    if (parsed.status == net::proxy::Parsed::Status::Invalid) return fail("bad PROXY header: " + parsed.error);
+    if (parsed.status == net::proxy::Parsed::Status::NeedMore) {
+        engine_.release_buffer(completion.buffer_id);
+        engine_.recv(session.client_fd.get(), engine_.buffer_size(), token(slot, Op::RecvClient));
+        session.upstream.recv_pending = true;
+        return;
+    }
+    // The header ends in this buffer (it was incomplete without it): what follows is data.
+    const size_t header_here = parsed.consumed - before;
+    if (header_here < received) {
+        session.upstream.push({completion.buffer_id, static_cast<uint16_t>(header_here), static_cast<uint16_t>(received)});
+        session.upstream.queued_bytes += static_cast<uint32_t>(received - header_here);
+    } else {
+        engine_.release_buffer(completion.buffer_id);
+    }
+    proxy_in_.erase(slot);
+    if (parsed.source) session.client_address = *parsed.source;
+    session.state = Session::State::Connecting;
+    EndCause cause = EndCause::Acl;
+    const auto rule = admit_to_rule(session.listener, session.client_address, &cause);
+    if (!rule) {
+        close_session(slot, session, false, cause);
+        return;
+    }
+    start_session(slot, session, *rule);
+}
+
+void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause) {
+    if (!connection_log_) return;
+    ConnectionRecord record;
+    record.end_time = std::chrono::system_clock::now();
+    record.client = client.to_string();
+    record.listener = listeners_[listener].address.to_string();
+    record.cause = cause;
+    connection_log_->write_raw_line(format_record(record, connection_log_format_));
+}
+
+// ---- servers -----------------------------------------------------------------------------
+
+// Brings the operator's state up to date before a pick: a timed disable that has run out ends.
+void Forwarder::refresh_servers(Rule& rule, const Session& session) {
+    for (size_t i = 0; i < rule.servers.size(); ++i) {
+        ServerAdmin& admin = rule.admin[i];
+        if (admin.state == admin::ServerAdminState::Disabled && now_ >= admin.until) {
+            admin.state = admin::ServerAdminState::Enabled;
+            rule.servers[i].disabled = false;
+            log_.info("server ", rule.config.id, "/", rule.servers[i].address.to_string(), " enabled again");
+        }
+    }
+    rule.health.refresh(rule.servers, session.failed_servers, now_);
+}
+
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
-    Rule& rule = rules_[session.rule];
+    Rule& rule = *rules_[session.rule];
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
-    if (may_retry) rule.health.refresh(rule.servers, session.failed_servers, now_);
+    if (may_retry) refresh_servers(rule, session);
     const auto pick = may_retry ? rule.balancer->pick(rule.servers, session.client_address, session.failed_servers)
                                 : std::nullopt;
     if (!pick) {
         ++stats_.no_server_left;
+        ++rule.rejects.no_server;
         log_.warn("rule ", rule.config.id, ": no server left for client ", session.client_address.to_string(),
-                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed): closed");
-        close_session(slot, session, false);
+                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable): closed");
+        close_session(slot, session, false, EndCause::ConnectFailed);
         return;
     }
     session.server = static_cast<uint16_t>(*pick);
@@ -228,7 +442,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
     if (fd < 0) {
         log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
-        close_session(slot, session, true);
+        close_session(slot, session, true, EndCause::Error);
         return;
     }
     session.server_fd.reset(fd);
@@ -246,17 +460,21 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         release_if_quiet(slot, session);
         return;
     }
-    Rule& rule = rules_[session.rule];
+    Rule& rule = *rules_[session.rule];
     balance::Server& server = rule.servers[session.server];
     if (result < 0) {
         ++stats_.connect_failures;
         ++server.connect_failures;
+        const bool timed_out = session.connect_timed_out;
+        ++(timed_out ? rule.connect_failures.timeout
+           : result == -ECONNREFUSED ? rule.connect_failures.refused
+                                     : rule.connect_failures.other);
         log_.warn("rule ", rule.config.id, ": connect to ", server.address.to_string(), " failed: ",
-                  session.connect_timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
-                                            : errno_text(result),
+                  timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
+                            : errno_text(result),
                   " (client ", session.client_address.to_string(), ")");
         rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
-                                   session.connect_timed_out ? std::string("connect timed out")
+                                   timed_out                  ? std::string("connect timed out")
                                    : result == -ECONNREFUSED ? std::string("connect refused")
                                                              : "connect failed: " + errno_text(result));
         session.connect_timed_out = false;
@@ -272,19 +490,56 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     session.established = true;
     ++server.active_sessions;
     ++server.total_sessions;
+    const auto connect_time = std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.connect_started);
+    session.connect_us = static_cast<uint32_t>(std::min<int64_t>(connect_time.count(), UINT32_MAX));
+    rule.connect_time.add(static_cast<uint64_t>(connect_time.count()));
     rule.balancer->session_taken(session.server);
-    rule.balancer->connect_time(session.server, std::chrono::duration_cast<std::chrono::microseconds>(
-                                                    now_ - session.connect_started));
+    rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
     log_.debug("session ", slot, ": ", describe(session), " established");
     arm_idle_timer(slot, session);
+    if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
     pump(slot, session, Side::Client);
     pump(slot, session, Side::Server);
 }
 
+// send_proxy: the header goes out before any client byte; the client's flow waits behind it.
+void Forwarder::send_proxy_header(uint32_t slot, Session& session) {
+    const auto version = rules_[session.rule]->config.send_proxy == config::ProxyProtocol::V1 ? net::proxy::Version::V1
+                                                                                                : net::proxy::Version::V2;
+    const std::string& header = proxy_out_[slot] =
+        net::proxy::encode(version, session.client_address, net::local_address(session.client_fd.get()));
+    session.sending_proxy_header = true;
+    session.upstream.send_pending = true;
+    engine_.send(session.server_fd.get(), reinterpret_cast<const std::byte*>(header.data()),
+                 static_cast<uint32_t>(header.size()), token(slot, Op::SendServer));
+}
+
+// ---- data --------------------------------------------------------------------------------
+
+namespace {
+
+// What ends a session, in order of precedence: a reset or an operator's action says more than
+// the FIN that may have come first.
+void note_cause(Session& session, EndCause cause) {
+    const auto current = static_cast<EndCause>(session.end_cause);
+    const bool unset = session.end_cause == 0;
+    const bool was_fin = current == EndCause::ClientFin || current == EndCause::ServerFin;
+    const bool is_fin = cause == EndCause::ClientFin || cause == EndCause::ServerFin;
+    if (unset || (was_fin && !is_fin)) session.end_cause = static_cast<uint8_t>(cause);
+}
+
+EndCause reset_of(Side side) { return side == Side::Client ? EndCause::ClientReset : EndCause::ServerReset; }
+
+}  // namespace
+
 void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion) {
     Flow& flow = session.flow_from(source);
     flow.recv_pending = false;
+    if (session.state == Session::State::Handshake) {
+        on_proxy_header(slot, session, completion);
+        return;
+    }
     if (completion.result > 0 && session.state != Session::State::Closing) {
         flow.push({completion.buffer_id, 0, static_cast<uint16_t>(completion.result)});
         flow.queued_bytes += static_cast<uint32_t>(completion.result);
@@ -297,10 +552,11 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
         release_if_quiet(slot, session);
     } else if (completion.result == 0) {
         flow.eof = true;
+        note_cause(session, source == Side::Client ? EndCause::ClientFin : EndCause::ServerFin);
         pump(slot, session, source);
     } else {
         log_.debug("session ", slot, ": recv from ", to_string(source), ": ", errno_text(completion.result));
-        close_session(slot, session, true);
+        close_session(slot, session, true, reset_of(source));
     }
 }
 
@@ -315,13 +571,29 @@ void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int r
     if (result <= 0) {  // a send of at least one byte never returns 0 on a live stream
         log_.debug("session ", slot, ": send to ", to_string(destination), ": ",
                    result < 0 ? errno_text(result) : std::string("no progress"));
-        close_session(slot, session, true);
+        close_session(slot, session, true, reset_of(destination));
+        return;
+    }
+    if (session.sending_proxy_header) {
+        std::string& header = proxy_out_[slot];
+        header.erase(0, static_cast<size_t>(result));
+        if (!header.empty()) {
+            flow.send_pending = true;
+            engine_.send(session.server_fd.get(), reinterpret_cast<const std::byte*>(header.data()),
+                         static_cast<uint32_t>(header.size()), token(slot, Op::SendServer));
+            return;
+        }
+        proxy_out_.erase(slot);
+        session.sending_proxy_header = false;
+        pump(slot, session, source);
         return;
     }
     Flow::Chunk& chunk = flow.front();
     chunk.begin = static_cast<uint16_t>(chunk.begin + result);
     flow.queued_bytes -= static_cast<uint32_t>(result);
     flow.delivered_bytes += static_cast<uint64_t>(result);
+    ServerTraffic& traffic = rules_[session.rule]->traffic[session.server];
+    (source == Side::Client ? traffic.bytes_up : traffic.bytes_down) += static_cast<uint64_t>(result);
     session.last_activity = now_;
     if (chunk.begin == chunk.end) {
         engine_.release_buffer(chunk.buffer);
@@ -337,7 +609,7 @@ void Forwarder::on_shutdown(uint32_t slot, Session& session, Side destination) {
     if (session.state == Session::State::Closing) {
         release_if_quiet(slot, session);
     } else if (session.upstream.finished && session.downstream.finished) {
-        close_session(slot, session, false);
+        close_session(slot, session, false, EndCause::ClientFin);  // the first FIN is already noted
     }
 }
 
@@ -367,8 +639,9 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
 
 // Stops the session: pending requests are cancelled and the slot is released once the last of
 // them has completed, since the kernel may still be using the session's buffers until then.
-void Forwarder::close_session(uint32_t slot, Session& session, bool abortive) {
+void Forwarder::close_session(uint32_t slot, Session& session, bool abortive, EndCause cause) {
     if (session.state == Session::State::Closing) return;
+    note_cause(session, cause);
     session.state = Session::State::Closing;
     session.abortive = abortive;
     for (Side side : {Side::Client, Side::Server})
@@ -390,18 +663,52 @@ void Forwarder::release(uint32_t slot, Session& session) {
         engine_.forget(fd.get());
         fd.reset();
     }
-    Rule& rule = rules_[session.rule];
-    if (session.established) {
-        --rule.servers[session.server].active_sessions;
-        rule.balancer->session_dropped(session.server);
+    proxy_in_.erase(slot);
+    proxy_out_.erase(slot);
+    if (session.admitted) {
+        Rule& rule = *rules_[session.rule];
+        if (session.established) {
+            --rule.servers[session.server].active_sessions;
+            rule.balancer->session_dropped(session.server);
+        }
+        --rule.active_sessions;
+        rule.session_duration.add(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started).count()));
+        limits_.release(net::IpKey::of(session.client_address), session.rule);
     }
-    --rule.active_sessions;
-    limits_.release(net::IpKey::of(session.client_address), session.rule);
     ++stats_.sessions_ended;
     log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
                ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,
                ", ", as_ms(Clock::now() - session.started), " ms");
+    log_connection(session);
+    if (session.admitted && rules_[session.rule]->retired && rules_[session.rule]->active_sessions == 0)
+        rules_[session.rule].reset();  // the last session of a removed rule
     sessions_.release(slot);
+}
+
+void Forwarder::log_connection(const Session& session) {
+    if (!connection_log_) return;
+    ConnectionRecord record;
+    record.end_time = std::chrono::system_clock::now();
+    record.client = session.client_address.to_string();
+    record.listener = listeners_[session.listener].address.to_string();
+    if (session.admitted) {
+        const Rule& rule = *rules_[session.rule];
+        record.rule = rule.config.id;
+        if (session.established) {
+            record.server = rule.servers[session.server].address.to_string();
+            record.connect_time = std::chrono::microseconds(session.connect_us);
+        }
+    }
+    record.bytes_up = session.upstream.delivered_bytes;
+    record.bytes_down = session.downstream.delivered_bytes;
+    record.duration = std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started);
+    record.cause = session.end_cause == 0 ? EndCause::Error : static_cast<EndCause>(session.end_cause);
+    connection_log_->write_raw_line(format_record(record, connection_log_format_));
+}
+
+void Forwarder::close_all_sessions(EndCause cause) {
+    sessions_.for_each_in_use([&](uint32_t slot, Session& session) { close_session(slot, session, false, cause); });
 }
 
 // ---- timers ------------------------------------------------------------------------------
@@ -413,39 +720,180 @@ void Forwarder::fire_due_timers() {
 
 void Forwarder::on_timer(const TimerEntry& entry) {
     if (entry.kind == TimerKind::AcceptRetry) {
-        arm_accept(static_cast<uint16_t>(entry.slot));
+        if (!listeners_[entry.slot].closing) arm_accept(static_cast<uint16_t>(entry.slot));
         return;
     }
     if (!sessions_.is_current(entry.slot, entry.generation)) return;
     Session& session = sessions_[entry.slot];
     if (entry.kind == TimerKind::Connect) {
-        if (session.connect_pending && session.connect_attempt == entry.tag && !session.connect_timed_out &&
-            session.state == Session::State::Connecting) {
+        if (session.state == Session::State::Handshake) {
+            ++stats_.rejected_proxy_header;
+            log_.debug("client ", session.client_address.to_string(), ": no PROXY header in time: closed");
+            close_session(entry.slot, session, false, EndCause::Error);
+        } else if (session.connect_pending && session.connect_attempt == entry.tag && !session.connect_timed_out &&
+                   session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
             engine_.cancel(session.server_fd.get());  // completes the connect with -ECANCELED
         }
         return;
     }
     if (session.state != Session::State::Established) return;
-    const auto deadline = session.last_activity + rules_[session.rule].config.timeout;
+    const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
         timers_.add({deadline, entry.slot, entry.generation, 0, TimerKind::Idle});
         return;
     }
     ++stats_.idle_timeouts;
     log_.debug("session ", entry.slot, ": ", describe(session), " idle timeout");
-    close_session(entry.slot, session, false);
+    close_session(entry.slot, session, false, EndCause::IdleTimeout);
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
-    timers_.add({session.last_activity + rules_[session.rule].config.timeout, slot, sessions_.generation(slot), 0,
+    timers_.add({session.last_activity + rules_[session.rule]->config.timeout, slot, sessions_.generation(slot), 0,
                  TimerKind::Idle});
 }
 
+std::string Forwarder::server_name(const Session& session) const {
+    if (!session.admitted || session.state == Session::State::Handshake) return "-";
+    return rules_[session.rule]->servers[session.server].address.to_string();
+}
+
 std::string Forwarder::describe(const Session& session) const {
-    const Rule& rule = rules_[session.rule];
-    return session.client_address.to_string() + " -> " + listeners_[session.listener].address.to_string() +
-           " -> " + rule.servers[session.server].address.to_string() + " (rule " + rule.config.id + ")";
+    const std::string rule = session.admitted ? rules_[session.rule]->config.id : std::string("-");
+    return session.client_address.to_string() + " -> " + listeners_[session.listener].address.to_string() + " -> " +
+           server_name(session) + " (rule " + rule + ")";
+}
+
+// ---- control -----------------------------------------------------------------------------
+
+std::optional<size_t> Forwarder::find_server(uint16_t rule, std::string_view address) const {
+    if (rule >= rules_.size() || !rules_[rule]) return std::nullopt;
+    const auto& servers = rules_[rule]->servers;
+    for (size_t i = 0; i < servers.size(); ++i)
+        if (servers[i].address.to_string() == address) return i;
+    return std::nullopt;
+}
+
+void Forwarder::set_server_admin(uint16_t rule_slot, size_t server, admin::ServerAdminState state,
+                                 std::optional<Clock::time_point> until) {
+    if (rule_slot >= rules_.size() || !rules_[rule_slot] || server >= rules_[rule_slot]->servers.size()) return;
+    Rule& rule = *rules_[rule_slot];
+    rule.admin[server] = {state, until.value_or(Clock::time_point::max())};
+    rule.servers[server].disabled = state != admin::ServerAdminState::Enabled;
+}
+
+void Forwarder::set_server_weight(uint16_t rule_slot, size_t server, unsigned weight) {
+    if (rule_slot >= rules_.size() || !rules_[rule_slot] || server >= rules_[rule_slot]->servers.size()) return;
+    rules_[rule_slot]->servers[server].weight = weight;
+    rules_[rule_slot]->balancer->weights_changed();
+}
+
+void Forwarder::set_server_checked(uint16_t rule_slot, size_t server, bool up) {
+    if (rule_slot >= rules_.size() || !rules_[rule_slot] || server >= rules_[rule_slot]->servers.size()) return;
+    rules_[rule_slot]->servers[server].check_down = !up;
+}
+
+namespace {
+
+// The state word of a server as `show rules` prints it, and which word wins when workers differ.
+int state_rank(std::string_view state) {
+    if (state == "disabled") return 3;
+    if (state == "draining") return 2;
+    if (state == "down") return 1;
+    return 0;
+}
+
+}  // namespace
+
+void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& slots) const {
+    snapshot.accepted += stats_.accepted;
+    snapshot.active_sessions += sessions_.in_use();
+    snapshot.sessions_ended += stats_.sessions_ended;
+    snapshot.accept_errors += stats_.accept_errors;
+    snapshot.idle_timeouts += stats_.idle_timeouts;
+    snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
+    snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
+                              stats_.rejected_rule_per_ip + stats_.rejected_rate;
+    snapshot.rejects.no_server += stats_.no_server_left;
+    for (size_t i = 0; i < slots.size() && i < snapshot.rules.size(); ++i) {
+        if (slots[i] >= rules_.size() || !rules_[slots[i]]) continue;
+        const Rule& rule = *rules_[slots[i]];
+        admin::RuleSnapshot& out = snapshot.rules[i];
+        out.active_sessions += rule.active_sessions;
+        out.total_sessions += rule.total_sessions;
+        out.rejects.limit += rule.rejects.limit;
+        out.rejects.no_server += rule.rejects.no_server;
+        out.connect_failures.refused += rule.connect_failures.refused;
+        out.connect_failures.timeout += rule.connect_failures.timeout;
+        out.connect_failures.other += rule.connect_failures.other;
+        out.connect_time.merge(rule.connect_time);
+        out.session_duration.merge(rule.session_duration);
+        for (size_t s = 0; s < rule.servers.size() && s < out.servers.size(); ++s) {
+            const balance::Server& server = rule.servers[s];
+            admin::ServerSnapshot& server_out = out.servers[s];
+            server_out.active_sessions += server.active_sessions;
+            server_out.total_sessions += server.total_sessions;
+            server_out.connect_failures += server.connect_failures;
+            server_out.bytes_up += rule.traffic[s].bytes_up;
+            server_out.bytes_down += rule.traffic[s].bytes_down;
+            out.bytes_up += rule.traffic[s].bytes_up;
+            out.bytes_down += rule.traffic[s].bytes_down;
+            server_out.weight = server.weight;
+            std::string_view state = "up";
+            if (rule.admin[s].state == admin::ServerAdminState::Disabled) state = "disabled";
+            else if (rule.admin[s].state == admin::ServerAdminState::Draining) state = "draining";
+            else if (server.check_down || rule.health.is_down(s, now_)) state = "down";
+            if (server_out.state.empty() || state_rank(state) > state_rank(server_out.state))
+                server_out.state = std::string(state);
+        }
+    }
+}
+
+std::vector<SessionInfo> Forwarder::list_sessions(std::optional<uint16_t> rule, size_t limit) const {
+    std::vector<SessionInfo> out;
+    const auto now = Clock::now();
+    sessions_.for_each_in_use([&](uint32_t slot, const Session& session) {
+        if (out.size() >= limit) return;
+        if (rule && (!session.admitted || session.rule != *rule)) return;
+        SessionInfo info;
+        info.id = session_id(slot);
+        info.client = session.client_address.to_string();
+        info.listener = listeners_[session.listener].address.to_string();
+        info.rule = session.admitted ? rules_[session.rule]->config.id : "-";
+        info.server = server_name(session);
+        static constexpr const char* kStates[] = {"handshake", "connecting", "established", "closing"};
+        info.state = kStates[static_cast<int>(session.state)];
+        info.bytes_up = session.upstream.delivered_bytes;
+        info.bytes_down = session.downstream.delivered_bytes;
+        info.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - session.started);
+        out.push_back(std::move(info));
+    });
+    return out;
+}
+
+bool Forwarder::kill_session(uint64_t id) {
+    const auto slot = static_cast<uint32_t>(id);
+    const auto generation = static_cast<uint32_t>(id >> 32) & Token::kGenerationMask;
+    if (worker_of(id) != worker_ || !sessions_.is_current(slot, generation)) return false;
+    Session& session = sessions_[slot];
+    if (session.state == Session::State::Closing) return false;
+    bool in_use = false;
+    sessions_.for_each_in_use([&](uint32_t used, const Session&) { in_use = in_use || used == slot; });
+    if (!in_use) return false;
+    log_.info("session ", id, ": ", describe(session), " closed by the operator");
+    close_session(slot, session, true, EndCause::Admin);
+    return true;
+}
+
+size_t Forwarder::close_sessions_in(const std::vector<uint16_t>& rules) {
+    size_t closed = 0;
+    sessions_.for_each_in_use([&](uint32_t slot, Session& session) {
+        if (!session.admitted || session.state == Session::State::Closing) return;
+        if (std::find(rules.begin(), rules.end(), session.rule) == rules.end()) return;
+        close_session(slot, session, true, EndCause::Admin);
+        ++closed;
+    });
+    return closed;
 }
 
 }  // namespace ringlb::core

@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cerrno>
 #include <ctime>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
 
 namespace ringlb {
 namespace {
@@ -14,19 +18,8 @@ std::string lowercase(std::string_view text) {
     return out;
 }
 
-// "2026-11-26T10:00:00.123" in UTC (the caller appends the 'Z').
-std::string utc_timestamp() {
-    using namespace std::chrono;
-    const auto now = system_clock::now();
-    const std::time_t seconds = system_clock::to_time_t(now);
-    const auto millis = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm utc{};
-    gmtime_r(&seconds, &utc);
-    char buffer[40];
-    const size_t n = std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &utc);
-    std::snprintf(buffer + n, sizeof buffer - n, ".%03d", static_cast<int>(millis));
-    return buffer;
-}
+// Thread-safe errno text (std::strerror may share a static buffer).
+std::string errno_text(int error_number) { return std::generic_category().message(error_number); }
 
 }  // namespace
 
@@ -49,17 +42,75 @@ std::string_view to_string(LogLevel level) {
     return "?";
 }
 
+std::string format_utc_timestamp(std::chrono::system_clock::time_point time) {
+    using namespace std::chrono;
+    // floor, not truncation: times before 1970 still get a millisecond part in 0..999.
+    const auto whole_seconds = floor<seconds>(time);
+    const auto millis = duration_cast<milliseconds>(time - whole_seconds).count();
+    const std::time_t seconds_since_epoch = system_clock::to_time_t(whole_seconds);
+    std::tm utc{};
+    gmtime_r(&seconds_since_epoch, &utc);
+    char buffer[48];
+    const size_t n = std::strftime(buffer, sizeof buffer, "%Y-%m-%dT%H:%M:%S", &utc);
+    std::snprintf(buffer + n, sizeof buffer - n, ".%03dZ", static_cast<int>(millis));
+    return buffer;
+}
+
 void Logger::write_line(LogLevel level, std::string_view text) {
     // The whole line is built first so that one fwrite keeps lines from threads whole.
-    std::string line = utc_timestamp();
-    line += "Z ";
+    std::string line = format_utc_timestamp(std::chrono::system_clock::now());
+    line += ' ';
     line += to_string(level);
     line += ' ';
     line += text;
     line += '\n';
     std::lock_guard lock(mutex_);
-    std::fwrite(line.data(), 1, line.size(), out_);
-    std::fflush(out_);
+    write_locked(line);
+}
+
+void Logger::write_raw_line(std::string_view text) {
+    std::string line(text);
+    line += '\n';
+    std::lock_guard lock(mutex_);
+    write_locked(line);
+}
+
+void Logger::write_locked(std::string_view bytes) {
+    std::fwrite(bytes.data(), 1, bytes.size(), out_);
+    std::fflush(out_);  // lines must reach the file even if the process is killed right after
+}
+
+Logger::OwnedFile Logger::open_for_append(const std::string& path) {
+    // "e": close-on-exec, so that children never inherit the log file.
+    std::FILE* file = std::fopen(path.c_str(), "ae");
+    if (file == nullptr) throw std::runtime_error("cannot open log file '" + path + "': " + errno_text(errno));
+    return OwnedFile(file);
+}
+
+void Logger::open_file(const std::string& path) {
+    OwnedFile file = open_for_append(path);  // throws before anything changes
+    std::lock_guard lock(mutex_);
+    out_ = file.get();
+    std::swap(owned_file_, file);
+    path_ = path;
+    // `file` now holds the previous owned stream (if any) and closes it on return.
+}
+
+void Logger::reopen() {
+    std::lock_guard lock(mutex_);
+    if (path_.empty()) return;  // stderr: nothing to rotate
+    try {
+        OwnedFile file = open_for_append(path_);
+        out_ = file.get();
+        std::swap(owned_file_, file);
+    } catch (const std::runtime_error& failure) {
+        // Losing lines would be worse than writing on into the renamed file: keep the old stream.
+        std::string line = format_utc_timestamp(std::chrono::system_clock::now());
+        line += " error log rotation failed, still writing to the previous file: ";
+        line += failure.what();
+        line += '\n';
+        write_locked(line);
+    }
 }
 
 }  // namespace ringlb

@@ -31,7 +31,8 @@ std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>&
     out << "[global]\n"
         << "threads = " << global.threads << "\n"
         << "max_sessions_per_ip = " << global.max_sessions_per_ip << "\n"
-        << "log_level = " << quoted(global.log_level) << "\n";
+        << "log_level = " << quoted(global.log_level) << "\n"
+        << "shutdown_timeout = " << quoted(global.shutdown_timeout) << "\n";
     for (const auto& line : global.extra_lines) out << line << "\n";
     for (const auto& rule : rules) {
         out << "\n[[rule]]\n"
@@ -43,6 +44,8 @@ std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>&
             << "servers = " << render_array(rule.servers, render_server) << "\n";
         for (const auto& line : rule.extra_lines) out << line << "\n";
     }
+    if (!global.trailing_lines.empty()) out << "\n";
+    for (const auto& line : global.trailing_lines) out << line << "\n";
     return out.str();
 }
 

@@ -28,7 +28,10 @@ struct GlobalSpec {
     unsigned threads = 1;
     unsigned max_sessions_per_ip = 0;
     std::string log_level = "info";
+    // Short, so a test that stops ringlb with sessions still open does not wait for them long.
+    std::string shutdown_timeout = "1s";
     std::vector<std::string> extra_lines;  // written verbatim inside [global]
+    std::vector<std::string> trailing_lines;  // written after the rules ([admin], [metrics])
 };
 
 std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>& rules);

@@ -47,3 +47,29 @@ TEST_CASE("ms: a backup listed first still waits for every primary") {
     CHECK(ms.pick(servers, client, std::vector<uint16_t>{1}) == 2u);
     CHECK(ms.pick(servers, client, std::vector<uint16_t>{1, 2}) == 0u);
 }
+
+TEST_CASE("ms: without failback the standby keeps the sessions after the master is back") {
+    balance::MasterStandby ms(/*failback=*/false);
+    auto servers = make_servers(3);
+    CHECK(ms.pick(servers, client, {}) == 0u);
+    servers[0].down = true;
+    CHECK(ms.pick(servers, client, {}) == 1u);
+    servers[0].down = false;  // the master is back, but the standby stays in use
+    for (int i = 0; i < 5; ++i) CHECK(ms.pick(servers, client, {}) == 1u);
+    // Until the standby fails in turn: then the first eligible in order, the master.
+    servers[1].check_down = true;
+    CHECK(ms.pick(servers, client, {}) == 0u);
+    servers[1].check_down = false;
+    CHECK(ms.pick(servers, client, {}) == 0u);
+    // A client that already failed on the current server tries the others in order.
+    CHECK(ms.pick(servers, client, std::vector<uint16_t>{0}) == 1u);
+}
+
+TEST_CASE("ms: with failback (the default) the master is used again as soon as it is back") {
+    balance::MasterStandby ms;
+    auto servers = make_servers(2);
+    servers[0].disabled = true;
+    CHECK(ms.pick(servers, client, {}) == 1u);
+    servers[0].disabled = false;
+    CHECK(ms.pick(servers, client, {}) == 0u);
+}

@@ -100,7 +100,7 @@ TEST_CASE("defaults apply when [global] and optional keys are missing") {
     CHECK(config.rules.at(0).connect_timeout == 3s);
     CHECK(to_string(EngineChoice::Uring) == "uring");
     CHECK(to_string(EngineChoice::Auto) == "auto");
-    CHECK(to_string(BalanceMode::RoundRobin) == "rr");
+    CHECK(to_string(BalanceMode::RoundRobin) == "round_robin");
 }
 
 TEST_CASE("unknown keys are reported at their line, in every table") {
@@ -116,7 +116,8 @@ TEST_CASE("unknown keys are reported at their line, in every table") {
     CHECK_MESSAGE(has_issue(issues, "global.engin", 2, "unknown key"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].balance", 6, "unknown key"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].servers[0].wieght", 7, "unknown key"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "extra", 8, "unknown top-level key"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "extra", 8, "unknown top-level key (expected [global], [[rule]], [admin] or [metrics])"),
+                  dump(issues));
     CHECK(issues.size() == 4);
 }
 
@@ -304,12 +305,17 @@ TEST_CASE("balance modes accept G5 codes in any case and long names") {
     CHECK(mode_of("rt") == BalanceMode::ResponseTime);
     CHECK(mode_of("Response_Time") == BalanceMode::ResponseTime);
     CHECK(mode_of("RR") == BalanceMode::RoundRobin);
-    CHECK(to_string(BalanceMode::MasterStandby) == "ms");
-    CHECK(to_string(BalanceMode::LeastConn) == "lc");
-    CHECK(to_string(BalanceMode::Random) == "rd");
+    // to_string gives the long name (p2c has no other), and every name reads back as its mode.
+    CHECK(to_string(BalanceMode::MasterStandby) == "master_standby");
+    CHECK(to_string(BalanceMode::LeastConn) == "least_conn");
+    CHECK(to_string(BalanceMode::Random) == "random");
     CHECK(to_string(BalanceMode::PowerOfTwo) == "p2c");
-    CHECK(to_string(BalanceMode::SourceHash) == "hs");
-    CHECK(to_string(BalanceMode::ResponseTime) == "rt");
+    CHECK(to_string(BalanceMode::SourceHash) == "source_hash");
+    CHECK(to_string(BalanceMode::ResponseTime) == "response_time");
+    for (const BalanceMode mode : {BalanceMode::RoundRobin, BalanceMode::MasterStandby, BalanceMode::LeastConn,
+                                   BalanceMode::Random, BalanceMode::PowerOfTwo, BalanceMode::SourceHash,
+                                   BalanceMode::ResponseTime})
+        CHECK(mode_of(std::string(to_string(mode))) == mode);
 }
 
 TEST_CASE("a bad mode names every supported mode") {

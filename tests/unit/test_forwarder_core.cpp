@@ -52,6 +52,7 @@ public:
     void release_buffer(uint16_t id) override { released.push_back(id); }
     uint32_t buffer_size() const override { return sizeof buffers[0]; }
 
+    void wake() override {}
     void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
         handler.on_batch_start();
         while (!ready.empty()) {

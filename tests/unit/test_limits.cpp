@@ -267,6 +267,7 @@ public:
     std::byte* buffer_data(uint16_t) override { return nullptr; }
     void release_buffer(uint16_t) override {}
     uint32_t buffer_size() const override { return 1024; }
+    void wake() override {}
     void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
         handler.on_batch_start();
         while (!ready.empty()) {

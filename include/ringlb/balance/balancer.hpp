@@ -29,6 +29,8 @@ struct Server {
     bool backup = false;           // used only when every non-backup server is ineligible
     uint32_t max_connections = 0;  // 0 = unlimited
     bool down = false;             // set by passive health before each pick: not eligible
+    bool check_down = false;       // active health checks say DOWN (or have not passed yet)
+    bool disabled = false;         // by the operator (admin `disable server`, `drain server`)
     unsigned slow_start_weight = 0;  // nonzero while ramping up after coming back UP (see effective_weight)
 };
 
@@ -56,7 +58,8 @@ public:
     virtual void connect_time(size_t /*server*/, std::chrono::microseconds /*elapsed*/) {}
 };
 
-std::unique_ptr<Balancer> make_balancer(config::BalanceMode mode);
+// `failback` concerns master/standby only (see master_standby.hpp).
+std::unique_ptr<Balancer> make_balancer(config::BalanceMode mode, bool failback = true);
 
 inline bool was_tried(std::span<const uint16_t> tried, size_t server) {
     for (uint16_t index : tried)
@@ -67,7 +70,7 @@ inline bool was_tried(std::span<const uint16_t> tried, size_t server) {
 // Whether `server` (at `index`) may take a new session at all: weight above 0, not down, not tried
 // yet for this client, below its connection limit. Says nothing about backup: see Candidates.
 inline bool eligible(const Server& server, size_t index, std::span<const uint16_t> tried) {
-    if (server.weight == 0 || server.down) return false;
+    if (server.weight == 0 || server.down || server.check_down || server.disabled) return false;
     if (server.max_connections > 0 && server.active_sessions >= server.max_connections) return false;
     return !was_tried(tried, index);
 }

@@ -17,14 +17,30 @@ namespace ringlb::config {
 enum class EngineChoice { Auto, Uring, Epoll };
 enum class BalanceMode { RoundRobin, MasterStandby, LeastConn, Random, PowerOfTwo, SourceHash, ResponseTime };
 
+enum class ProxyProtocol { Off, V1, V2 };
+enum class LogFormat { Text, Json };
+
 std::string_view to_string(EngineChoice engine);
-std::string_view to_string(BalanceMode mode);
+std::string_view to_string(BalanceMode mode);  // the long name: "round_robin", "source_hash", ...
+std::string_view to_string(ProxyProtocol version);  // "off", "v1", "v2"
 
 struct ServerConfig {
     net::SocketAddress address;
     unsigned weight = 1;  // 0..1000; 0 takes no new sessions
     bool backup = false;           // used only when no non-backup server can take the session
     uint32_t max_connections = 0;  // 0..10000000; 0 = unlimited
+};
+
+// [rule.health]: active checks. With them on, a server starts DOWN and is UP after `rise`
+// consecutive passed checks; `fall` consecutive failed checks take it DOWN again.
+struct HealthCheckConfig {
+    bool enabled = false;  // true when the rule has a [rule.health] table
+    std::chrono::milliseconds interval{std::chrono::seconds(2)};
+    std::chrono::milliseconds timeout{std::chrono::seconds(1)};
+    unsigned rise = 2;   // 1..100
+    unsigned fall = 3;   // 1..100
+    std::string send;    // sent after connecting; empty = plain TCP connect check
+    std::string expect;  // the reply must start with this; empty = any reply (or none) passes
 };
 
 struct RuleConfig {
@@ -44,6 +60,10 @@ struct RuleConfig {
     std::chrono::milliseconds max_down_time{std::chrono::minutes(5)};
     std::chrono::milliseconds slow_start{0};  // 0 = off: a server back UP gets its full weight at once
     uint32_t retries = 0;                     // 0 = try each server once; N = at most N + 1 servers per client
+    bool failback = true;  // ms mode: return to an earlier server once it is up again
+    ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
+    bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
+    HealthCheckConfig health;
     std::vector<ServerConfig> servers;
 };
 
@@ -55,12 +75,41 @@ struct GlobalConfig {
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
     uint32_t receive_buffers = 2048;   // per worker: the pool receives draw from, 16 KiB each
     LogLevel log_level = LogLevel::Info;
+    std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};  // SIGTERM: time sessions get to finish
+    bool log_connections = false;  // one line per closed session
+    LogFormat log_format = LogFormat::Text;
+    std::string log_file;  // empty = stderr; reopened on SIGUSR1
+    std::string user;      // drop privileges to this user after binding; empty = stay
+};
+
+// Where a control endpoint listens: a TCP address, or a unix socket path ("unix:/run/ringlb.sock").
+struct ControlListen {
+    bool enabled = false;
+    net::SocketAddress address;  // when unix_path is empty
+    std::string unix_path;
+    std::string to_string() const { return unix_path.empty() ? address.to_string() : "unix:" + unix_path; }
+};
+
+// [admin]: the management port.
+struct AdminConfig {
+    ControlListen listen;
+    std::vector<net::ClientPattern> allow;  // default: 127.0.0.0/8 and ::1
+    std::string token;                      // empty = no auth; else the first line must be "auth <token>"
+    bool insecure = false;                  // allow a non-loopback admin listener without a token
+};
+
+// [metrics]: Prometheus text at GET /metrics.
+struct MetricsConfig {
+    ControlListen listen;
+    std::vector<net::ClientPattern> allow;  // default: 127.0.0.0/8 and ::1
 };
 
 struct Config {
     std::string source;  // file name, for messages
     GlobalConfig global;
     std::vector<RuleConfig> rules;
+    AdminConfig admin;
+    MetricsConfig metrics;
 };
 
 // One problem found in a config: "etc/x.toml:12:10: rule[1].listen[0]: bad address ...".
@@ -85,6 +134,16 @@ private:
 
 Config parse_config(std::string_view toml_text, std::string_view source_name);
 Config load_config_file(const std::string& path);  // also reports an unreadable file as ConfigError
+
+// `add rule` / `modify rule`: one rule given as an inline TOML table
+// ({id="x", mode="rr", listen=["127.0.0.1:8081"], servers=["127.0.0.1:9001"]}), validated as a
+// [[rule]] of a file would be, with `source_name` in messages (e.g. "admin").
+RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view source_name);
+
+// The whole config as TOML that parse_config() reads back to an equal config (`dump rules`).
+std::string to_toml(const Config& config);
+// One rule as a [[rule]] table; two rules are the same iff their texts are equal (reload diff).
+std::string rule_to_toml(const RuleConfig& rule);
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".
 std::string summarize(const Config& config);

@@ -2,18 +2,26 @@
 // The session core: accepts clients, matches rules, applies limits, picks servers, pairs each
 // client with a server connection and moves bytes both ways. It asks the engine for operations
 // and reacts to their completions; it never calls an event API itself.
+//
+// One Forwarder per worker thread. Everything here is touched only by that thread: the control
+// thread reaches it through tasks in the worker's mailbox (see app/runtime), which call the
+// "control" methods below between rounds of completions.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include "ringlb/admin/controller.hpp"
+#include "ringlb/admin/snapshot.hpp"
 #include "ringlb/balance/balancer.hpp"
 #include "ringlb/config/config.hpp"
-#include "ringlb/core/session_limits.hpp"
+#include "ringlb/core/connection_record.hpp"
 #include "ringlb/core/session.hpp"
+#include "ringlb/core/session_limits.hpp"
 #include "ringlb/core/slab.hpp"
 #include "ringlb/core/timer_queue.hpp"
 #include "ringlb/core/user_data.hpp"
@@ -34,10 +42,16 @@ struct ForwarderStats {
     uint64_t rejected_max_clients = 0;  // rule max_clients
     uint64_t rejected_rule_per_ip = 0;  // rule max_sessions_per_ip
     uint64_t rejected_rate = 0;         // rule max_conn_rate_per_ip
+    uint64_t rejected_proxy_header = 0;  // accept_proxy: missing, malformed or late header
     uint64_t connect_failures = 0;
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
     uint64_t sessions_ended = 0;
+
+    uint64_t rejected_total() const {
+        return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
+               rejected_rule_per_ip + rejected_rate + rejected_proxy_header;
+    }
 };
 
 // A listen address could not be bound; what() names it ("bind 127.0.0.1:80: Permission denied").
@@ -46,16 +60,43 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The rules a worker serves, by slot. A slot keeps its index for the life of the process, so a
+// live session's rule index never moves under it: a modified rule gets a new slot and the old one
+// is retired (no new sessions; live ones finish on it). Built by the control thread, applied by
+// every worker.
+struct RulePlan {
+    struct Slot {
+        std::optional<config::RuleConfig> rule;  // nullopt: retired (or never used)
+        bool changed = false;                    // new in this plan: build fresh state for it
+    };
+    std::vector<Slot> slots;
+    std::vector<uint16_t> order;  // the live slots in the config file's order (rule matching order)
+};
+
+// One session as `show sessions` prints it.
+struct SessionInfo {
+    uint64_t id = 0;
+    std::string client, listener, rule, server, state;
+    uint64_t bytes_up = 0, bytes_down = 0;
+    std::chrono::milliseconds age{0};
+};
+
 class Forwarder final : public engine::CompletionHandler {
 public:
-    // Binds every listen address of the config (throws ListenError); accepting starts with
+    // Binds every listen address of the plan (throws ListenError); accepting starts with
     // start_accepting(). `limits` may be shared with other workers; with `reuse_port` each
-    // worker binds its own listeners on the same addresses.
+    // worker binds its own listeners on the same addresses. `worker` numbers this worker in
+    // session ids.
+    Forwarder(const config::GlobalConfig& global, const RulePlan& plan, engine::Engine& engine, Logger& log,
+              SessionLimits& limits, bool reuse_port = false, unsigned worker = 0);
+    // A plan with the config's rules in slots 0..n-1.
     Forwarder(const config::Config& config, engine::Engine& engine, Logger& log, SessionLimits& limits,
               bool reuse_port = false);
     ~Forwarder();
     Forwarder(const Forwarder&) = delete;
     Forwarder& operator=(const Forwarder&) = delete;
+
+    static RulePlan initial_plan(const config::Config& config);
 
     void start_accepting();
     // Serves until `stop` turns true (checked at least every 250 ms).
@@ -70,58 +111,143 @@ public:
     uint32_t active_sessions() const { return sessions_.in_use(); }
     std::vector<std::string> listen_addresses() const;
 
+    // Connection records (log_connections) go to `sink` as pre-formatted lines; null = off.
+    void set_connection_log(Logger* sink, config::LogFormat format) {
+        connection_log_ = sink;
+        connection_log_format_ = format;
+    }
+
+    // ---- control: called on this worker's thread, from mailbox tasks ----------------------
+
+    // Switches to `plan`: binds new listen addresses, closes dropped ones, builds changed rules.
+    // Live sessions keep their rule and server. Throws ListenError when a new address cannot be
+    // bound (nothing is changed then).
+    void apply(const RulePlan& plan);
+    // Stops accepting on every listener (graceful stop); sessions go on.
+    void stop_accepting();
+    // Closes every session (with `cause`); their slots are released as their requests complete.
+    void close_all_sessions(EndCause cause);
+
+    // The rule slot and server index for a server address text of a live rule; nullopt if none.
+    std::optional<size_t> find_server(uint16_t rule, std::string_view address) const;
+    // Disabled until `until` (nullopt: until enabled), draining, or enabled again.
+    void set_server_admin(uint16_t rule, size_t server, admin::ServerAdminState state,
+                          std::optional<Clock::time_point> until);
+    void set_server_weight(uint16_t rule, size_t server, unsigned weight);
+    // Active health checks' verdict for a server.
+    void set_server_checked(uint16_t rule, size_t server, bool up);
+
+    // Adds this worker's counters to `snapshot`: rules[i] there is rule slot `slots[i]`, with
+    // servers in config order already named by the caller.
+    void collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& slots) const;
+    // Sessions of `rule` (every rule when nullopt), at most `limit`.
+    std::vector<SessionInfo> list_sessions(std::optional<uint16_t> rule, size_t limit) const;
+    // Closes one session by its id (as list_sessions gives it); false when it is gone.
+    bool kill_session(uint64_t id);
+    // Closes every session in the given rule slots; returns how many.
+    size_t close_sessions_in(const std::vector<uint16_t>& rules);
+
+    static unsigned worker_of(uint64_t session_id) { return static_cast<unsigned>(session_id >> 56); }
+
 private:
+    struct ServerAdmin {
+        admin::ServerAdminState state = admin::ServerAdminState::Enabled;
+        Clock::time_point until = Clock::time_point::max();  // Disabled: enabled again at this time
+    };
+    struct ServerTraffic {
+        uint64_t bytes_up = 0;
+        uint64_t bytes_down = 0;
+    };
     struct Rule {
         config::RuleConfig config;
+        bool retired = false;
         std::vector<balance::Server> servers;
+        std::vector<ServerAdmin> admin;      // per server
+        std::vector<ServerTraffic> traffic;  // per server
         std::unique_ptr<balance::Balancer> balancer;
         health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight
         uint32_t active_sessions = 0;
+        uint64_t total_sessions = 0;
+        admin::RejectCounts rejects;
+        admin::ConnectFailureCounts connect_failures;
+        admin::Histogram connect_time;
+        admin::Histogram session_duration;
     };
     struct Listener {
         net::UniqueFd fd;
         net::SocketAddress address;
-        std::vector<uint16_t> rules;  // in file order
+        std::vector<uint16_t> rules;  // live rule slots, in file order
+        bool accept_proxy = false;    // clients must begin with a PROXY header
+        bool closing = false;         // removed: waiting for its accept request to end
+        bool accept_armed = false;
     };
 
-    void build_rules(const config::Config& config);
-    void bind_listeners(bool reuse_port);
+    std::unique_ptr<Rule> build_rule(const config::RuleConfig& config) const;
+    void rebuild_listener_rules();
+    void bind_new_listeners(bool reuse_port);
+    void close_listener(uint16_t index);
     void arm_accept(uint16_t listener);
 
     void on_accept(uint16_t listener, const engine::Completion& completion);
     void admit(uint16_t listener, net::UniqueFd client);
+    // Matches a rule and applies the limits for a client whose address is known; the session
+    // is in `slot` already when it had to send a PROXY header first.
     // The first rule of the listener that does not deny the client and whose clients match it;
     // *denied tells whether some rule's deny list matched the client.
     std::optional<uint16_t> match_rule(const Listener& listener, const net::SocketAddress& client,
                                        bool* denied = nullptr) const;
+    // Matches a rule and counts the client in every limit; nullopt (with the reason in *cause)
+    // when no rule takes it or a limit refuses it.
+    std::optional<uint16_t> admit_to_rule(uint16_t listener, const net::SocketAddress& client, EndCause* cause);
+    void start_session(uint32_t slot, Session& session, uint16_t rule);
+    void on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion);
+    void log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause);
 
     void connect_next_server(uint32_t slot, Session& session);
+    void refresh_servers(Rule& rule, const Session& session);
     void on_connect(uint32_t slot, Session& session, int result);
+    void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void on_send(uint32_t slot, Session& session, Side destination, int result);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
     void pump(uint32_t slot, Session& session, Side source);
 
-    void close_session(uint32_t slot, Session& session, bool abortive);
+    void close_session(uint32_t slot, Session& session, bool abortive, EndCause cause);
     void release_if_quiet(uint32_t slot, Session& session);
     void release(uint32_t slot, Session& session);
+    void log_connection(const Session& session);
 
     void fire_due_timers();
     void on_timer(const TimerEntry& entry);
     void arm_idle_timer(uint32_t slot, const Session& session);
 
     uint64_t token(uint32_t slot, Op op) const { return Token{slot, sessions_.generation(slot), op}.pack(); }
+    uint64_t session_id(uint32_t slot) const {
+        return (uint64_t{worker_} << 56) | (uint64_t{sessions_.generation(slot) & Token::kGenerationMask} << 32) | slot;
+    }
     std::string describe(const Session& session) const;
+    std::string server_name(const Session& session) const;
 
     engine::Engine& engine_;
     Logger& log_;
     config::GlobalConfig global_;
-    std::vector<Rule> rules_;
+    bool reuse_port_;
+    unsigned worker_;
+    std::vector<std::unique_ptr<Rule>> rules_;  // by slot; null once retired and empty
+    std::vector<uint16_t> order_;               // live slots in config order
+    bool accepting_ = false;
     std::vector<Listener> listeners_;
     Slab<Session> sessions_;
     SessionLimits& limits_;
     TimerQueue timers_;
     ForwarderStats stats_;
+    // PROXY headers in progress, by slot: bytes received so far (accept_proxy) and the header
+    // being sent (send_proxy). Only sessions in their first moments have an entry, so the session
+    // slot itself stays small.
+    std::unordered_map<uint32_t, std::string> proxy_in_;
+    std::unordered_map<uint32_t, std::string> proxy_out_;
+    Logger* connection_log_ = nullptr;
+    config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
 };
 

@@ -51,17 +51,22 @@ struct Flow {
 };
 
 struct Session {
-    enum class State : uint8_t { Connecting, Established, Closing };
+    // Handshake: waiting for the client's PROXY header (accept_proxy), before any rule is chosen.
+    enum class State : uint8_t { Handshake, Connecting, Established, Closing };
 
     State state = State::Connecting;
     bool established = false;  // counted on a server: undo that on release
     bool connect_pending = false;
     bool connect_timed_out = false;
     bool abortive = false;  // close with a reset, to pass a reset or failure on
+    bool admitted = false;  // counted in the rule and the limits: undo that on release
+    bool sending_proxy_header = false;  // the upstream send in flight carries the PROXY header
+    uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
     uint8_t connect_attempt = 0;
     uint16_t listener = 0;
     uint16_t rule = 0;
     uint16_t server = 0;
+    uint32_t connect_us = 0;  // how long the successful connect took
     net::UniqueFd client_fd;
     net::UniqueFd server_fd;
     net::SocketAddress client_address;

@@ -48,6 +48,15 @@ public:
         return out;
     }
 
+    // Sets the limits of a rule slot added by a reload (a slot is never reused for another rule
+    // while sessions of the old one may still count in it: see app/runtime).
+    void set_rule_limits(uint16_t rule, const RuleLimits& limits) {
+        std::lock_guard lock(mutex_);
+        while (rules_.size() <= rule) rules_.emplace_back(RuleLimits{});
+        if (rules_[rule].active != 0) return;  // still counting live sessions: keep their counts
+        rules_[rule] = RuleState(limits);
+    }
+
     // Global limits only (no rule).
     Verdict try_admit(const net::IpKey& ip) {
         std::lock_guard lock(mutex_);

@@ -47,14 +47,25 @@ public:
     // Calls f(index, T&) for every slot in use. Not for hot paths: it walks every allocated slot.
     template <typename F>
     void for_each_in_use(F&& f) {
-        std::vector<bool> is_free(generations_.size());
-        for (uint32_t index : free_) is_free[index] = true;
-        for (uint32_t index = 0; index < generations_.size(); ++index)
-            if (!is_free[index]) f(index, slot(index));
+        for (uint32_t index : in_use_indices()) f(index, slot(index));
+    }
+    template <typename F>
+    void for_each_in_use(F&& f) const {
+        for (uint32_t index : in_use_indices()) f(index, slot(index));
     }
 
 private:
     T& slot(uint32_t index) { return blocks_[index / kBlockSize][index % kBlockSize]; }
+    const T& slot(uint32_t index) const { return blocks_[index / kBlockSize][index % kBlockSize]; }
+
+    std::vector<uint32_t> in_use_indices() const {
+        std::vector<bool> is_free(generations_.size());
+        for (uint32_t index : free_) is_free[index] = true;
+        std::vector<uint32_t> used;
+        for (uint32_t index = 0; index < generations_.size(); ++index)
+            if (!is_free[index]) used.push_back(index);
+        return used;
+    }
 
     bool grow() {
         const uint32_t allocated = static_cast<uint32_t>(generations_.size());

@@ -70,6 +70,10 @@ public:
     virtual void release_buffer(uint16_t buffer_id) = 0;
     virtual uint32_t buffer_size() const = 0;
 
+    // Thread-safe, the one call another thread may make: a poll() waiting now (or the next one)
+    // returns soon, without a completion. Workers use it to notice messages from the control thread.
+    virtual void wake() = 0;
+
     // Submits what was asked, waits up to `timeout` for completions and hands each to `handler`.
     virtual void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) = 0;
 };

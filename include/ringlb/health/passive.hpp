@@ -66,6 +66,10 @@ public:
     std::chrono::milliseconds down_for(uint32_t failures) const;
 
     const ServerState& state(size_t index) const { return states_.at(index); }
+    // Whether servers[index] is held down at `now` (false for a server never seen failing).
+    bool is_down(size_t index, Clock::time_point now) const {
+        return index < states_.size() && states_[index].failures > 0 && states_[index].down_until > now;
+    }
     const Settings& settings() const { return settings_; }
 
 private:

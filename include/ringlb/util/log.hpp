@@ -1,6 +1,10 @@
 #pragma once
 // Timestamped, levelled log lines: "2026-11-26T10:00:00.123Z info engine=uring (...)".
+// Lines go to stderr, or to a file (open_file) that SIGUSR1 log rotation can reopen (reopen).
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -14,14 +18,19 @@ enum class LogLevel { Error = 0, Warn = 1, Info = 2, Debug = 3 };
 std::optional<LogLevel> parse_log_level(std::string_view text);
 std::string_view to_string(LogLevel level);
 
+// "2026-11-26T10:00:00.123Z": UTC, millisecond precision, as every log line starts.
+std::string format_utc_timestamp(std::chrono::system_clock::time_point time);
+
 // One logger per process, passed by reference to whoever logs. Thread-safe: one line is one write.
 class Logger {
 public:
     explicit Logger(LogLevel level = LogLevel::Info, std::FILE* out = stderr) : level_(level), out_(out) {}
+    Logger(const Logger&) = delete;
+    Logger& operator=(const Logger&) = delete;
 
-    void set_level(LogLevel level) { level_ = level; }
-    LogLevel level() const { return level_; }
-    bool enabled(LogLevel level) const { return level <= level_; }
+    void set_level(LogLevel level) { level_.store(level, std::memory_order_relaxed); }
+    LogLevel level() const { return level_.load(std::memory_order_relaxed); }
+    bool enabled(LogLevel level) const { return level <= this->level(); }
 
     template <typename... Parts>
     void log(LogLevel level, const Parts&... parts) {
@@ -35,12 +44,35 @@ public:
     template <typename... Parts> void info(const Parts&... p) { log(LogLevel::Info, p...); }
     template <typename... Parts> void debug(const Parts&... p) { log(LogLevel::Debug, p...); }
 
-private:
-    void write_line(LogLevel level, std::string_view text);
+    // From now on writes to `path`, opened for appending (created when missing). The logger owns
+    // that file and closes it when replaced or destroyed. Throws std::runtime_error naming the path
+    // and the reason when it cannot be opened; the previous destination then stays in use.
+    void open_file(const std::string& path);
+    // Log rotation (SIGUSR1): opens the path given to open_file() again, so that lines go to a
+    // fresh file once the old one was renamed. On failure keeps writing to the old file and logs
+    // an error line there. Does nothing while logging to the stream given at construction.
+    // Not async-signal-safe: call it from a normal thread after the signal was noticed.
+    void reopen();
+    // Writes `line` as it is plus '\n', whatever the level: pre-formatted lines such as
+    // connection records, which carry their own timestamp.
+    void write_raw_line(std::string_view line);
 
-    LogLevel level_;
-    std::FILE* out_;
-    std::mutex mutex_;
+private:
+    struct FileCloser {
+        void operator()(std::FILE* file) const { std::fclose(file); }
+    };
+    using OwnedFile = std::unique_ptr<std::FILE, FileCloser>;
+
+    void write_line(LogLevel level, std::string_view text);
+    void write_locked(std::string_view bytes);  // caller holds mutex_
+    // Opens `path` for appending; throws std::runtime_error("cannot open log file ...").
+    static OwnedFile open_for_append(const std::string& path);
+
+    std::atomic<LogLevel> level_;
+    std::FILE* out_;    // where lines go: stderr (or the constructor's stream) or owned_file_
+    OwnedFile owned_file_;
+    std::string path_;  // of owned_file_; empty while writing to the constructor's stream
+    std::mutex mutex_;  // guards out_, owned_file_, path_ and every write
 };
 
 }  // namespace ringlb

@@ -1,5 +1,6 @@
 #include "ringlb/engine/epoll/epoll_engine.hpp"
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +23,13 @@ bool is_per_connection_accept_error(int error) {
 EpollEngine::EpollEngine(const EngineOptions& options)
     : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), memory_(options.buffer_size, options.buffer_count), events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
+    wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_fd_) throw net::SystemError("eventfd", errno);
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLET;
+    event.data.fd = wake_fd_.get();
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &event) < 0)
+        throw net::SystemError("epoll_ctl add eventfd", errno);
     free_buffers_.reserve(options.buffer_count);
     for (uint32_t id = options.buffer_count; id > 0; --id) free_buffers_.push_back(static_cast<uint16_t>(id - 1));
 }
@@ -184,6 +192,11 @@ void EpollEngine::retry_buffer_waiters() {
 
 // ---- the loop ----------------------------------------------------------------------------
 
+void EpollEngine::wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(wake_fd_.get(), &one, sizeof one);  // EAGAIN: already pending
+}
+
 void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
     retry_buffer_waiters();
     const int wait_ms = ready_.empty() ? static_cast<int>(timeout.count()) : 0;
@@ -192,6 +205,11 @@ void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     for (int i = 0; i < count; ++i) {
         const int fd = events_[static_cast<size_t>(i)].data.fd;
         const uint32_t flags = events_[static_cast<size_t>(i)].events;
+        if (fd == wake_fd_.get()) {
+            uint64_t count_ignored = 0;
+            [[maybe_unused]] const ssize_t read_bytes = ::read(fd, &count_ignored, sizeof count_ignored);
+            continue;
+        }
         FdState& st = state(fd);
         const bool failed = (flags & (EPOLLERR | EPOLLHUP)) != 0;
         if (flags & (EPOLLIN | EPOLLRDHUP) || failed) {

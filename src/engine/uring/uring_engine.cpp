@@ -1,5 +1,6 @@
 #include "ringlb/engine/uring/uring_engine.hpp"
 
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@ namespace {
 
 constexpr uint16_t kBufferGroup = 0;
 constexpr uint64_t kInternalRequest = 0;  // cancels: their completions carry nothing for the core
+constexpr uint64_t kWakeRequest = UINT64_MAX;  // the read armed on the wake eventfd
 constexpr unsigned kCqeBatch = 256;
 
 // Why io_uring_setup failed, in words an operator can act on.
@@ -50,6 +52,9 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
     set_up_ring(options);
     try {
         set_up_buffer_ring();
+        wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+        if (!wake_fd_) throw net::SystemError("eventfd", errno);
+        arm_wake_read();
     } catch (...) {
         io_uring_queue_exit(&ring_);
         throw;
@@ -240,6 +245,17 @@ void UringEngine::resubmit_parked_recvs() {
     for (uint32_t request : parked) submit_recv(request);
 }
 
+void UringEngine::arm_wake_read() {
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_read(sqe, wake_fd_.get(), &wake_value_, sizeof wake_value_, 0);
+    io_uring_sqe_set_data64(sqe, kWakeRequest);
+}
+
+void UringEngine::wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = ::write(wake_fd_.get(), &one, sizeof one);
+}
+
 // ---- the loop ----------------------------------------------------------------------------
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
@@ -275,6 +291,10 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
 // Turns one CQE into a Completion for the core, or deals with it inside the engine.
 void UringEngine::handle(const io_uring_cqe& cqe) {
     if (cqe.user_data == kInternalRequest) return;
+    if (cqe.user_data == kWakeRequest) {
+        arm_wake_read();  // submitted with the next poll
+        return;
+    }
     const uint32_t index = static_cast<uint32_t>(cqe.user_data - 1);
     Request& request = requests_[index];
     Completion completion{request.user_data, cqe.res, false, false, 0};

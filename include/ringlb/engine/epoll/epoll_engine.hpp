@@ -32,6 +32,7 @@ public:
     void release_buffer(uint16_t buffer_id) override;
     uint32_t buffer_size() const override { return memory_.buffer_size(); }
 
+    void wake() override;
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
 
 private:
@@ -69,6 +70,7 @@ private:
     void retry_buffer_waiters();
 
     net::UniqueFd epoll_fd_;
+    net::UniqueFd wake_fd_;  // an eventfd in the epoll set: wake() writes to it
     BufferMemory memory_;
     std::vector<uint16_t> free_buffers_;  // a stack: the most recently used buffer is reused first
     std::vector<FdState> fds_;

@@ -11,6 +11,7 @@
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/net/socket.hpp"
 
 namespace ringlb::engine {
 
@@ -38,6 +39,7 @@ public:
     void release_buffer(uint16_t buffer_id) override;
     uint32_t buffer_size() const override { return memory_.buffer_size(); }
 
+    void wake() override;
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
 
 private:
@@ -61,6 +63,7 @@ private:
     void resubmit_parked_recvs();
     void offer_buffers();
     void handle(const io_uring_cqe& cqe);
+    void arm_wake_read();
 
     io_uring ring_{};
     BufferMemory memory_;
@@ -83,6 +86,9 @@ private:
     std::vector<Completion> completions_;
     std::vector<Completion> delivering_;
     std::string features_;
+    // wake(): another thread writes to this eventfd, on which a read is always armed.
+    net::UniqueFd wake_fd_;
+    uint64_t wake_value_ = 0;
 };
 
 }  // namespace ringlb::engine

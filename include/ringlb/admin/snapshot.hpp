@@ -1,0 +1,94 @@
+#pragma once
+// A point-in-time view of the whole forwarder, summed over the worker threads: what `show stats`
+// and the metrics endpoint print. Plain values, gathered by asking each worker on its own thread.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ringlb::admin {
+
+// Cumulative-bucket histogram in microseconds (Prometheus style: count of samples <= bound).
+struct Histogram {
+    static constexpr std::array<uint64_t, 12> kBoundsUs{100,     250,     500,       1000,      2500,       5000,
+                                                         10000,   50000,   250000,    1000000,   10000000,   60000000};
+    std::array<uint64_t, kBoundsUs.size()> buckets{};  // buckets[i]: samples <= kBoundsUs[i] (not cumulative)
+    uint64_t count = 0;
+    uint64_t sum_us = 0;
+
+    void add(uint64_t us) {
+        for (size_t i = 0; i < kBoundsUs.size(); ++i)
+            if (us <= kBoundsUs[i]) {
+                ++buckets[i];
+                break;
+            }
+        ++count;
+        sum_us += us;
+    }
+    void merge(const Histogram& other) {
+        for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += other.buckets[i];
+        count += other.count;
+        sum_us += other.sum_us;
+    }
+};
+
+struct ServerSnapshot {
+    std::string address;  // as in the config
+    std::string state;    // "up", "down", "disabled", "draining"
+    unsigned weight = 0;
+    bool backup = false;
+    uint64_t active_sessions = 0;
+    uint64_t total_sessions = 0;
+    uint64_t connect_failures = 0;
+    uint64_t bytes_up = 0;    // client -> server
+    uint64_t bytes_down = 0;  // server -> client
+};
+
+struct RejectCounts {
+    uint64_t acl = 0;        // no rule takes the client, or denied
+    uint64_t limit = 0;      // max_sessions, per-IP, max_clients, rate
+    uint64_t no_server = 0;  // every server down or failed
+};
+
+struct ConnectFailureCounts {
+    uint64_t refused = 0;
+    uint64_t timeout = 0;
+    uint64_t other = 0;
+};
+
+struct RuleSnapshot {
+    std::string id;
+    std::string mode;  // long name
+    std::vector<std::string> listen;
+    std::vector<std::string> clients;
+    std::vector<std::string> deny;
+    uint32_t max_clients = 0;
+    uint32_t max_sessions_per_ip = 0;
+    uint32_t max_conn_rate_per_ip = 0;
+    uint64_t active_sessions = 0;
+    uint64_t total_sessions = 0;
+    uint64_t bytes_up = 0;
+    uint64_t bytes_down = 0;
+    RejectCounts rejects;
+    ConnectFailureCounts connect_failures;
+    Histogram connect_time;      // successful connects
+    Histogram session_duration;  // ended sessions
+    std::vector<ServerSnapshot> servers;
+};
+
+struct Snapshot {
+    std::string version;
+    std::string engine;    // "uring" / "epoll"
+    std::string features;  // the engine line's bracket
+    unsigned threads = 0;
+    uint64_t uptime_seconds = 0;
+    uint64_t accepted = 0;
+    uint64_t active_sessions = 0;
+    uint64_t sessions_ended = 0;
+    uint64_t accept_errors = 0;
+    uint64_t idle_timeouts = 0;
+    RejectCounts rejects;  // including clients no rule took (acl)
+    std::vector<RuleSnapshot> rules;
+};
+
+}  // namespace ringlb::admin

@@ -1,0 +1,117 @@
+#pragma once
+// The running forwarder as a whole: the worker threads, and the control thread (the thread that
+// calls run()) with the management port, the metrics endpoint, active health checks, signals,
+// reloads and the graceful stop. The control thread owns the authoritative config; workers get
+// changes as rule plans and commands through their mailboxes, so no forwarding state is shared.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ringlb/admin/controller.hpp"
+#include "ringlb/admin/snapshot.hpp"
+#include "ringlb/app/signals.hpp"
+#include "ringlb/app/worker.hpp"
+#include "ringlb/config/config.hpp"
+#include "ringlb/core/forwarder.hpp"
+#include "ringlb/core/session_limits.hpp"
+#include "ringlb/util/log.hpp"
+
+namespace ringlb::engine {
+class Engine;
+class Dispatcher;
+}  // namespace ringlb::engine
+namespace ringlb::admin {
+class AdminServer;
+class MetricsServer;
+}  // namespace ringlb::admin
+namespace ringlb::health {
+class ActiveChecker;
+}
+
+namespace ringlb::app {
+
+class Runtime final : public admin::Controller {
+public:
+    // `config_path` is re-read on reload; `overrides` re-applies command-line flags to each
+    // config read (they win over the file).
+    Runtime(std::string config_path, config::Config config, Logger& log,
+            std::function<void(config::Config&)> overrides = {});
+    ~Runtime() override;
+
+    // Starts everything, serves until stopped, returns the process exit code.
+    int run();
+
+    // admin::Controller
+    admin::Reply show_rules() override;
+    admin::Reply show_sessions(std::string_view rule_id) override;
+    admin::Reply show_stats() override;
+    admin::Reply add_rule(std::string_view inline_table) override;
+    admin::Reply modify_rule(std::string_view inline_table) override;
+    admin::Reply remove_rule(std::string_view rule_id) override;
+    admin::Reply clean_sessions(std::string_view rule_id) override;
+    admin::Reply set_server_state(std::string_view rule_id, std::string_view server, admin::ServerAdminState state,
+                                  std::optional<std::chrono::milliseconds> duration) override;
+    admin::Reply set_weight(std::string_view rule_id, std::string_view server, unsigned weight) override;
+    admin::Reply kill_session(uint64_t session_id) override;
+    admin::Reply dump_rules() override;
+    admin::Reply reload() override;
+
+    admin::Snapshot snapshot();
+
+private:
+    struct SlotRecord {
+        std::string id;                          // the rule id this slot was made for
+        std::optional<config::RuleConfig> live;  // nullopt once retired
+    };
+    struct ServerRef {
+        uint16_t slot = 0;
+        size_t index = 0;
+    };
+
+    int start_workers();
+    void start_control_components();
+    void control_loop();
+    void handle_signals();
+    void drain_and_stop();
+
+    // Turns `next` into a plan over the current slots and applies it everywhere; on success
+    // `config_` becomes `next`. Returns an error message or "" on success.
+    std::string apply_config(config::Config next);
+    core::RulePlan plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const;
+    void update_health_targets();
+    void on_health_report(uint32_t slot, size_t server, bool up);
+    std::vector<std::string> restart_only_changes(const config::Config& next) const;
+
+    std::optional<uint16_t> live_slot(std::string_view rule_id) const;
+    std::optional<ServerRef> find_server(std::string_view rule_id, std::string_view server, std::string* error) const;
+    // Runs `task` on every worker in turn and waits; false when one did not answer.
+    bool on_every_worker(const std::function<void(core::Forwarder&)>& task);
+    config::Config with_rules(std::vector<config::RuleConfig> rules) const;
+
+    std::string config_path_;
+    config::Config config_;
+    Logger& log_;
+    std::function<void(config::Config&)> overrides_;
+    std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+    core::SessionLimits limits_;
+    std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
+    core::RulePlan initial_plan_;
+    std::vector<std::unique_ptr<Worker>> workers_;
+    std::string engine_name_;
+    std::string engine_features_;
+
+    SignalFlags signals_;
+    std::unique_ptr<engine::Engine> control_engine_;
+    std::unique_ptr<engine::Dispatcher> dispatcher_;
+    std::unique_ptr<admin::AdminServer> admin_server_;
+    std::unique_ptr<admin::MetricsServer> metrics_server_;
+    std::unique_ptr<health::ActiveChecker> checker_;
+    std::atomic<bool> control_stop_{false};
+};
+
+}  // namespace ringlb::app

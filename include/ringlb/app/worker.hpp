@@ -1,0 +1,84 @@
+#pragma once
+// One forwarding thread: its own engine (created on the thread itself, as an io_uring set up with
+// SINGLE_ISSUER only accepts submissions from the thread that created it), its own Forwarder and
+// a mailbox through which the control thread reaches it.
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ringlb/config/config.hpp"
+#include "ringlb/core/forwarder.hpp"
+#include "ringlb/core/mailbox.hpp"
+#include "ringlb/engine/engine.hpp"
+#include "ringlb/util/log.hpp"
+
+namespace ringlb::app {
+
+// How a worker's start went: the engine line on success, or why it could not start.
+struct StartReport {
+    int exit_code = 0;
+    std::string message;
+    std::vector<std::string> listen_addresses;
+};
+
+class Worker {
+public:
+    struct Setup {
+        unsigned index = 0;
+        const config::GlobalConfig* global = nullptr;
+        const core::RulePlan* plan = nullptr;
+        Logger* log = nullptr;
+        Logger* connection_log = nullptr;  // null: log_connections off
+        core::SessionLimits* limits = nullptr;
+        bool reuse_port = false;
+    };
+
+    explicit Worker(const Setup& setup);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    StartReport wait_started() { return started_.get_future().get(); }
+    // After every worker started: serve (true) or give up (false).
+    void go(bool serve) { go_.set_value(serve); }
+    // Leaves the loop at the next round (its sessions are closed by the Forwarder's destructor).
+    void stop();
+    void join();
+
+    // Runs `task` on the worker's thread with its Forwarder and waits for it; false when the
+    // worker did not answer within `timeout` (then the task may still run later) or has ended.
+    bool call(const std::function<void(core::Forwarder&)>& task,
+              std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    // Runs `task` on the worker's thread without waiting.
+    void post(std::function<void(core::Forwarder&)> task);
+
+    // Sessions open at the end of the last round (read by the control thread while draining).
+    uint32_t active_sessions() const { return active_.load(std::memory_order_relaxed); }
+    const core::ForwarderStats& final_stats() const { return final_stats_; }  // after join()
+
+private:
+    void run(Setup setup);
+    void run_task(const std::function<void(core::Forwarder&)>& task);
+    void serve(core::Forwarder& forwarder);
+
+    unsigned index_;
+    Logger* log_;
+    std::promise<StartReport> started_;
+    std::promise<bool> go_;
+    core::Mailbox mailbox_;
+    std::atomic<engine::Engine*> engine_{nullptr};  // for wake(); set while the loop runs
+    std::atomic<core::Forwarder*> forwarder_{nullptr};
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> ended_{false};
+    std::atomic<uint32_t> active_{0};
+    core::ForwarderStats final_stats_;
+    std::thread thread_;  // last: it starts running once everything above exists
+};
+
+}  // namespace ringlb::app

@@ -1,0 +1,604 @@
+#include "ringlb/admin/metrics.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace ringlb::admin {
+namespace {
+
+// ==== Prometheus text exposition format 0.0.4 =============================================
+
+struct Label {
+    std::string_view name;
+    std::string_view value;
+};
+using Labels = std::vector<Label>;
+
+// Label values may hold anything a config allows (rule ids, addresses); the format reserves
+// backslash, double quote and newline.
+void append_label_value(std::string& out, std::string_view value) {
+    for (const char c : value) {
+        switch (c) {
+            case '\\': out += "\\\\"; break;
+            case '"': out += "\\\""; break;
+            case '\n': out += "\\n"; break;
+            default: out += c;
+        }
+    }
+}
+
+// HELP text escapes only backslash and newline.
+void append_help_text(std::string& out, std::string_view text) {
+    for (const char c : text) {
+        switch (c) {
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            default: out += c;
+        }
+    }
+}
+
+// Exact decimal seconds from microseconds ("0.00025", "1", "60.5"): no floating-point noise in
+// bucket bounds, which Prometheus compares as strings across scrapes.
+std::string seconds_text(uint64_t microseconds) {
+    std::string text = std::to_string(microseconds / 1'000'000);
+    const uint64_t fraction = microseconds % 1'000'000;
+    if (fraction == 0) return text;
+    std::string digits = std::to_string(fraction);
+    digits.insert(0, 6 - digits.size(), '0');
+    digits.erase(digits.find_last_not_of('0') + 1);
+    return text + "." + digits;
+}
+
+class Exposition {
+public:
+    void family(std::string_view name, std::string_view type, std::string_view help) {
+        out_ += "# HELP ";
+        out_ += name;
+        out_ += ' ';
+        append_help_text(out_, help);
+        out_ += "\n# TYPE ";
+        out_ += name;
+        out_ += ' ';
+        out_ += type;
+        out_ += '\n';
+    }
+
+    void sample(std::string_view name, const Labels& labels, std::string_view value) {
+        out_ += name;
+        if (!labels.empty()) {
+            out_ += '{';
+            for (size_t i = 0; i < labels.size(); ++i) {
+                if (i > 0) out_ += ',';
+                out_ += labels[i].name;
+                out_ += "=\"";
+                append_label_value(out_, labels[i].value);
+                out_ += '"';
+            }
+            out_ += '}';
+        }
+        out_ += ' ';
+        out_ += value;
+        out_ += '\n';
+    }
+    void sample(std::string_view name, const Labels& labels, uint64_t value) {
+        sample(name, labels, std::to_string(value));
+    }
+
+    // One histogram series: cumulative _bucket lines (le in seconds, then +Inf), _sum, _count.
+    void histogram(std::string_view name, const Labels& labels, const Histogram& histogram) {
+        const std::string base(name);
+        Labels with_le = labels;
+        with_le.push_back({"le", {}});
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i < Histogram::kBoundsUs.size(); ++i) {
+            cumulative += histogram.buckets[i];
+            const std::string bound = seconds_text(Histogram::kBoundsUs[i]);
+            with_le.back().value = bound;
+            sample(base + "_bucket", with_le, cumulative);
+        }
+        with_le.back().value = "+Inf";
+        sample(base + "_bucket", with_le, histogram.count);  // includes samples above the last bound
+        sample(base + "_sum", labels, seconds_text(histogram.sum_us));
+        sample(base + "_count", labels, histogram.count);
+    }
+
+    std::string take() { return std::move(out_); }
+
+private:
+    std::string out_;
+};
+
+void render_process(Exposition& out, const Snapshot& snapshot) {
+    out.family("ringlb_info", "gauge", "Version, engine and worker threads of this ringlb (always 1).");
+    const std::string threads = std::to_string(snapshot.threads);
+    out.sample("ringlb_info",
+               {{"version", snapshot.version}, {"engine", snapshot.engine}, {"features", snapshot.features},
+                {"threads", threads}},
+               uint64_t{1});
+    out.family("ringlb_uptime_seconds", "gauge", "Seconds since ringlb started.");
+    out.sample("ringlb_uptime_seconds", {}, snapshot.uptime_seconds);
+    out.family("ringlb_accepted_total", "counter", "Client connections accepted.");
+    out.sample("ringlb_accepted_total", {}, snapshot.accepted);
+    out.family("ringlb_sessions_active", "gauge", "Sessions open now.");
+    out.sample("ringlb_sessions_active", {}, snapshot.active_sessions);
+    out.family("ringlb_sessions_ended_total", "counter", "Sessions that have ended.");
+    out.sample("ringlb_sessions_ended_total", {}, snapshot.sessions_ended);
+    out.family("ringlb_rejects_total", "counter", "Client connections closed at once, by reason.");
+    out.sample("ringlb_rejects_total", {{"reason", "acl"}}, snapshot.rejects.acl);
+    out.sample("ringlb_rejects_total", {{"reason", "limit"}}, snapshot.rejects.limit);
+    out.sample("ringlb_rejects_total", {{"reason", "no_server"}}, snapshot.rejects.no_server);
+    out.family("ringlb_accept_errors_total", "counter", "Failed accepts (such as running out of file descriptors).");
+    out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
+    out.family("ringlb_idle_timeouts_total", "counter", "Sessions ended by their rule's idle timeout.");
+    out.sample("ringlb_idle_timeouts_total", {}, snapshot.idle_timeouts);
+}
+
+// Samples of one family must be contiguous, so each family loops over every rule.
+void render_rules(Exposition& out, const std::vector<RuleSnapshot>& rules) {
+    out.family("ringlb_rule_sessions_active", "gauge", "Sessions open now, per rule.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_sessions_active", {{"rule", rule.id}}, rule.active_sessions);
+    out.family("ringlb_rule_sessions_total", "counter", "Sessions started, per rule.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_sessions_total", {{"rule", rule.id}}, rule.total_sessions);
+    out.family("ringlb_rule_bytes_total", "counter", "Bytes forwarded per rule: up is client to server, down the reverse.");
+    for (const auto& rule : rules) {
+        out.sample("ringlb_rule_bytes_total", {{"rule", rule.id}, {"direction", "up"}}, rule.bytes_up);
+        out.sample("ringlb_rule_bytes_total", {{"rule", rule.id}, {"direction", "down"}}, rule.bytes_down);
+    }
+    out.family("ringlb_rule_rejects_total", "counter", "Client connections this rule closed at once, by reason.");
+    for (const auto& rule : rules) {
+        out.sample("ringlb_rule_rejects_total", {{"rule", rule.id}, {"reason", "acl"}}, rule.rejects.acl);
+        out.sample("ringlb_rule_rejects_total", {{"rule", rule.id}, {"reason", "limit"}}, rule.rejects.limit);
+        out.sample("ringlb_rule_rejects_total", {{"rule", rule.id}, {"reason", "no_server"}}, rule.rejects.no_server);
+    }
+    out.family("ringlb_rule_connect_failures_total", "counter", "Failed connects to this rule's servers, by reason.");
+    for (const auto& rule : rules) {
+        const auto& failures = rule.connect_failures;
+        out.sample("ringlb_rule_connect_failures_total", {{"rule", rule.id}, {"reason", "refused"}}, failures.refused);
+        out.sample("ringlb_rule_connect_failures_total", {{"rule", rule.id}, {"reason", "timeout"}}, failures.timeout);
+        out.sample("ringlb_rule_connect_failures_total", {{"rule", rule.id}, {"reason", "other"}}, failures.other);
+    }
+    out.family("ringlb_connect_time_seconds", "histogram", "Time to connect to a server, successful connects only.");
+    for (const auto& rule : rules) out.histogram("ringlb_connect_time_seconds", {{"rule", rule.id}}, rule.connect_time);
+    out.family("ringlb_session_duration_seconds", "histogram", "Lifetime of ended sessions.");
+    for (const auto& rule : rules)
+        out.histogram("ringlb_session_duration_seconds", {{"rule", rule.id}}, rule.session_duration);
+}
+
+// The state words a server can be in; each gets a sample so that a change shows as 1 -> 0.
+constexpr std::string_view kServerStates[] = {"up", "down", "disabled", "draining"};
+
+void render_server_states(Exposition& out, const RuleSnapshot& rule, const ServerSnapshot& server) {
+    const bool known = std::find(std::begin(kServerStates), std::end(kServerStates), server.state) !=
+                       std::end(kServerStates);
+    for (const std::string_view state : kServerStates)
+        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.address}, {"state", state}},
+                   uint64_t{state == server.state});
+    if (!known)  // a state word added later still shows up rather than vanishing
+        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.address}, {"state", server.state}},
+                   uint64_t{1});
+}
+
+// Calls `emit(rule, server, labels)` for every server of every rule.
+template <typename Emit>
+void for_each_server(const std::vector<RuleSnapshot>& rules, Emit emit) {
+    for (const auto& rule : rules)
+        for (const auto& server : rule.servers) emit(rule, server, Labels{{"rule", rule.id}, {"server", server.address}});
+}
+
+void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
+    out.family("ringlb_server_up", "gauge", "1 when the server is up, else 0.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_up", labels, uint64_t{server.state == "up"});
+    });
+    out.family("ringlb_server_state", "gauge", "1 for the server's current state (up, down, disabled, draining).");
+    for (const auto& rule : rules)
+        for (const auto& server : rule.servers) render_server_states(out, rule, server);
+    out.family("ringlb_server_weight", "gauge", "Configured weight of the server (0 takes no new sessions).");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_weight", labels, uint64_t{server.weight});
+    });
+    out.family("ringlb_server_sessions_active", "gauge", "Sessions open now to the server.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_sessions_active", labels, server.active_sessions);
+    });
+    out.family("ringlb_server_sessions_total", "counter", "Sessions forwarded to the server.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_sessions_total", labels, server.total_sessions);
+    });
+    out.family("ringlb_server_connect_failures_total", "counter", "Failed connects to the server.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_connect_failures_total", labels, server.connect_failures);
+    });
+    out.family("ringlb_server_bytes_total", "counter", "Bytes forwarded through the server: up is client to server.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        Labels with_direction = labels;
+        with_direction.push_back({"direction", "up"});
+        out.sample("ringlb_server_bytes_total", with_direction, server.bytes_up);
+        with_direction.back().value = "down";
+        out.sample("ringlb_server_bytes_total", with_direction, server.bytes_down);
+    });
+}
+
+// ==== HTTP =================================================================================
+
+constexpr int kListenBacklog = 64;
+constexpr uint32_t kSendPiece = 64 * 1024;   // bytes per send request: large bodies go in pieces
+constexpr uint32_t kDrainRead = 16 * 1024;
+constexpr size_t kMaxDrainBytes = 64 * 1024;  // a client still sending this much after the reply is cut off
+constexpr auto kDrainTime = std::chrono::seconds(2);
+constexpr auto kAcceptRetryDelay = std::chrono::seconds(1);
+
+std::string errno_text(int error_number) { return std::generic_category().message(error_number); }
+
+// Where the request head ends (just past its blank line), or npos while incomplete.
+size_t head_end(std::string_view data) {
+    const size_t crlf = data.find("\r\n\r\n");
+    const size_t lf = data.find("\n\n");  // tolerated: hand-typed requests (nc) send bare LFs
+    const size_t crlf_end = crlf == std::string_view::npos ? crlf : crlf + 4;
+    const size_t lf_end = lf == std::string_view::npos ? lf : lf + 2;
+    return std::min(crlf_end, lf_end);
+}
+
+// RFC 9110 token characters (method names, header field names).
+bool is_token(std::string_view text) {
+    if (text.empty()) return false;
+    constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+    return std::all_of(text.begin(), text.end(), [&](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               kSpecials.find(c) != std::string_view::npos;
+    });
+}
+
+bool is_origin_form_target(std::string_view target) {
+    if (target.empty() || target.front() != '/') return false;
+    return std::all_of(target.begin(), target.end(),
+                       [](char c) { return static_cast<unsigned char>(c) > 0x20 && c != 0x7f; });
+}
+
+struct RequestLine {
+    std::string_view method;
+    std::string_view path;  // without the query string
+};
+
+// Splits the head into lines without their CR; every line after the first must be a header.
+std::vector<std::string_view> head_lines(std::string_view head) {
+    std::vector<std::string_view> lines;
+    while (!head.empty()) {
+        const size_t newline = head.find('\n');
+        std::string_view line = head.substr(0, newline);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        lines.push_back(line);
+        if (newline == std::string_view::npos) break;
+        head.remove_prefix(newline + 1);
+    }
+    while (!lines.empty() && lines.back().empty()) lines.pop_back();
+    // RFC 9112 lets a server ignore empty lines before the request line.
+    while (!lines.empty() && lines.front().empty()) lines.erase(lines.begin());
+    return lines;
+}
+
+bool is_header_line(std::string_view line) {
+    const size_t colon = line.find(':');
+    return colon != std::string_view::npos && is_token(line.substr(0, colon));
+}
+
+// "GET /metrics HTTP/1.1" and well-formed header lines, or nullopt (a 400).
+std::optional<RequestLine> parse_request(std::string_view head) {
+    const std::vector<std::string_view> lines = head_lines(head);
+    if (lines.empty()) return std::nullopt;
+    const std::string_view first = lines.front();
+    const size_t space1 = first.find(' ');
+    const size_t space2 = space1 == std::string_view::npos ? space1 : first.find(' ', space1 + 1);
+    if (space2 == std::string_view::npos) return std::nullopt;
+    const std::string_view method = first.substr(0, space1);
+    const std::string_view target = first.substr(space1 + 1, space2 - space1 - 1);
+    const std::string_view version = first.substr(space2 + 1);
+    if (!is_token(method) || !is_origin_form_target(target)) return std::nullopt;
+    if (version != "HTTP/1.1" && version != "HTTP/1.0") return std::nullopt;
+    if (!std::all_of(lines.begin() + 1, lines.end(), is_header_line)) return std::nullopt;
+    return RequestLine{method, target.substr(0, target.find('?'))};
+}
+
+std::string http_response(std::string_view status, std::string_view body,
+                          std::string_view content_type = "text/plain; charset=utf-8", std::string_view extra_headers = {}) {
+    std::string response = "HTTP/1.1 ";
+    response += status;
+    response += "\r\nContent-Type: ";
+    response += content_type;
+    response += "\r\nContent-Length: ";
+    response += std::to_string(body.size());
+    response += "\r\nConnection: close\r\n";
+    response += extra_headers;
+    response += "\r\n";
+    response += body;
+    return response;
+}
+
+}  // namespace
+
+std::string render_prometheus(const Snapshot& snapshot) {
+    Exposition out;
+    render_process(out, snapshot);
+    render_rules(out, snapshot.rules);
+    render_servers(out, snapshot.rules);
+    return out.take();
+}
+
+// ==== MetricsServer ========================================================================
+//
+// user_data value: op in bits 0..7, connection slot in 8..23, generation in 24..55.
+
+MetricsServer::MetricsServer(engine::Dispatcher& dispatcher, const config::MetricsConfig& config,
+                             std::function<Snapshot()> snapshot, Logger& log)
+    : dispatcher_(dispatcher),
+      allow_(config.allow),
+      unix_path_(config.listen.unix_path),
+      snapshot_(std::move(snapshot)),
+      log_(log),
+      connections_(kMaxConnections) {
+    if (unix_path_.empty()) {
+        listen_fd_ = net::listen_tcp(config.listen.address, kListenBacklog);
+        bound_address_ = net::local_address(listen_fd_.get());
+    } else {
+        listen_fd_ = net::listen_unix(unix_path_, kListenBacklog);
+    }
+    channel_ = dispatcher_.add(*this);
+    arm_accept();
+    log_.debug("metrics: serving GET /metrics on ", unix_path_.empty() ? bound_address_.to_string() : "unix:" + unix_path_);
+}
+
+MetricsServer::~MetricsServer() {
+    // Best effort for an owner that did not wait for idle(): nothing may stay open.
+    for (Connection& connection : connections_)
+        if (connection.fd) finish_close(connection);
+    if (listen_fd_) {
+        engine().forget(listen_fd_.get());
+        close_listener();
+    }
+    dispatcher_.remove(channel_);
+}
+
+engine::UserData MetricsServer::tag(Op op, uint32_t slot, uint32_t generation) const {
+    const uint64_t value = uint64_t{static_cast<uint8_t>(op)} | (uint64_t{slot & 0xFFFF} << 8) |
+                           (uint64_t{generation} << 24);
+    return engine::Dispatcher::tag(channel_, value);
+}
+
+size_t MetricsServer::open_connections() const {
+    return static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(),
+                                             [](const Connection& connection) { return bool(connection.fd); }));
+}
+
+void MetricsServer::stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    accept_retry_at_.reset();
+    if (listen_fd_) {
+        net::stop_listening(listen_fd_.get());  // the port is free at once, even under io_uring
+        if (accept_pending_) engine().cancel(listen_fd_.get());
+        close_listener_when_quiet();
+    }
+    for (Connection& connection : connections_)
+        if (connection.fd) close_connection(connection);
+}
+
+bool MetricsServer::idle() const { return stopping_ && !listen_fd_ && open_connections() == 0; }
+
+// ---- accepting ----------------------------------------------------------------------------
+
+void MetricsServer::arm_accept() {
+    accept_pending_ = true;
+    engine().accept(listen_fd_.get(), tag(Op::Accept));
+}
+
+void MetricsServer::on_accept(const engine::Completion& completion) {
+    if (!completion.more) accept_pending_ = false;
+    if (completion.result >= 0) {
+        admit(net::UniqueFd(completion.result));
+    } else if (completion.result != -ECANCELED && !stopping_) {
+        log_.warn("metrics: accept on ", bound_address_.to_string(), " failed: ", errno_text(-completion.result),
+                  completion.more ? "" : "; accepting again shortly");
+        if (!completion.more) accept_retry_at_ = Clock::now() + kAcceptRetryDelay;
+        return;
+    }
+    if (stopping_) {
+        close_listener_when_quiet();
+    } else if (!accept_pending_) {
+        arm_accept();  // the kernel ended the repeating accept without an error: ask again
+    }
+}
+
+void MetricsServer::close_listener_when_quiet() {
+    if (accept_pending_ || !listen_fd_) return;
+    engine().forget(listen_fd_.get());
+    close_listener();
+}
+
+void MetricsServer::close_listener() {
+    listen_fd_.reset();
+    // Our socket file: a stale one would only make the next start remove it first.
+    if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+}
+
+bool MetricsServer::allowed(int fd) const {
+    if (!unix_path_.empty()) return true;  // the socket file's permissions decide who gets here
+    const net::SocketAddress peer = net::peer_address(fd);
+    if (peer.family() != AF_INET && peer.family() != AF_INET6) return false;  // reset before we looked
+    return std::any_of(allow_.begin(), allow_.end(), [&](const net::ClientPattern& p) { return p.matches(peer); });
+}
+
+void MetricsServer::admit(net::UniqueFd fd) {
+    if (stopping_) return;  // accepted while the cancel was on its way: fd closes here
+    if (!allowed(fd.get())) {
+        log_.info("metrics: closed a connection from ", net::peer_address(fd.get()).to_string(), " (not in allow)");
+        return;
+    }
+    const auto free_slot = std::find_if(connections_.begin(), connections_.end(),
+                                        [](const Connection& connection) { return !connection.fd; });
+    if (free_slot == connections_.end()) {
+        log_.debug("metrics: closed a connection: already ", kMaxConnections, " open");
+        return;
+    }
+    Connection& connection = *free_slot;
+    connection.fd = std::move(fd);
+    connection.phase = Phase::ReadingHead;
+    connection.deadline = Clock::now() + kConnectionTimeout;
+    receive(connection, static_cast<uint32_t>(free_slot - connections_.begin()), kMaxRequestHead + 1);
+}
+
+// ---- one connection -----------------------------------------------------------------------
+
+void MetricsServer::on_completion(const engine::Completion& completion) {
+    const uint64_t value = engine::Dispatcher::value_of(completion.user_data);
+    const auto op = static_cast<Op>(value & 0xFF);
+    if (op == Op::Accept) return on_accept(completion);
+    const auto slot = static_cast<uint32_t>((value >> 8) & 0xFFFF);
+    const auto generation = static_cast<uint32_t>(value >> 24);
+    if (slot >= connections_.size() || connections_[slot].generation != generation || !connections_[slot].fd) {
+        // Cannot happen (a slot is reused only after its last completion); never leak a buffer.
+        if (completion.has_buffer) engine().release_buffer(completion.buffer_id);
+        log_.error("metrics: completion for a closed connection (slot ", slot, ")");
+        return;
+    }
+    on_connection_completion(connections_[slot], slot, op, completion);
+}
+
+void MetricsServer::on_connection_completion(Connection& connection, uint32_t slot, Op op,
+                                             const engine::Completion& completion) {
+    connection.request_pending = false;
+    if (completion.has_buffer) {
+        if (connection.phase == Phase::ReadingHead && completion.result > 0)
+            connection.head.append(reinterpret_cast<const char*>(engine().buffer_data(completion.buffer_id)),
+                                   static_cast<size_t>(completion.result));
+        engine().release_buffer(completion.buffer_id);  // copied (or discarded): give it back at once
+    }
+    if (connection.phase == Phase::Closing) return finish_close(connection);
+    switch (op) {
+        case Op::Recv:
+            if (completion.result <= 0) return close_connection(connection);  // EOF, reset or error
+            if (connection.phase == Phase::Draining) return on_drained(connection, slot, completion.result);
+            return on_head_bytes(connection, slot);
+        case Op::Send: return on_sent(connection, slot, completion.result);
+        case Op::Shutdown:
+            if (completion.result < 0) return close_connection(connection);
+            connection.phase = Phase::Draining;
+            connection.deadline = std::min(connection.deadline, Clock::now() + kDrainTime);
+            return receive(connection, slot, kDrainRead);
+        case Op::Accept: break;  // routed to on_accept
+    }
+}
+
+void MetricsServer::on_head_bytes(Connection& connection, uint32_t slot) {
+    const size_t end = head_end(connection.head);
+    if (end != std::string::npos && end <= kMaxRequestHead) {
+        return start_response(connection, slot, answer(std::string_view(connection.head).substr(0, end)));
+    }
+    if (connection.head.size() > kMaxRequestHead) {
+        return start_response(connection, slot,
+                              http_response("431 Request Header Fields Too Large", "request head larger than 8 KiB\n"));
+    }
+    receive(connection, slot, static_cast<uint32_t>(kMaxRequestHead + 1 - connection.head.size()));
+}
+
+std::string MetricsServer::answer(std::string_view head) {
+    const std::optional<RequestLine> request = parse_request(head);
+    if (!request) return http_response("400 Bad Request", "bad request\n");
+    const std::string_view path = request->path;
+    if (path != "/metrics" && path != "/healthz" && path != "/")
+        return http_response("404 Not Found", "not found; try /metrics\n");
+    if (request->method != "GET")
+        return http_response("405 Method Not Allowed", "only GET\n", "text/plain; charset=utf-8", "Allow: GET\r\n");
+    if (path == "/healthz") return http_response("200 OK", "ok\n");
+    if (path == "/") return http_response("200 OK", "ringlb: Prometheus metrics are at /metrics\n");
+    try {
+        return http_response("200 OK", render_prometheus(snapshot_()), "text/plain; version=0.0.4");
+    } catch (const std::exception& failure) {
+        log_.error("metrics: cannot gather a snapshot: ", failure.what());
+        return http_response("500 Internal Server Error", "snapshot failed\n");
+    }
+}
+
+void MetricsServer::start_response(Connection& connection, uint32_t slot, std::string response) {
+    connection.phase = Phase::Sending;
+    connection.head.clear();
+    connection.head.shrink_to_fit();
+    connection.response = std::move(response);
+    connection.sent = 0;
+    send_next_piece(connection, slot);
+}
+
+void MetricsServer::send_next_piece(Connection& connection, uint32_t slot) {
+    const size_t remaining = connection.response.size() - connection.sent;
+    const auto length = static_cast<uint32_t>(std::min<size_t>(remaining, kSendPiece));
+    connection.request_pending = true;
+    engine().send(connection.fd.get(), reinterpret_cast<const std::byte*>(connection.response.data() + connection.sent),
+                  length, tag(Op::Send, slot, connection.generation));
+}
+
+void MetricsServer::on_sent(Connection& connection, uint32_t slot, int32_t result) {
+    if (result <= 0) return close_connection(connection);  // the client went away
+    connection.sent += static_cast<size_t>(result);
+    if (connection.sent < connection.response.size()) return send_next_piece(connection, slot);
+    connection.response.clear();
+    connection.response.shrink_to_fit();
+    connection.request_pending = true;
+    engine().shutdown_write(connection.fd.get(), tag(Op::Shutdown, slot, connection.generation));
+}
+
+void MetricsServer::on_drained(Connection& connection, uint32_t slot, int32_t result) {
+    connection.drained += static_cast<size_t>(result);
+    if (connection.drained > kMaxDrainBytes) return close_connection(connection);
+    receive(connection, slot, kDrainRead);
+}
+
+void MetricsServer::receive(Connection& connection, uint32_t slot, uint32_t max_bytes) {
+    connection.request_pending = true;
+    engine().recv(connection.fd.get(), max_bytes, tag(Op::Recv, slot, connection.generation));
+}
+
+void MetricsServer::close_connection(Connection& connection) {
+    if (connection.phase == Phase::Closing) return;  // already waiting for its cancel
+    if (!connection.request_pending) return finish_close(connection);
+    connection.phase = Phase::Closing;
+    engine().cancel(connection.fd.get());  // its one pending request completes, then finish_close
+}
+
+void MetricsServer::finish_close(Connection& connection) {
+    engine().forget(connection.fd.get());
+    connection.fd.reset();
+    ++connection.generation;  // 32 bits: exactly fills bits 24..55 of the tag
+    connection.phase = Phase::ReadingHead;
+    connection.request_pending = false;
+    connection.head = {};
+    connection.response = {};
+    connection.sent = 0;
+    connection.drained = 0;
+}
+
+std::optional<MetricsServer::Clock::time_point> MetricsServer::on_tick(Clock::time_point now) {
+    if (accept_retry_at_ && *accept_retry_at_ <= now && !stopping_) {
+        accept_retry_at_.reset();
+        arm_accept();
+    }
+    std::optional<Clock::time_point> next = accept_retry_at_;
+    for (Connection& connection : connections_) {
+        if (!connection.fd || connection.phase == Phase::Closing) continue;
+        if (connection.deadline <= now) {
+            log_.debug("metrics: connection timed out");
+            close_connection(connection);
+            continue;
+        }
+        if (!next || connection.deadline < *next) next = connection.deadline;
+    }
+    return next;
+}
+
+}  // namespace ringlb::admin

@@ -1,0 +1,101 @@
+// Metrics and connection logs against the real binary: the Prometheus text is parsed, the log
+// lines are parsed.
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include "backends.hpp"
+#include "config_text.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringlb::test;
+
+namespace {
+
+std::string http_get(std::uint16_t port, const std::string& path) {
+    UniqueFd fd = connect_to(port);
+    if (!fd.valid()) return "<connect failed>";
+    send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    return read_until_closed(fd.get(), 5s).data;
+}
+
+// "name{labels}" -> value, for every sample line; fails the test on a line that is neither a
+// comment nor a sample.
+std::map<std::string, double> parse_samples(const std::string& body) {
+    std::map<std::string, double> samples;
+    std::istringstream lines(body);
+    std::string line;
+    const std::regex sample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?) (-?[0-9.eE+-]+|\+Inf|NaN)$)");
+    while (std::getline(lines, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        std::smatch match;
+        INFO("line: ", line);
+        CHECK(std::regex_match(line, match, sample));
+        if (!match.empty()) samples[match[1]] = std::stod(match[3]);
+    }
+    return samples;
+}
+
+}  // namespace
+
+TEST_CASE("metrics: /metrics counts sessions, bytes and failures per rule and server") {
+    NameBackend a("a");
+    const std::uint16_t port = find_free_port(), metrics_port = find_free_port(), dead = find_free_port();
+    GlobalSpec global;
+    global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\""};
+    RinglbProcess ringlb(simple_config(port, {{a.endpoint()}, {loopback_endpoint(dead)}}, global));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    for (int i = 0; i < 5; ++i) CHECK(fetch_name(port) == "a");
+
+    const std::string response = http_get(metrics_port, "/metrics");
+    INFO(response);
+    REQUIRE(response.rfind("HTTP/1.", 0) == 0);
+    CHECK(response.find(" 200 ") != std::string::npos);
+    const std::string body = response.substr(response.find("\r\n\r\n") + 4);
+    const auto samples = parse_samples(body);
+    const std::string rule = "rule=\"test\"";
+    CHECK(samples.at("ringlb_rule_sessions_total{" + rule + "}") >= 5);
+    CHECK(samples.at("ringlb_server_sessions_total{" + rule + ",server=\"" + a.endpoint() + "\"}") == 5);
+    CHECK(samples.at("ringlb_rule_bytes_total{" + rule + ",direction=\"down\"}") == 10);  // "a\n" x 5
+    CHECK(samples.at("ringlb_server_up{" + rule + ",server=\"" + a.endpoint() + "\"}") == 1);
+    CHECK(samples.at("ringlb_server_up{" + rule + ",server=\"" + loopback_endpoint(dead) + "\"}") == 0);
+    CHECK(samples.at("ringlb_rule_connect_failures_total{" + rule + ",reason=\"refused\"}") >= 1);
+    CHECK(samples.at("ringlb_connect_time_seconds_count{" + rule + "}") == 5);
+    CHECK(body.find("ringlb_info{") != std::string::npos);
+    CHECK(body.find("engine=\"" + test_engine() + "\"") != std::string::npos);
+    CHECK(http_get(metrics_port, "/nope").find(" 404 ") != std::string::npos);
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("connection log: one line per session with its end cause, text and json") {
+    NameBackend a("a");
+    const std::uint16_t port = find_free_port();
+    GlobalSpec global;
+    global.extra_lines = {"log_connections = true"};
+    RuleSpec rule;
+    rule.listen = {loopback_endpoint(port)};
+    rule.servers = {{a.endpoint()}};
+    RinglbProcess ringlb(render_config(global, {rule}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    CHECK(fetch_name(port) == "a");
+    REQUIRE(ringlb.wait_for_log(" end="));
+    const std::regex text_line(
+        "conn client=127\\.0\\.0\\.1:[0-9]+ listener=127\\.0\\.0\\.1:" + std::to_string(port) +
+        " rule=test server=" + a.endpoint() + " up=0 down=2 connect_us=[0-9]+ duration_ms=[0-9]+ end=client-fin");
+    CHECK(std::regex_search(ringlb.log_text(), text_line));
+    CHECK_CLEAN_EXIT(ringlb);
+
+    global.extra_lines = {"log_connections = true", "log_format = \"json\""};
+    rule.extra_lines = {"clients = [\"10.0.0.0/8\"]"};
+    RinglbProcess json(render_config(global, {rule}));
+    RINGLB_LOG_ON_FAILURE(json);
+    REQUIRE_READY(json);
+    UniqueFd refused = connect_to(port);
+    CHECK(read_until_closed(refused.get()).closed());
+    REQUIRE(json.wait_for_log("\"end\":"));
+    CHECK(json.log_text().find("\"end\":\"acl\"") != std::string::npos);
+    CHECK(json.log_text().find("\"server\":null") != std::string::npos);
+    CHECK_CLEAN_EXIT(json);
+}

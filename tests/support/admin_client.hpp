@@ -1,0 +1,26 @@
+#pragma once
+// Talking to ringlb's management port from the tests, line by line as an operator with nc would.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "net_util.hpp"
+
+namespace ringlb::test {
+
+// The lines ringlb sent back for one command: its body and the final `ok` / `error: ...` line.
+struct AdminReply {
+    std::string body;   // every line before the last, each ending in '\n'
+    std::string last;   // "ok", "error: ...", or "<EOF>"/"<timeout>" when the reply did not end
+    bool ok() const { return last == "ok"; }
+};
+
+// Reads lines until one is `ok` or starts with `error: `.
+AdminReply read_admin_reply(int fd, std::chrono::milliseconds timeout = 10s);
+
+// Connects to 127.0.0.1:port, sends `command` + "\n" (after `auth <token>` when token is not
+// empty), reads the reply and closes.
+AdminReply admin_command(std::uint16_t port, std::string_view command, std::string_view token = "");
+
+}  // namespace ringlb::test
