@@ -12,6 +12,7 @@
 
 #include "ringlb/admin/admin_server.hpp"
 #include "ringlb/admin/metrics.hpp"
+#include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
 #include "ringlb/engine/dispatch.hpp"
 #include "ringlb/engine/factory.hpp"
@@ -123,11 +124,17 @@ int Runtime::run() {
     if (const int code = start_workers(); code != kExitOk) return code;
     try {
         start_control_components();
+        // Everything is bound: from here on root is not needed.
+        if (!config_.global.user.empty()) drop_privileges(config_.global.user, log_);
     } catch (const std::exception& e) {
         log_.error(e.what());
         for (auto& worker : workers_) worker->stop();
         return kExitBadConfig;
     }
+    // Last: operators and scripts take "ready" to mean every listener, admin port included, is up.
+    log_.info("ready: listening on ", join(listening_, " "), "; ", config_.rules.size(), " rule",
+              config_.rules.size() == 1 ? "" : "s", ", ", workers_.size(), " worker thread",
+              workers_.size() == 1 ? "" : "s", " (", config_.source, ")");
     {
         SignalWatcher watcher(signals_, log_, [this] { control_engine_->wake(); });
         control_loop();
@@ -176,9 +183,7 @@ int Runtime::start_workers() {
     engine_features_ = space == std::string::npos ? "" : engine_features_.substr(space + 1);
     if (engine_features_.size() >= 2 && engine_features_.front() == '(') 
         engine_features_ = engine_features_.substr(1, engine_features_.size() - 2);
-    log_.info("ready: listening on ", join(listening, " "), "; ", config_.rules.size(), " rule",
-              config_.rules.size() == 1 ? "" : "s", ", ", workers_.size(), " worker thread",
-              workers_.size() == 1 ? "" : "s", " (", config_.source, ")");
+    listening_ = std::move(listening);
     return kExitOk;
 }
 
@@ -626,7 +631,8 @@ admin::Reply Runtime::show_stats() {
         << "rejected_acl " << view.rejects.acl << "\n"
         << "rejected_limit " << view.rejects.limit << "\n"
         << "rejected_no_server " << view.rejects.no_server << "\n"
-        << "limits_active " << limits_.active() << "\n";
+        << "limits_active " << limits_.active() << "\n"
+        << "limits_tracked_ips " << limits_.tracked_ips() << "\n";
     return admin::Reply::success(out.str());
 }
 

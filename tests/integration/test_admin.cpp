@@ -238,3 +238,44 @@ TEST_CASE("ctl: prints the reply and exits 0 on ok, 1 on error, 2 when nothing l
     CHECK(nothing.status.code == 2);
     CHECK_CLEAN_EXIT(ringlb);
 }
+
+TEST_CASE("admin: per-IP counts return to zero after thousands of refused, failed and finished sessions") {
+    NameBackend a("a");
+    AdminSetup setup;
+    const std::uint16_t dead = find_free_port();
+    GlobalSpec global;
+    global.max_sessions_per_ip = 3;
+    global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(setup.admin_port) + "\""};
+    RuleSpec rule;
+    rule.listen = {loopback_endpoint(setup.port)};
+    rule.servers = {{loopback_endpoint(dead)}, {a.endpoint()}};
+    rule.extra_lines = {"down_time = \"100ms\"", "max_down_time = \"100ms\""};
+    RinglbProcess ringlb(render_config(global, {rule}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    // Bursts of 10 at once: 3 admitted per burst at most (the rest refused by the per-IP limit),
+    // some of those first tried on the dead server.
+    unsigned served = 0;
+    for (int burst = 0; burst < 200; ++burst) {
+        std::vector<UniqueFd> clients;
+        for (int i = 0; i < 10; ++i) clients.push_back(start_connect(setup.port));
+        for (auto& client : clients) {
+            const ReadResult line = read_line(client.get(), 5s);
+            served += line.end == ReadEnd::Limit && line.data == "a";
+        }
+    }
+    CHECK(served >= 200);
+    AdminReply stats;
+    for (int i = 0; i < 50; ++i) {
+        stats = admin_command(setup.admin_port, "show stats");
+        if (contains(stats.body, "limits_active 0\n")) break;
+        std::this_thread::sleep_for(50ms);
+    }
+    INFO(stats.body);
+    CHECK(contains(stats.body, "active_sessions 0\n"));
+    CHECK(contains(stats.body, "limits_active 0\n"));
+    CHECK(contains(stats.body, "limits_tracked_ips 0\n"));
+    CHECK(!contains(stats.body, "rejected_limit 0\n"));
+    CHECK_CLEAN_EXIT(ringlb);
+}

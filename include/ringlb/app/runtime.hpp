@@ -102,6 +102,7 @@ private:
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;
     std::vector<std::unique_ptr<Worker>> workers_;
+    std::vector<std::string> listening_;  // for the "ready" line
     std::string engine_name_;
     std::string engine_features_;
 

@@ -109,6 +109,11 @@ public:
         std::lock_guard lock(mutex_);
         return active_;
     }
+    // Client IPs holding at least one session (global count): 0 once every session ended.
+    size_t tracked_ips() const {
+        std::lock_guard lock(mutex_);
+        return per_ip_.tracked_ips();
+    }
     uint32_t count(const net::IpKey& ip) const {
         std::lock_guard lock(mutex_);
         return per_ip_.count(ip);
