@@ -8,6 +8,19 @@
 
 using namespace ringlb::test;
 
+namespace {
+
+// The checker's verdict reaches the workers a moment after it is logged.
+bool eventually_served_by(std::uint16_t port, const std::string& name) {
+    for (int i = 0; i < 100; ++i) {
+        if (fetch_name(port) == name) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return false;
+}
+
+}  // namespace
+
 TEST_CASE("active health: a dead server never gets a client; it takes traffic once it answers checks") {
     NameBackend a("a");
     const std::uint16_t port = find_free_port(), b_port = find_free_port();
@@ -19,11 +32,13 @@ TEST_CASE("active health: a dead server never gets a client; it takes traffic on
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     REQUIRE(ringlb.wait_for_log("server test/" + a.endpoint() + " UP"));
+    REQUIRE(eventually_served_by(port, "a"));
     for (int i = 0; i < 6; ++i) CHECK(fetch_name(port) == "a");
     CHECK(ringlb.log_text().find("connect to " + loopback_endpoint(b_port)) == std::string::npos);
 
     NameBackend b("b", b_port);
     REQUIRE(ringlb.wait_for_log("server test/" + loopback_endpoint(b_port) + " UP"));
+    REQUIRE(eventually_served_by(port, "b"));
     std::map<std::string, int> counts;
     for (int i = 0; i < 6; ++i) ++counts[fetch_name(port)];
     CHECK(counts["a"] == 3);
@@ -31,6 +46,7 @@ TEST_CASE("active health: a dead server never gets a client; it takes traffic on
 
     a.stop();
     REQUIRE(ringlb.wait_for_log("server test/" + a.endpoint() + " DOWN: connect refused"));
+    std::this_thread::sleep_for(200ms);
     for (int i = 0; i < 4; ++i) CHECK(fetch_name(port) == "b");
     CHECK_CLEAN_EXIT(ringlb);
 }
@@ -47,6 +63,7 @@ TEST_CASE("active health: send/expect passes only servers whose reply starts as 
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     REQUIRE(ringlb.wait_for_log("server test/" + good.endpoint() + " UP"));
+    REQUIRE(eventually_served_by(port, "+PONG"));
     for (int i = 0; i < 5; ++i) CHECK(fetch_name(port) == "+PONG");
     CHECK(ringlb.log_text().find("server test/" + bad.endpoint() + " UP") == std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);
