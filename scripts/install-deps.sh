@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what ringlb needs to build, test and run its demo on Debian 12, and nothing else.
+# Installs what ringlb needs to build and run its demo on Debian 12, and nothing else; with
+# --test also what the full test run needs (scripts/test.sh passes it).
 # Idempotent: packages already installed are left alone, and the package lists are refreshed
 # (apt-get update) only when something has to be installed. Uses sudo only when not root.
 set -euo pipefail
@@ -8,13 +9,20 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
     build-essential      # g++ 12, make
     cmake                # 3.25
-    pkg-config           # finds liburing
+    pkg-config           # finds liburing and c-ares
     liburing-dev         # io_uring engine
+    libc-ares-dev        # DNS server entries (resolved in the background, with TTLs)
     libcli11-dev         # command line
     libtomlplusplus-dev  # config file
     doctest-dev          # unit and integration tests
+    dnsmasq-base         # the local DNS server of the DNS tests
     curl                 # the demo's client
 )
+
+# --test: clang and its runtime for the fuzz targets, PyYAML for the Kubernetes manifest check.
+if [[ "${1:-}" == "--test" ]]; then
+    packages+=(clang libclang-rt-14-dev python3-yaml)
+fi
 
 is_installed() {
     [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == "installed" ]]

@@ -3,13 +3,17 @@
 # in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer (Debug) and runs every test
 # there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
 # e.g. `./scripts/test.sh -R unit`.
+# Then three more checks, each counted as one test: the fault-injection soak (tests/soak,
+# RINGLB_SOAK_SECONDS per engine, default 30), every fuzz target briefly (tests/fuzz,
+# RINGLB_FUZZ_SECONDS each, default 20) and the Kubernetes manifest (docker/validate-kubernetes.py).
+# RINGLB_SKIP_EXTRA=1 skips them.
 # Ends with one line "ringlb: N passed, M failed" (", K skipped" added when tests were skipped,
 # e.g. integration.uring where io_uring is unavailable) summing both runs; exits non-zero if any
 # step failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-./scripts/install-deps.sh
+./scripts/install-deps.sh --test
 
 jobs=$(nproc)
 passed=0
@@ -72,6 +76,27 @@ else
     export ASAN_OPTIONS=detect_leaks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     run_suite build-asan -DRINGLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+fi
+
+# run_check NAME COMMAND...: one more pass/fail line in the summary.
+run_check() {
+    local name=$1
+    shift
+    echo "==> $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_steps+=("$name")
+    fi
+}
+
+if [[ "${RINGLB_SKIP_EXTRA:-0}" == "1" ]]; then
+    echo "==> soak, fuzz, kubernetes: skipped (RINGLB_SKIP_EXTRA=1)"
+else
+    run_check soak env SOAK_SECONDS="${RINGLB_SOAK_SECONDS:-30}" tests/soak/run.sh build
+    run_check fuzz tests/fuzz/run.sh "${RINGLB_FUZZ_SECONDS:-20}"
+    run_check kubernetes python3 docker/validate-kubernetes.py --ringlb build/ringlb
 fi
 
 echo

@@ -97,8 +97,14 @@ std::string lowercase(std::string_view text) {
 // Echoes user input in messages, shortened so that a pasted blob cannot make a huge error line.
 std::string quoted(std::string_view text) {
     constexpr size_t kMaxEcho = 64;
-    if (text.size() > kMaxEcho) return "\"" + std::string(text.substr(0, kMaxEcho)) + "...\"";
-    return "\"" + std::string(text) + "\"";
+    const bool shortened = text.size() > kMaxEcho;
+    std::string out;
+    out.reserve(std::min(text.size(), kMaxEcho) + 5);
+    out += '"';
+    out += text.substr(0, kMaxEcho);
+    if (shortened) out += "...";
+    out += '"';
+    return out;
 }
 
 bool is_separator(char c) { return c == ' ' || c == '\t'; }

@@ -14,6 +14,7 @@
 #include "ringlb/admin/metrics.hpp"
 #include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
+#include "ringlb/dns/resolver.hpp"
 #include "ringlb/engine/dispatch.hpp"
 #include "ringlb/engine/factory.hpp"
 #include "ringlb/health/active.hpp"
@@ -99,11 +100,14 @@ Runtime::Runtime(std::string config_path, config::Config config, Logger& log,
       log_(log),
       overrides_(std::move(overrides)),
       limits_(config_) {
-    initial_plan_ = core::Forwarder::initial_plan(config_);
-    for (const config::RuleConfig& rule : config_.rules) slots_.push_back({rule.id, rule});
+    // No name is resolved yet: a rule's dns entries contribute servers once their first answer arrives.
+    const config::Config for_workers = expanded(config_);
+    initial_plan_ = core::Forwarder::initial_plan(for_workers);
+    for (const config::RuleConfig& rule : for_workers.rules) slots_.push_back({rule.id, rule});
 }
 
 Runtime::~Runtime() {
+    resolver_.reset();  // first: its thread wakes the control engine
     // Components first: they use the control engine. The metrics server is stopped and given a
     // moment for its cancelled requests to complete; the others wait for theirs themselves.
     if (metrics_server_) {
@@ -195,6 +199,7 @@ void Runtime::start_control_components() {
             on_health_report(slot, server, up);
         });
     update_health_targets();
+    sync_dns_targets();
     if (config_.admin.listen.enabled) {
         admin_server_ = std::make_unique<admin::AdminServer>(*dispatcher_, config_.admin, *this, log_,
                                                              std::string("ringlb ") + RINGLB_VERSION);
@@ -213,6 +218,7 @@ void Runtime::control_loop() {
     while (signals_.stop_requests.load() == 0) {
         dispatcher_->run_once(kControlRound);
         handle_signals();
+        apply_dns_updates();
     }
     drain_and_stop();
 }
@@ -259,33 +265,66 @@ void Runtime::drain_and_stop() {
 
 // ---- health ------------------------------------------------------------------------------
 
+// Checks are keyed by rule id, not by slot: a rule changed by a reload or by DNS gets a new slot,
+// but the checker keeps each server's state by address, so a server already UP stays UP and
+// the change causes no outage.
+uint32_t Runtime::health_key(const std::string& rule_id) {
+    const auto [entry, added] = health_keys_.try_emplace(rule_id, static_cast<uint32_t>(health_keys_.size()));
+    return entry->second;
+}
+
+const health::CheckTarget* Runtime::health_target(uint32_t key) const {
+    for (const health::CheckTarget& target : health_targets_)
+        if (target.rule_key == key) return &target;
+    return nullptr;
+}
+
+// Whether the checker has `address` of rule `rule_id` UP right now.
+bool Runtime::checked_up(const std::string& rule_id, const net::SocketAddress& address) const {
+    const auto key = health_keys_.find(rule_id);
+    const health::CheckTarget* target = key == health_keys_.end() ? nullptr : health_target(key->second);
+    if (!target) return false;
+    for (size_t i = 0; i < target->servers.size(); ++i)
+        if (target->servers[i] == address) return checker_->is_up(key->second, i);
+    return false;
+}
+
 void Runtime::update_health_targets() {
     std::vector<health::CheckTarget> targets;
     for (size_t slot = 0; slot < slots_.size(); ++slot) {
         const auto& rule = slots_[slot].live;
         if (!rule || !rule->health.enabled) continue;
         health::CheckTarget target;
-        target.rule_key = static_cast<uint32_t>(slot);
+        target.rule_key = health_key(rule->id);
         target.rule_id = rule->id;
         for (const config::ServerConfig& server : rule->servers) target.servers.push_back(server.address);
         target.check = rule->health;
         targets.push_back(std::move(target));
     }
+    health_targets_ = targets;  // first: set_targets may report at once
     checker_->set_targets(std::move(targets));
 }
 
-void Runtime::on_health_report(uint32_t slot, size_t server, bool up) {
-    for (auto& worker : workers_)
-        worker->post([slot, server, up](core::Forwarder& forwarder) {
-            forwarder.set_server_checked(static_cast<uint16_t>(slot), server, up);
-        });
+void Runtime::on_health_report(uint32_t key, size_t server, bool up) {
+    const health::CheckTarget* target = health_target(key);
+    if (!target || server >= target->servers.size()) return;
+    const auto slot = live_slot(target->rule_id);
+    if (!slot) return;
+    const auto& servers = slots_[*slot].live->servers;
+    for (size_t index = 0; index < servers.size(); ++index) {
+        if (servers[index].address != target->servers[server]) continue;
+        for (auto& worker : workers_)
+            worker->post([slot = *slot, index, up](core::Forwarder& forwarder) {
+                forwarder.set_server_checked(slot, index, up);
+            });
+    }
 }
 
 // ---- rules: plans, reload, add/modify/remove ----------------------------------------------
 
 core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const {
     core::RulePlan plan;
-    for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false});
+    for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}});
     std::vector<bool> keep(slots.size(), false);
     for (const config::RuleConfig& rule : next.rules) {
         const auto same_id = [&](const SlotRecord& record) { return record.live && record.id == rule.id; };
@@ -299,7 +338,7 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
         // New or changed: a fresh slot; live sessions of the old one finish on the old rule.
         plan.order.push_back(static_cast<uint16_t>(slots.size()));
         slots.push_back({rule.id, rule});
-        plan.slots.push_back({rule, true});
+        plan.slots.push_back({rule, true, {}});
         keep.push_back(true);
     }
     for (size_t slot = 0; slot < keep.size(); ++slot) {
@@ -337,9 +376,14 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
 std::string Runtime::apply_config(config::Config next) {
     if (next.rules.size() > UINT16_MAX) return "too many rules";
     std::vector<SlotRecord> slots = slots_;
-    core::RulePlan plan = plan_for(next, slots);
+    core::RulePlan plan = plan_for(expanded(next), slots);
     if (slots.size() > UINT16_MAX)
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
+    for (core::RulePlan::Slot& slot : plan.slots) {
+        if (!slot.changed || !slot.rule || !slot.rule->health.enabled) continue;
+        for (const config::ServerConfig& server : slot.rule->servers)
+            slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+    }
     for (size_t slot = slots_.size(); slot < slots.size(); ++slot) {
         const config::RuleConfig& rule = *slots[slot].live;
         limits_.set_rule_limits(static_cast<uint16_t>(slot),
@@ -366,7 +410,9 @@ std::string Runtime::apply_config(config::Config next) {
     log_.set_level(next.global.log_level);
     config_.global.log_level = next.global.log_level;
     config_.global.shutdown_timeout = next.global.shutdown_timeout;
+    config_.global.resolvers = next.global.resolvers;
     update_health_targets();
+    sync_dns_targets();
     return {};
 }
 
@@ -374,6 +420,79 @@ config::Config Runtime::with_rules(std::vector<config::RuleConfig> rules) const 
     config::Config next = config_;
     next.rules = std::move(rules);
     return next;
+}
+
+// ---- DNS server entries ------------------------------------------------------------------
+
+config::Config Runtime::expanded(const config::Config& written) const {
+    config::Config out = written;
+    for (config::RuleConfig& rule : out.rules) rule = dns::expand_rule(rule, resolved_);
+    return out;
+}
+
+void Runtime::sync_dns_targets() {
+    std::vector<dns::Target> targets = dns::targets_of(config_.rules);
+    std::erase_if(resolved_, [&](const auto& entry) {
+        return std::none_of(targets.begin(), targets.end(), [&](const dns::Target& t) { return t.endpoint == entry.first; });
+    });
+    if (resolver_ && resolver_servers_ != config_.global.resolvers) resolver_.reset();  // a reload changed them
+    if (!resolver_ && targets.empty()) return;  // no dns entry: no resolver thread
+    try {
+        if (!resolver_) {
+            dns::Resolver::Options options;
+            options.servers = config_.global.resolvers;
+            options.wake = [this] { control_engine_->wake(); };
+            resolver_ = std::make_unique<dns::Resolver>(log_, std::move(options));
+            resolver_servers_ = config_.global.resolvers;
+        }
+        resolver_->set_targets(std::move(targets));
+    } catch (const std::exception& e) {
+        log_.error(e.what(), "; dns entries get no new addresses");
+    }
+}
+
+void Runtime::apply_dns_updates() {
+    if (!resolver_) return;
+    std::vector<dns::Update> updates = resolver_->take_updates();
+    if (updates.empty()) return;
+    std::vector<std::string> changes;
+    for (dns::Update& update : updates) {
+        std::vector<std::string> texts;
+        for (const net::SocketAddress& address : update.addresses) texts.push_back(address.to_string());
+        changes.push_back(update.endpoint.to_string() + " resolves to " + join(texts, " "));
+        resolved_[update.endpoint] = std::move(update.addresses);
+    }
+    // A rule whose expansion changed gets a new slot: its live sessions finish on the old one (the
+    // servers that left are drained), new sessions see the new set. Rules without a changed name
+    // expand to the same text and keep their slot and state.
+    if (std::string error = apply_config(config_); !error.empty()) {
+        log_.error("dns: the new addresses could not be applied: ", error);
+        return;
+    }
+    for (const std::string& change : changes) log_.info("dns: ", change);  // in effect from now on
+}
+
+config::ServerConfig* Runtime::written_server(std::string_view rule_id, const ServerRef& ref, std::string* error) {
+    const auto rule = std::find_if(config_.rules.begin(), config_.rules.end(),
+                                   [&](const config::RuleConfig& r) { return r.id == rule_id; });
+    const net::SocketAddress& running = slots_[ref.slot].live->servers[ref.index].address;
+    std::vector<size_t> origin;
+    const auto same_server = [&](const config::RuleConfig& expanded) {
+        return ref.index < expanded.servers.size() && expanded.servers[ref.index].address == running;
+    };
+    // Always true unless applying the latest addresses failed and the workers still have older ones.
+    const bool found = rule != config_.rules.end() && same_server(dns::expand_rule(*rule, resolved_, &origin));
+    if (!found) {
+        *error = "rule \"" + std::string(rule_id) + "\" is being updated; try again";
+        return nullptr;
+    }
+    config::ServerConfig& entry = rule->servers[origin[ref.index]];
+    if (entry.is_dns()) {
+        *error = "server " + running.to_string() + " comes from dns entry " + entry.dns_endpoint() +
+                 ", whose addresses share its weight: change it with modify rule";
+        return nullptr;
+    }
+    return &entry;
 }
 
 admin::Reply Runtime::reload() {
@@ -515,12 +634,13 @@ admin::Reply Runtime::set_weight(std::string_view rule_id, std::string_view serv
     const auto ref = find_server(rule_id, server, &error);
     if (!ref) return admin::Reply::failure(error);
     if (weight > 1000) return admin::Reply::failure("weight must be 0..1000");
+    config::ServerConfig* written = written_server(rule_id, *ref, &error);
+    if (!written) return admin::Reply::failure(error);
     if (!on_every_worker([&](core::Forwarder& forwarder) { forwarder.set_server_weight(ref->slot, ref->index, weight); }))
         return admin::Reply::failure("a worker did not answer");
     // The running config follows, so `dump rules` writes the weight and a reload compares with it.
     slots_[ref->slot].live->servers[ref->index].weight = weight;
-    for (config::RuleConfig& rule : config_.rules)
-        if (rule.id == rule_id) rule.servers[ref->index].weight = weight;
+    written->weight = weight;
     log_.info("server ", rule_id, "/", server, " weight set to ", weight, " by the operator");
     return admin::Reply::success();
 }
@@ -563,7 +683,8 @@ admin::Snapshot Runtime::snapshot() {
         out.max_clients = rule.max_clients;
         out.max_sessions_per_ip = rule.max_sessions_per_ip;
         out.max_conn_rate_per_ip = rule.max_conn_rate_per_ip;
-        for (const config::ServerConfig& server : rule.servers) {
+        // The servers the workers have: dns entries expanded.
+        for (const config::ServerConfig& server : slots_[order.back()].live->servers) {
             admin::ServerSnapshot server_out;
             server_out.address = server.address.to_string();
             server_out.weight = server.weight;

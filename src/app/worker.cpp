@@ -34,7 +34,19 @@ Worker::~Worker() {
 
 void Worker::stop() {
     stop_.store(true);
-    if (engine::Engine* engine = engine_.load()) engine->wake();
+    wake();
+}
+
+// Under the lock: the worker thread clears engine_ under it before destroying the engine, so a
+// wake-up from the control thread never reaches an engine being destroyed.
+void Worker::wake() {
+    std::lock_guard lock(engine_mutex_);
+    if (engine_) engine_->wake();
+}
+
+void Worker::set_engine(engine::Engine* engine) {
+    std::lock_guard lock(engine_mutex_);
+    engine_ = engine;
 }
 
 void Worker::join() {
@@ -54,7 +66,7 @@ void Worker::run_task(const std::function<void(core::Forwarder&)>& task) {
 
 void Worker::post(std::function<void(core::Forwarder&)> task) {
     mailbox_.post([this, task = std::move(task)] { run_task(task); });
-    if (engine::Engine* engine = engine_.load()) engine->wake();
+    wake();
 }
 
 bool Worker::call(const std::function<void(core::Forwarder&)>& task, std::chrono::milliseconds timeout) {
@@ -65,7 +77,7 @@ bool Worker::call(const std::function<void(core::Forwarder&)>& task, std::chrono
         run_task(task);
         done->set_value();  // also when the worker has ended: the caller must not wait in vain
     });
-    if (engine::Engine* engine = engine_.load()) engine->wake();
+    wake();
     return finished.wait_for(timeout) == std::future_status::ready;
 }
 
@@ -94,13 +106,13 @@ void Worker::run(Setup setup) {
     }
     if (go_.get_future().get()) {
         forwarder_.store(forwarder.get());
-        engine_.store(engine.get());
+        set_engine(engine.get());
         try {
             serve(*forwarder);
         } catch (const std::exception& e) {
             setup.log->error("worker ", setup.index, " failed: ", e.what());
         }
-        engine_.store(nullptr);
+        set_engine(nullptr);
     }
     final_stats_ = forwarder->stats();
     forwarder_.store(nullptr);

@@ -1,5 +1,6 @@
 #include "ringlb/config/config.hpp"
 
+#include <arpa/inet.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <system_error>
 #include <toml++/toml.h>
 
+#include "ringlb/config/toml_guard.hpp"
 #include "ringlb/config/units.hpp"
 
 namespace ringlb::config {
@@ -28,6 +30,10 @@ constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per c
 constexpr int64_t kMinHealthCount = 1;        // rise / fall
 constexpr int64_t kMaxHealthCount = 100;
 constexpr std::string_view kUnixPrefix = "unix:";
+constexpr std::string_view kDnsPrefix = "dns:";  // the string form of a DNS server entry
+constexpr size_t kMaxHostname = 253;             // DNS limit on a name's text, without a final dot
+constexpr size_t kMaxLabel = 63;
+constexpr std::chrono::milliseconds kMinResolveInterval{1000};  // no name is re-resolved more often
 // sun_path holds the path and its terminating NUL.
 constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
 
@@ -98,6 +104,58 @@ bool valid_rule_id(std::string_view id) {
     return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
         return std::isalnum(c) || c == '_' || c == '.' || c == '-';
     });
+}
+
+// Why `name` is not a host name ("" when it is one): dot-separated labels of 1-63 letters, digits
+// and hyphens, no label starting or ending with a hyphen, 253 characters at most; one final dot
+// (a fully qualified name) is allowed. An IP address is refused: it needs no resolving.
+std::string hostname_problem(std::string_view name) {
+    if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+    if (name.empty()) return "the name is empty";
+    if (name.size() > kMaxHostname) return "the name is longer than 253 characters";
+    in_addr v4{};
+    if (inet_pton(AF_INET, std::string(name).c_str(), &v4) == 1)
+        return "\"" + std::string(name) + "\" is an IP address: write it as address = \"IP:port\" instead";
+    size_t start = 0;
+    while (start <= name.size()) {
+        const size_t end = std::min(name.find('.', start), name.size());
+        const std::string_view label = name.substr(start, end - start);
+        if (label.empty() || label.size() > kMaxLabel) return "each dot-separated label must have 1 to 63 characters";
+        const bool allowed = std::all_of(label.begin(), label.end(), [](unsigned char c) { return std::isalnum(c) || c == '-'; });
+        if (!allowed) return "a host name has only letters, digits, hyphens and dots";
+        if (label.front() == '-' || label.back() == '-') return "a label must not start or end with a hyphen";
+        start = end + 1;
+    }
+    return {};
+}
+
+struct DnsEndpoint {
+    std::string name;
+    uint16_t port = 0;
+};
+
+// "backend.example:9000" -> {name, port}; nullopt with the reason in *error.
+std::optional<DnsEndpoint> parse_dns_endpoint(std::string_view text, std::string* error) {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+        *error = "missing port (expected name:port, e.g. backend.example:9000)";
+        return std::nullopt;
+    }
+    const std::string_view port_text = text.substr(colon + 1);
+    unsigned long port = 0;
+    const bool digits = !port_text.empty() && port_text.size() <= 5 &&
+                        std::all_of(port_text.begin(), port_text.end(), [](unsigned char c) { return std::isdigit(c); });
+    if (digits) port = std::stoul(std::string(port_text));
+    if (!digits || port < 1 || port > 65535) {
+        *error = "invalid port '" + std::string(port_text) + "' (expected 1..65535)";
+        return std::nullopt;
+    }
+    const std::string_view name = text.substr(0, colon);
+    if (std::string problem = hostname_problem(name); !problem.empty()) {
+        *error = "invalid host name '" + std::string(name) + "': " + problem;
+        return std::nullopt;
+    }
+    return DnsEndpoint{std::string(name), static_cast<uint16_t>(port)};
 }
 
 // Walks the parsed TOML document, fills a Config and collects every issue instead of stopping
@@ -303,9 +361,11 @@ private:
             else if (name == "log_format") read_log_format(value, key, global.log_format);
             else if (name == "log_file") read_nonempty_string(value, key, global.log_file);
             else if (name == "user") read_nonempty_string(value, key, global.user);
+            else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
-                                    "log_level, shutdown_timeout, log_connections, log_format, log_file, user");
+                                    "log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
+                                    "resolvers");
         }
     }
 
@@ -334,6 +394,16 @@ private:
         if (!n) return;
         if ((*n & (*n - 1)) != 0) return report(node.source(), key, "must be a power of two (16, 32, ..., 32768)");
         count = static_cast<uint32_t>(*n);
+    }
+
+    // The DNS servers that resolve dns entries, as "IP:port" ("127.0.0.1:53", "[::1]:5353").
+    void read_resolvers(const toml::node& node, const std::string& key, std::vector<net::SocketAddress>& resolvers) {
+        for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
+            const auto address = read_address(item, item_key);
+            if (!address) return;
+            if (address->port() == 0) return report(item.source(), item_key, "port must be 1..65535 (DNS is port 53)");
+            resolvers.push_back(*address);
+        });
     }
 
     void read_threads(const toml::node& node, const std::string& key, unsigned& threads) {
@@ -532,12 +602,18 @@ private:
 
     void read_servers(const toml::node& node, const std::string& key, std::vector<ServerConfig>& servers) {
         for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
-            if (item.is_string()) {
+            const auto* text = item.as_string();
+            if (text && text->get().starts_with(kDnsPrefix)) {
+                ServerConfig server;
+                if (read_dns(item, std::string_view(text->get()).substr(kDnsPrefix.size()), item_key, server))
+                    servers.push_back(server);
+            } else if (text) {
                 if (auto address = read_address(item, item_key)) servers.push_back({*address, 1});
             } else if (const auto* table = item.as_table()) {
                 if (auto server = read_server_table(*table, item_key)) servers.push_back(*server);
             } else {
-                report_type(item, item_key, "an address string or a table { address = ..., weight = ... }");
+                report_type(item, item_key,
+                            "an address string, \"dns:name:port\" or a table { address = ..., weight = ... }");
             }
         });
     }
@@ -551,6 +627,13 @@ private:
                 auto address = read_address(value, key);
                 if (address) server.address = *address;
                 ok = ok && address.has_value();
+            } else if (name == "dns") {
+                const auto text = read_string(value, key);
+                ok = text && read_dns(value, *text, key, server) && ok;
+            } else if (name == "resolve_interval") {
+                const auto interval = read_resolve_interval(value, key);
+                if (interval) server.resolve_interval = *interval;
+                ok = ok && interval.has_value();
             } else if (name == "weight") {
                 auto weight = read_integer(value, key, 0, kMaxWeight);
                 if (weight) server.weight = static_cast<unsigned>(*weight);
@@ -564,16 +647,54 @@ private:
                 if (limit) server.max_connections = static_cast<uint32_t>(*limit);
                 ok = ok && limit.has_value();
             } else {
-                report_unknown_key(name, key, "address, weight, backup, max_connections");
+                report_unknown_key(name, key, "address, weight, backup, max_connections, dns, resolve_interval");
                 ok = false;
             }
         }
-        if (!table.contains("address")) {
-            report(table.source(), path + ".address", "missing required key address");
+        return check_server_kind(table, path, ok) ? std::optional(server) : std::nullopt;
+    }
+
+    // A server table names exactly one of `address` (one server) and `dns` (a name's addresses);
+    // resolve_interval only makes sense with dns.
+    bool check_server_kind(const toml::table& table, const std::string& path, bool ok) {
+        const bool address = table.contains("address"), dns = table.contains("dns");
+        if (address && dns) {
+            report(table.get("dns")->source(), path + ".dns",
+                   "address and dns exclude each other (address is one server, dns every address of a name)");
+            return false;
+        }
+        if (!address && !dns) {
+            report(table.source(), path + ".address", "missing required key address (or dns = \"name:port\")");
+            return false;
+        }
+        if (address && table.contains("resolve_interval")) {
+            report(table.get("resolve_interval")->source(), path + ".resolve_interval",
+                   "applies to dns entries only (this server has a fixed address)");
+            return false;
+        }
+        return ok;
+    }
+
+    // "name:port" of a dns entry, from { dns = ... } or "dns:..." (`text` without the prefix).
+    bool read_dns(const toml::node& node, std::string_view text, const std::string& key, ServerConfig& server) {
+        std::string error;
+        const auto endpoint = parse_dns_endpoint(text, &error);
+        if (!endpoint) {
+            report(node.source(), key, "bad dns entry " + quoted(text) + ": " + error);
+            return false;
+        }
+        server.dns_name = endpoint->name;
+        server.dns_port = endpoint->port;
+        return true;
+    }
+
+    std::optional<std::chrono::milliseconds> read_resolve_interval(const toml::node& node, const std::string& key) {
+        const auto interval = read_timeout(node, key);
+        if (interval && *interval < kMinResolveInterval) {
+            report(node.source(), key, "must be at least 1s (got " + std::to_string(interval->count()) + " ms)");
             return std::nullopt;
         }
-        if (!ok) return std::nullopt;
-        return server;
+        return interval;
     }
 
     // ---- [admin] and [metrics] ----
@@ -788,6 +909,23 @@ ConfigIssue syntax_issue(const toml::parse_error& error, const std::string& file
     return {file, begin.line, begin.column, "", std::string(error.description())};
 }
 
+// toml::parse, after the guard against characters the library cannot handle (toml_guard.hpp).
+toml::table parse_toml(std::string_view text, const std::string& file) {
+    if (const auto unsafe = find_unsafe_character(text)) {
+        char code[16];
+        std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(unsafe->code_point));
+        throw ConfigError({{file, unsafe->line, unsafe->column, "",
+                            std::string("character ") + code +
+                                " outside a string or comment: keys and values must be ASCII here "
+                                "(non-ASCII text belongs in quoted strings or comments)"}});
+    }
+    try {
+        return toml::parse(text, file);
+    } catch (const toml::parse_error& error) {
+        throw ConfigError({syntax_issue(error, file)});
+    }
+}
+
 // parse_rule_inline() parses "<prefix><text>" on one line: columns on that line are shifted back
 // so that they count within the text the caller gave.
 std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues, size_t prefix_length) {
@@ -801,12 +939,7 @@ std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues,
 
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
     const std::string file(source_name);
-    toml::table root;
-    try {
-        root = toml::parse(toml_text, file);
-    } catch (const toml::parse_error& error) {
-        throw ConfigError({syntax_issue(error, file)});
-    }
+    const toml::table root = parse_toml(toml_text, file);
     Validator validator(file);
     Config config = validator.run(root);
     auto issues = validator.take_issues();
@@ -822,9 +955,9 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
     const std::string file(source_name);
     toml::table root;
     try {
-        root = toml::parse(prefix + std::string(inline_table), file);
-    } catch (const toml::parse_error& error) {
-        throw ConfigError(without_prefix_columns({syntax_issue(error, file)}, prefix.size()));
+        root = parse_toml(prefix + std::string(inline_table), file);
+    } catch (const ConfigError& error) {
+        throw ConfigError(without_prefix_columns(error.issues(), prefix.size()));
     }
     Validator validator(file);
     RuleConfig rule = validator.run_single_rule(root, kRuleKey);
@@ -912,7 +1045,10 @@ void put(std::string& out, std::string_view key, std::string_view value) {
 }
 
 std::string server_inline_table(const ServerConfig& server) {
-    return "{ address = " + toml_string(server.address.to_string()) + ", weight = " + std::to_string(server.weight) +
+    const std::string where = server.is_dns() ? "dns = " + toml_string(server.dns_endpoint()) +
+                                                    ", resolve_interval = " + toml_duration(server.resolve_interval)
+                                              : "address = " + toml_string(server.address.to_string());
+    return "{ " + where + ", weight = " + std::to_string(server.weight) +
            ", backup = " + toml_bool(server.backup) + ", max_connections = " + std::to_string(server.max_connections) +
            " }";
 }
@@ -933,6 +1069,7 @@ std::string global_to_toml(const GlobalConfig& global) {
     // an empty string there is rejected as a likely mistake.
     if (!global.log_file.empty()) put(out, "log_file", toml_string(global.log_file));
     if (!global.user.empty()) put(out, "user", toml_string(global.user));
+    if (!global.resolvers.empty()) put(out, "resolvers", toml_string_array(address_texts(global.resolvers)));
     return out;
 }
 

@@ -32,7 +32,7 @@ RulePlan Forwarder::initial_plan(const config::Config& config) {
     RulePlan plan;
     for (const config::RuleConfig& rule : config.rules) {
         plan.order.push_back(static_cast<uint16_t>(plan.slots.size()));
-        plan.slots.push_back({rule, true});
+        plan.slots.push_back({rule, true, {}});
     }
     return plan;
 }
@@ -58,14 +58,17 @@ Forwarder::~Forwarder() {
         if (listener.fd) net::stop_listening(listener.fd.get());
 }
 
-std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const config::RuleConfig& rule_config) const {
+std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const config::RuleConfig& rule_config,
+                                                       const std::vector<bool>& checked_up) const {
     auto rule = std::make_unique<Rule>();
     rule->config = rule_config;
     for (const config::ServerConfig& server : rule_config.servers) {
         balance::Server entry{server.address, server.weight};
         entry.backup = server.backup;
         entry.max_connections = server.max_connections;
-        entry.check_down = rule_config.health.enabled;  // with active checks a server starts DOWN
+        // With active checks a server is DOWN until they pass (or passed for the rule's last version).
+        const size_t index = rule->servers.size();
+        entry.check_down = rule_config.health.enabled && !(index < checked_up.size() && checked_up[index]);
         rule->servers.push_back(entry);
     }
     rule->admin.resize(rule->servers.size());
@@ -105,7 +108,7 @@ void Forwarder::apply(const RulePlan& plan) {
         const RulePlan::Slot& entry = plan.slots[slot];
         std::unique_ptr<Rule>& rule = rules_[slot];
         if (entry.rule && entry.changed) {
-            rule = build_rule(*entry.rule);
+            rule = build_rule(*entry.rule, entry.checked_up);
         } else if (!entry.rule && rule && !rule->retired) {
             rule->retired = true;  // live sessions finish on it; it goes with the last of them
             if (rule->active_sessions == 0) rule.reset();
@@ -755,7 +758,9 @@ void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
 
 std::string Forwarder::server_name(const Session& session) const {
     if (!session.admitted || session.state == Session::State::Handshake) return "-";
-    return rules_[session.rule]->servers[session.server].address.to_string();
+    // A rule may have no server at all (DNS names not resolved yet): nothing to name then.
+    const auto& servers = rules_[session.rule]->servers;
+    return session.server < servers.size() ? servers[session.server].address.to_string() : "-";
 }
 
 std::string Forwarder::describe(const Session& session) const {

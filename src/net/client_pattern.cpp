@@ -108,8 +108,9 @@ bool valid_port_glob(std::string_view glob, std::string* reason) {
     }
     if (!has_glob(glob)) {
         const auto port = parse_decimal(glob);
-        if (!port || *port > 65535) {
-            *reason = "invalid port '" + std::string(glob) + "' (expected 0..65535)";
+        // matches() compares the client port's decimal text, so "080" could never match port 80.
+        if (!port || *port > 65535 || (glob.size() > 1 && glob.front() == '0')) {
+            *reason = "invalid port '" + std::string(glob) + "' (expected 0..65535 without leading zeros)";
             return false;
         }
     }

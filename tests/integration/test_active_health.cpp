@@ -1,5 +1,8 @@
 // Active health checks against real backends: servers start DOWN, come UP after `rise` passed
 // checks, go DOWN after `fall` failed ones, and only UP servers get sessions.
+#include <signal.h>
+
+#include <fstream>
 #include <map>
 
 #include "backends.hpp"
@@ -66,5 +69,32 @@ TEST_CASE("active health: send/expect passes only servers whose reply starts as 
     REQUIRE(eventually_served_by(port, "+PONG"));
     for (int i = 0; i < 5; ++i) CHECK(fetch_name(port) == "+PONG");
     CHECK(ringlb.log_text().find("server test/" + bad.endpoint() + " UP") == std::string::npos);
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("active health: a reload that changes the rule keeps servers UP (no outage while checks rerun)") {
+    NameBackend a("a");
+    const std::uint16_t port = find_free_port();
+    RuleSpec rule;
+    rule.listen = {loopback_endpoint(port)};
+    rule.servers = {{a.endpoint()}};
+    // rise = 5 at 1 s: a rule starting its checks afresh would refuse clients for 5 s.
+    rule.extra_lines = {"[rule.health]", "interval = \"1s\"", "timeout = \"500ms\"", "rise = 1", "fall = 5"};
+    RinglbProcess ringlb(render_config({}, {rule}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    REQUIRE(ringlb.wait_for_log("server test/" + a.endpoint() + " UP"));
+    REQUIRE(eventually_served_by(port, "a"));
+
+    rule.timeout = "200s";  // a change: the rule gets a new slot
+    rule.extra_lines = {"[rule.health]", "interval = \"1s\"", "timeout = \"500ms\"", "rise = 5", "fall = 5"};
+    {
+        std::ofstream out(ringlb.config_path(), std::ios::trunc);
+        out << render_config({}, {rule});
+    }
+    REQUIRE(::kill(ringlb.pid(), SIGHUP) == 0);
+    REQUIRE(ringlb.wait_for_log("reloaded"));
+    for (int i = 0; i < 5; ++i) CHECK(fetch_name(port) == "a");
+    CHECK(ringlb.log_text().find("no server left") == std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);
 }

@@ -1,5 +1,7 @@
 #include "admin_client.hpp"
 
+#include <charconv>
+
 namespace ringlb::test {
 
 AdminReply read_admin_reply(int fd, std::chrono::milliseconds timeout) {
@@ -31,6 +33,21 @@ AdminReply admin_command(std::uint16_t port, std::string_view command, std::stri
     }
     if (!send_all(fd.get(), std::string(command) + "\n")) return {"", "<send failed>"};
     return read_admin_reply(fd.get());
+}
+
+std::optional<long long> reply_value(const AdminReply& reply, std::string_view key) {
+    std::string_view body = reply.body;
+    while (!body.empty()) {
+        const std::size_t end = body.find('\n');
+        std::string_view line = body.substr(0, end);
+        body.remove_prefix(end == std::string_view::npos ? body.size() : end + 1);
+        if (line.size() <= key.size() || !line.starts_with(key) || line[key.size()] != ' ') continue;
+        line.remove_prefix(key.size() + 1);
+        long long value = 0;
+        const auto [rest, error] = std::from_chars(line.data(), line.data() + line.size(), value);
+        if (error == std::errc{}) return value;
+    }
+    return std::nullopt;
 }
 
 }  // namespace ringlb::test

@@ -2,6 +2,7 @@
 // Talking to ringlb's management port from the tests, line by line as an operator with nc would.
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,5 +23,8 @@ AdminReply read_admin_reply(int fd, std::chrono::milliseconds timeout = 10s);
 // Connects to 127.0.0.1:port, sends `command` + "\n" (after `auth <token>` when token is not
 // empty), reads the reply and closes.
 AdminReply admin_command(std::uint16_t port, std::string_view command, std::string_view token = "");
+
+// The number N of a body line "<key> N" (as `show stats` prints them); nullopt when absent.
+std::optional<long long> reply_value(const AdminReply& reply, std::string_view key);
 
 }  // namespace ringlb::test

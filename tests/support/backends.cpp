@@ -1,5 +1,6 @@
 #include "backends.hpp"
 
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
+#include <system_error>
 
 #include "prng_stream.hpp"
 
@@ -102,8 +105,27 @@ struct PollServer::Connection {
     }
 };
 
-PollServer::PollServer(std::uint16_t port) {
-    listener_ = listen_on_loopback(port);
+namespace {
+// A listening socket on an IPv4 address other than 127.0.0.1 (which listen_on_loopback covers).
+UniqueFd listen_on_ipv4(const std::string& ip, std::uint16_t port) {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) throw std::system_error(errno, std::generic_category(), "socket");
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    if (::inet_pton(AF_INET, ip.c_str(), &address.sin_addr) != 1)
+        throw std::invalid_argument("not an IPv4 address: " + ip);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+        throw std::system_error(errno, std::generic_category(), "bind " + ip + ":" + std::to_string(port));
+    if (::listen(fd.get(), 4096) != 0) throw std::system_error(errno, std::generic_category(), "listen");
+    return fd;
+}
+}  // namespace
+
+PollServer::PollServer(std::uint16_t port, std::string ipv4) : ipv4_(std::move(ipv4)) {
+    listener_ = ipv4_ == "127.0.0.1" ? listen_on_loopback(port) : listen_on_ipv4(ipv4_, port);
     port_ = local_port(listener_.get());
 }
 
@@ -308,7 +330,8 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-NameBackend::NameBackend(std::string name, std::uint16_t port) : PollServer(port), name_(std::move(name)) {
+NameBackend::NameBackend(std::string name, std::uint16_t port, std::string ipv4)
+    : PollServer(port, std::move(ipv4)), name_(std::move(name)) {
     start([line = name_ + "\n"] { return std::make_unique<NameSession>(line); });
 }
 

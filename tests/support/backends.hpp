@@ -1,5 +1,6 @@
 #pragma once
-// Backends that run as a thread inside the test process on 127.0.0.1:<port>. One poll() loop per
+// Backends that run as a thread inside the test process on 127.0.0.1:<port> (or another IPv4
+// loopback address such as 127.0.0.2, for tests that need servers on distinct addresses). One poll() loop per
 // backend serves all its connections (thousands, for the concurrency test) without a thread each.
 #include <atomic>
 #include <chrono>
@@ -49,7 +50,7 @@ public:
     virtual ~PollServer();
 
     std::uint16_t port() const { return port_; }
-    std::string endpoint() const { return loopback_endpoint(port_); }
+    std::string endpoint() const { return ipv4_ + ":" + std::to_string(port_); }
     std::size_t accepted() const { return accepted_.load(); }
     std::size_t open_connections() const { return open_.load(); }
     std::size_t finished() const { return finished_.load(); }
@@ -61,8 +62,8 @@ public:
 
 protected:
     using SessionFactory = std::function<std::unique_ptr<BackendSession>()>;
-    // Listens on 127.0.0.1:port; 0 = any free port.
-    explicit PollServer(std::uint16_t port = 0);
+    // Listens on <ipv4>:port; 0 = any free port.
+    explicit PollServer(std::uint16_t port = 0, std::string ipv4 = "127.0.0.1");
     void start(SessionFactory factory);
 
 private:
@@ -71,6 +72,7 @@ private:
     void accept_all(std::vector<std::unique_ptr<Connection>>& connections);
 
     UniqueFd listener_;
+    std::string ipv4_;
     std::uint16_t port_ = 0;
     SessionFactory factory_;
     std::atomic<bool> stopping_{false};
@@ -84,7 +86,8 @@ private:
 class NameBackend final : public PollServer {
 public:
     // port 0 = any free port; a given port lets a test restart a stopped backend on its address.
-    explicit NameBackend(std::string name, std::uint16_t port = 0);
+    // `ipv4` another loopback address (127.0.0.2, ...) puts backends on distinct addresses.
+    explicit NameBackend(std::string name, std::uint16_t port = 0, std::string ipv4 = "127.0.0.1");
     ~NameBackend() override { stop(); }
     const std::string& name() const { return name_; }
 

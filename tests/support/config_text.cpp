@@ -9,7 +9,14 @@ namespace ringlb::test {
 
 namespace {
 
-std::string quoted(std::string_view text) { return "\"" + std::string(text) + "\""; }
+std::string quoted(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    out += '"';
+    out += text;
+    out += '"';
+    return out;
+}
 
 std::string render_server(const ServerSpec& server) {
     if (server.weight == 0 && !server.backup) return quoted(server.address);

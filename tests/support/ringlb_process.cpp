@@ -95,7 +95,8 @@ ExitStatus decode_wait_status(int status) {
 // fork + exec with stdout and stderr going to `output_path`. Everything the child needs is
 // prepared before fork(): the test process has threads (the backends), so the child may only
 // make async-signal-safe calls.
-pid_t spawn(const std::vector<std::string>& args, const std::string& output_path) {
+pid_t spawn(const std::vector<std::string>& args, const std::string& output_path,
+            std::optional<rlim_t> open_files_limit = std::nullopt) {
     UniqueFd output(::open(output_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
     UniqueFd null_input(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!output.valid() || !null_input.valid())
@@ -122,6 +123,10 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
         ::dup2(output.get(), 2);
         // Belt and braces next to SOCK_CLOEXEC: no test socket may stay open in ringlb.
         ::close_range(3, ~0U, 0);
+        if (open_files_limit) {
+            const rlimit limit{*open_files_limit, *open_files_limit};
+            if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
+        }
         ::execv(argv[0], argv.data());
         const char message[] = "ringlb-test: execv failed\n";
         ssize_t ignored = ::write(2, message, sizeof message - 1);
@@ -169,6 +174,13 @@ RinglbProcess::RinglbProcess(std::string_view config_toml, std::vector<std::stri
     std::vector<std::string> args{ringlb_binary(), "-c", config_.path(), "--engine", engine};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = spawn(args, log_.path());
+}
+
+RinglbProcess::RinglbProcess(const RinglbOptions& options, std::string_view config_toml)
+    : config_(config_toml, ".toml"), log_("", ".log") {
+    std::vector<std::string> args{options.binary, "-c", config_.path(), "--engine", options.engine};
+    args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+    pid_ = spawn(args, log_.path(), options.open_files_limit);
 }
 
 RinglbProcess::~RinglbProcess() {

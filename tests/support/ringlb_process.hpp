@@ -1,10 +1,12 @@
 #pragma once
 // Running the ringlb binary under test: a long-running instance (RinglbProcess) or a short run to
 // completion (run_to_exit), each with its output captured in a temporary file.
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,12 +55,25 @@ struct RunResult {
 // Runs `$RINGLB_BINARY args...` to completion (killed after `timeout`).
 RunResult run_to_exit(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 10s);
 
-// One running ringlb: `$RINGLB_BINARY -c <config file> --engine <engine> extra_args...`. The
+// How to start a RinglbProcess when the environment's defaults are not enough: the soak program
+// names the binary on its command line, and the exhaustion tests start ringlb under a low
+// descriptor limit.
+struct RinglbOptions {
+    std::vector<std::string> extra_args;
+    std::string engine = test_engine();
+    std::string binary = ringlb_binary();
+    // RLIMIT_NOFILE (soft and hard) set in the child just before exec; nullopt = inherited.
+    std::optional<rlim_t> open_files_limit;
+};
+
+// One running ringlb: `<binary> -c <config file> --engine <engine> extra_args...`. The
 // destructor always kills and reaps it, so a failing test never leaves a process behind.
 class RinglbProcess {
 public:
     explicit RinglbProcess(std::string_view config_toml, std::vector<std::string> extra_args = {},
                            std::string engine = test_engine());
+    // Options first, so that `RinglbProcess(config, {})` keeps meaning "no extra arguments".
+    RinglbProcess(const RinglbOptions& options, std::string_view config_toml);
     RinglbProcess(const RinglbProcess&) = delete;
     RinglbProcess& operator=(const RinglbProcess&) = delete;
     ~RinglbProcess();

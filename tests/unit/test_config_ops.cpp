@@ -7,6 +7,7 @@
 
 #include "config_fixtures.hpp"
 #include "ringlb/config/config.hpp"
+#include "ringlb/config/toml_guard.hpp"
 
 using namespace std::chrono_literals;
 using ringlb::test::dump;
@@ -582,4 +583,27 @@ TEST_CASE("rule_to_toml is equal for equal rules written differently") {
     CHECK(a == b);
     CHECK(a != c);
     CHECK(a.rfind("[[rule]]\n", 0) == 0);
+}
+
+TEST_CASE("config: characters the TOML library cannot classify are refused outside strings, allowed inside") {
+    using ringlb::config::find_unsafe_character;
+    // U+02E4 (bytes CB A4) as a bare key reached undefined behaviour in toml++ 3.3.
+    const std::string bare = "[global]\nthreads = 1\n\xCB\xA4 = 2\n";
+    const auto found = find_unsafe_character(bare);
+    REQUIRE(found);
+    CHECK(found->line == 3);
+    CHECK(found->column == 1);
+    CHECK(found->code_point == 0x2E4);
+    try {
+        ringlb::config::parse_config(bare, "x.toml");
+        FAIL("no error");
+    } catch (const ringlb::config::ConfigError& e) {
+        CHECK(std::string(e.what()).find("x.toml:3:1") != std::string::npos);
+        CHECK(std::string(e.what()).find("U+02E4") != std::string::npos);
+    }
+    CHECK_THROWS_AS(ringlb::config::parse_rule_inline("{id=\"x\", \xCB\xA4=1}", "admin"), ringlb::config::ConfigError);
+    // Inside comments and every kind of string: fine.
+    CHECK_FALSE(find_unsafe_character("# caf\xC3\xA9\nid = \"caf\xC3\xA9\"\nb = 'caf\xC3\xA9'\n"
+                                      "c = \"\"\"\ncaf\xC3\xA9 \\\" \"\"\"\nd = '''\ncaf\xC3\xA9'''\n"));
+    CHECK(find_unsafe_character("a = \"x\" \xC3\xA9\n"));  // after the string closed
 }

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/session_limits.hpp"
+#include "ringlb/dns/expand.hpp"
 #include "ringlb/util/log.hpp"
 
 namespace ringlb::engine {
@@ -28,8 +30,9 @@ namespace ringlb::admin {
 class AdminServer;
 class MetricsServer;
 }  // namespace ringlb::admin
-namespace ringlb::health {
-class ActiveChecker;
+#include "ringlb/health/active.hpp"
+namespace ringlb::dns {
+class Resolver;
 }
 
 namespace ringlb::app {
@@ -83,7 +86,10 @@ private:
     std::string apply_config(config::Config next);
     core::RulePlan plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const;
     void update_health_targets();
-    void on_health_report(uint32_t slot, size_t server, bool up);
+    void on_health_report(uint32_t key, size_t server, bool up);
+    uint32_t health_key(const std::string& rule_id);
+    const health::CheckTarget* health_target(uint32_t key) const;
+    bool checked_up(const std::string& rule_id, const net::SocketAddress& address) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
@@ -91,6 +97,18 @@ private:
     // Runs `task` on every worker in turn and waits; false when one did not answer.
     bool on_every_worker(const std::function<void(core::Forwarder&)>& task);
     config::Config with_rules(std::vector<config::RuleConfig> rules) const;
+
+    // DNS server entries. config_ keeps the rules as written (dns entries included: what
+    // `dump rules` writes and admin commands edit); the workers, the slots and the health checks
+    // get them expanded with the latest address sets (see dns/expand.hpp).
+    config::Config expanded(const config::Config& written) const;
+    // Starts, restarts (new [global] resolvers) or retargets the resolver after a config change.
+    void sync_dns_targets();
+    // On the control thread: takes the resolver's changed sets and applies the rules they change.
+    void apply_dns_updates();
+    // The written entry a running server comes from, for `set weight`; null (with *error) when
+    // it comes from a dns entry, whose addresses share the entry's settings.
+    config::ServerConfig* written_server(std::string_view rule_id, const ServerRef& ref, std::string* error);
 
     std::string config_path_;
     config::Config config_;
@@ -112,6 +130,11 @@ private:
     std::unique_ptr<admin::AdminServer> admin_server_;
     std::unique_ptr<admin::MetricsServer> metrics_server_;
     std::unique_ptr<health::ActiveChecker> checker_;
+    std::map<std::string, uint32_t> health_keys_;      // rule id -> the checker's key for it
+    std::vector<health::CheckTarget> health_targets_;  // what the checker was last given
+    std::unique_ptr<dns::Resolver> resolver_;          // only while some rule has a dns entry
+    std::vector<net::SocketAddress> resolver_servers_;  // the [global] resolvers resolver_ asks
+    dns::AddressSets resolved_;                         // latest good set per dns entry
     std::atomic<bool> control_stop_{false};
 };
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,6 +66,8 @@ public:
 private:
     void run(Setup setup);
     void run_task(const std::function<void(core::Forwarder&)>& task);
+    void wake();
+    void set_engine(engine::Engine* engine);
     void serve(core::Forwarder& forwarder);
 
     unsigned index_;
@@ -72,7 +75,8 @@ private:
     std::promise<StartReport> started_;
     std::promise<bool> go_;
     core::Mailbox mailbox_;
-    std::atomic<engine::Engine*> engine_{nullptr};  // for wake(); set while the loop runs
+    std::mutex engine_mutex_;
+    engine::Engine* engine_ = nullptr;  // for wake(); set while the loop runs, under engine_mutex_
     std::atomic<core::Forwarder*> forwarder_{nullptr};
     std::atomic<bool> stop_{false};
     std::atomic<bool> ended_{false};

@@ -29,6 +29,14 @@ struct ServerConfig {
     unsigned weight = 1;  // 0..1000; 0 takes no new sessions
     bool backup = false;           // used only when no non-backup server can take the session
     uint32_t max_connections = 0;  // 0..10000000; 0 = unlimited
+    // A DNS entry ({ dns = "name:port" } or "dns:name:port"): every A/AAAA address of the name
+    // becomes a server with the settings above, re-resolved in the background. Empty dns_name =
+    // a plain server at `address` (which a DNS entry leaves unused).
+    std::string dns_name{};  // {}: lets "{address, weight}" initialisers leave it out without a warning
+    uint16_t dns_port = 0;
+    std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
+    bool is_dns() const { return !dns_name.empty(); }
+    std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
 };
 
 // [rule.health]: active checks. With them on, a server starts DOWN and is UP after `rise`
@@ -80,6 +88,7 @@ struct GlobalConfig {
     LogFormat log_format = LogFormat::Text;
     std::string log_file;  // empty = stderr; reopened on SIGUSR1
     std::string user;      // drop privileges to this user after binding; empty = stay
+    std::vector<net::SocketAddress> resolvers;  // DNS servers for dns entries; empty = /etc/resolv.conf
 };
 
 // Where a control endpoint listens: a TCP address, or a unix socket path ("unix:/run/ringlb.sock").

@@ -68,6 +68,9 @@ struct RulePlan {
     struct Slot {
         std::optional<config::RuleConfig> rule;  // nullopt: retired (or never used)
         bool changed = false;                    // new in this plan: build fresh state for it
+        // With active checks: each server's state so far (a rule changed by a reload or by DNS
+        // keeps its servers' verdicts); empty = every server starts DOWN.
+        std::vector<bool> checked_up;
     };
     std::vector<Slot> slots;
     std::vector<uint16_t> order;  // the live slots in the config file's order (rule matching order)
@@ -182,7 +185,7 @@ private:
         bool accept_armed = false;
     };
 
-    std::unique_ptr<Rule> build_rule(const config::RuleConfig& config) const;
+    std::unique_ptr<Rule> build_rule(const config::RuleConfig& config, const std::vector<bool>& checked_up) const;
     void rebuild_listener_rules();
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);

@@ -1,0 +1,74 @@
+#include "ringlb/dns/expand.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace ringlb::dns {
+
+namespace {
+
+config::ServerConfig server_at(const config::ServerConfig& entry, const net::SocketAddress& address) {
+    config::ServerConfig server;
+    server.address = address;
+    server.weight = entry.weight;
+    server.backup = entry.backup;
+    server.max_connections = entry.max_connections;
+    return server;
+}
+
+}  // namespace
+
+bool address_less(const net::SocketAddress& a, const net::SocketAddress& b) {
+    // IpKey maps IPv4 into IPv6 space, so the family goes first to keep IPv4 addresses together.
+    const net::IpKey ip_a = net::IpKey::of(a), ip_b = net::IpKey::of(b);
+    const int family_a = a.family(), family_b = b.family();
+    const uint16_t port_a = a.port(), port_b = b.port();
+    return std::tie(family_a, ip_a.hi, ip_a.lo, port_a) < std::tie(family_b, ip_b.hi, ip_b.lo, port_b);
+}
+
+void canonicalize(std::vector<net::SocketAddress>& addresses) {
+    std::sort(addresses.begin(), addresses.end(), address_less);
+    addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
+}
+
+config::RuleConfig expand_rule(const config::RuleConfig& written, const AddressSets& resolved,
+                               std::vector<size_t>* origin) {
+    config::RuleConfig expanded = written;
+    expanded.servers.clear();
+    if (origin) origin->clear();
+    const auto add = [&](const config::ServerConfig& server, size_t from) {
+        const auto same = [&](const config::ServerConfig& s) { return s.address == server.address; };
+        if (std::any_of(expanded.servers.begin(), expanded.servers.end(), same)) return;
+        expanded.servers.push_back(server);
+        if (origin) origin->push_back(from);
+    };
+    for (size_t i = 0; i < written.servers.size(); ++i) {
+        const config::ServerConfig& entry = written.servers[i];
+        if (!entry.is_dns()) {
+            add(entry, i);
+            continue;
+        }
+        const auto found = resolved.find(Endpoint::of(entry));
+        if (found == resolved.end()) continue;
+        std::vector<net::SocketAddress> addresses = found->second;
+        canonicalize(addresses);
+        for (const net::SocketAddress& address : addresses) add(server_at(entry, address), i);
+    }
+    return expanded;
+}
+
+std::vector<Target> targets_of(const std::vector<config::RuleConfig>& rules) {
+    std::map<Endpoint, std::chrono::milliseconds> intervals;
+    for (const config::RuleConfig& rule : rules) {
+        for (const config::ServerConfig& server : rule.servers) {
+            if (!server.is_dns()) continue;
+            const auto [it, inserted] = intervals.emplace(Endpoint::of(server), server.resolve_interval);
+            if (!inserted) it->second = std::min(it->second, server.resolve_interval);
+        }
+    }
+    std::vector<Target> targets;
+    for (const auto& [endpoint, interval] : intervals) targets.push_back({endpoint, interval});
+    return targets;
+}
+
+}  // namespace ringlb::dns

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the fault-injection soak once per engine against a built ringlb.
+#
+#   tests/soak/run.sh [BUILD_DIR] [extra ringlb_soak arguments...]
+#
+# BUILD_DIR defaults to ./build. SOAK_SECONDS is the time per engine (default 30, so CI spends a
+# minute on both); SOAK_SEED fixes the seed (default 1). An engine that cannot run here (io_uring
+# refused by the kernel or a seccomp profile) is reported as skipped, not failed. Exits non-zero
+# if any run failed.
+set -u
+
+build_dir=${1:-build}
+[ $# -gt 0 ] && shift
+soak="$build_dir/tests/ringlb_soak"
+binary="$build_dir/ringlb"
+seconds=${SOAK_SECONDS:-30}
+seed=${SOAK_SEED:-1}
+
+if [ ! -x "$soak" ] || [ ! -x "$binary" ]; then
+    echo "run.sh: $soak or $binary missing: build first (cmake --build $build_dir)" >&2
+    exit 2
+fi
+
+# The soak exits 2 when ringlb cannot start; for io_uring that means the kernel (or a seccomp
+# profile) refuses it here, as the integration suite's skip does.
+failed=0
+for engine in uring epoll; do
+    echo "=== soak: engine=$engine seconds=$seconds seed=$seed"
+    "$soak" --engine "$engine" --binary "$binary" --seconds "$seconds" --seed "$seed" "$@"
+    status=$?
+    if [ $status -eq 2 ] && [ "$engine" = uring ]; then
+        echo "=== soak: engine=uring SKIPPED (ringlb could not start with io_uring here)"
+    elif [ $status -ne 0 ]; then
+        echo "=== soak: engine=$engine FAILED (exit $status)"
+        failed=1
+    fi
+done
+exit $failed
