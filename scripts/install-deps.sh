@@ -19,9 +19,10 @@ packages=(
     curl                 # the demo's client
 )
 
-# --test: clang and its runtime for the fuzz targets, PyYAML for the Kubernetes manifest check.
+# --test: clang and its runtime for the fuzz targets, clang-tidy, PyYAML for the Kubernetes
+# manifest check.
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(clang libclang-rt-14-dev python3-yaml)
+    packages+=(clang libclang-rt-14-dev clang-tidy python3-yaml)
 fi
 
 is_installed() {

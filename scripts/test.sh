@@ -3,9 +3,10 @@
 # in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer (Debug) and runs every test
 # there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
 # e.g. `./scripts/test.sh -R unit`.
-# Then three more checks, each counted as one test: the fault-injection soak (tests/soak,
+# Then four more checks, each counted as one test: the fault-injection soak (tests/soak,
 # RINGLB_SOAK_SECONDS per engine, default 30), every fuzz target briefly (tests/fuzz,
-# RINGLB_FUZZ_SECONDS each, default 20) and the Kubernetes manifest (docker/validate-kubernetes.py).
+# RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py)
+# and clang-tidy over src/ (scripts/tidy.sh).
 # RINGLB_SKIP_EXTRA=1 skips them.
 # Ends with one line "ringlb: N passed, M failed" (", K skipped" added when tests were skipped,
 # e.g. integration.uring where io_uring is unavailable) summing both runs; exits non-zero if any
@@ -97,6 +98,7 @@ else
     run_check soak env SOAK_SECONDS="${RINGLB_SOAK_SECONDS:-30}" tests/soak/run.sh build
     run_check fuzz tests/fuzz/run.sh "${RINGLB_FUZZ_SECONDS:-20}"
     run_check kubernetes python3 docker/validate-kubernetes.py --ringlb build/ringlb
+    run_check clang-tidy scripts/tidy.sh build
 fi
 
 echo

@@ -36,7 +36,7 @@ struct Options {
 
 std::string env_or(const char* name, std::string fallback) {
     const char* value = std::getenv(name);
-    return value && *value ? std::string(value) : fallback;
+    return value && *value ? std::string(value) : std::move(fallback);
 }
 
 int import_g5(const std::string& path) {
@@ -74,9 +74,7 @@ void print_config_errors(const ringlb::config::ConfigError& error) {
     std::cerr << "ringlb: configuration rejected (" << count << " problem" << (count == 1 ? "" : "s") << ")\n";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     ::signal(SIGPIPE, SIG_IGN);  // a peer that went away must not kill the forwarder
     ringlb::app::block_control_signals();
 
@@ -137,4 +135,15 @@ int main(int argc, char** argv) {
     }
     return ringlb::app::serve(options.config_path, std::move(config), log,
                               [options](ringlb::config::Config& next) { apply_overrides(options, next); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {  // a last resort: every expected failure has its own message
+        std::cerr << "ringlb: " << e.what() << '\n';
+        return ringlb::app::kExitRuntimeFailure;
+    }
 }

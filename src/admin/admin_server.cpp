@@ -22,10 +22,10 @@ constexpr auto kAcceptRetryDelay = std::chrono::seconds(1);
 constexpr auto kShutdownGrace = std::chrono::seconds(2);
 // One send request at most this large: a huge reply goes out in several pieces, each completion
 // freeing the engine to serve other work in between.
-constexpr size_t kMaxSendPiece = 256 * 1024;
+constexpr size_t kMaxSendPiece = size_t{256} * 1024;
 // Replies are appended to the last queued chunk up to this size, so that many small pipelined
 // replies leave in one send instead of one each.
-constexpr size_t kCoalesceLimit = 64 * 1024;
+constexpr size_t kCoalesceLimit = size_t{64} * 1024;
 
 std::string errno_text(int negative_errno) { return std::generic_category().message(-negative_errno); }
 

@@ -232,7 +232,7 @@ void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
 constexpr int kListenBacklog = 64;
 constexpr uint32_t kSendPiece = 64 * 1024;   // bytes per send request: large bodies go in pieces
 constexpr uint32_t kDrainRead = 16 * 1024;
-constexpr size_t kMaxDrainBytes = 64 * 1024;  // a client still sending this much after the reply is cut off
+constexpr size_t kMaxDrainBytes = size_t{64} * 1024;  // a client still sending this much after the reply is cut off
 constexpr auto kDrainTime = std::chrono::seconds(2);
 constexpr auto kAcceptRetryDelay = std::chrono::seconds(1);
 
@@ -498,7 +498,7 @@ void MetricsServer::on_connection_completion(Connection& connection, uint32_t sl
 
 void MetricsServer::on_head_bytes(Connection& connection, uint32_t slot) {
     const size_t end = head_end(connection.head);
-    if (end != std::string::npos && end <= kMaxRequestHead) {
+    if (end <= kMaxRequestHead) {  // npos (no end yet) is larger than any limit
         return start_response(connection, slot, answer(std::string_view(connection.head).substr(0, end)));
     }
     if (connection.head.size() > kMaxRequestHead) {

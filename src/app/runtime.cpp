@@ -67,7 +67,7 @@ std::string write_atomically(const std::string& path, const std::string& text) {
             const std::string error = std::strerror(errno);
             ::close(fd);
             ::unlink(temp.c_str());
-            return "cannot write " + temp + ": " + error;
+            return "cannot write " + temp + ": " + error;  // NOLINT(performance-inefficient-string-concatenation): error path
         }
         written += static_cast<size_t>(n);
     }
@@ -324,7 +324,7 @@ void Runtime::on_health_report(uint32_t key, size_t server, bool up) {
 
 core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const {
     core::RulePlan plan;
-    for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}});
+    for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}, {}});
     std::vector<bool> keep(slots.size(), false);
     for (const config::RuleConfig& rule : next.rules) {
         const auto same_id = [&](const SlotRecord& record) { return record.live && record.id == rule.id; };
@@ -338,7 +338,7 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
         // New or changed: a fresh slot; live sessions of the old one finish on the old rule.
         plan.order.push_back(static_cast<uint16_t>(slots.size()));
         slots.push_back({rule.id, rule});
-        plan.slots.push_back({rule, true, {}});
+        plan.slots.push_back({rule, true, {}, {}});
         keep.push_back(true);
     }
     for (size_t slot = 0; slot < keep.size(); ++slot) {
@@ -380,9 +380,18 @@ std::string Runtime::apply_config(config::Config next) {
     if (slots.size() > UINT16_MAX)
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
     for (core::RulePlan::Slot& slot : plan.slots) {
-        if (!slot.changed || !slot.rule || !slot.rule->health.enabled) continue;
-        for (const config::ServerConfig& server : slot.rule->servers)
-            slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+        if (!slot.changed || !slot.rule) continue;
+        if (slot.rule->health.enabled)
+            for (const config::ServerConfig& server : slot.rule->servers)
+                slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+        // Servers the rule's previous version did not have join with slow start.
+        if (const auto previous = live_slot(slot.rule->id)) {
+            const auto& before = slots_[*previous].live->servers;
+            for (const config::ServerConfig& server : slot.rule->servers)
+                slot.joining.push_back(std::none_of(before.begin(), before.end(), [&](const config::ServerConfig& old) {
+                    return old.address == server.address;
+                }));
+        }
     }
     for (size_t slot = slots_.size(); slot < slots.size(); ++slot) {
         const config::RuleConfig& rule = *slots[slot].live;

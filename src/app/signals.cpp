@@ -22,12 +22,12 @@ void block_control_signals() {
 }
 
 SignalWatcher::SignalWatcher(SignalFlags& flags, Logger& log, std::function<void()> wake)
-    : thread_([&flags, &log, wake = std::move(wake)](std::stop_token token) { watch(token, flags, log, wake); }) {}
+    : thread_([&flags, &log, wake = std::move(wake)](const std::stop_token& token) { watch(token, flags, log, wake); }) {}
 
 void SignalWatcher::watch(const std::stop_token& token, SignalFlags& flags, Logger& log,
                           const std::function<void()>& wake) {
     const sigset_t set = control_signals();
-    const timespec poll_interval{0, 200 * 1000 * 1000};
+    const timespec poll_interval{0, 200L * 1000 * 1000};
     while (!token.stop_requested()) {
         const int signal = sigtimedwait(&set, nullptr, &poll_interval);
         if (signal <= 0) continue;

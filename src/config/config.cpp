@@ -22,7 +22,7 @@ namespace {
 
 constexpr int64_t kMaxSessions = 10'000'000;
 constexpr uint64_t kMinBuffer = 1024;
-constexpr uint64_t kMaxBuffer = 64 * 1024 * 1024;
+constexpr uint64_t kMaxBuffer = uint64_t{64} * 1024 * 1024;
 constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
@@ -1025,12 +1025,14 @@ std::string toml_string_array(const std::vector<std::string>& items) {
 
 std::vector<std::string> address_texts(const std::vector<net::SocketAddress>& addresses) {
     std::vector<std::string> texts;
+    texts.reserve(addresses.size());
     for (const auto& address : addresses) texts.push_back(address.to_string());
     return texts;
 }
 
 std::vector<std::string> pattern_texts(const std::vector<net::ClientPattern>& patterns) {
     std::vector<std::string> texts;
+    texts.reserve(patterns.size());
     for (const auto& pattern : patterns) texts.push_back(pattern.text());
     return texts;
 }

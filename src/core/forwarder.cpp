@@ -32,7 +32,7 @@ RulePlan Forwarder::initial_plan(const config::Config& config) {
     RulePlan plan;
     for (const config::RuleConfig& rule : config.rules) {
         plan.order.push_back(static_cast<uint16_t>(plan.slots.size()));
-        plan.slots.push_back({rule, true, {}});
+        plan.slots.push_back({rule, true, {}, {}});
     }
     return plan;
 }
@@ -58,8 +58,9 @@ Forwarder::~Forwarder() {
         if (listener.fd) net::stop_listening(listener.fd.get());
 }
 
-std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const config::RuleConfig& rule_config,
-                                                       const std::vector<bool>& checked_up) const {
+std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slot) const {
+    const config::RuleConfig& rule_config = *slot.rule;
+    const std::vector<bool>& checked_up = slot.checked_up;
     auto rule = std::make_unique<Rule>();
     rule->config = rule_config;
     for (const config::ServerConfig& server : rule_config.servers) {
@@ -76,6 +77,8 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const config::RuleConfig&
     rule->balancer = balance::make_balancer(rule_config.mode, rule_config.failback);
     rule->health = health::Passive(
         rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
+    for (size_t i = 0; i < slot.joining.size() && i < rule->servers.size(); ++i)
+        if (slot.joining[i]) rule->health.start_slow_start(rule->servers, i, Clock::now());
     return rule;
 }
 
@@ -108,7 +111,7 @@ void Forwarder::apply(const RulePlan& plan) {
         const RulePlan::Slot& entry = plan.slots[slot];
         std::unique_ptr<Rule>& rule = rules_[slot];
         if (entry.rule && entry.changed) {
-            rule = build_rule(*entry.rule, entry.checked_up);
+            rule = build_rule(entry);
         } else if (!entry.rule && rule && !rule->retired) {
             rule->retired = true;  // live sessions finish on it; it goes with the last of them
             if (rule->active_sessions == 0) rule.reset();

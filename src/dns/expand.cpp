@@ -67,6 +67,7 @@ std::vector<Target> targets_of(const std::vector<config::RuleConfig>& rules) {
         }
     }
     std::vector<Target> targets;
+    targets.reserve(intervals.size());
     for (const auto& [endpoint, interval] : intervals) targets.push_back({endpoint, interval});
     return targets;
 }

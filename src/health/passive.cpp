@@ -74,6 +74,14 @@ void Passive::connect_failed(std::span<balance::Server> servers, size_t index, C
                    state.failures, " consecutive failure", state.failures == 1 ? "" : "s", ")");
 }
 
+void Passive::start_slow_start(std::span<balance::Server> servers, size_t index, Clock::time_point now) {
+    if (settings_.slow_start.count() <= 0 || index >= servers.size()) return;
+    fit(servers.size());
+    states_[index].ramping = true;
+    states_[index].up_since = now;
+    servers[index].slow_start_weight = 1;
+}
+
 void Passive::connect_succeeded(std::span<balance::Server> servers, size_t index, Clock::time_point now) {
     fit(servers.size());
     ServerState& state = states_[index];

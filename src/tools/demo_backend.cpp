@@ -227,9 +227,7 @@ int serve(int listener, const std::string& name) {
     return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     CLI::App app{"ringlb-demo-backend: answers every HTTP request with \"backend <name>\""};
     std::string listen_text;
     std::string name;
@@ -255,4 +253,15 @@ int main(int argc, char** argv) {
     int status = serve(listener, name);
     ::close(listener);
     return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ringlb-demo-backend: %s\n", e.what());
+        return 1;
+    }
 }

@@ -230,3 +230,21 @@ TEST_CASE("passive health: slow start ramps the effective weight linearly after 
     for (int i = 0; i < 110; ++i) first += *rr->pick(more, client_number(i), none) == 0;
     CHECK(first == 10);
 }
+
+TEST_CASE("passive: a server that joins a rule ramps up over slow_start") {
+    auto servers = ringlb::test::make_servers({10, 10});
+    health::Passive passive("web", {std::chrono::seconds(10), std::chrono::minutes(5), std::chrono::seconds(10)}, nullptr);
+    const auto start = health::Clock::now();
+    passive.start_slow_start(servers, 1, start);
+    passive.refresh(servers, {}, start + std::chrono::seconds(5));
+    CHECK(servers[1].slow_start_weight == 5);
+    CHECK(balance::effective_weight(servers[1]) == 5);
+    CHECK(balance::effective_weight(servers[0]) == 10);
+    passive.refresh(servers, {}, start + std::chrono::seconds(11));
+    CHECK(balance::effective_weight(servers[1]) == 10);
+
+    health::Passive no_ramp("web", {std::chrono::seconds(10), std::chrono::minutes(5), std::chrono::seconds(0)}, nullptr);
+    auto others = ringlb::test::make_servers({10});
+    no_ramp.start_slow_start(others, 0, start);
+    CHECK(others[0].slow_start_weight == 0);
+}

@@ -28,7 +28,7 @@ namespace ringlb::admin {
 struct AdminLimits {
     size_t max_connections = 64;            // more are closed right after accept
     size_t max_line_bytes = 4096;           // longer lines get an error and are skipped
-    size_t max_unsent_bytes = 1024 * 1024;  // above it the client is not read from until it drains
+    size_t max_unsent_bytes = size_t{1024} * 1024;  // above it the client is not read from until it drains
     std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
     unsigned max_auth_failures = 3;  // wrong tokens before the connection is closed
 };

@@ -26,7 +26,7 @@ std::string render_prometheus(const Snapshot& snapshot);
 class MetricsServer final : public engine::Component {
 public:
     static constexpr size_t kMaxConnections = 64;
-    static constexpr size_t kMaxRequestHead = 8 * 1024;  // larger: 431 and close
+    static constexpr size_t kMaxRequestHead = size_t{8} * 1024;  // larger: 431 and close
     static constexpr std::chrono::seconds kConnectionTimeout{10};
 
     // Binds config.listen at once, an IP:port or a unix socket path (throws net::SystemError when

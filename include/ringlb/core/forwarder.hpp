@@ -71,6 +71,8 @@ struct RulePlan {
         // With active checks: each server's state so far (a rule changed by a reload or by DNS
         // keeps its servers' verdicts); empty = every server starts DOWN.
         std::vector<bool> checked_up;
+        // Servers new to the rule since its last version (slow start ramps them up); empty = none.
+        std::vector<bool> joining;
     };
     std::vector<Slot> slots;
     std::vector<uint16_t> order;  // the live slots in the config file's order (rule matching order)
@@ -185,7 +187,7 @@ private:
         bool accept_armed = false;
     };
 
-    std::unique_ptr<Rule> build_rule(const config::RuleConfig& config, const std::vector<bool>& checked_up) const;
+    std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
     void rebuild_listener_rules();
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);

@@ -61,6 +61,10 @@ public:
     // A connect to servers[index] succeeded: resets its failures; logs UP if it was down.
     void connect_succeeded(std::span<balance::Server> servers, size_t index, Clock::time_point now);
 
+    // A server that joined the rule (a DNS answer named it, a reload added it) ramps up as one
+    // coming back UP does, when slow_start is set.
+    void start_slow_start(std::span<balance::Server> servers, size_t index, Clock::time_point now);
+
     // How long `failures` consecutive failures keep a server down: down_time doubled per
     // failure after the first, at most max_down_time.
     std::chrono::milliseconds down_for(uint32_t failures) const;
