@@ -1134,10 +1134,18 @@ std::string rule_to_toml(const RuleConfig& rule) {
 std::string to_toml(const Config& config) {
     std::string out = "# Written by ringlb `dump rules`: the running configuration, defaults included.\n\n";
     out += global_to_toml(config.global);
-    for (const auto& rule : config.rules) out += "\n" + rule_to_toml(rule);
-    if (config.admin.listen.enabled) out += "\n" + admin_to_toml(config.admin);
-    if (config.metrics.listen.enabled)
-        out += "\n" + control_to_toml("[metrics]", config.metrics.listen, config.metrics.allow);
+    for (const auto& rule : config.rules) {
+        out += '\n';
+        out += rule_to_toml(rule);
+    }
+    if (config.admin.listen.enabled) {
+        out += '\n';
+        out += admin_to_toml(config.admin);
+    }
+    if (config.metrics.listen.enabled) {
+        out += '\n';
+        out += control_to_toml("[metrics]", config.metrics.listen, config.metrics.allow);
+    }
     return out;
 }
 

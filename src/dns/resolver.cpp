@@ -45,11 +45,16 @@ public:
     AresLibrary& operator=(const AresLibrary&) = delete;
 };
 
-std::string servers_csv(const std::vector<net::SocketAddress>& servers) {
-    std::string csv;
-    for (const net::SocketAddress& server : servers) csv += (csv.empty() ? "" : ",") + server.to_string();
-    return csv;
+std::string joined(const std::vector<net::SocketAddress>& addresses, char separator) {
+    std::string out;
+    for (const net::SocketAddress& address : addresses) {
+        if (!out.empty()) out += separator;
+        out += address.to_string();
+    }
+    return out;
 }
+
+std::string servers_csv(const std::vector<net::SocketAddress>& servers) { return joined(servers, ','); }
 
 // One c-ares channel: its sockets, its queries and the servers it asks.
 class Channel {
@@ -137,11 +142,7 @@ std::string duration_text(milliseconds duration) {
     return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
 }
 
-std::string join(const std::vector<net::SocketAddress>& addresses) {
-    std::string out;
-    for (const net::SocketAddress& address : addresses) out += (out.empty() ? "" : " ") + address.to_string();
-    return out;
-}
+std::string join(const std::vector<net::SocketAddress>& addresses) { return joined(addresses, ' '); }
 
 }  // namespace
 
