@@ -237,19 +237,24 @@ void Runtime::handle_signals() {
 // SIGTERM/SIGINT: stop accepting at once, give live sessions up to shutdown_timeout to finish,
 // then close the rest. A second signal skips the wait.
 void Runtime::drain_and_stop() {
-    for (auto& worker : workers_) worker->post([](core::Forwarder& forwarder) { forwarder.stop_accepting(); });
+    // Waited for: once it returns, every listener is closed and new connections are refused.
+    uint64_t open_sessions = 0;
+    on_every_worker([&](core::Forwarder& forwarder) {
+        forwarder.stop_accepting();
+        open_sessions += forwarder.active_sessions();
+    });
     const auto active = [this] {
         uint64_t sum = 0;
         for (const auto& worker : workers_) sum += worker->active_sessions();
         return sum;
     };
     const auto deadline = Clock::now() + config_.global.shutdown_timeout;
-    if (active() > 0)
-        log_.info("waiting up to ", health::format_duration(config_.global.shutdown_timeout), " for ", active(),
-                  " session(s) to finish");
+    if (open_sessions > 0)
+        log_.info("waiting up to ", health::format_duration(config_.global.shutdown_timeout), " for ",
+                  open_sessions, " session(s) to finish");
     // Keep the control thread serving (admin, metrics) while sessions drain.
-    on_every_worker([](core::Forwarder&) {});  // every worker has stopped accepting
-    while (active() > 0 && Clock::now() < deadline && signals_.stop_requests.load() < 2) {
+    while ((open_sessions > 0 || active() > 0) && Clock::now() < deadline && signals_.stop_requests.load() < 2) {
+        open_sessions = 0;  // from now on the workers' own counts, refreshed every round
         dispatcher_->run_once(std::chrono::milliseconds(100));
         handle_signals();
     }
