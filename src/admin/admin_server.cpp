@@ -1,5 +1,7 @@
 #include "ringlb/admin/admin_server.hpp"
 
+#include "ringlb/admin/token.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,17 +30,6 @@ constexpr size_t kMaxSendPiece = size_t{256} * 1024;
 constexpr size_t kCoalesceLimit = size_t{64} * 1024;
 
 std::string errno_text(int negative_errno) { return std::generic_category().message(-negative_errno); }
-
-// Compares in time that depends only on the expected token's length, never on how many leading
-// characters were right: a remote client cannot guess the token byte by byte from reply timing.
-bool tokens_equal(std::string_view given, std::string_view expected) {
-    unsigned difference = given.size() == expected.size() ? 0u : 1u;
-    for (size_t i = 0; i < expected.size(); ++i) {
-        const auto given_byte = static_cast<unsigned char>(i < given.size() ? given[i] : 0);
-        difference |= given_byte ^ static_cast<unsigned char>(expected[i]);
-    }
-    return difference == 0;
-}
 
 // A reply's last line must be `ok` or one `error:` line: a message with line breaks would let
 // a client mistake its second half for a new reply.

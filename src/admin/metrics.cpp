@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
 #include <utility>
+
+#include "ringlb/admin/token.hpp"
 
 namespace ringlb::admin {
 namespace {
@@ -307,6 +310,32 @@ std::optional<RequestLine> parse_request(std::string_view head) {
     return RequestLine{method, target.substr(0, target.find('?'))};
 }
 
+// The token of an "Authorization: Bearer <token>" header line (header names are
+// case-insensitive); "" when there is none.
+std::string_view bearer_token(std::string_view head) {
+    constexpr std::string_view kName = "authorization:";
+    constexpr std::string_view kScheme = "bearer ";
+    size_t line_start = head.find('\n');
+    while (line_start != std::string_view::npos) {
+        const std::string_view rest = head.substr(line_start + 1);
+        const std::string_view line = rest.substr(0, rest.find('\n'));
+        const auto starts_with_ci = [](std::string_view text, std::string_view prefix) {
+            if (text.size() < prefix.size()) return false;
+            for (size_t i = 0; i < prefix.size(); ++i)
+                if (std::tolower(static_cast<unsigned char>(text[i])) != prefix[i]) return false;
+            return true;
+        };
+        if (starts_with_ci(line, kName)) {
+            std::string_view value = line.substr(kName.size());
+            while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+            while (!value.empty() && (value.back() == '\r' || value.back() == ' ')) value.remove_suffix(1);
+            return starts_with_ci(value, kScheme) ? value.substr(kScheme.size()) : std::string_view();
+        }
+        line_start = head.find('\n', line_start + 1);
+    }
+    return {};
+}
+
 std::string http_response(std::string_view status, std::string_view body,
                           std::string_view content_type = "text/plain; charset=utf-8", std::string_view extra_headers = {}) {
     std::string response = "HTTP/1.1 ";
@@ -340,6 +369,7 @@ MetricsServer::MetricsServer(engine::Dispatcher& dispatcher, const config::Metri
                              std::function<Snapshot()> snapshot, Logger& log)
     : dispatcher_(dispatcher),
       allow_(config.allow),
+      token_(config.token),
       unix_path_(config.listen.unix_path),
       snapshot_(std::move(snapshot)),
       log_(log),
@@ -516,8 +546,11 @@ std::string MetricsServer::answer(std::string_view head) {
         return http_response("404 Not Found", "not found; try /metrics\n");
     if (request->method != "GET")
         return http_response("405 Method Not Allowed", "only GET\n", "text/plain; charset=utf-8", "Allow: GET\r\n");
-    if (path == "/healthz") return http_response("200 OK", "ok\n");
+    if (path == "/healthz") return http_response("200 OK", "ok\n");  // open: it tells nothing
     if (path == "/") return http_response("200 OK", "ringlb: Prometheus metrics are at /metrics\n");
+    if (!token_.empty() && !tokens_equal(bearer_token(head), token_))
+        return http_response("401 Unauthorized", "a bearer token is required\n", "text/plain; charset=utf-8",
+                             "WWW-Authenticate: Bearer realm=\"ringlb\"\r\n");
     try {
         return http_response("200 OK", render_prometheus(snapshot_()), "text/plain; version=0.0.4");
     } catch (const std::exception& failure) {

@@ -721,7 +721,8 @@ private:
             const std::string key = "metrics." + std::string(name.str());
             if (name == "listen") metrics_site_ = read_control_listen(value, key, metrics.listen);
             else if (name == "allow") read_clients(value, key, metrics.allow);
-            else report_unknown_key(name, key, "listen, allow");
+            else if (name == "token") read_nonempty_string(value, key, metrics.token);
+            else report_unknown_key(name, key, "listen, allow, token");
         }
         finish_control_table(*table, "metrics", metrics.allow);
     }
@@ -1145,6 +1146,7 @@ std::string to_toml(const Config& config) {
     if (config.metrics.listen.enabled) {
         out += '\n';
         out += control_to_toml("[metrics]", config.metrics.listen, config.metrics.allow);
+        if (!config.metrics.token.empty()) put(out, "token", toml_string(config.metrics.token));
     }
     return out;
 }

@@ -99,3 +99,26 @@ TEST_CASE("connection log: one line per session with its end cause, text and jso
     CHECK(json.log_text().find("\"server\":null") != std::string::npos);
     CHECK_CLEAN_EXIT(json);
 }
+
+TEST_CASE("metrics: with a token, /metrics needs the bearer token; /healthz stays open") {
+    NameBackend a("a");
+    const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
+    GlobalSpec global;
+    global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\"",
+                             "token = \"scrape-me\""};
+    RinglbProcess ringlb(simple_config(port, {{a.endpoint()}}, global));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    CHECK(http_get(metrics_port, "/metrics").find(" 401 ") != std::string::npos);
+    CHECK(http_get(metrics_port, "/healthz").find(" 200 ") != std::string::npos);
+    const auto with_header = [&](const std::string& header) {
+        UniqueFd fd = connect_to(metrics_port);
+        send_all(fd.get(), "GET /metrics HTTP/1.1\r\nHost: x\r\n" + header + "\r\n\r\n");
+        return read_until_closed(fd.get(), 5s).data;
+    };
+    CHECK(with_header("Authorization: Bearer wrong").find(" 401 ") != std::string::npos);
+    const std::string ok = with_header("authorization: bearer scrape-me");
+    CHECK(ok.find(" 200 ") != std::string::npos);
+    CHECK(ok.find("ringlb_info{") != std::string::npos);
+    CHECK_CLEAN_EXIT(ringlb);
+}

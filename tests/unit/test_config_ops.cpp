@@ -304,7 +304,8 @@ TEST_CASE("[admin] and [metrics]: bad values are reported at their line") {
                                   "port = 1\n"                           // 10
                                   "[metrics]\n"                          // 11
                                   "allow = []\n"                         // 12
-                                  "token = \"x\"\n");                    // 13
+                                  "token = \"\"\n"                       // 13
+                                  "port = 2\n");                        // 14
     CHECK_MESSAGE(has_issue(issues, "admin.listen", 6, "must be absolute"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "admin.allow[0]", 7, "10.0.0.0/33"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "admin.token", 8, "must not be empty"), dump(issues));
@@ -313,8 +314,10 @@ TEST_CASE("[admin] and [metrics]: bad values are reported at their line") {
                   dump(issues));
     CHECK_MESSAGE(has_issue(issues, "metrics.listen", 11, "missing required key listen"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "metrics.allow", 12, "must not be empty"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "metrics.token", 13, "unknown key (expected one of: listen, allow)"), dump(issues));
-    CHECK(issues.size() == 8);
+    CHECK_MESSAGE(has_issue(issues, "metrics.token", 13, "must not be empty"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "metrics.port", 14, "unknown key (expected one of: listen, allow, token)"),
+                  dump(issues));
+    CHECK(issues.size() == 9);
 
     const auto bad_address = issues_of(std::string(kRule) + "[admin]\nlisten = \"localhost:9900\"\n");
     CHECK_MESSAGE(has_issue(bad_address, "admin.listen", 6, "bad address \"localhost:9900\""), dump(bad_address));

@@ -98,6 +98,7 @@ private:
 
     engine::Dispatcher& dispatcher_;
     std::vector<net::ClientPattern> allow_;
+    std::string token_;  // empty: no Authorization needed
     std::string unix_path_;  // empty: TCP
     std::function<Snapshot()> snapshot_;
     Logger& log_;

@@ -111,6 +111,7 @@ struct AdminConfig {
 struct MetricsConfig {
     ControlListen listen;
     std::vector<net::ClientPattern> allow;  // default: 127.0.0.0/8 and ::1
+    std::string token;  // when set, GET /metrics needs "Authorization: Bearer <token>"
 };
 
 struct Config {
