@@ -48,7 +48,13 @@ TEST_CASE("metrics: /metrics counts sessions, bytes and failures per rule and se
     REQUIRE_READY(ringlb);
     for (int i = 0; i < 5; ++i) CHECK(fetch_name(port) == "a");
 
-    const std::string response = http_get(metrics_port, "/metrics");
+    // A send is counted when its completion is handled, a moment after the client has the bytes.
+    std::string response;
+    for (int i = 0; i < 50; ++i) {
+        response = http_get(metrics_port, "/metrics");
+        if (response.find("ringlb_rule_bytes_total{rule=\"test\",direction=\"down\"} 10\n") != std::string::npos) break;
+        std::this_thread::sleep_for(20ms);
+    }
     INFO(response);
     REQUIRE(response.rfind("HTTP/1.", 0) == 0);
     CHECK(response.find(" 200 ") != std::string::npos);
