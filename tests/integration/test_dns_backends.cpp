@@ -19,102 +19,15 @@
 #include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
+#include "local_dns.hpp"
 #include "test_helpers.hpp"
 
 using namespace ringlb::test;
 
 namespace {
 
-std::optional<std::string> find_dnsmasq() {
-    for (const char* path : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"})
-        if (::access(path, X_OK) == 0) return std::string(path);
-    return std::nullopt;
-}
-
-using Records = std::vector<std::pair<std::string, std::string>>;  // "IP", "name"
-
-size_t occurrences(const std::string& text, const std::string& needle) {
-    size_t n = 0;
-    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-    return n;
-}
-
-// dnsmasq on 127.0.0.1:port answering only from `records` (then from set_records()).
-class LocalDns {
-public:
-    LocalDns(const std::string& binary, const Records& records) {
-        // dnsmasq started as root reads the hosts file again (SIGHUP) as an unprivileged user.
-        ::chmod(hosts_.path().c_str(), 0644);
-        write_records(records);
-        // The port was free for TCP a moment ago; it may be taken for UDP, or taken since: another.
-        for (int attempt = 0; attempt < 5 && pid_ < 0; ++attempt) start(binary);
-        REQUIRE_MESSAGE(pid_ > 0, "dnsmasq did not start:\n", log());
-    }
-    ~LocalDns() { stop(); }
-    LocalDns(const LocalDns&) = delete;
-    LocalDns& operator=(const LocalDns&) = delete;
-
-    std::string endpoint() const { return loopback_endpoint(port_); }
-    std::string log() const { return log_.read(); }
-
-    // Replaces every record and waits until dnsmasq has read them again (SIGHUP).
-    void set_records(const Records& records) {
-        const size_t reads = occurrences(log(), "read " + hosts_.path());
-        write_records(records);
-        ::kill(pid_, SIGHUP);
-        const auto deadline = Clock::now() + 5s;
-        while (occurrences(log(), "read " + hosts_.path()) == reads && Clock::now() < deadline)
-            std::this_thread::sleep_for(10ms);
-    }
-
-private:
-    void write_records(const Records& records) const {
-        std::ofstream out(hosts_.path(), std::ios::trunc);
-        for (const auto& [ip, name] : records) out << ip << " " << name << "\n";
-    }
-
-    void start(const std::string& binary) {
-        port_ = find_free_port();
-        const std::vector<std::string> args = {binary, "--no-daemon", "--conf-file=/dev/null",
-                                               "--port=" + std::to_string(port_), "--listen-address=127.0.0.1",
-                                               "--bind-interfaces", "--no-resolv", "--no-hosts",
-                                               "--addn-hosts=" + hosts_.path(), "--local-ttl=1",
-                                               "--local=/ringlb.test/", "--pid-file="};
-        std::vector<char*> argv;
-        for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-        argv.push_back(nullptr);
-        const std::string log_path = log_.path();
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            const int out = ::open(log_path.c_str(), O_WRONLY | O_TRUNC);
-            ::dup2(out, STDOUT_FILENO);
-            ::dup2(out, STDERR_FILENO);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-        REQUIRE(pid_ > 0);
-        // Before dnsmasq has its signal handlers a SIGHUP would kill it: wait until it serves (TCP too).
-        const auto deadline = Clock::now() + 5s;
-        while (Clock::now() < deadline) {
-            if (connect_to(port_, Family::V4, 200ms).valid()) return;
-            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) break;  // it exited: e.g. its port is taken
-            std::this_thread::sleep_for(20ms);
-        }
-        stop();
-    }
-
-    void stop() {
-        if (pid_ < 0) return;
-        ::kill(pid_, SIGTERM);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-    }
-
-    TempFile hosts_{"", ".hosts"};
-    TempFile log_{"", ".log"};
-    std::uint16_t port_ = 0;
-    pid_t pid_ = -1;
-};
+using local_dns::find_dnsmasq;
+using local_dns::LocalDns;
 
 // Two name backends on one port: "two" on 127.0.0.2, "three" on 127.0.0.3 (a dns entry has one
 // port for every address of its name).
@@ -160,7 +73,7 @@ bool contains(const std::set<std::string>& names, const std::string& name) { ret
 
 GlobalSpec dns_global(const LocalDns& dns, std::uint16_t admin_port) {
     GlobalSpec global;
-    global.extra_lines = {"resolvers = [\"" + dns.endpoint() + "\"]"};
+    global.extra_lines = {"resolvers = [\"" + loopback_endpoint(dns.port()) + "\"]"};
     global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(admin_port) + "\""};
     return global;
 }
@@ -218,7 +131,7 @@ TEST_CASE("dns backends: servers follow the name's records; one that leaves is d
     const std::string text{std::istreambuf_iterator<char>(dumped), {}};
     CHECK(text.find("dns = \"" + entry + "\"") != std::string::npos);
     CHECK(text.find("127.0.0.2") == std::string::npos);
-    CHECK(text.find("resolvers = [\"" + dns.endpoint() + "\"]") != std::string::npos);
+    CHECK(text.find("resolvers = [\"" + loopback_endpoint(dns.port()) + "\"]") != std::string::npos);
 
     // The name stops resolving: the last good set stays in use, one warning names the name.
     dns.set_records({});
