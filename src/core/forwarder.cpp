@@ -594,18 +594,28 @@ void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int r
         pump(slot, session, source);
         return;
     }
-    Flow::Chunk& chunk = flow.front();
-    chunk.begin = static_cast<uint16_t>(chunk.begin + result);
-    flow.queued_bytes -= static_cast<uint32_t>(result);
-    flow.delivered_bytes += static_cast<uint64_t>(result);
+    consume_sent(flow, static_cast<uint32_t>(result));
     ServerTraffic& traffic = rules_[session.rule]->traffic[session.server];
     (source == Side::Client ? traffic.bytes_up : traffic.bytes_down) += static_cast<uint64_t>(result);
     session.last_activity = now_;
-    if (chunk.begin == chunk.end) {
-        engine_.release_buffer(chunk.buffer);
-        flow.pop();
-    }
     pump(slot, session, source);
+}
+
+// A send may have carried several chunks, the last perhaps in part: each chunk fully sent gives
+// its buffer back.
+void Forwarder::consume_sent(Flow& flow, uint32_t sent) {
+    flow.queued_bytes -= sent;
+    flow.delivered_bytes += sent;
+    while (sent > 0) {
+        Flow::Chunk& chunk = flow.front();
+        const auto taken = static_cast<uint16_t>(std::min<uint32_t>(sent, chunk.end - chunk.begin));
+        chunk.begin = static_cast<uint16_t>(chunk.begin + taken);
+        sent -= taken;
+        if (chunk.begin == chunk.end) {
+            engine_.release_buffer(chunk.buffer);
+            flow.pop();
+        }
+    }
 }
 
 void Forwarder::on_shutdown(uint32_t slot, Session& session, Side destination) {
@@ -631,9 +641,14 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     }
     if (flow.send_pending || flow.shutdown_pending) return;
     if (flow.count > 0) {
-        const Flow::Chunk& chunk = flow.front();
-        engine_.send(session.fd(destination).get(), engine_.buffer_data(chunk.buffer) + chunk.begin,
-                     static_cast<uint32_t>(chunk.end - chunk.begin), token(slot, send_op(destination)));
+        // Everything queued leaves in one send: fewer requests per byte when the reader is fast.
+        static_assert(Flow::kMaxChunks <= engine::kMaxSendParts);
+        std::array<engine::SendPart, Flow::kMaxChunks> parts;
+        for (uint8_t i = 0; i < flow.count; ++i) {
+            const Flow::Chunk& chunk = flow.at(i);
+            parts[i] = {engine_.buffer_data(chunk.buffer) + chunk.begin, static_cast<uint32_t>(chunk.end - chunk.begin)};
+        }
+        engine_.send_parts(session.fd(destination).get(), {parts.data(), flow.count}, token(slot, send_op(destination)));
         flow.send_pending = true;
     } else if (flow.eof && !flow.finished) {
         engine_.shutdown_write(session.fd(destination).get(), token(slot, shutdown_op(destination)));

@@ -41,8 +41,9 @@ public:
         record(Kind::Connect, fd, ud).to = to;
     }
     void recv(int fd, uint32_t max, UserData ud) override { record(Kind::Recv, fd, ud).length = max; }
-    void send(int fd, const std::byte* data, uint32_t length, UserData ud) override {
-        record(Kind::Send, fd, ud).bytes.assign(reinterpret_cast<const char*>(data), length);
+    void send_parts(int fd, std::span<const engine::SendPart> parts, UserData ud) override {
+        std::string& bytes = record(Kind::Send, fd, ud).bytes;
+        for (const engine::SendPart& part : parts) bytes.append(reinterpret_cast<const char*>(part.data), part.length);
     }
     void shutdown_write(int fd, UserData ud) override { record(Kind::Shutdown, fd, ud); }
     void cancel(int fd) override { cancelled.insert(fd); }
@@ -213,6 +214,45 @@ TEST_CASE("bytes go through in order and a client FIN reaches the server after t
     h.engine.complete(h.engine.take(ScriptedEngine::Kind::Shutdown, client_fd), 0);
     h.turn();
     CHECK(h.forwarder.active_sessions() == 0);  // both directions finished: the session is gone
+}
+
+TEST_CASE("chunks queued behind a send leave together in one gathered send") {
+    Harness h(config_with_servers({"127.0.0.1:1"}));
+    LoopbackPair pair;
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Accept), pair.accepted, true);
+    h.turn();
+    const auto connect = h.engine.take(ScriptedEngine::Kind::Connect);
+    h.engine.complete(connect, 0);
+    h.turn();
+    const int client_fd = pair.accepted;
+    const int server_fd = connect.fd;
+
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "one", 0);
+    h.turn();
+    auto first = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
+    CHECK(first.bytes == "one");
+    // Two more chunks arrive while "one" is in flight: they wait, and then go out as one send.
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "two", 1);
+    h.turn();
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "three", 2);
+    h.turn();
+    CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Send, server_fd));
+    h.engine.complete(first, 3);
+    h.turn();
+    CHECK(h.engine.released == std::vector<uint16_t>{0});
+    auto gathered = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
+    CHECK(gathered.bytes == "twothree");
+
+    // A short send that ends inside the second chunk frees the first buffer only.
+    h.engine.complete(gathered, 5);
+    h.turn();
+    CHECK(h.engine.released == std::vector<uint16_t>{0, 1});
+    auto rest = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
+    CHECK(rest.bytes == "ree");
+    h.engine.complete(rest, 3);
+    h.turn();
+    CHECK(h.engine.released == std::vector<uint16_t>{0, 1, 2});
+    CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Send, server_fd));
 }
 
 TEST_CASE("a reset on one side cancels the other side and frees the slot only when all completed") {

@@ -260,7 +260,7 @@ public:
     void accept(int fd, engine::UserData ud) override { requests.push_back({false, fd, ud}); }
     void connect(int fd, const net::SocketAddress&, engine::UserData ud) override { requests.push_back({true, fd, ud}); }
     void recv(int, uint32_t, engine::UserData) override {}
-    void send(int, const std::byte*, uint32_t, engine::UserData) override {}
+    void send_parts(int, std::span<const engine::SendPart>, engine::UserData) override {}
     void shutdown_write(int, engine::UserData) override {}
     void cancel(int) override {}
     void forget(int) override {}

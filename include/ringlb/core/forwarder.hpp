@@ -214,6 +214,7 @@ private:
     void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void on_send(uint32_t slot, Session& session, Side destination, int result);
+    void consume_sent(Flow& flow, uint32_t sent);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
     void pump(uint32_t slot, Session& session, Side source);
 

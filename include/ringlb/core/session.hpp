@@ -39,6 +39,7 @@ struct Flow {
     bool finished = false;  // that FIN was passed on to the destination
 
     Chunk& front() { return chunks[head]; }
+    const Chunk& at(uint8_t position) const { return chunks[(head + position) % kMaxChunks]; }
     void push(const Chunk& chunk) {
         chunks[(head + count) % kMaxChunks] = chunk;
         ++count;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -24,6 +25,13 @@ struct Completion {
     bool has_buffer = false;  // recv only: result bytes are in buffer `buffer_id`
     uint16_t buffer_id = 0;
 };
+
+// One piece of a gathered send: the bytes of several receive buffers leave in one request.
+struct SendPart {
+    const std::byte* data = nullptr;
+    uint32_t length = 0;
+};
+constexpr size_t kMaxSendParts = 8;
 
 class CompletionHandler {
 public:
@@ -58,8 +66,13 @@ public:
     // The engine takes a buffer only once bytes arrive: an idle connection holds none. The
     // completion names the buffer; the caller gives it back with release_buffer().
     virtual void recv(int fd, uint32_t max_bytes, UserData user_data) = 0;
-    // `data` must stay valid until the completion arrives. May complete short.
-    virtual void send(int fd, const std::byte* data, uint32_t length, UserData user_data) = 0;
+    // Sends the parts (at most kMaxSendParts) in order, as one write. The bytes must stay valid
+    // until the completion arrives; the span itself only during the call. May complete short.
+    virtual void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) = 0;
+    void send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
+        const SendPart part{data, length};
+        send_parts(fd, {&part, 1}, user_data);
+    }
     virtual void shutdown_write(int fd, UserData user_data) = 0;
     // Every request still pending on fd completes soon: with its real result or -ECANCELED.
     virtual void cancel(int fd) = 0;

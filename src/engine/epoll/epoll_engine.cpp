@@ -91,14 +91,20 @@ void EpollEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
     if (!st.drained) try_recv(fd, st);
 }
 
-void EpollEngine::send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
+void EpollEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data) {
+    const uint32_t gather = gathers_.store(parts);
     FdState& st = state(fd);
     watch(fd, st);
     st.sending = true;
-    st.send_data = data;
-    st.send_length = length;
+    st.send_gather = gather;
     st.send_data_ud = user_data;
     try_send(fd, st);
+}
+
+void EpollEngine::finish_send(FdState& st, int32_t result) {
+    st.sending = false;
+    gathers_.release(st.send_gather);
+    complete(st.send_data_ud, result);
 }
 
 void EpollEngine::shutdown_write(int fd, UserData user_data) {
@@ -110,13 +116,15 @@ void EpollEngine::cancel(int fd) {
     if (st.accepting) complete(st.accept_data, -ECANCELED);
     if (st.connecting) complete(st.connect_data, -ECANCELED);
     if (st.receiving) complete(st.recv_data, -ECANCELED);
-    if (st.sending) complete(st.send_data_ud, -ECANCELED);
+    if (st.sending) finish_send(st, -ECANCELED);
     st.accepting = st.connecting = st.receiving = st.sending = st.waiting_for_buffer = false;
 }
 
 void EpollEngine::forget(int fd) {
     // close() removes the fd from the epoll set; only our bookkeeping must go.
-    state(fd) = FdState{};
+    FdState& st = state(fd);
+    if (st.sending) gathers_.release(st.send_gather);
+    st = FdState{};
 }
 
 void EpollEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
@@ -173,10 +181,9 @@ void EpollEngine::try_recv(int fd, FdState& st) {
 }
 
 void EpollEngine::try_send(int fd, FdState& st) {
-    const ssize_t n = ::send(fd, st.send_data, st.send_length, MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(fd, gathers_.message(st.send_gather), MSG_NOSIGNAL);
     if (n < 0 && would_block(errno)) return;
-    st.sending = false;
-    complete(st.send_data_ud, n >= 0 ? static_cast<int32_t>(n) : -errno);
+    finish_send(st, n >= 0 ? static_cast<int32_t>(n) : -errno);
 }
 
 void EpollEngine::retry_buffer_waiters() {

@@ -60,7 +60,7 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         throw;
     }
     features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
-                 " multishot-accept; not used: multishot-recv recv-bundle send-zc splice";
+                 " multishot-accept recv-poll-first send-gather; not used: multishot-recv recv-bundle send-zc splice";
 }
 
 UringEngine::~UringEngine() {
@@ -149,11 +149,12 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
         index = free_requests_.back();
         free_requests_.pop_back();
     }
-    requests_[index] = Request{user_data, fd, length, kind};
+    requests_[index] = Request{user_data, fd, length, kind, kNoGather};
     if (static_cast<size_t>(fd) >= live_by_fd_.size()) {
         std::array<uint32_t, 4> none;
         none.fill(kNoRequest);
         live_by_fd_.resize(static_cast<size_t>(fd) * 2 + 64, none);
+        drained_by_fd_.resize(live_by_fd_.size(), false);
     }
     for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)]) {
         if (slot == kNoRequest) {
@@ -165,8 +166,13 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
 }
 
 void UringEngine::release_request(uint32_t index) {
-    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(requests_[index].fd)])
+    Request& request = requests_[index];
+    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(request.fd)])
         if (slot == index) slot = kNoRequest;
+    if (request.gather != kNoGather) {
+        gathers_.release(request.gather);
+        request.gather = kNoGather;
+    }
     free_requests_.push_back(index);
 }
 
@@ -196,15 +202,21 @@ void UringEngine::submit_recv(uint32_t request) {
     const Request& r = requests_[request];
     io_uring_sqe* sqe = next_sqe();
     io_uring_prep_recv(sqe, r.fd, nullptr, r.length, 0);
+    if (drained_by_fd_[static_cast<size_t>(r.fd)]) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = kBufferGroup;
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
-void UringEngine::send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
+void UringEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data) {
+    const uint32_t gather = parts.size() == 1 ? kNoGather : gathers_.store(parts);
     const uint32_t request = new_request(Kind::Send, fd, user_data);
+    requests_[request].gather = gather;
     io_uring_sqe* sqe = next_sqe();
-    io_uring_prep_send(sqe, fd, data, length, MSG_NOSIGNAL);
+    if (gather == kNoGather)
+        io_uring_prep_send(sqe, fd, parts[0].data, parts[0].length, MSG_NOSIGNAL);
+    else
+        io_uring_prep_sendmsg(sqe, fd, gathers_.message(gather), MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
@@ -309,6 +321,8 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         parked_recvs_.push_back(index);
         return;
     }
+    if (request.kind == Kind::Recv && cqe.res > 0)
+        drained_by_fd_[static_cast<size_t>(request.fd)] = static_cast<uint32_t>(cqe.res) < request.length;
     completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
     if (!completion.more) release_request(index);
     completions_.push_back(completion);

@@ -8,6 +8,7 @@
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/engine/gather_pool.hpp"
 #include "ringlb/net/socket.hpp"
 
 namespace ringlb::engine {
@@ -23,7 +24,7 @@ public:
     void accept(int listen_fd, UserData user_data) override;
     void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
-    void send(int fd, const std::byte* data, uint32_t length, UserData user_data) override;
+    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
     void shutdown_write(int fd, UserData user_data) override;
     void cancel(int fd) override;
     void forget(int fd) override;
@@ -51,8 +52,7 @@ private:
         // further edge to announce it, so reads stay speculative from then on.
         bool peer_closed = false;
         uint32_t recv_max = 0;
-        uint32_t send_length = 0;
-        const std::byte* send_data = nullptr;
+        uint32_t send_gather = 0;  // sending: its entry in gathers_
         UserData accept_data = 0;
         UserData connect_data = 0;
         UserData recv_data = 0;
@@ -68,12 +68,16 @@ private:
     void try_recv(int fd, FdState& st);
     void try_send(int fd, FdState& st);
     void retry_buffer_waiters();
+    void finish_send(FdState& st, int32_t result);
 
     net::UniqueFd epoll_fd_;
     net::UniqueFd wake_fd_;  // an eventfd in the epoll set: wake() writes to it
     BufferMemory memory_;
     std::vector<uint16_t> free_buffers_;  // a stack: the most recently used buffer is reused first
     std::vector<FdState> fds_;
+    // The parts of each send until its socket takes them: pooled, so the per-fd state (one per
+    // descriptor, idle ones included) stays small.
+    GatherPool gathers_;
     std::vector<int> buffer_waiters_;
     std::vector<Completion> ready_;
     std::vector<Completion> delivering_;

@@ -11,6 +11,7 @@
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/engine/gather_pool.hpp"
 #include "ringlb/net/socket.hpp"
 
 namespace ringlb::engine {
@@ -30,7 +31,7 @@ public:
     void accept(int listen_fd, UserData user_data) override;
     void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
-    void send(int fd, const std::byte* data, uint32_t length, UserData user_data) override;
+    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
     void shutdown_write(int fd, UserData user_data) override;
     void cancel(int fd) override;
     void forget(int fd) override;
@@ -52,7 +53,9 @@ private:
         int fd = -1;
         uint32_t length = 0;
         Kind kind = Kind::Recv;
+        uint32_t gather = kNoGather;  // a send of several parts: its entry in gathers_
     };
+    static constexpr uint32_t kNoGather = UINT32_MAX;
 
     void set_up_ring(const EngineOptions& options);
     void set_up_buffer_ring();
@@ -77,11 +80,16 @@ private:
     uint32_t window_ = 64;
     std::vector<Request> requests_;
     std::vector<uint32_t> free_requests_;
+    GatherPool gathers_;  // only sends of more than one part take an entry
     // The live requests of each fd (a socket has at most connect, recv, send and shutdown at
     // once), so cancel(fd) can name them: cancelling by user_data is a hash lookup in the kernel,
     // cancelling by fd scans every armed request, which made a mass disconnect quadratic.
     static constexpr uint32_t kNoRequest = UINT32_MAX;
     std::vector<std::array<uint32_t, 4>> live_by_fd_;
+    // Per fd: its last receive came back short, so the socket is most likely empty and the next
+    // receive waits for readiness first (IORING_RECVSEND_POLL_FIRST) instead of the kernel
+    // trying a recv that fails with EAGAIN before it arms the poll.
+    std::vector<bool> drained_by_fd_;
     std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
     std::vector<Completion> completions_;
     std::vector<Completion> delivering_;
