@@ -643,6 +643,7 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     if (flow.count > 0) {
         // Everything queued leaves in one send: fewer requests per byte when the reader is fast.
         static_assert(Flow::kMaxChunks <= engine::kMaxSendParts);
+        static_assert(engine::kMaxReceiveBuffer <= UINT16_MAX, "a chunk's offsets are 16 bits");
         std::array<engine::SendPart, Flow::kMaxChunks> parts;
         for (uint8_t i = 0; i < flow.count; ++i) {
             const Flow::Chunk& chunk = flow.at(i);

@@ -36,13 +36,13 @@ namespace test = ringlb::test;
 
 namespace {
 
-// ringlb's receive buffers are 16 KiB each (buffer_size caps them lower; the soak keeps 64k).
-constexpr long kReceiveBufferKib = 16;
+// ringlb's receive buffers are 32 KiB each (buffer_size caps them lower; the soak keeps 64k).
+constexpr long kReceiveBufferKib = 32;
 // RSS allowed beyond baseline plus a fully touched receive pool: the session table and flow
 // state of a few hundred sessions (well under 1 MiB), the admin port's buffers, and glibc's
 // per-thread malloc arenas touching a few MiB each. Growth measured with 300 clients: ~5 MiB
 // in all, most of it pool buffers; 16 MiB of slack leaves room without hiding a leak (a leak of
-// one 16 KiB buffer per stream would pass the bound within a minute).
+// one 32 KiB buffer per stream would pass the bound within a minute).
 constexpr long kRssSlackKib = 16 * 1024;
 constexpr auto kDrainTimeout = 100s;  // open streams may take this long to end after the run
 constexpr auto kSettleTimeout = 20s;  // sessions and descriptors must be back within this

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ringlb/engine/engine.hpp"
+
 namespace ringlb::engine {
 
 class BufferMemory {
