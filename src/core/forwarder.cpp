@@ -103,7 +103,7 @@ void Forwarder::apply(const RulePlan& plan) {
         } catch (const net::SystemError& e) {
             throw ListenError(e.what());
         }
-        log_.debug("listening on ", address.to_string(), reuse_port_ ? " (SO_REUSEPORT)" : "");
+        log_.debug("listening on ", address, reuse_port_ ? " (SO_REUSEPORT)" : "");
     }
 
     if (rules_.size() < plan.slots.size()) rules_.resize(plan.slots.size());
@@ -152,7 +152,7 @@ void Forwarder::close_listener(uint16_t index) {
     if (listener.closing) return;
     listener.closing = true;
     net::stop_listening(listener.fd.get());
-    log_.debug("stopped listening on ", listener.address.to_string());
+    log_.debug("stopped listening on ", listener.address);
     if (listener.accept_armed) {
         engine_.cancel(listener.fd.get());
     } else {
@@ -289,7 +289,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         limits_.release(net::IpKey::of(peer), *rule);
         ++stats_.rejected_max_sessions;
         ++rules_[*rule]->rejects.limit;
-        log_.debug("client ", peer.to_string(), " over max_sessions: closed");
+        log_.debug("client ", peer, " over max_sessions: closed");
         log_rejected(listener, peer, EndCause::Limit);
         return;
     }
@@ -308,7 +308,7 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
     if (!rule) {
         ++(denied ? stats_.rejected_denied : stats_.rejected_no_rule);
         *cause = EndCause::Acl;
-        log_.debug("client ", client.to_string(), " on ", listeners_[listener].address.to_string(),
+        log_.debug("client ", client, " on ", listeners_[listener].address,
                    denied ? " is denied and matches no other rule: closed" : " matches no rule: closed");
         return std::nullopt;
     }
@@ -326,7 +326,7 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
     }
     ++rules_[*rule]->rejects.limit;
     *cause = EndCause::Limit;
-    log_.debug("client ", client.to_string(), " over ", over, " (rule ", rules_[*rule]->config.id, "): closed");
+    log_.debug("client ", client, " over ", over, " (rule ", rules_[*rule]->config.id, "): closed");
     return std::nullopt;
 }
 
@@ -363,8 +363,8 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
         if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
         proxy_in_.erase(slot);
         ++stats_.rejected_proxy_header;
-        log_.debug("client ", session.client_address.to_string(), " on ",
-                   listeners_[session.listener].address.to_string(), ": ", why, ": closed");
+        log_.debug("client ", session.client_address, " on ",
+                   listeners_[session.listener].address, ": ", why, ": closed");
         close_session(slot, session, false, EndCause::Error);
     };
     if (completion.result <= 0)
@@ -502,7 +502,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     rule.balancer->session_taken(session.server);
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
-    log_.debug("session ", slot, ": ", describe(session), " established");
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " established");
     arm_idle_timer(slot, session);
     if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
     pump(slot, session, Side::Client);
@@ -699,9 +699,10 @@ void Forwarder::release(uint32_t slot, Session& session) {
         limits_.release(net::IpKey::of(session.client_address), session.rule);
     }
     ++stats_.sessions_ended;
-    log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
-               ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,
-               ", ", as_ms(Clock::now() - session.started), " ms");
+    if (log_.enabled(LogLevel::Debug))  // describe() builds text: not for every session unless asked
+        log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
+                   ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,
+                   ", ", as_ms(Clock::now() - session.started), " ms");
     log_connection(session);
     if (session.admitted && rules_[session.rule]->retired && rules_[session.rule]->active_sessions == 0)
         rules_[session.rule].reset();  // the last session of a removed rule
@@ -750,7 +751,7 @@ void Forwarder::on_timer(const TimerEntry& entry) {
     if (entry.kind == TimerKind::Connect) {
         if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
-            log_.debug("client ", session.client_address.to_string(), ": no PROXY header in time: closed");
+            log_.debug("client ", session.client_address, ": no PROXY header in time: closed");
             close_session(entry.slot, session, false, EndCause::Error);
         } else if (session.connect_pending && session.connect_attempt == entry.tag && !session.connect_timed_out &&
                    session.state == Session::State::Connecting) {
@@ -766,7 +767,7 @@ void Forwarder::on_timer(const TimerEntry& entry) {
         return;
     }
     ++stats_.idle_timeouts;
-    log_.debug("session ", entry.slot, ": ", describe(session), " idle timeout");
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", entry.slot, ": ", describe(session), " idle timeout");
     close_session(entry.slot, session, false, EndCause::IdleTimeout);
 }
 

@@ -1,5 +1,7 @@
 #include "ringlb/net/address.hpp"
 
+#include <ostream>
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -152,5 +154,7 @@ IpKey IpKey::of(const SocketAddress& address) {
     }
     return key;
 }
+
+std::ostream& operator<<(std::ostream& out, const SocketAddress& address) { return out << address.to_string(); }
 
 }  // namespace ringlb::net

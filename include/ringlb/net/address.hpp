@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <iosfwd>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +46,10 @@ private:
         sockaddr_in6 v6;
     } storage_{};
 };
+
+// Writes to_string(): log lines can name an address without building the text when the level
+// is off.
+std::ostream& operator<<(std::ostream& out, const SocketAddress& address);
 
 // The IP part of an address as a key for per-client counting (IPv4 mapped into IPv6 space
 // so that "::ffff:1.2.3.4" and "1.2.3.4" count as one client).

@@ -44,7 +44,7 @@ public:
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
 
 private:
-    enum class Kind : uint8_t { Accept, Connect, Recv, Send, Shutdown };
+    enum class Kind : uint8_t { Accept, Connect, Recv, Send };
     // The engine's own record of a request in the ring; the SQE carries its index + 1, so the
     // engine knows what completed (a recv that found no buffer, an accept that stopped) without
     // reading the caller's user_data.
@@ -81,8 +81,8 @@ private:
     std::vector<Request> requests_;
     std::vector<uint32_t> free_requests_;
     GatherPool gathers_;  // only sends of more than one part take an entry
-    // The live requests of each fd (a socket has at most connect, recv, send and shutdown at
-    // once), so cancel(fd) can name them: cancelling by user_data is a hash lookup in the kernel,
+    // The live requests of each fd (a socket has at most a connect, a recv and a send at once;
+    // a shutdown is done directly), so cancel(fd) can name them: cancelling by user_data is a hash lookup in the kernel,
     // cancelling by fd scans every armed request, which made a mass disconnect quadratic.
     static constexpr uint32_t kNoRequest = UINT32_MAX;
     std::vector<std::array<uint32_t, 4>> live_by_fd_;
