@@ -270,7 +270,26 @@ void UringEngine::wake() {
 
 // ---- the loop ----------------------------------------------------------------------------
 
+// Doubles the window once for a round that ran short of buffers (not once per receive that did:
+// a burst of a hundred would otherwise open the whole pool at once), and halves it after a
+// second in which sessions never held half of it, so the buffers the kernel cycles through,
+// each of which becomes resident once used, follow the load instead of its peak.
+void UringEngine::adjust_window() {
+    const auto now = std::chrono::steady_clock::now();
+    if (short_of_buffers_) {
+        short_of_buffers_ = false;
+        window_ = std::min(window_ * 2, memory_.buffer_count());
+        last_window_change_ = now;
+        peak_in_use_ = 0;
+    } else if (now - last_window_change_ >= std::chrono::seconds(1)) {
+        if (window_ > kMinWindow && peak_in_use_ * 2 < window_) window_ = std::max(window_ / 2, kMinWindow);
+        last_window_change_ = now;
+        peak_in_use_ = 0;
+    }
+}
+
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    adjust_window();
     offer_buffers();
     if (!parked_recvs_.empty() && offered_ > 0) resubmit_parked_recvs();
     const bool have_local = !completions_.empty();
@@ -293,6 +312,8 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         io_uring_cq_advance(&ring_, count);
         if (count < kCqeBatch) break;
     }
+    const auto in_use = static_cast<uint32_t>(memory_.buffer_count() - free_buffers_.size() - offered_);
+    peak_in_use_ = std::max(peak_in_use_, in_use);
     // Handlers may cancel, which completes parked receives into completions_: those go next round.
     handler.on_batch_start();
     delivering_.swap(completions_);
@@ -316,8 +337,9 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         completion.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
     }
     if (request.kind == Kind::Recv && cqe.res == -ENOBUFS) {
-        // The window was too small for this burst: widen it, and retry once buffers are offered.
-        window_ = std::min(window_ * 2, memory_.buffer_count());
+        // The window was too small for this burst: it widens before the next round, and the
+        // receive is retried once buffers are offered.
+        short_of_buffers_ = true;
         parked_recvs_.push_back(index);
         return;
     }

@@ -65,6 +65,7 @@ private:
     void submit_recv(uint32_t request);
     void resubmit_parked_recvs();
     void offer_buffers();
+    void adjust_window();
     void handle(const io_uring_cqe& cqe);
     void arm_wake_read();
 
@@ -77,7 +78,11 @@ private:
     // pool in turn and make all of it resident. The window grows when receives find it empty.
     std::vector<uint16_t> free_buffers_;
     uint32_t offered_ = 0;  // buffers in the kernel's ring, not yet consumed
-    uint32_t window_ = 64;
+    static constexpr uint32_t kMinWindow = 64;
+    uint32_t window_ = kMinWindow;
+    bool short_of_buffers_ = false;  // a receive found the kernel's ring empty this round
+    uint32_t peak_in_use_ = 0;       // most buffers held by sessions since the last change
+    std::chrono::steady_clock::time_point last_window_change_{};
     std::vector<Request> requests_;
     std::vector<uint32_t> free_requests_;
     GatherPool gathers_;  // only sends of more than one part take an entry
