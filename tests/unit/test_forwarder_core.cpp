@@ -141,6 +141,20 @@ struct Harness {
         forwarder.start_accepting();
     }
     void turn() { forwarder.run_once(std::chrono::milliseconds(0)); }
+
+    // Accepts the pair's connection and completes its connect: the session is established.
+    struct Established {
+        int client_fd;
+        int server_fd;
+    };
+    Established establish(const LoopbackPair& pair) {
+        engine.complete(engine.take(ScriptedEngine::Kind::Accept), pair.accepted, true);
+        turn();
+        const auto connect = engine.take(ScriptedEngine::Kind::Connect);
+        engine.complete(connect, 0);
+        turn();
+        return {pair.accepted, connect.fd};
+    }
 };
 
 }  // namespace
@@ -169,13 +183,7 @@ TEST_CASE("a refused connect moves the client to the next server, each server on
 TEST_CASE("bytes go through in order and a client FIN reaches the server after them") {
     Harness h(config_with_servers({"127.0.0.1:1"}));
     LoopbackPair pair;
-    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Accept), pair.accepted, true);
-    h.turn();
-    const auto connect = h.engine.take(ScriptedEngine::Kind::Connect);
-    h.engine.complete(connect, 0);
-    h.turn();
-    const int client_fd = pair.accepted;
-    const int server_fd = connect.fd;
+    const auto [client_fd, server_fd] = h.establish(pair);
 
     const auto client_recv = h.engine.take(ScriptedEngine::Kind::Recv, client_fd);
     REQUIRE(h.engine.has(ScriptedEngine::Kind::Recv, server_fd));
@@ -219,13 +227,7 @@ TEST_CASE("bytes go through in order and a client FIN reaches the server after t
 TEST_CASE("chunks queued behind a send leave together in one gathered send") {
     Harness h(config_with_servers({"127.0.0.1:1"}));
     LoopbackPair pair;
-    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Accept), pair.accepted, true);
-    h.turn();
-    const auto connect = h.engine.take(ScriptedEngine::Kind::Connect);
-    h.engine.complete(connect, 0);
-    h.turn();
-    const int client_fd = pair.accepted;
-    const int server_fd = connect.fd;
+    const auto [client_fd, server_fd] = h.establish(pair);
 
     h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "one", 0);
     h.turn();
