@@ -30,16 +30,20 @@
 //   iperf3 -c 127.0.0.1 -p 19501 -t 5
 //   kill -INT %2      # prints the summary
 //
-// One thread, one event loop: the point is the cost of the copy path, not scalability.
+// One thread, one event loop: the point is the cost of the copy path, not scalability. SIGINT
+// and SIGTERM are blocked and arrive through a signalfd that the event loop watches like any
+// other fd, so no state is shared with a signal handler.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/errqueue.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,13 +76,11 @@
 
 namespace {
 
-constexpr size_t kBufSize = 64 * 1024;
+constexpr size_t kBufSize = size_t{64} * 1024;
 constexpr int kRotatingBuffers = 4;  // per direction, for the zero-copy and io_uring modes
 constexpr int kPipeSize = 1 << 20;
 
 enum class Mode { Copy, Splice, MsgZerocopy, UringCopy, UringSendZc };
-
-volatile sig_atomic_t g_stop = 0;
 
 struct Stats {
     const char* mode = "";
@@ -91,7 +93,7 @@ struct Stats {
     uint64_t zc_notified_sends = 0;         // sends those notifications covered
     uint64_t zc_copied_sends = 0;           // ... of which the kernel copied anyway
     bool pipe_resize_refused = false;
-} g_stats;
+};
 
 [[noreturn]] void die(const char* what) {
     std::fprintf(stderr, "zero_copy_probe: %s: %s\n", what, std::strerror(errno));
@@ -108,7 +110,27 @@ bool conn_error(const char* what, int err) {
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
-void print_summary() {
+// What one nonblocking call made by a pump() loop came to. Either it moved `bytes` (0 from a
+// receive: EOF), or pump() has to return `pump_result` now: true when the call would block (the
+// next readiness edge calls pump() again), false when it failed (reported; ends the pair).
+struct IoStep {
+    bool moved;
+    size_t bytes;
+    bool pump_result;
+};
+
+// Makes `call` (a syscall returning ssize_t and setting errno), retrying it on EINTR, and sorts
+// the outcome for pump(). `what` names the call in error messages.
+template <class Call>
+IoStep nonblocking_call(const char* what, Call call) {
+    for (;;) {
+        const ssize_t n = call();
+        if (n >= 0) return {true, size_t(n), true};
+        if (errno != EINTR) return {false, 0, would_block(errno) || conn_error(what, errno)};
+    }
+}
+
+void print_summary(const Stats& stats) {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     const double cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
@@ -117,13 +139,13 @@ void print_summary() {
                  "zero_copy_probe: mode=%s connections=%llu failed=%llu bytes=%llu cpu_s=%.2f "
                  "zc_sends=%llu zc_notifications=%llu zc_notified_sends=%llu "
                  "zc_copied_sends=%llu%s\n",
-                 g_stats.mode, (unsigned long long)g_stats.connections,
-                 (unsigned long long)g_stats.failed_connections,
-                 (unsigned long long)g_stats.bytes, cpu, (unsigned long long)g_stats.zc_sends,
-                 (unsigned long long)g_stats.zc_notifications,
-                 (unsigned long long)g_stats.zc_notified_sends,
-                 (unsigned long long)g_stats.zc_copied_sends,
-                 g_stats.pipe_resize_refused ? " pipe_resize=refused" : "");
+                 stats.mode, (unsigned long long)stats.connections,
+                 (unsigned long long)stats.failed_connections,
+                 (unsigned long long)stats.bytes, cpu, (unsigned long long)stats.zc_sends,
+                 (unsigned long long)stats.zc_notifications,
+                 (unsigned long long)stats.zc_notified_sends,
+                 (unsigned long long)stats.zc_copied_sends,
+                 stats.pipe_resize_refused ? " pipe_resize=refused" : "");
 }
 
 // Owns a file descriptor.
@@ -203,7 +225,7 @@ void enable_zerocopy(int fd) {
 // do); the next readiness edge on either socket calls it again.
 class Direction {
 public:
-    Direction(int in, int out) : in_(in), out_(out) {}
+    Direction(int in, int out, Stats& stats) : in_(in), out_(out), stats_(stats) {}
     virtual ~Direction() = default;
     Direction(const Direction&) = delete;
     Direction& operator=(const Direction&) = delete;
@@ -230,6 +252,7 @@ protected:
 
     int in_;
     int out_;
+    Stats& stats_;
     bool eof_ = false;
 
 private:
@@ -244,27 +267,24 @@ public:
     bool pump() override {
         for (;;) {
             if (off_ < len_) {
-                const ssize_t n = send(out_, buf_.get() + off_, len_ - off_, MSG_NOSIGNAL);
-                if (n < 0) {
-                    if (errno == EINTR) continue;
-                    return would_block(errno) || conn_error("send", errno);
-                }
-                off_ += size_t(n);
-                g_stats.bytes += uint64_t(n);
+                const IoStep sent = nonblocking_call("send", [&] {
+                    return send(out_, buf_.get() + off_, len_ - off_, MSG_NOSIGNAL);
+                });
+                if (!sent.moved) return sent.pump_result;
+                off_ += sent.bytes;
+                stats_.bytes += sent.bytes;
                 continue;
             }
             if (eof_) return pass_on_eof();
-            const ssize_t n = recv(in_, buf_.get(), kBufSize, 0);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return would_block(errno) || conn_error("recv", errno);
-            }
-            if (n == 0) {
+            const IoStep got =
+                nonblocking_call("recv", [&] { return recv(in_, buf_.get(), kBufSize, 0); });
+            if (!got.moved) return got.pump_result;
+            if (got.bytes == 0) {
                 eof_ = true;
                 continue;
             }
             off_ = 0;
-            len_ = size_t(n);
+            len_ = got.bytes;
         }
     }
 
@@ -278,7 +298,7 @@ private:
 // socket -> pipe splice always means "socket empty", never "pipe full".
 class SpliceDirection final : public Direction {
 public:
-    SpliceDirection(int in, int out) : Direction(in, out) {
+    SpliceDirection(int in, int out, Stats& stats) : Direction(in, out, stats) {
         int fds[2];
         if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe2");
         pipe_read_.reset(fds[0]);
@@ -289,7 +309,7 @@ public:
         if (size > 0) {
             pipe_size_ = size_t(size);
         } else {
-            g_stats.pipe_resize_refused = true;
+            stats_.pipe_resize_refused = true;
             const int current = fcntl(pipe_write_.get(), F_GETPIPE_SZ);
             pipe_size_ = current > 0 ? size_t(current) : 65536;
         }
@@ -299,27 +319,24 @@ public:
         constexpr unsigned flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
         for (;;) {
             if (in_pipe_ > 0) {
-                const ssize_t n =
-                    splice(pipe_read_.get(), nullptr, out_, nullptr, in_pipe_, flags);
-                if (n < 0) {
-                    if (errno == EINTR) continue;
-                    return would_block(errno) || conn_error("splice pipe->socket", errno);
-                }
-                in_pipe_ -= size_t(n);
-                g_stats.bytes += uint64_t(n);
+                const IoStep sent = nonblocking_call("splice pipe->socket", [&] {
+                    return splice(pipe_read_.get(), nullptr, out_, nullptr, in_pipe_, flags);
+                });
+                if (!sent.moved) return sent.pump_result;
+                in_pipe_ -= sent.bytes;
+                stats_.bytes += sent.bytes;
                 continue;
             }
             if (eof_) return pass_on_eof();
-            const ssize_t n = splice(in_, nullptr, pipe_write_.get(), nullptr, pipe_size_, flags);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return would_block(errno) || conn_error("splice socket->pipe", errno);
-            }
-            if (n == 0) {
+            const IoStep got = nonblocking_call("splice socket->pipe", [&] {
+                return splice(in_, nullptr, pipe_write_.get(), nullptr, pipe_size_, flags);
+            });
+            if (!got.moved) return got.pump_result;
+            if (got.bytes == 0) {
                 eof_ = true;
                 continue;
             }
-            in_pipe_ = size_t(n);
+            in_pipe_ = got.bytes;
         }
     }
 
@@ -336,7 +353,7 @@ private:
 // Until then the buffer must not be written to.
 class MsgZerocopyDirection final : public Direction {
 public:
-    MsgZerocopyDirection(int in, int out) : Direction(in, out) {
+    MsgZerocopyDirection(int in, int out, Stats& stats) : Direction(in, out, stats) {
         for (int i = 0; i < kRotatingBuffers; ++i) {
             buffers_[i].data = std::make_unique<char[]>(kBufSize);
             free_.push_back(i);
@@ -363,17 +380,15 @@ public:
             // EPOLLERR on out_, which calls pump() again.
             if (free_.empty()) return true;
             const int i = free_.front();
-            const ssize_t n = recv(in_, buffers_[i].data.get(), kBufSize, 0);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return would_block(errno) || conn_error("recv", errno);
-            }
-            if (n == 0) {
+            const IoStep got = nonblocking_call(
+                "recv", [&] { return recv(in_, buffers_[i].data.get(), kBufSize, 0); });
+            if (!got.moved) return got.pump_result;
+            if (got.bytes == 0) {
                 eof_ = true;
                 continue;
             }
             free_.pop_front();
-            buffers_[i].len = size_t(n);
+            buffers_[i].len = got.bytes;
             buffers_[i].off = 0;
             queued_.push_back(i);
         }
@@ -410,9 +425,9 @@ private:
         }
         buffer_of_send_[next_send_++] = i;
         ++b.unnotified;
-        ++g_stats.zc_sends;
+        ++stats_.zc_sends;
         b.off += size_t(n);
-        g_stats.bytes += uint64_t(n);
+        stats_.bytes += uint64_t(n);
         if (b.off == b.len) {
             queued_.pop_front();
             b.queued = false;  // now only waits for its notifications
@@ -427,10 +442,9 @@ private:
             msghdr msg{};
             msg.msg_control = control;
             msg.msg_controllen = sizeof control;
-            if (recvmsg(out_, &msg, MSG_ERRQUEUE) < 0) {
-                if (errno == EINTR) continue;
-                return would_block(errno) || conn_error("recvmsg(MSG_ERRQUEUE)", errno);
-            }
+            const IoStep got = nonblocking_call("recvmsg(MSG_ERRQUEUE)",
+                                                [&] { return recvmsg(out_, &msg, MSG_ERRQUEUE); });
+            if (!got.moved) return got.pump_result;
             for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
                 const bool is_err = (c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
                                     (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR);
@@ -449,10 +463,10 @@ private:
 
     // [lo, hi] is an inclusive range of send numbers; it may wrap around 2^32.
     void on_notification(uint32_t lo, uint32_t hi, bool copied) {
-        ++g_stats.zc_notifications;
+        ++stats_.zc_notifications;
         for (uint32_t seq = lo;; ++seq) {
-            ++g_stats.zc_notified_sends;
-            if (copied) ++g_stats.zc_copied_sends;
+            ++stats_.zc_notified_sends;
+            if (copied) ++stats_.zc_copied_sends;
             release_send(seq);
             if (seq == hi) break;
         }
@@ -474,11 +488,11 @@ private:
     bool blocked_ = false;
 };
 
-std::unique_ptr<Direction> make_direction(Mode mode, int in, int out) {
+std::unique_ptr<Direction> make_direction(Mode mode, int in, int out, Stats& stats) {
     switch (mode) {
-        case Mode::Copy: return std::make_unique<CopyDirection>(in, out);
-        case Mode::Splice: return std::make_unique<SpliceDirection>(in, out);
-        case Mode::MsgZerocopy: return std::make_unique<MsgZerocopyDirection>(in, out);
+        case Mode::Copy: return std::make_unique<CopyDirection>(in, out, stats);
+        case Mode::Splice: return std::make_unique<SpliceDirection>(in, out, stats);
+        case Mode::MsgZerocopy: return std::make_unique<MsgZerocopyDirection>(in, out, stats);
         default: break;
     }
     std::fprintf(stderr, "zero_copy_probe: internal error: not an epoll mode\n");
@@ -494,9 +508,9 @@ struct EpollPair {
     bool closed = false;
 
     // Any readiness change on either socket may unblock either direction: pump both.
-    void on_event() {
+    void on_event(Stats& stats) {
         if (!to_upstream->pump() || !to_client->pump()) {
-            ++g_stats.failed_connections;
+            ++stats.failed_connections;
             closed = true;
         } else if (to_upstream->finished() && to_client->finished()) {
             closed = true;
@@ -504,92 +518,134 @@ struct EpollPair {
     }
 };
 
-void run_epoll(Mode mode, uint16_t listen_port, uint16_t target_port) {
-    const Fd listener = listen_on(listen_port, true);
-    const Fd ep(epoll_create1(EPOLL_CLOEXEC));
-    if (!ep) die("epoll_create1");
-    epoll_event lev{};
-    lev.events = EPOLLIN;
-    lev.data.ptr = nullptr;  // nullptr marks the listener
-    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, listener.get(), &lev) < 0) die("epoll_ctl");
+class EpollRelay {
+public:
+    // `stop` is the signalfd for SIGINT / SIGTERM; when it becomes readable, run() returns.
+    EpollRelay(Mode mode, uint16_t listen_port, uint16_t target_port, Fd stop, Stats& stats)
+        : mode_(mode),
+          target_port_(target_port),
+          stats_(stats),
+          listener_(listen_on(listen_port, true)),
+          stop_(std::move(stop)),
+          epoll_(epoll_create1(EPOLL_CLOEXEC)) {
+        if (!epoll_) die("epoll_create1");
+        watch(listener_.get(), EPOLLIN, &listener_);
+        watch(stop_.get(), EPOLLIN, &stop_);
+    }
 
-    std::unordered_map<EpollPair*, std::unique_ptr<EpollPair>> pairs;
+    void run() {
+        std::array<epoll_event, 64> events;
+        bool stopping = false;
+        while (!stopping) {
+            const int n = epoll_wait(epoll_.get(), events.data(), int(events.size()), -1);
+            if (n < 0) {
+                if (errno == EINTR) continue;  // e.g. after SIGSTOP / SIGCONT
+                die("epoll_wait");
+            }
+            for (int i = 0; i < n; ++i) {
+                void* const source = events[i].data.ptr;
+                if (source == &stop_)
+                    stopping = true;  // the signal itself stays pending, blocked, until exit
+                else if (source == &listener_)
+                    accept_all();
+                else
+                    on_pair_event(static_cast<EpollPair*>(source));
+            }
+            // Freed only after the batch, since later events in it may point at the same pair.
+            for (EpollPair* pair : closed_) pairs_.erase(pair);
+            closed_.clear();
+        }
+    }
 
-    auto accept_all = [&] {
+private:
+    // `tag` comes back as the event's data.ptr: the address of the listener's or the signalfd's
+    // Fd member, or the EpollPair a connection socket belongs to.
+    void watch(int fd, uint32_t events, void* tag) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.ptr = tag;
+        if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+    }
+
+    void accept_all() {
         for (;;) {
-            Fd client(accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            Fd client(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!client) {
                 if (errno == EINTR || errno == ECONNABORTED) continue;
                 if (would_block(errno)) return;
                 die("accept4");
             }
-            Fd upstream = connect_to(target_port);
+            Fd upstream = connect_to(target_port_);
             if (!upstream) {
-                ++g_stats.failed_connections;
+                ++stats_.failed_connections;
                 continue;  // dropping `client` closes it
             }
-            set_nonblocking(upstream.get());
-            if (mode == Mode::MsgZerocopy) {
-                enable_zerocopy(client.get());
-                enable_zerocopy(upstream.get());
-            }
-            auto pair = std::make_unique<EpollPair>();
-            pair->to_upstream = make_direction(mode, client.get(), upstream.get());
-            pair->to_client = make_direction(mode, upstream.get(), client.get());
-            pair->client = std::move(client);
-            pair->upstream = std::move(upstream);
-            epoll_event ev{};
-            ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;  // EPOLLERR is implicit
-            ev.data.ptr = pair.get();
-            if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, pair->client.get(), &ev) < 0 ||
-                epoll_ctl(ep.get(), EPOLL_CTL_ADD, pair->upstream.get(), &ev) < 0)
-                die("epoll_ctl");
-            ++g_stats.connections;
-            pairs.emplace(pair.get(), std::move(pair));
+            add_pair(std::move(client), std::move(upstream));
         }
-    };
-
-    std::array<epoll_event, 64> events;
-    std::vector<EpollPair*> closed;
-    while (!g_stop) {
-        const int n = epoll_wait(ep.get(), events.data(), int(events.size()), -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            die("epoll_wait");
-        }
-        for (int i = 0; i < n; ++i) {
-            auto* pair = static_cast<EpollPair*>(events[i].data.ptr);
-            if (pair == nullptr) {
-                accept_all();
-                continue;
-            }
-            if (pair->closed) continue;  // both sockets can appear in one batch
-            pair->on_event();
-            if (pair->closed) closed.push_back(pair);
-        }
-        // Freed only after the batch, since later events in it may point at the same pair.
-        for (EpollPair* pair : closed) pairs.erase(pair);
-        closed.clear();
     }
-}
+
+    void add_pair(Fd client, Fd upstream) {
+        set_nonblocking(upstream.get());
+        if (mode_ == Mode::MsgZerocopy) {
+            enable_zerocopy(client.get());
+            enable_zerocopy(upstream.get());
+        }
+        auto pair = std::make_unique<EpollPair>();
+        pair->to_upstream = make_direction(mode_, client.get(), upstream.get(), stats_);
+        pair->to_client = make_direction(mode_, upstream.get(), client.get(), stats_);
+        pair->client = std::move(client);
+        pair->upstream = std::move(upstream);
+        // Edge-triggered (see Direction); EPOLLERR is reported without being asked for.
+        constexpr uint32_t events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        watch(pair->client.get(), events, pair.get());
+        watch(pair->upstream.get(), events, pair.get());
+        ++stats_.connections;
+        pairs_.emplace(pair.get(), std::move(pair));
+    }
+
+    void on_pair_event(EpollPair* pair) {
+        if (pair->closed) return;  // both sockets can appear in one batch
+        pair->on_event(stats_);
+        if (pair->closed) closed_.push_back(pair);
+    }
+
+    Mode mode_;
+    uint16_t target_port_;
+    Stats& stats_;
+    Fd listener_;
+    Fd stop_;
+    Fd epoll_;
+    std::unordered_map<EpollPair*, std::unique_ptr<EpollPair>> pairs_;
+    std::vector<EpollPair*> closed_;  // closed during the current batch of events
+};
 
 // ---------------------------------------------------------------------------------------------
 // io_uring modes: uring_copy, uring_send_zc
 // ---------------------------------------------------------------------------------------------
 
 struct UringPair;
+struct UringDirection;
+
+// What a CQE completes. The request's address is the user_data of its SQE; each one lives as
+// long as anything it describes can still complete.
+struct UringRequest {
+    enum class Kind { Accept, Stop, Recv, Send };  // a Send's notification CQE is a Send too
+    Kind kind;
+    UringDirection* direction = nullptr;  // for Recv and Send
+    int buffer = 0;                       // for Recv and Send
+};
 
 // One direction of a pair. Per direction at most one recv and one send are in flight: the
 // single send keeps the byte stream in order even when a send completes short.
-// The object's address, with the operation kind and buffer index in its low bits, is the
-// user_data of its requests, hence the alignment.
-struct alignas(64) UringDirection {
+struct UringDirection {
     struct Buffer {
         std::unique_ptr<char[]> data = std::make_unique<char[]>(kBufSize);
         size_t len = 0;
         size_t off = 0;
         unsigned unnotified = 0;  // zero-copy sends from this buffer without their notification
         bool queued = false;
+        UringRequest recv_request{UringRequest::Kind::Recv};
+        UringRequest send_request{UringRequest::Kind::Send};
     };
 
     UringPair* pair = nullptr;
@@ -617,19 +673,16 @@ struct UringPair {
     bool failing = false;  // an error occurred; waiting for in-flight requests before freeing
 };
 
-enum UringOp : uint64_t { kOpRecv = 1, kOpSend = 2 };
-constexpr uint64_t kAcceptTag = 0;  // user_data of the accept request (no direction)
-
-uint64_t tag(UringDirection* d, UringOp op, int buffer) {
-    return reinterpret_cast<uintptr_t>(d) | (uint64_t(op) << 4) | uint64_t(buffer);
-}
-
 class UringRelay {
 public:
-    UringRelay(bool zero_copy, uint16_t listen_port, uint16_t target_port)
+    // `stop` is the signalfd for SIGINT / SIGTERM; when it becomes readable, run() returns.
+    UringRelay(bool zero_copy, uint16_t listen_port, uint16_t target_port, Fd stop,
+               Stats& stats)
         : zero_copy_(zero_copy),
           target_port_(target_port),
-          listener_(listen_on(listen_port, false)) {
+          stats_(stats),
+          listener_(listen_on(listen_port, false)),
+          stop_(std::move(stop)) {
         const int ret = io_uring_queue_init(256, &ring_, 0);
         if (ret < 0) {
             errno = -ret;
@@ -648,7 +701,8 @@ public:
 
     void run() {
         submit_accept();
-        while (!g_stop) {
+        submit_stop_poll();
+        while (!stopping_) {
             const int ret = io_uring_submit_and_wait(&ring_, 1);
             if (ret < 0) {
                 if (ret == -EINTR) continue;
@@ -660,7 +714,8 @@ public:
             unsigned seen = 0;
             io_uring_for_each_cqe(&ring_, head, cqe) {
                 ++seen;
-                complete(cqe->user_data, cqe->res, cqe->flags);
+                complete(*static_cast<UringRequest*>(io_uring_cqe_get_data(cqe)), cqe->res,
+                         cqe->flags);
             }
             io_uring_cq_advance(&ring_, seen);
         }
@@ -683,27 +738,41 @@ private:
     void submit_accept() {
         io_uring_sqe* s = sqe();
         io_uring_prep_accept(s, listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        io_uring_sqe_set_data64(s, kAcceptTag);
+        io_uring_sqe_set_data(s, &accept_request_);
     }
 
-    void complete(uint64_t user_data, int res, unsigned flags) {
-        if (user_data == kAcceptTag) {
-            on_accept(res);
-            return;
+    // A poll rather than a read: readiness is all run() needs, and the signal itself may stay
+    // pending (blocked) until exit.
+    void submit_stop_poll() {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_poll_add(s, stop_.get(), POLLIN);
+        io_uring_sqe_set_data(s, &stop_request_);
+    }
+
+    void complete(UringRequest& request, int res, unsigned flags) {
+        switch (request.kind) {
+            case UringRequest::Kind::Accept: on_accept(res); return;
+            case UringRequest::Kind::Stop: on_stop(res); return;
+            case UringRequest::Kind::Recv: on_recv(*request.direction, request.buffer, res); break;
+            case UringRequest::Kind::Send:
+                if (flags & IORING_CQE_F_NOTIF)
+                    on_notification(*request.direction, request.buffer, res);
+                else
+                    on_send(*request.direction, request.buffer, res, flags);
+                break;
         }
-        auto* d = reinterpret_cast<UringDirection*>(user_data & ~uint64_t(63));
-        const auto op = UringOp((user_data >> 4) & 3);
-        const int buffer = int(user_data & 15);
-        if (flags & IORING_CQE_F_NOTIF)
-            on_notification(*d, buffer, res);
-        else if (op == kOpRecv)
-            on_recv(*d, buffer, res);
-        else
-            on_send(*d, buffer, res, flags);
-        UringPair* pair = d->pair;
+        UringPair* pair = request.direction->pair;  // `request` dies with the pair
         advance(pair->to_upstream);
         advance(pair->to_client);
         maybe_free(pair);
+    }
+
+    void on_stop(int res) {
+        if (res < 0) {
+            errno = -res;
+            die("poll(signalfd)");
+        }
+        stopping_ = true;
     }
 
     void on_accept(int res) {
@@ -716,7 +785,7 @@ private:
         Fd client(res);
         Fd upstream = connect_to(target_port_);
         if (!upstream) {
-            ++g_stats.failed_connections;
+            ++stats_.failed_connections;
             return;
         }
         auto* pair = new UringPair;  // freed in maybe_free() once nothing is in flight
@@ -724,7 +793,7 @@ private:
         pair->upstream = std::move(upstream);
         init_direction(pair->to_upstream, pair, pair->client.get(), pair->upstream.get());
         init_direction(pair->to_client, pair, pair->upstream.get(), pair->client.get());
-        ++g_stats.connections;
+        ++stats_.connections;
         advance(pair->to_upstream);
         advance(pair->to_client);
     }
@@ -733,6 +802,12 @@ private:
         d.pair = pair;
         d.in = in;
         d.out = out;
+        for (int i = 0; i < kRotatingBuffers; ++i) {
+            d.buffers[i].recv_request.direction = &d;
+            d.buffers[i].recv_request.buffer = i;
+            d.buffers[i].send_request.direction = &d;
+            d.buffers[i].send_request.buffer = i;
+        }
     }
 
     // Starts whatever this direction can do now.
@@ -747,7 +822,7 @@ private:
                                       IORING_SEND_ZC_REPORT_USAGE);
             else
                 io_uring_prep_send(s, d.out, b.data.get() + b.off, b.len - b.off, MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(s, tag(&d, kOpSend, i));
+            io_uring_sqe_set_data(s, &b.send_request);
             d.send_in_flight = true;
         }
         if (!d.recv_in_flight && !d.eof && !d.free.empty()) {
@@ -755,7 +830,7 @@ private:
             d.free.pop_front();
             io_uring_sqe* s = sqe();
             io_uring_prep_recv(s, d.in, d.buffers[i].data.get(), kBufSize, 0);
-            io_uring_sqe_set_data64(s, tag(&d, kOpRecv, i));
+            io_uring_sqe_set_data(s, &d.buffers[i].recv_request);
             d.recv_in_flight = true;
         }
         if (d.eof && d.queued.empty() && !d.shut) {
@@ -792,9 +867,9 @@ private:
             if (!d.pair->failing) fail(d, zero_copy_ ? "send_zc" : "send", -res);
             return;
         }
-        if (zero_copy_) ++g_stats.zc_sends;
+        if (zero_copy_) ++stats_.zc_sends;
         b.off += size_t(res);
-        g_stats.bytes += uint64_t(res);
+        stats_.bytes += uint64_t(res);
         if (b.off == b.len) {
             d.queued.pop_front();
             b.queued = false;
@@ -806,9 +881,9 @@ private:
         UringDirection::Buffer& b = d.buffers[buffer];
         --b.unnotified;
         --d.notifs_pending;
-        ++g_stats.zc_notifications;
-        ++g_stats.zc_notified_sends;
-        if (uint32_t(res) & IORING_NOTIF_USAGE_ZC_COPIED) ++g_stats.zc_copied_sends;
+        ++stats_.zc_notifications;
+        ++stats_.zc_notified_sends;
+        if (uint32_t(res) & IORING_NOTIF_USAGE_ZC_COPIED) ++stats_.zc_copied_sends;
         if (b.unnotified == 0 && !b.queued) d.free.push_back(buffer);
     }
 
@@ -816,7 +891,7 @@ private:
     // freed once no request or notification refers to it any more.
     void fail(UringDirection& d, const char* what, int err) {
         conn_error(what, err);
-        ++g_stats.failed_connections;
+        ++stats_.failed_connections;
         d.pair->failing = true;
         shutdown(d.pair->client.get(), SHUT_RDWR);
         shutdown(d.pair->upstream.get(), SHUT_RDWR);
@@ -831,22 +906,29 @@ private:
 
     bool zero_copy_;
     uint16_t target_port_;
+    Stats& stats_;
     Fd listener_;
+    Fd stop_;
     io_uring ring_{};
+    UringRequest accept_request_{UringRequest::Kind::Accept};
+    UringRequest stop_request_{UringRequest::Kind::Stop};
+    bool stopping_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
 
-void on_signal(int) { g_stop = 1; }
-
-void install_signal_handlers() {
-    struct sigaction sa{};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;  // no SA_RESTART: epoll_wait / io_uring_enter must return EINTR
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket would otherwise kill us
+// Blocks SIGINT and SIGTERM and returns a signalfd that becomes readable when one is pending:
+// the event loop watches it and stops, so nothing is shared with a signal handler. Called
+// before any socket exists; a signal that comes earlier still ends the process as before.
+Fd stop_signal_fd() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &set, nullptr) < 0) die("sigprocmask");
+    Fd fd(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd) die("signalfd");
+    return fd;
 }
 
 bool parse_mode(std::string_view s, Mode& mode) {
@@ -890,15 +972,18 @@ int main(int argc, char** argv) {
                      argc > 0 ? argv[0] : "zero_copy_probe");
         return 2;
     }
-    g_stats.mode = argv[1];
-    install_signal_handlers();
+    Fd stop = stop_signal_fd();
+    signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket would otherwise kill us
 
+    Stats stats{.mode = argv[1]};
     if (mode == Mode::UringCopy || mode == Mode::UringSendZc) {
-        UringRelay relay(mode == Mode::UringSendZc, listen_port, target_port);
+        UringRelay relay(mode == Mode::UringSendZc, listen_port, target_port, std::move(stop),
+                         stats);
         relay.run();
     } else {
-        run_epoll(mode, listen_port, target_port);
+        EpollRelay relay(mode, listen_port, target_port, std::move(stop), stats);
+        relay.run();
     }
-    print_summary();
+    print_summary(stats);  // after the relay's teardown, whose CPU time counts too
     return 0;
 }
