@@ -41,10 +41,27 @@ std::string unavailable_hint(int error) {
                             unavailable_hint(error));
 }
 
-struct SetupAttempt {
-    unsigned flags;
+struct NamedFlag {
+    unsigned flag;
     const char* name;
 };
+constexpr NamedFlag kSetupFlags[] = {
+    {IORING_SETUP_SUBMIT_ALL, "submit-all"},
+    {IORING_SETUP_SINGLE_ISSUER, "single-issuer"},
+    {IORING_SETUP_DEFER_TASKRUN, "defer-taskrun"},
+    {IORING_SETUP_COOP_TASKRUN, "coop-taskrun"},
+};
+
+// The names of the set-up flags in `flags`, space-separated, in a fixed order.
+std::string flag_names(unsigned flags) {
+    std::string names;
+    for (const NamedFlag& named : kSetupFlags) {
+        if (!(flags & named.flag)) continue;
+        if (!names.empty()) names += ' ';
+        names += named.name;
+    }
+    return names;
+}
 
 }  // namespace
 
@@ -60,7 +77,9 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         throw;
     }
     features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
-                 " multishot-accept recv-poll-first send-gather direct-shutdown; not used: multishot-recv recv-bundle send-zc splice";
+                 " multishot-accept recv-poll-first send-gather direct-shutdown";
+    if (!unavailable_.empty()) features_ += "; unavailable here: " + unavailable_;
+    features_ += "; not used: multishot-recv recv-bundle send-zc splice";
 }
 
 UringEngine::~UringEngine() {
@@ -68,26 +87,32 @@ UringEngine::~UringEngine() {
     if (buffer_ring_) ::munmap(buffer_ring_, buffer_ring_bytes_);
 }
 
-// The fastest flag set the kernel accepts, falling back one set at a time.
+// The fastest flag set the kernel accepts, falling back one set at a time; the start-up line
+// names what was refused on the way.
 void UringEngine::set_up_ring(const EngineOptions& options) {
-    static constexpr SetupAttempt attempts[] = {
-        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-         "submit-all single-issuer defer-taskrun"},
-        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, "submit-all coop-taskrun"},
-        {IORING_SETUP_SUBMIT_ALL, "submit-all"},
-        {0, "plain-setup"},
+    static constexpr unsigned attempts[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL,
+        0,
     };
     int error = 0;
-    for (const SetupAttempt& attempt : attempts) {
+    unsigned refused = 0;
+    for (const unsigned flags : attempts) {
         io_uring_params params{};
-        params.flags = attempt.flags | IORING_SETUP_CQSIZE;
+        params.flags = flags | IORING_SETUP_CQSIZE;
         params.cq_entries = options.queue_depth * 8;  // completions can outnumber submissions
         const int result = io_uring_queue_init_params(options.queue_depth, &ring_, &params);
         if (result == 0) {
-            features_ = attempt.name;
-            if (io_uring_register_ring_fd(&ring_) == 1) features_ += " registered-ring-fd";
+            features_ = flags == 0 ? "plain-setup" : flag_names(flags);
+            unavailable_ = flag_names(refused & ~flags);
+            if (io_uring_register_ring_fd(&ring_) == 1)
+                features_ += " registered-ring-fd";
+            else
+                unavailable_ += unavailable_.empty() ? "registered-ring-fd" : " registered-ring-fd";
             return;
         }
+        refused |= flags;
         error = -result;
         if (error != EINVAL) break;  // only "unknown flag" is worth another try
     }

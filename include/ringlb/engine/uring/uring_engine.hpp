@@ -99,6 +99,7 @@ private:
     std::vector<Completion> completions_;
     std::vector<Completion> delivering_;
     std::string features_;
+    std::string unavailable_;  // features this kernel refused, for the start-up line
     // wake(): another thread writes to this eventfd, on which a read is always armed.
     net::UniqueFd wake_fd_;
     uint64_t wake_value_ = 0;
