@@ -87,8 +87,9 @@ private:
     std::vector<uint32_t> free_requests_;
     GatherPool gathers_;  // only sends of more than one part take an entry
     // The live requests of each fd (a socket has at most a connect, a recv and a send at once;
-    // a shutdown is done directly), so cancel(fd) can name them: cancelling by user_data is a hash lookup in the kernel,
-    // cancelling by fd scans every armed request, which made a mass disconnect quadratic.
+    // a shutdown is done directly), so cancel(fd) can name them: cancelling by user_data is a
+    // hash lookup in the kernel, cancelling by fd scans every armed request, which made a mass
+    // disconnect quadratic.
     static constexpr uint32_t kNoRequest = UINT32_MAX;
     std::vector<std::array<uint32_t, 4>> live_by_fd_;
     // Per fd: its last receive came back short, so the socket is most likely empty and the next
