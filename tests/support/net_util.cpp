@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 
 namespace ringlb::test {
@@ -93,11 +95,21 @@ bool ipv6_loopback_available() {
 }
 
 std::uint16_t find_free_port(Family family) {
-    UniqueFd fd = new_tcp_socket(family);
-    if (!fd.valid()) throw system_error("socket");
-    LoopbackAddress address = make_loopback(0, family);
-    if (::bind(fd.get(), address.ptr(), address.length) != 0) throw system_error("bind port 0");
-    return local_port(fd.get());
+    // The port is released on return, so the kernel may hand it out again to the next call: a
+    // test that took a "dead" server port and then a listener port got the same one, and its
+    // dead server answered. So no port is given twice in one test process.
+    static std::mutex mutex;
+    static std::set<std::uint16_t> given;
+    const std::lock_guard lock(mutex);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        UniqueFd fd = new_tcp_socket(family);
+        if (!fd.valid()) throw system_error("socket");
+        LoopbackAddress address = make_loopback(0, family);
+        if (::bind(fd.get(), address.ptr(), address.length) != 0) throw system_error("bind port 0");
+        const std::uint16_t port = local_port(fd.get());
+        if (given.insert(port).second) return port;
+    }
+    throw std::runtime_error("find_free_port: 100 ports in a row were handed out before");
 }
 
 UniqueFd listen_on_loopback(std::uint16_t port, Family family, int backlog) {

@@ -42,8 +42,9 @@ std::string loopback_endpoint(std::uint16_t port, Family family = Family::V4);
 // True when a socket can be bound to [::1] on this machine.
 bool ipv6_loopback_available();
 
-// A port that was free a moment ago (bind to port 0, read the port, close). Nothing listens on
-// it afterwards, so it also serves as a "dead" server address that refuses connections.
+// A port that was free a moment ago (bind to port 0, read the port, close), never the same one
+// twice in a process. Nothing listens on it afterwards, so it also serves as a "dead" server
+// address that refuses connections.
 std::uint16_t find_free_port(Family family = Family::V4);
 
 // A listening, non-blocking, close-on-exec socket on the loopback address; port 0 = any.
