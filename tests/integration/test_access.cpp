@@ -16,7 +16,7 @@ bool refused_without_data(std::uint16_t port) {
     UniqueFd client = connect_to(port);
     if (!client.valid()) return false;
     ReadResult result = read_until_closed(client.get(), 3s);
-    INFO("ended by ", to_string(result.end), " with ", result.data.size(), " bytes");
+    INFO("ended by ", std::string(to_string(result.end)), " with ", result.data.size(), " bytes");
     return result.closed() && result.data.empty();
 }
 

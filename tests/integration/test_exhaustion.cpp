@@ -153,7 +153,7 @@ TEST_CASE("exhaustion: at max_sessions excess clients are closed at once, others
         REQUIRE(excess.valid());  // the kernel completes the handshake; ringlb then closes it
         const auto started = Clock::now();
         const ReadResult result = read_until_closed(excess.get(), 2s);
-        INFO("excess client ", i, " ended with ", to_string(result.end));
+        INFO("excess client ", i, " ended with ", std::string(to_string(result.end)));
         CHECK(result.closed());
         CHECK(result.data.empty());
         CHECK(Clock::now() - started < 1s);

@@ -31,7 +31,7 @@ TEST_CASE("idle timeout 500ms: a silent session is closed on both sides within 3
     auto started = Clock::now();
     ReadResult result = read_until_closed(client.get(), 3s);
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-    INFO("ended by ", to_string(result.end), " after ", elapsed.count(), " ms");
+    INFO("ended by ", std::string(to_string(result.end)), " after ", elapsed.count(), " ms");
     CHECK(result.closed());
     CHECK(result.data.empty());
     CHECK(elapsed >= 400ms);  // an idle timeout, not an immediate close
@@ -54,7 +54,7 @@ TEST_CASE("idle timeout 500ms: a session sending every 100 ms stays open for 2 s
     while (Clock::now() < until) {
         REQUIRE(send_all(client.get(), "x", 1s));
         ReadResult echo = read_exactly(client.get(), 1, 1s);
-        INFO("round trip ", round_trips, " ended by ", to_string(echo.end));
+        INFO("round trip ", round_trips, " ended by ", std::string(to_string(echo.end)));
         REQUIRE(echo.data == "x");
         ++round_trips;
         std::this_thread::sleep_for(100ms);

@@ -24,7 +24,7 @@ TEST_CASE("max_sessions_per_ip = 2: the third session is refused, a freed slot i
     UniqueFd third = connect_to(port);
     REQUIRE(third.valid());  // the kernel accepts; ringlb then closes it
     ReadResult refused = read_until_closed(third.get(), 3s);
-    INFO("third session ended by ", to_string(refused.end));
+    INFO("third session ended by ", std::string(to_string(refused.end)));
     CHECK(refused.closed());
     CHECK(refused.data.empty());
     std::this_thread::sleep_for(200ms);

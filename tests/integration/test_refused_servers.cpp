@@ -54,7 +54,7 @@ TEST_CASE("all servers refused: the client is closed without data and ringlb kee
         auto started = Clock::now();
         ReadResult result = read_until_closed(client.get(), 5s);
         auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-        INFO("ended by ", to_string(result.end), " after ", elapsed.count(), " ms");
+        INFO("ended by ", std::string(to_string(result.end)), " after ", elapsed.count(), " ms");
         CHECK(result.closed());
         CHECK(result.data.empty());
         CHECK(elapsed <= 3s);  // refusals are immediate; connect_timeout = 2s is the upper bound
