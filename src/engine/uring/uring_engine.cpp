@@ -300,6 +300,7 @@ void UringEngine::wake() {
 // second in which sessions never held half of it, so the buffers the kernel cycles through,
 // each of which becomes resident once used, follow the load instead of its peak.
 void UringEngine::adjust_window() {
+    if (!short_of_buffers_ && window_ <= kMinWindow) return;  // nothing to change: no clock read
     const auto now = std::chrono::steady_clock::now();
     if (short_of_buffers_) {
         short_of_buffers_ = false;
