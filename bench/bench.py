@@ -506,6 +506,11 @@ class Forwarder:
         if self.process is not None:
             PROCS.stop(self.process)
 
+    def cpu_seconds(self):
+        """CPU time of the forwarder's processes (all threads, and nginx's workers) so far."""
+        pid = self.process.pid
+        return sum(process_cpu_seconds(p) for p in [pid] + Procs.descendants(pid))
+
     def log_text(self):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -537,8 +542,8 @@ def bulk(target_port, streams):
         raise CellError(f"iperf3 exit {code}: {(err or out).strip()[:200]}")
     if "error" in result:
         raise CellError(f"iperf3: {result['error']}")
-    bps = result["end"]["sum_received"]["bits_per_second"]
-    return {"gbps": bps / 1e9}
+    received = result["end"]["sum_received"]
+    return {"gbps": received["bits_per_second"] / 1e9, "bytes": received["bytes"]}
 
 
 WRK_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -750,8 +755,11 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
             forwarder.check()
         wait_quiet(backends)
         cell_load = ForeignLoad()
+        cpu_before = forwarder.cpu_seconds() if forwarder is not None else None
         sample = measure(cell, forwarder, fronts)
         sample["foreign_pct"] = round(cell_load.percent())
+        if cpu_before is not None:
+            add_forwarder_cpu(sample, forwarder.cpu_seconds() - cpu_before)
         if forwarder is not None:
             forwarder.check()
         state.samples.setdefault(cell, []).append(sample)
@@ -781,6 +789,17 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
 DEAD = {}  # row -> why its forwarder is gone
 
 
+def add_forwarder_cpu(sample, cpu_seconds):
+    """How much CPU the forwarder spent per unit of work in this cell. On this machine the load
+    generator and the backend share one CPU and are often the bottleneck, so equal throughputs can
+    hide very different costs; this is the figure that shows them."""
+    sample["fwd_cpu_s"] = cpu_seconds
+    if sample.get("requests"):
+        sample["fwd_us_per_req"] = cpu_seconds * 1e6 / sample["requests"]
+    if sample.get("bytes"):
+        sample["fwd_s_per_gb"] = cpu_seconds * 1e9 / sample["bytes"]
+
+
 def finish_row(row, state, cells, forwarder_log):
     results = {}
     for cell in cells:
@@ -802,9 +821,11 @@ def finish_row(row, state, cells, forwarder_log):
 
 def summary(cell, r):
     if "gbps" in r:
-        return f"{r['gbps']:.2f} Gbit/s (others busy {r.get('foreign_pct', 0):.0f}%)"
+        cpu = f", forwarder {r['fwd_s_per_gb']:.3f} CPU s/GB" if "fwd_s_per_gb" in r else ""
+        return f"{r['gbps']:.2f} Gbit/s{cpu} (others busy {r.get('foreign_pct', 0):.0f}%)"
     if "rps" in r:
-        return (f"{r['rps']:.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])} "
+        cpu = f", forwarder {r['fwd_us_per_req']:.1f} µs/req" if "fwd_us_per_req" in r else ""
+        return (f"{r['rps']:.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}{cpu} "
                 f"(others busy {r.get('foreign_pct', 0):.0f}%) {'; '.join(r['problems'])}")
     if "per_conn" in r:
         return (f"{r['ok']} conns, PSS {r['before']} -> {r['after']} KiB, {fmt_num(r['per_conn'], 2)} KiB/conn "
@@ -916,6 +937,9 @@ def report_tables(results):
             [row, cell_value(results, row, "nc", "rps", lambda v: fmt_num(v)), ratio(results, row, "nc", "rps"),
              cell_value(results, row, "nc", "p50_ms", fmt_ms), cell_value(results, row, "nc", "p99_ms", fmt_ms),
              notes_for(results, row, ["nc"])] for row in rows]))
+    cpu_table = forwarder_cpu_table(results, rows)
+    if cpu_table:
+        out.append(cpu_table)
     if "idle" in S.workloads:
         out.append(f"### Idle connections: {S.idle_conns:,} connections held open through the forwarder, "
                    f"PSS of the forwarder's processes (lower is better); teardown = time from the clients "
@@ -941,6 +965,37 @@ def report_tables(results):
              ratio(results, row, "integrity", "duplex_mib_per_s"),
              notes_for(results, row, ["integrity"])] for row in rows]))
     return "\n\n".join(out)
+
+
+def forwarder_cpu_table(results, rows):
+    """CPU the forwarder's own processes spent per unit of work, from the same runs as the tables
+    above (the median over the runs)."""
+    columns = []  # (cell, key, header, digits)
+    if "bulk" in S.workloads:
+        columns += [("bulk1", "fwd_s_per_gb", "bulk 1 stream, CPU s/GB", 3),
+                    ("bulk4", "fwd_s_per_gb", "bulk 4 streams, CPU s/GB", 3)]
+    if "keepalive" in S.workloads:
+        columns += [(f"ka{c}", "fwd_us_per_req", f"keep-alive c={c}, µs/req", 1) for c in S.ka_conns]
+    if "newconn" in S.workloads:
+        columns += [("nc", "fwd_us_per_req", f"new connections c={S.nc_conns}, µs/conn", 1)]
+    if not columns:
+        return ""
+    headers = ["row"]
+    for _, _, header_text, _ in columns:
+        headers += [header_text, "vs haproxy"]
+    body = []
+    for row in rows:
+        if row == "direct":
+            continue
+        line = [row]
+        for cell, key, _, digits in columns:
+            line += [cell_value(results, row, cell, key, lambda v, d=digits: fmt_num(v, d)),
+                     ratio(results, row, cell, key)]
+        body.append(line)
+    return ("### Forwarder CPU per unit of work (lower is better): CPU time of the forwarder's processes (user + "
+            "system, all threads) during a cell, divided by the bytes moved, requests answered or connections "
+            "made in it. Where the load generator's CPU is the bottleneck, equal throughputs can hide different "
+            "costs; this shows them.\n\n" + table(headers, body))
 
 
 def log_findings(results):
