@@ -635,7 +635,8 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     Flow& flow = session.flow_from(source);
     const Side destination = other(source);
     if (!flow.recv_pending && !flow.eof && !flow.full() && flow.queued_bytes < global_.buffer_size) {
-        const uint32_t room = std::min(engine_.buffer_size(), global_.buffer_size - flow.queued_bytes);
+        // The whole room: an engine that receives ahead (multishot) takes no more than this.
+        const uint32_t room = global_.buffer_size - flow.queued_bytes;
         engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
         flow.recv_pending = true;
     }

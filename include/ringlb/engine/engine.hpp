@@ -68,7 +68,10 @@ public:
     virtual void accept(int listen_fd, UserData user_data) = 0;
     virtual void connect(int fd, const net::SocketAddress& to, UserData user_data) = 0;
     // The engine takes a buffer only once bytes arrive: an idle connection holds none. The
-    // completion names the buffer; the caller gives it back with release_buffer().
+    // completion names the buffer (at most buffer_size() bytes); the caller gives it back with
+    // release_buffer(). max_bytes is the room the caller has: an engine may receive ahead into
+    // more buffers for the next calls, but from this call on it holds no more than max_bytes of
+    // bytes the caller has not taken.
     virtual void recv(int fd, uint32_t max_bytes, UserData user_data) = 0;
     // Sends the parts (at most kMaxSendParts) in order, as one write. The bytes must stay valid
     // until the completion arrives; the span itself only during the call. May complete short.

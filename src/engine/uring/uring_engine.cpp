@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -19,6 +20,7 @@ namespace {
 constexpr uint16_t kBufferGroup = 0;
 constexpr uint64_t kInternalRequest = 0;  // cancels: their completions carry nothing for the core
 constexpr uint64_t kWakeRequest = UINT64_MAX;  // the read armed on the wake eventfd
+constexpr uint64_t kProbeRequest = UINT64_MAX - 1;  // the start-up probe for capped multishot receives
 constexpr unsigned kCqeBatch = 256;
 
 // Why io_uring_setup failed, in words an operator can act on.
@@ -63,12 +65,26 @@ std::string flag_names(unsigned flags) {
     return names;
 }
 
+// A multishot receive that takes at most one buffer per turn (so connections share the worker
+// fairly) and ends by itself once it has received `total` bytes, the room the core had when it
+// asked: a connection whose destination is slow then holds no more than its own queue allows,
+// and cannot drain the shared buffer ring. The kernel reads the total from the field liburing
+// 2.3 calls file_index (optlen in newer headers). Kernels without these limits refuse a
+// multishot receive with a length (EINVAL); the start-up probe then turns multishot receives off.
+void prep_capped_multishot(io_uring_sqe* sqe, int fd, uint32_t buffer_size, uint32_t total) {
+    io_uring_prep_recv_multishot(sqe, fd, nullptr, buffer_size, 0);
+    sqe->file_index = total;
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = kBufferGroup;
+}
+
 }  // namespace
 
 UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_size, options.buffer_count) {
     set_up_ring(options);
     try {
         set_up_buffer_ring();
+        multishot_recv_ = probe_capped_multishot();
         wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
         if (!wake_fd_) throw net::SystemError("eventfd", errno);
         arm_wake_read();
@@ -76,10 +92,13 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         io_uring_queue_exit(&ring_);
         throw;
     }
+    if (const char* env = std::getenv("RINGLB_URING_MULTISHOT"); env && env[0] == '0') multishot_recv_ = false;
+    if (!multishot_recv_) unavailable_ += unavailable_.empty() ? "capped-multishot-recv" : " capped-multishot-recv";
     features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
-                 " multishot-accept recv-poll-first send-gather direct-shutdown";
+                 " multishot-accept" + (multishot_recv_ ? " multishot-recv" : "") +
+                 " recv-poll-first send-gather direct-shutdown";
     if (!unavailable_.empty()) features_ += "; unavailable here: " + unavailable_;
-    features_ += "; not used: multishot-recv recv-bundle send-zc splice";
+    features_ += "; not used: recv-bundle send-zc splice";
 }
 
 UringEngine::~UringEngine() {
@@ -156,6 +175,35 @@ void UringEngine::offer_buffers() {
     if (added > 0) io_uring_buf_ring_advance(buffer_ring_, added);
 }
 
+// Whether this kernel takes a multishot receive with per-turn and total limits: tried on a
+// socket pair holding one byte, before anything else is in the ring.
+bool UringEngine::probe_capped_multishot() {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+    const net::UniqueFd reader(pair[0]);
+    const net::UniqueFd writer(pair[1]);
+    const char byte = 0;
+    if (::write(writer.get(), &byte, 1) != 1) return false;
+    io_uring_sqe* sqe = next_sqe();
+    prep_capped_multishot(sqe, reader.get(), memory_.buffer_size(), 2 * memory_.buffer_size());
+    io_uring_sqe_set_data64(sqe, kProbeRequest);
+    io_uring_submit(&ring_);
+    bool received = false;
+    for (;;) {  // the byte (with F_MORE), then the end of stream once the writer shuts down
+        io_uring_cqe* cqe = nullptr;
+        __kernel_timespec wait{1, 0};
+        if (io_uring_wait_cqe_timeout(&ring_, &cqe, &wait) != 0) return false;  // a late one is dropped in handle()
+        const io_uring_cqe copy = *cqe;
+        io_uring_cqe_seen(&ring_, cqe);
+        handle(copy);  // gives the buffer back
+        if (copy.res == 1 && (copy.flags & IORING_CQE_F_MORE)) {
+            received = true;
+            ::shutdown(writer.get(), SHUT_WR);
+        }
+        if (!(copy.flags & IORING_CQE_F_MORE)) return received && copy.res == 0;
+    }
+}
+
 io_uring_sqe* UringEngine::next_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     while (!sqe) {  // the submission queue is full: hand it to the kernel and take a fresh one
@@ -219,8 +267,45 @@ void UringEngine::connect(int fd, const net::SocketAddress& to, UserData user_da
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
+// With multishot receives, a socket keeps one receive armed while bytes keep coming, instead of
+// one submission (and one poll armed and torn down in the kernel) per receive. A smaller ask (the
+// core's queue for that direction is almost full) on a socket with nothing armed stays one-shot,
+// so the multishot is not armed when back-pressure is on.
 void UringEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
+    if (multishot_recv_) {
+        Stream& s = stream(fd);
+        if (!s.early.empty()) {  // the bytes came before the ask: answered with the next poll
+            const Arrival arrival = s.early.front();
+            s.early.erase(s.early.begin());
+            completions_.push_back(Completion{user_data, arrival.result, false, arrival.has_buffer, arrival.buffer_id});
+            return;
+        }
+        if (s.multishot != kNoRequest || max_bytes > memory_.buffer_size()) {
+            s.has_waiter = true;
+            s.waiter = user_data;
+            s.room = max_bytes;
+            if (s.multishot == kNoRequest) arm_multishot(fd, max_bytes);
+            return;
+        }
+    }
     submit_recv(new_request(Kind::Recv, fd, user_data, std::min(max_bytes, memory_.buffer_size())));
+}
+
+UringEngine::Stream& UringEngine::stream(int fd) {
+    const auto index = static_cast<size_t>(fd);
+    if (index >= streams_.size()) streams_.resize(index * 2 + 64);
+    return streams_[index];
+}
+
+void UringEngine::arm_multishot(int fd, uint32_t max_bytes) {
+    const uint32_t request = new_request(Kind::Multishot, fd, 0);
+    Stream& s = stream(fd);
+    s.multishot = request;
+    s.cancelling = false;
+    io_uring_sqe* sqe = next_sqe();
+    prep_capped_multishot(sqe, fd, memory_.buffer_size(), max_bytes);
+    if (drained_by_fd_[static_cast<size_t>(fd)]) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    io_uring_sqe_set_data64(sqe, request + 1);
 }
 
 void UringEngine::submit_recv(uint32_t request) {
@@ -261,17 +346,48 @@ void UringEngine::cancel(int fd) {
         release_request(request);
     }
     std::erase_if(parked_recvs_, parked_on_fd);
-    if (static_cast<size_t>(fd) >= live_by_fd_.size()) return;
-    for (uint32_t request : live_by_fd_[static_cast<size_t>(fd)]) {
-        if (request == kNoRequest) continue;
-        io_uring_sqe* sqe = next_sqe();
-        io_uring_prep_cancel64(sqe, request + 1, 0);
-        io_uring_sqe_set_data64(sqe, kInternalRequest);
+    if (static_cast<size_t>(fd) < streams_.size()) {
+        Stream& s = streams_[static_cast<size_t>(fd)];
+        if (s.has_waiter) {  // the core's receive on a multishot: it is answered here
+            completions_.push_back(Completion{s.waiter, -ECANCELED, false, false, 0});
+            s.has_waiter = false;
+        }
+        if (s.multishot != kNoRequest) s.cancelling = true;  // by the loop below
     }
+    if (static_cast<size_t>(fd) >= live_by_fd_.size()) return;
+    for (uint32_t request : live_by_fd_[static_cast<size_t>(fd)])
+        if (request != kNoRequest) cancel_request(request);
 }
 
-void UringEngine::forget(int /*fd*/) {
-    // Nothing is kept per fd: requests are released as they complete.
+// A multishot receive can outlive the core's interest in its socket (the core had no receive
+// pending, or its receive was already answered as cancelled): it is cancelled here and orphaned,
+// so that whatever it still delivers goes back to the pool, even once the fd number is reused.
+void UringEngine::forget(int fd) {
+    if (static_cast<size_t>(fd) < drained_by_fd_.size()) drained_by_fd_[static_cast<size_t>(fd)] = false;
+    if (static_cast<size_t>(fd) >= streams_.size()) return;
+    Stream& s = streams_[static_cast<size_t>(fd)];
+    if (s.multishot != kNoRequest) {
+        if (!s.cancelling) cancel_request(s.multishot);
+        requests_[s.multishot].orphaned = true;
+        for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)])
+            if (slot == s.multishot) slot = kNoRequest;
+        s.multishot = kNoRequest;
+    }
+    drop_early_arrivals(s);
+    s.cancelling = false;
+    s.has_waiter = false;
+}
+
+void UringEngine::drop_early_arrivals(Stream& stream) {
+    for (const Arrival& arrival : stream.early)
+        if (arrival.has_buffer) free_buffers_.push_back(arrival.buffer_id);
+    stream.early.clear();
+}
+
+void UringEngine::cancel_request(uint32_t request) {
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_cancel64(sqe, request + 1, 0);
+    io_uring_sqe_set_data64(sqe, kInternalRequest);
 }
 
 void UringEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
@@ -280,6 +396,12 @@ void UringEngine::resubmit_parked_recvs() {
     std::vector<uint32_t> parked;
     parked.swap(parked_recvs_);
     for (uint32_t request : parked) submit_recv(request);
+    std::vector<int> streams;
+    streams.swap(parked_streams_);
+    for (int fd : streams) {
+        const Stream& s = stream(fd);
+        if (s.has_waiter && s.multishot == kNoRequest) arm_multishot(fd, s.room);
+    }
 }
 
 void UringEngine::arm_wake_read() {
@@ -317,7 +439,7 @@ void UringEngine::adjust_window() {
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
     adjust_window();
     offer_buffers();
-    if (!parked_recvs_.empty() && offered_ > 0) resubmit_parked_recvs();
+    if ((!parked_recvs_.empty() || !parked_streams_.empty()) && offered_ > 0) resubmit_parked_recvs();
     const bool have_local = !completions_.empty();
     __kernel_timespec wait{};
     if (!have_local) {
@@ -350,11 +472,22 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
 // Turns one CQE into a Completion for the core, or deals with it inside the engine.
 void UringEngine::handle(const io_uring_cqe& cqe) {
     if (cqe.user_data == kInternalRequest) return;
+    if (cqe.user_data == kProbeRequest) {
+        if (cqe.flags & IORING_CQE_F_BUFFER) {
+            --offered_;
+            free_buffers_.push_back(static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT));
+        }
+        return;
+    }
     if (cqe.user_data == kWakeRequest) {
         arm_wake_read();  // submitted with the next poll
         return;
     }
     const uint32_t index = static_cast<uint32_t>(cqe.user_data - 1);
+    if (requests_[index].kind == Kind::Multishot) {
+        on_multishot(index, cqe);
+        return;
+    }
     Request& request = requests_[index];
     Completion completion{request.user_data, cqe.res, false, false, 0};
     if (cqe.flags & IORING_CQE_F_BUFFER) {
@@ -374,6 +507,45 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
     completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
     if (!completion.more) release_request(index);
     completions_.push_back(completion);
+}
+
+// One completion of a multishot receive: it answers the core's waiting receive, or waits for the
+// core's next one. Without IORING_CQE_F_MORE the multishot has ended (end of stream, an error,
+// an empty buffer ring, a cancellation, or the kernel's own reasons) and is armed again when the
+// core next asks.
+void UringEngine::on_multishot(uint32_t index, const io_uring_cqe& cqe) {
+    const int fd = requests_[index].fd;
+    const bool more = (cqe.flags & IORING_CQE_F_MORE) != 0;
+    Arrival arrival{cqe.res, false, 0};
+    if (cqe.flags & IORING_CQE_F_BUFFER) {
+        --offered_;
+        arrival.has_buffer = true;
+        arrival.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+    }
+    if (requests_[index].orphaned) {
+        if (arrival.has_buffer) free_buffers_.push_back(arrival.buffer_id);
+        if (!more) release_request(index);
+        return;
+    }
+    Stream& s = stream(fd);
+    if (!more) {
+        s.multishot = kNoRequest;
+        s.cancelling = false;
+        release_request(index);
+    }
+    if (cqe.res == -ENOBUFS) {  // armed again once buffers are offered, if the core still asks
+        short_of_buffers_ = true;
+        if (s.has_waiter) parked_streams_.push_back(fd);
+        return;
+    }
+    if (cqe.res == -ECANCELED && !arrival.has_buffer) return;  // by cancel(): its waiter was answered there
+    if (cqe.res > 0) drained_by_fd_[static_cast<size_t>(fd)] = static_cast<uint32_t>(cqe.res) < memory_.buffer_size();
+    if (s.has_waiter) {
+        s.has_waiter = false;
+        completions_.push_back(Completion{s.waiter, arrival.result, false, arrival.has_buffer, arrival.buffer_id});
+        return;
+    }
+    s.early.push_back(arrival);  // within the room the core had when the multishot was armed
 }
 
 }  // namespace ringlb::engine

@@ -44,7 +44,9 @@ public:
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
 
 private:
-    enum class Kind : uint8_t { Accept, Connect, Recv, Send };
+    // Recv: a one-shot receive answering one recv() call. Multishot: a receive that stays armed
+    // on its socket and completes once per arrival of bytes (see Stream).
+    enum class Kind : uint8_t { Accept, Connect, Recv, Send, Multishot };
     // The engine's own record of a request in the ring; the SQE carries its index + 1, so the
     // engine knows what completed (a recv that found no buffer, an accept that stopped) without
     // reading the caller's user_data.
@@ -54,8 +56,29 @@ private:
         uint32_t length = 0;
         Kind kind = Kind::Recv;
         uint32_t gather = kNoGather;  // a send of several parts: its entry in gathers_
+        bool orphaned = false;        // a multishot whose socket was forgotten: its bytes go back
     };
     static constexpr uint32_t kNoGather = UINT32_MAX;
+    static constexpr uint32_t kNoRequest = UINT32_MAX;
+
+    // What a multishot receive delivered before the core asked for it.
+    struct Arrival {
+        int32_t result = 0;
+        bool has_buffer = false;
+        uint16_t buffer_id = 0;
+    };
+    // The receive side of one socket when multishot receives are in use. The core still asks for
+    // one receive at a time; the multishot stays armed between its asks, and what arrives in
+    // between waits here, in order. A multishot ends by itself once it has received the room the
+    // core had when it was armed, and is armed again when the core asks and nothing is waiting.
+    struct Stream {
+        uint32_t multishot = kNoRequest;  // the armed multishot receive, if any
+        bool cancelling = false;          // cancel() or forget() has asked the kernel to end it
+        bool has_waiter = false;          // a recv() the core made is not answered yet
+        UserData waiter = 0;
+        uint32_t room = 0;  // the waiter's max_bytes, for arming again after ENOBUFS
+        std::vector<Arrival> early;  // arrivals nobody has asked for yet, oldest first
+    };
 
     void set_up_ring(const EngineOptions& options);
     void set_up_buffer_ring();
@@ -63,6 +86,12 @@ private:
     uint32_t new_request(Kind kind, int fd, UserData user_data, uint32_t length = 0);
     void release_request(uint32_t index);
     void submit_recv(uint32_t request);
+    Stream& stream(int fd);
+    void arm_multishot(int fd, uint32_t max_bytes);
+    bool probe_capped_multishot();
+    void on_multishot(uint32_t index, const io_uring_cqe& cqe);
+    void drop_early_arrivals(Stream& stream);
+    void cancel_request(uint32_t request);
     void resubmit_parked_recvs();
     void offer_buffers();
     void adjust_window();
@@ -90,13 +119,15 @@ private:
     // a shutdown is done directly), so cancel(fd) can name them: cancelling by user_data is a
     // hash lookup in the kernel, cancelling by fd scans every armed request, which made a mass
     // disconnect quadratic.
-    static constexpr uint32_t kNoRequest = UINT32_MAX;
     std::vector<std::array<uint32_t, 4>> live_by_fd_;
     // Per fd: its last receive came back short, so the socket is most likely empty and the next
     // receive waits for readiness first (IORING_RECVSEND_POLL_FIRST) instead of the kernel
     // trying a recv that fails with EAGAIN before it arms the poll.
     std::vector<bool> drained_by_fd_;
     std::vector<uint32_t> parked_recvs_;  // recv requests that found the buffer ring empty
+    bool multishot_recv_ = false;          // on when the start-up probe found capped multishot receives
+    std::vector<Stream> streams_;          // by fd, for multishot receives
+    std::vector<int> parked_streams_;      // sockets whose multishot found the buffer ring empty
     std::vector<Completion> completions_;
     std::vector<Completion> delivering_;
     std::string features_;
