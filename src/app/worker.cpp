@@ -11,6 +11,7 @@ engine::EngineOptions engine_options(const config::GlobalConfig& global) {
     engine::EngineOptions options;
     options.buffer_size = std::min<uint32_t>(options.buffer_size, global.buffer_size);
     options.buffer_count = global.receive_buffers;
+    options.multishot_recv = global.multishot_recv;
     return options;
 }
 

@@ -353,7 +353,8 @@ private:
                 if (auto n = read_size(value, key, kMinBuffer, kMaxBuffer)) global.buffer_size = static_cast<uint32_t>(*n);
             } else if (name == "receive_buffers") {
                 read_receive_buffers(value, key, global.receive_buffers);
-            } else if (name == "log_level") read_log_level(value, key, global.log_level);
+            } else if (name == "multishot_recv") read_bool_into(value, key, global.multishot_recv);
+            else if (name == "log_level") read_log_level(value, key, global.log_level);
             else if (name == "shutdown_timeout") {
                 // 0 is a real choice: close every session at once on SIGTERM.
                 if (auto d = read_timeout(value, key, true)) global.shutdown_timeout = *d;
@@ -364,7 +365,7 @@ private:
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
-                                    "log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
+                                    "multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
     }
@@ -1064,6 +1065,7 @@ std::string global_to_toml(const GlobalConfig& global) {
     put(out, "max_sessions_per_ip", std::to_string(global.max_sessions_per_ip));
     put(out, "buffer_size", std::to_string(global.buffer_size));
     put(out, "receive_buffers", std::to_string(global.receive_buffers));
+    put(out, "multishot_recv", toml_bool(global.multishot_recv));
     put(out, "log_level", toml_string(to_string(global.log_level)));
     put(out, "shutdown_timeout", toml_duration(global.shutdown_timeout));
     put(out, "log_connections", toml_bool(global.log_connections));

@@ -418,6 +418,7 @@ max_sessions = 5000
 max_sessions_per_ip = 10
 buffer_size = "16k"
 receive_buffers = 512
+multishot_recv = false
 log_level = "debug"
 shutdown_timeout = "1500ms"
 log_connections = true
@@ -488,6 +489,7 @@ TEST_CASE("to_toml writes a config that reads back to the same config") {
     CHECK(global.max_sessions_per_ip == 10);
     CHECK(global.buffer_size == 16 * 1024);
     CHECK(global.receive_buffers == 512);
+    CHECK_FALSE(global.multishot_recv);
     CHECK(global.log_level == ringlb::LogLevel::Debug);
     CHECK(global.shutdown_timeout == 1500ms);
     CHECK(global.log_connections);
@@ -559,7 +561,7 @@ TEST_CASE("to_toml of a minimal config writes every default and reads back") {
     const Config original = parse(kRule);
     const std::string text = to_toml(original);
     for (const char* key : {"engine = \"auto\"", "threads = 1", "max_sessions = 100000", "buffer_size = 65536",
-                            "receive_buffers = 2048", "log_level = \"info\"", "shutdown_timeout = \"30s\"",
+                            "receive_buffers = 2048", "multishot_recv = true", "log_level = \"info\"", "shutdown_timeout = \"30s\"",
                             "log_connections = false", "log_format = \"text\"", "mode = \"round_robin\"",
                             "slow_start = \"0s\"", "failback = true", "send_proxy = \"off\"", "accept_proxy = false"}) {
         CAPTURE(key);

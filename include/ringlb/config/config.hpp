@@ -82,6 +82,7 @@ struct GlobalConfig {
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
     uint32_t receive_buffers = 2048;   // per worker: the pool receives draw from, 32 KiB each
+    bool multishot_recv = true;        // io_uring: capped multishot receives where the kernel has them
     LogLevel log_level = LogLevel::Info;
     std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};  // SIGTERM: time sessions get to finish
     bool log_connections = false;  // one line per closed session

@@ -52,6 +52,9 @@ struct EngineOptions {
     uint32_t buffer_size = kMaxReceiveBuffer;
     uint32_t buffer_count = 2048;      // receive buffers shared by all sessions of one engine
     uint32_t queue_depth = 1024;       // submission queue entries (io_uring)
+    // io_uring: receive with multishot requests capped by the caller's room, where the kernel
+    // takes such caps (a start-up probe tells); otherwise one request per receive.
+    bool multishot_recv = true;
 };
 
 class Engine {

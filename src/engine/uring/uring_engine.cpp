@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -84,7 +83,7 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
     set_up_ring(options);
     try {
         set_up_buffer_ring();
-        multishot_recv_ = probe_capped_multishot();
+        multishot_recv_ = options.multishot_recv && probe_capped_multishot();
         wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
         if (!wake_fd_) throw net::SystemError("eventfd", errno);
         arm_wake_read();
@@ -92,13 +91,14 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         io_uring_queue_exit(&ring_);
         throw;
     }
-    if (const char* env = std::getenv("RINGLB_URING_MULTISHOT"); env && env[0] == '0') multishot_recv_ = false;
-    if (!multishot_recv_) unavailable_ += unavailable_.empty() ? "capped-multishot-recv" : " capped-multishot-recv";
+    if (options.multishot_recv && !multishot_recv_)
+        unavailable_ += unavailable_.empty() ? "capped-multishot-recv" : " capped-multishot-recv";
     features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
                  " multishot-accept" + (multishot_recv_ ? " multishot-recv" : "") +
                  " recv-poll-first send-gather direct-shutdown";
     if (!unavailable_.empty()) features_ += "; unavailable here: " + unavailable_;
-    features_ += "; not used: recv-bundle send-zc splice";
+    features_ += std::string("; not used: ") + (options.multishot_recv ? "" : "multishot-recv (by configuration) ") +
+                 "recv-bundle send-zc splice";
 }
 
 UringEngine::~UringEngine() {
@@ -268,9 +268,9 @@ void UringEngine::connect(int fd, const net::SocketAddress& to, UserData user_da
 }
 
 // With multishot receives, a socket keeps one receive armed while bytes keep coming, instead of
-// one submission (and one poll armed and torn down in the kernel) per receive. A smaller ask (the
-// core's queue for that direction is almost full) on a socket with nothing armed stays one-shot,
-// so the multishot is not armed when back-pressure is on.
+// one submission (and one poll armed and torn down in the kernel) per receive. A room of one
+// buffer or less (the core's queue for that direction is almost full) on a socket with nothing
+// armed gets a one-shot receive: receiving ahead would gain nothing there.
 void UringEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
     if (multishot_recv_) {
         Stream& s = stream(fd);
