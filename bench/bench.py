@@ -77,7 +77,7 @@ class Settings:
     def runs_for(self, cell):
         if cell == "idle":
             return 1  # only a fresh forwarder shows what idle connections cost
-        return max(self.runs, self.runs_all) if cell in ("ka50", "nc") else self.runs_all
+        return max(self.runs, self.runs_all) if cell in ("ka50", "ka500", "nc") else self.runs_all
 
 
 S = Settings()
