@@ -8,12 +8,12 @@
 using namespace ringlb::test;
 
 namespace {
-constexpr unsigned kConnections = 200;
-constexpr std::uint64_t kBytesPerConnection = 256 * 1024;
+constexpr unsigned kConnections = 1000;
+constexpr std::uint64_t kBytesPerConnection = 64 * 1024;
 constexpr std::uint64_t kFirstConnectionId = 0xB0F0000;
 }  // namespace
 
-TEST_CASE("a receive buffer pool of 16 serves 200 busy full-duplex connections byte for byte") {
+TEST_CASE("a receive buffer pool of 16 serves 1,000 busy full-duplex connections byte for byte") {
     StreamCheckBackend backend(kBytesPerConnection);
     std::uint16_t port = find_free_port();
     GlobalSpec global;

@@ -392,16 +392,23 @@ void UringEngine::cancel_request(uint32_t request) {
 
 void UringEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
 
+// Retries the receives that found the buffer ring empty, oldest first, and no more of them than
+// buffers were offered: each takes at least one, so retrying every one (a thousand sessions on a
+// pool of 16) would mostly meet an empty ring again and cost a round trip through the kernel each.
 void UringEngine::resubmit_parked_recvs() {
-    std::vector<uint32_t> parked;
-    parked.swap(parked_recvs_);
-    for (uint32_t request : parked) submit_recv(request);
-    std::vector<int> streams;
-    streams.swap(parked_streams_);
-    for (int fd : streams) {
+    uint32_t budget = offered_;
+    size_t retried = 0;
+    for (; retried < parked_recvs_.size() && budget > 0; ++retried, --budget) submit_recv(parked_recvs_[retried]);
+    parked_recvs_.erase(parked_recvs_.begin(), parked_recvs_.begin() + static_cast<std::ptrdiff_t>(retried));
+    size_t looked_at = 0;
+    for (; looked_at < parked_streams_.size() && budget > 0; ++looked_at) {
+        const int fd = parked_streams_[looked_at];
         const Stream& s = stream(fd);
-        if (s.has_waiter && s.multishot == kNoRequest) arm_multishot(fd, s.room);
+        if (!s.has_waiter || s.multishot != kNoRequest) continue;  // cancelled, or armed since
+        arm_multishot(fd, s.room);
+        --budget;
     }
+    parked_streams_.erase(parked_streams_.begin(), parked_streams_.begin() + static_cast<std::ptrdiff_t>(looked_at));
 }
 
 void UringEngine::arm_wake_read() {
