@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "ringlb/net/socket.hpp"
@@ -91,8 +92,7 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         io_uring_queue_exit(&ring_);
         throw;
     }
-    if (options.multishot_recv && !multishot_recv_)
-        unavailable_ += unavailable_.empty() ? "capped-multishot-recv" : " capped-multishot-recv";
+    if (options.multishot_recv && !multishot_recv_) note_unavailable("capped-multishot-recv");
     features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
                  " multishot-accept" + (multishot_recv_ ? " multishot-recv" : "") +
                  " recv-poll-first send-gather direct-shutdown";
@@ -128,7 +128,7 @@ void UringEngine::set_up_ring(const EngineOptions& options) {
             if (io_uring_register_ring_fd(&ring_) == 1)
                 features_ += " registered-ring-fd";
             else
-                unavailable_ += unavailable_.empty() ? "registered-ring-fd" : " registered-ring-fd";
+                note_unavailable("registered-ring-fd");
             return;
         }
         refused |= flags;
@@ -204,6 +204,11 @@ bool UringEngine::probe_capped_multishot() {
     }
 }
 
+void UringEngine::note_unavailable(const char* feature) {
+    if (!unavailable_.empty()) unavailable_ += ' ';
+    unavailable_ += feature;
+}
+
 io_uring_sqe* UringEngine::next_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     while (!sqe) {  // the submission queue is full: hand it to the kernel and take a fresh one
@@ -238,10 +243,15 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
     throw std::logic_error("more than 4 requests in flight on fd " + std::to_string(fd));
 }
 
-void UringEngine::release_request(uint32_t index) {
-    Request& request = requests_[index];
-    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(request.fd)])
+// Drops the request from its fd's live list: cancel(fd) no longer names it.
+void UringEngine::unlink_from_fd(uint32_t index) {
+    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(requests_[index].fd)])
         if (slot == index) slot = kNoRequest;
+}
+
+void UringEngine::release_request(uint32_t index) {
+    unlink_from_fd(index);
+    Request& request = requests_[index];
     if (request.gather != kNoGather) {
         gathers_.release(request.gather);
         request.gather = kNoGather;
@@ -369,8 +379,7 @@ void UringEngine::forget(int fd) {
     if (s.multishot != kNoRequest) {
         if (!s.cancelling) cancel_request(s.multishot);
         requests_[s.multishot].orphaned = true;
-        for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)])
-            if (slot == s.multishot) slot = kNoRequest;
+        unlink_from_fd(s.multishot);
         s.multishot = kNoRequest;
     }
     drop_early_arrivals(s);
@@ -434,13 +443,13 @@ void UringEngine::adjust_window() {
     if (short_of_buffers_) {
         short_of_buffers_ = false;
         window_ = std::min(window_ * 2, memory_.buffer_count());
-        last_window_change_ = now;
-        peak_in_use_ = 0;
-    } else if (now - last_window_change_ >= std::chrono::seconds(1)) {
-        if (window_ > kMinWindow && peak_in_use_ * 2 < window_) window_ = std::max(window_ / 2, kMinWindow);
-        last_window_change_ = now;
-        peak_in_use_ = 0;
+    } else if (now - last_window_change_ < std::chrono::seconds(1)) {
+        return;
+    } else if (window_ > kMinWindow && peak_in_use_ * 2 < window_) {
+        window_ = std::max(window_ / 2, kMinWindow);
     }
+    last_window_change_ = now;
+    peak_in_use_ = 0;
 }
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
@@ -476,14 +485,18 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     delivering_.clear();
 }
 
+// The provided buffer a completion carries, if any: it has left the kernel's ring.
+std::optional<uint16_t> UringEngine::take_buffer(const io_uring_cqe& cqe) {
+    if (!(cqe.flags & IORING_CQE_F_BUFFER)) return std::nullopt;
+    --offered_;
+    return static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+}
+
 // Turns one CQE into a Completion for the core, or deals with it inside the engine.
 void UringEngine::handle(const io_uring_cqe& cqe) {
     if (cqe.user_data == kInternalRequest) return;
     if (cqe.user_data == kProbeRequest) {
-        if (cqe.flags & IORING_CQE_F_BUFFER) {
-            --offered_;
-            free_buffers_.push_back(static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT));
-        }
+        if (const auto buffer = take_buffer(cqe)) free_buffers_.push_back(*buffer);
         return;
     }
     if (cqe.user_data == kWakeRequest) {
@@ -497,10 +510,9 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
     }
     Request& request = requests_[index];
     Completion completion{request.user_data, cqe.res, false, false, 0};
-    if (cqe.flags & IORING_CQE_F_BUFFER) {
-        --offered_;
+    if (const auto buffer = take_buffer(cqe)) {
         completion.has_buffer = true;
-        completion.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+        completion.buffer_id = *buffer;
     }
     if (request.kind == Kind::Recv && cqe.res == -ENOBUFS) {
         // The window was too small for this burst: it widens before the next round, and the
@@ -524,10 +536,9 @@ void UringEngine::on_multishot(uint32_t index, const io_uring_cqe& cqe) {
     const int fd = requests_[index].fd;
     const bool more = (cqe.flags & IORING_CQE_F_MORE) != 0;
     Arrival arrival{cqe.res, false, 0};
-    if (cqe.flags & IORING_CQE_F_BUFFER) {
-        --offered_;
+    if (const auto buffer = take_buffer(cqe)) {
         arrival.has_buffer = true;
-        arrival.buffer_id = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+        arrival.buffer_id = *buffer;
     }
     if (requests_[index].orphaned) {
         if (arrival.has_buffer) free_buffers_.push_back(arrival.buffer_id);

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,9 @@ private:
     io_uring_sqe* next_sqe();
     uint32_t new_request(Kind kind, int fd, UserData user_data, uint32_t length = 0);
     void release_request(uint32_t index);
+    void unlink_from_fd(uint32_t index);
+    std::optional<uint16_t> take_buffer(const io_uring_cqe& cqe);
+    void note_unavailable(const char* feature);
     void submit_recv(uint32_t request);
     Stream& stream(int fd);
     void arm_multishot(int fd, uint32_t max_bytes);
