@@ -22,11 +22,11 @@
 // the zero-copy modes how many sends the kernel copied anyway). Over loopback expect all of them
 // to be copied: a zero-copy skb delivered to a local socket is copied on receive.
 //
-// Build:
-//   g++ -std=c++20 -O2 -Wall -Wextra -o zero_copy_probe bench/zero_copy_probe.cpp -luring
+// Build (it uses ringlb's descriptor owner, net::UniqueFd):
+//   cmake --build build --target zero_copy_probe
 // Run (example, with iperf3):
 //   iperf3 -s -p 19500 &
-//   taskset -c 1 ./zero_copy_probe splice 19501 19500 &
+//   taskset -c 1 ./build/zero_copy_probe splice 19501 19500 &
 //   iperf3 -c 127.0.0.1 -p 19501 -t 5
 //   kill -INT %2      # prints the summary
 //
@@ -60,6 +60,8 @@
 #include <utility>
 #include <vector>
 
+#include "ringlb/net/socket.hpp"
+
 // Older libc / liburing headers may lack these; the values are kernel ABI.
 #ifndef SO_ZEROCOPY
 #define SO_ZEROCOPY 60
@@ -75,6 +77,8 @@
 #endif
 
 namespace {
+
+using ringlb::net::UniqueFd;
 
 constexpr size_t kBufSize = size_t{64} * 1024;
 constexpr int kRotatingBuffers = 4;  // per direction, for the zero-copy and io_uring modes
@@ -148,31 +152,6 @@ void print_summary(const Stats& stats) {
                  stats.pipe_resize_refused ? " pipe_resize=refused" : "");
 }
 
-// Owns a file descriptor.
-class Fd {
-public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    Fd& operator=(Fd&& other) noexcept {
-        reset(std::exchange(other.fd_, -1));
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_ = -1;
-};
-
 sockaddr_in loopback(uint16_t port) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -181,8 +160,8 @@ sockaddr_in loopback(uint16_t port) {
     return addr;
 }
 
-Fd listen_on(uint16_t port, bool nonblocking) {
-    Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
+UniqueFd listen_on(uint16_t port, bool nonblocking) {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
     if (!fd) die("socket");
     const int one = 1;
     if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR");
@@ -194,14 +173,14 @@ Fd listen_on(uint16_t port, bool nonblocking) {
 
 // A blocking connect is fine here: the target is on loopback, so it completes at once, and it
 // keeps the relay loops free of a connecting state that has nothing to do with the copy path.
-Fd connect_to(uint16_t port) {
-    Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+UniqueFd connect_to(uint16_t port) {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) die("socket");
     const sockaddr_in addr = loopback(port);
     if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0) {
         std::fprintf(stderr, "zero_copy_probe: connect to 127.0.0.1:%u: %s\n", port,
                      std::strerror(errno));
-        return Fd();
+        return UniqueFd();
     }
     return fd;
 }
@@ -341,8 +320,8 @@ public:
     }
 
 private:
-    Fd pipe_read_;
-    Fd pipe_write_;
+    UniqueFd pipe_read_;
+    UniqueFd pipe_write_;
     size_t pipe_size_ = 0;
     size_t in_pipe_ = 0;  // bytes spliced into the pipe and not yet out of it
 };
@@ -501,8 +480,8 @@ std::unique_ptr<Direction> make_direction(Mode mode, int in, int out, Stats& sta
 
 // A client connection and its upstream connection, relayed both ways.
 struct EpollPair {
-    Fd client;
-    Fd upstream;
+    UniqueFd client;
+    UniqueFd upstream;
     std::unique_ptr<Direction> to_upstream;
     std::unique_ptr<Direction> to_client;
     bool closed = false;
@@ -521,7 +500,7 @@ struct EpollPair {
 class EpollRelay {
 public:
     // `stop` is the signalfd for SIGINT / SIGTERM; when it becomes readable, run() returns.
-    EpollRelay(Mode mode, uint16_t listen_port, uint16_t target_port, Fd stop, Stats& stats)
+    EpollRelay(Mode mode, uint16_t listen_port, uint16_t target_port, UniqueFd stop, Stats& stats)
         : mode_(mode),
           target_port_(target_port),
           stats_(stats),
@@ -559,7 +538,7 @@ public:
 
 private:
     // `tag` comes back as the event's data.ptr: the address of the listener's or the signalfd's
-    // Fd member, or the EpollPair a connection socket belongs to.
+    // UniqueFd member, or the EpollPair a connection socket belongs to.
     void watch(int fd, uint32_t events, void* tag) {
         epoll_event ev{};
         ev.events = events;
@@ -569,13 +548,13 @@ private:
 
     void accept_all() {
         for (;;) {
-            Fd client(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            UniqueFd client(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
             if (!client) {
                 if (errno == EINTR || errno == ECONNABORTED) continue;
                 if (would_block(errno)) return;
                 die("accept4");
             }
-            Fd upstream = connect_to(target_port_);
+            UniqueFd upstream = connect_to(target_port_);
             if (!upstream) {
                 ++stats_.failed_connections;
                 continue;  // dropping `client` closes it
@@ -584,7 +563,7 @@ private:
         }
     }
 
-    void add_pair(Fd client, Fd upstream) {
+    void add_pair(UniqueFd client, UniqueFd upstream) {
         set_nonblocking(upstream.get());
         if (mode_ == Mode::MsgZerocopy) {
             enable_zerocopy(client.get());
@@ -612,9 +591,9 @@ private:
     Mode mode_;
     uint16_t target_port_;
     Stats& stats_;
-    Fd listener_;
-    Fd stop_;
-    Fd epoll_;
+    UniqueFd listener_;
+    UniqueFd stop_;
+    UniqueFd epoll_;
     std::unordered_map<EpollPair*, std::unique_ptr<EpollPair>> pairs_;
     std::vector<EpollPair*> closed_;  // closed during the current batch of events
 };
@@ -666,8 +645,8 @@ struct UringDirection {
 static_assert(kRotatingBuffers == 4, "UringDirection::free is initialised for 4 buffers");
 
 struct UringPair {
-    Fd client;
-    Fd upstream;
+    UniqueFd client;
+    UniqueFd upstream;
     UringDirection to_upstream;
     UringDirection to_client;
     bool failing = false;  // an error occurred; waiting for in-flight requests before freeing
@@ -676,7 +655,7 @@ struct UringPair {
 class UringRelay {
 public:
     // `stop` is the signalfd for SIGINT / SIGTERM; when it becomes readable, run() returns.
-    UringRelay(bool zero_copy, uint16_t listen_port, uint16_t target_port, Fd stop,
+    UringRelay(bool zero_copy, uint16_t listen_port, uint16_t target_port, UniqueFd stop,
                Stats& stats)
         : zero_copy_(zero_copy),
           target_port_(target_port),
@@ -782,8 +761,8 @@ private:
             errno = -res;
             die("accept");
         }
-        Fd client(res);
-        Fd upstream = connect_to(target_port_);
+        UniqueFd client(res);
+        UniqueFd upstream = connect_to(target_port_);
         if (!upstream) {
             ++stats_.failed_connections;
             return;
@@ -907,8 +886,8 @@ private:
     bool zero_copy_;
     uint16_t target_port_;
     Stats& stats_;
-    Fd listener_;
-    Fd stop_;
+    UniqueFd listener_;
+    UniqueFd stop_;
     io_uring ring_{};
     UringRequest accept_request_{UringRequest::Kind::Accept};
     UringRequest stop_request_{UringRequest::Kind::Stop};
@@ -920,13 +899,13 @@ private:
 // Blocks SIGINT and SIGTERM and returns a signalfd that becomes readable when one is pending:
 // the event loop watches it and stops, so nothing is shared with a signal handler. Called
 // before any socket exists; a signal that comes earlier still ends the process as before.
-Fd stop_signal_fd() {
+UniqueFd stop_signal_fd() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     if (sigprocmask(SIG_BLOCK, &set, nullptr) < 0) die("sigprocmask");
-    Fd fd(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+    UniqueFd fd(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
     if (!fd) die("signalfd");
     return fd;
 }
@@ -972,7 +951,7 @@ int main(int argc, char** argv) {
                      argc > 0 ? argv[0] : "zero_copy_probe");
         return 2;
     }
-    Fd stop = stop_signal_fd();
+    UniqueFd stop = stop_signal_fd();
     signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket would otherwise kill us
 
     Stats stats{.mode = argv[1]};
