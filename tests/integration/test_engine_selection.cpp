@@ -7,8 +7,6 @@ using namespace ringlb::test;
 
 namespace {
 std::string other_engine(const std::string& engine) { return engine == "uring" ? "epoll" : "uring"; }
-
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 }  // namespace
 
 TEST_CASE("engine: the first log line names the engine chosen by --engine, over the config's") {
@@ -19,7 +17,7 @@ TEST_CASE("engine: the first log line names the engine chosen by --engine, over 
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
 
-    std::string line = first_line(ringlb.log_text());
+    std::string line = ringlb.first_log_line();
     INFO("first log line: ", line);
     CHECK(line.find("engine=" + engine + " (") != std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);

@@ -14,8 +14,6 @@ constexpr unsigned kConnections = 20;
 constexpr std::uint64_t kTotalBytesEachWay = 64ull * 1024 * 1024;  // client->server, and again back
 constexpr std::uint64_t kBytesPerConnection = kTotalBytesEachWay / kConnections;
 constexpr std::uint64_t kFirstConnectionId = 0x5EED0000;
-
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 }  // namespace
 
 TEST_CASE("integrity: 20 parallel full-duplex seeded streams (64 MiB each way) arrive byte for byte") {
@@ -55,7 +53,7 @@ TEST_CASE("integrity: with multishot_recv = false (one-shot receives), streams a
     RinglbProcess ringlb(simple_config(port, {{backend.endpoint()}}, global));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
-    const std::string start = first_line(ringlb.log_text());
+    const std::string start = ringlb.first_log_line();
     INFO("first log line: ", start);
     if (test_engine() == "uring") CHECK(start.find("not used: multishot-recv (by configuration)") != std::string::npos);
     CHECK(start.substr(0, start.find(';')).find("multishot-recv") == std::string::npos);  // not among those used

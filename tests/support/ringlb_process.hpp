@@ -92,6 +92,11 @@ public:
     // Waits for the process to end on its own (killed after `timeout`).
     ExitStatus wait_exit(std::chrono::milliseconds timeout = 10s);
     std::string log_text() const { return log_.read(); }
+    // The first log line: the one naming the engine and its features.
+    std::string first_log_line() const {
+        const std::string text = log_text();
+        return text.substr(0, text.find('\n'));
+    }
 
 private:
     bool reap(int options);
