@@ -1,0 +1,218 @@
+// Rule changes: plans over rule slots, reload, the admin verbs that add, modify and remove
+// rules, and writing the running configuration back.
+#include "ringlb/app/runtime.hpp"
+
+#include <algorithm>
+
+#include "ringlb/app/config_writer.hpp"
+#include "ringlb/util/text.hpp"
+
+namespace ringlb::app {
+
+core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const {
+    core::RulePlan plan;
+    for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}, {}});
+    std::vector<bool> keep(slots.size(), false);
+    for (const config::RuleConfig& rule : next.rules) {
+        const auto same_id = [&](const SlotRecord& record) { return record.live && record.id == rule.id; };
+        const auto existing = std::find_if(slots.begin(), slots.end(), same_id);
+        if (existing != slots.end() && config::rule_to_toml(*existing->live) == config::rule_to_toml(rule)) {
+            const auto slot = static_cast<size_t>(existing - slots.begin());
+            keep[slot] = true;
+            plan.order.push_back(static_cast<uint16_t>(slot));
+            continue;
+        }
+        // New or changed: a fresh slot; live sessions of the old one finish on the old rule.
+        plan.order.push_back(static_cast<uint16_t>(slots.size()));
+        slots.push_back({rule.id, rule});
+        plan.slots.push_back({rule, true, {}, {}});
+        keep.push_back(true);
+    }
+    for (size_t slot = 0; slot < keep.size(); ++slot) {
+        if (keep[slot]) continue;
+        slots[slot].live.reset();
+        plan.slots[slot].rule.reset();
+    }
+    return plan;
+}
+
+std::vector<std::string> Runtime::restart_only_changes(const config::Config& next) const {
+    std::vector<std::string> changed;
+    const config::GlobalConfig& a = config_.global;
+    const config::GlobalConfig& b = next.global;
+    if (a.engine != b.engine) changed.push_back("global.engine");
+    if (a.threads != b.threads) changed.push_back("global.threads");
+    if (a.max_sessions != b.max_sessions) changed.push_back("global.max_sessions");
+    if (a.max_sessions_per_ip != b.max_sessions_per_ip) changed.push_back("global.max_sessions_per_ip");
+    if (a.buffer_size != b.buffer_size) changed.push_back("global.buffer_size");
+    if (a.receive_buffers != b.receive_buffers) changed.push_back("global.receive_buffers");
+    if (a.multishot_recv != b.multishot_recv) changed.push_back("global.multishot_recv");
+    if (a.log_connections != b.log_connections || a.log_format != b.log_format || a.log_file != b.log_file)
+        changed.push_back("global.log_*");
+    if (a.user != b.user) changed.push_back("global.user");
+    // [admin] and [metrics] listeners are bound once at start.
+    const auto control_part = [&](config::Config c) {
+        c.rules.clear();
+        c.global = config_.global;
+        c.source.clear();
+        return config::to_toml(c);
+    };
+    if (control_part(config_) != control_part(next)) changed.push_back("[admin] or [metrics]");
+    return changed;
+}
+
+std::string Runtime::apply_config(config::Config next) {
+    if (next.rules.size() > UINT16_MAX) return "too many rules";
+    std::vector<SlotRecord> slots = slots_;
+    core::RulePlan plan = plan_for(expanded(next), slots);
+    if (slots.size() > UINT16_MAX)
+        return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
+    for (core::RulePlan::Slot& slot : plan.slots) {
+        if (!slot.changed || !slot.rule) continue;
+        if (slot.rule->health.enabled)
+            for (const config::ServerConfig& server : slot.rule->servers)
+                slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+        // Servers the rule's previous version did not have join with slow start.
+        if (const auto previous = live_slot(slot.rule->id)) {
+            const auto& before = slots_[*previous].live->servers;
+            for (const config::ServerConfig& server : slot.rule->servers)
+                slot.joining.push_back(std::none_of(before.begin(), before.end(), [&](const config::ServerConfig& old) {
+                    return old.address == server.address;
+                }));
+        }
+    }
+    for (size_t slot = slots_.size(); slot < slots.size(); ++slot) {
+        const config::RuleConfig& rule = *slots[slot].live;
+        limits_.set_rule_limits(static_cast<uint16_t>(slot),
+                                {rule.max_clients, rule.max_sessions_per_ip, rule.max_conn_rate_per_ip});
+    }
+    // Worker 0 first: a listen address that cannot be bound fails there, before anything changed.
+    std::string error;
+    for (size_t i = 0; i < workers_.size(); ++i) {
+        const bool answered = workers_[i]->call([&](core::Forwarder& forwarder) {
+            try {
+                forwarder.apply(plan);
+            } catch (const core::ListenError& e) {
+                error = e.what();
+            }
+        });
+        if (!answered) error = "worker " + std::to_string(i) + " did not answer";
+        if (!error.empty()) {
+            if (i > 0) log_.error("rule change applied to ", i, " of ", workers_.size(), " workers only: ", error);
+            return error;
+        }
+    }
+    slots_ = std::move(slots);
+    config_.rules = std::move(next.rules);
+    log_.set_level(next.global.log_level);
+    config_.global.log_level = next.global.log_level;
+    config_.global.shutdown_timeout = next.global.shutdown_timeout;
+    config_.global.resolvers = next.global.resolvers;
+    update_health_targets();
+    sync_dns_targets();
+    return {};
+}
+
+config::Config Runtime::with_rules(std::vector<config::RuleConfig> rules) const {
+    config::Config next = config_;
+    next.rules = std::move(rules);
+    return next;
+}
+
+admin::Reply Runtime::reload() {
+    config::Config next;
+    try {
+        next = config::load_config_file(config_path_);
+    } catch (const config::ConfigError& e) {
+        return admin::Reply::failure("reload: " + std::string(e.what()));
+    }
+    if (overrides_) overrides_(next);
+    const std::vector<std::string> needs_restart = restart_only_changes(next);
+    const size_t before = config_.rules.size();
+    if (std::string error = apply_config(std::move(next)); !error.empty())
+        return admin::Reply::failure("reload: " + error);
+    std::string body = "reloaded " + config_path_ + ": " + std::to_string(config_.rules.size()) + " rules (was " +
+                       std::to_string(before) + ")\n";
+    if (!needs_restart.empty())
+        body += "not applied until restart: " + join(needs_restart, ", ") + "\n";
+    log_.info(body.substr(0, body.size() - 1));
+    return admin::Reply::success(body);
+}
+
+admin::Reply Runtime::add_rule(std::string_view inline_table) {
+    config::RuleConfig rule;
+    try {
+        rule = config::parse_rule_inline(inline_table, "add rule");
+    } catch (const config::ConfigError& e) {
+        return admin::Reply::failure(e.what());
+    }
+    if (live_slot(rule.id)) return admin::Reply::failure("add rule: rule \"" + rule.id + "\" exists (use modify rule)");
+    std::vector<config::RuleConfig> rules = config_.rules;
+    rules.push_back(rule);
+    config::Config next;
+    try {
+        next = config::parse_config(config::to_toml(with_rules(std::move(rules))), "add rule");
+    } catch (const config::ConfigError& e) {
+        return admin::Reply::failure(e.what());
+    }
+    next.global = config_.global;
+    if (std::string error = apply_config(std::move(next)); !error.empty()) return admin::Reply::failure("add rule: " + error);
+    log_.info("rule ", rule.id, " added by the operator");
+    return admin::Reply::success();
+}
+
+admin::Reply Runtime::modify_rule(std::string_view inline_table) {
+    config::RuleConfig rule;
+    try {
+        rule = config::parse_rule_inline(inline_table, "modify rule");
+    } catch (const config::ConfigError& e) {
+        return admin::Reply::failure(e.what());
+    }
+    std::vector<config::RuleConfig> rules = config_.rules;
+    auto same = std::find_if(rules.begin(), rules.end(), [&](const config::RuleConfig& r) { return r.id == rule.id; });
+    if (same == rules.end()) return admin::Reply::failure("modify rule: no rule \"" + rule.id + "\" (use add rule)");
+    *same = rule;
+    config::Config next;
+    try {
+        next = config::parse_config(config::to_toml(with_rules(std::move(rules))), "modify rule");
+    } catch (const config::ConfigError& e) {
+        return admin::Reply::failure(e.what());
+    }
+    next.global = config_.global;
+    if (std::string error = apply_config(std::move(next)); !error.empty())
+        return admin::Reply::failure("modify rule: " + error);
+    log_.info("rule ", rule.id, " modified by the operator; live sessions keep the previous version");
+    return admin::Reply::success();
+}
+
+admin::Reply Runtime::remove_rule(std::string_view rule_id) {
+    std::vector<config::RuleConfig> rules = config_.rules;
+    const auto removed = std::erase_if(rules, [&](const config::RuleConfig& r) { return r.id == rule_id; });
+    if (removed == 0) return admin::Reply::failure("remove rule: no rule \"" + std::string(rule_id) + "\"");
+    if (rules.empty()) return admin::Reply::failure("remove rule: \"" + std::string(rule_id) + "\" is the last rule");
+    if (std::string error = apply_config(with_rules(std::move(rules))); !error.empty())
+        return admin::Reply::failure("remove rule: " + error);
+    log_.info("rule ", rule_id, " removed by the operator; its live sessions go on");
+    return admin::Reply::success();
+}
+
+admin::Reply Runtime::clean_sessions(std::string_view rule_id) {
+    std::vector<uint16_t> retired;
+    for (size_t slot = 0; slot < slots_.size(); ++slot)
+        if (slots_[slot].id == rule_id && !slots_[slot].live) retired.push_back(static_cast<uint16_t>(slot));
+    if (retired.empty() && !live_slot(rule_id))
+        return admin::Reply::failure("clean sessions: no rule \"" + std::string(rule_id) + "\"");
+    size_t closed = 0;
+    on_every_worker([&](core::Forwarder& forwarder) { closed += forwarder.close_sessions_in(retired); });
+    return admin::Reply::success("closed " + std::to_string(closed) + " session(s) of earlier versions of rule " +
+                                 std::string(rule_id) + "\n");
+}
+admin::Reply Runtime::dump_rules() {
+    const std::string text = config::to_toml(config_);
+    if (std::string error = write_config_file(config_path_, text); !error.empty())
+        return admin::Reply::failure("dump rules: " + error);
+    log_.info("running configuration written to ", config_path_, " (previous kept as ", config_path_, ".bak)");
+    return admin::Reply::success("written to " + config_path_ + "\n");
+}
+
+}  // namespace ringlb::app

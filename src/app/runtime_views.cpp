@@ -1,0 +1,120 @@
+// What the admin port shows: the snapshot every view and the metrics are made from.
+#include "ringlb/app/runtime.hpp"
+
+#include <sstream>
+
+#include "ringlb/util/text.hpp"
+
+namespace ringlb::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxListedSessions = 10000;
+
+std::string format_age(std::chrono::milliseconds age) {
+    const auto seconds = age.count() / 1000;
+    if (seconds < 60) return std::to_string(seconds) + "." + std::to_string(age.count() % 1000 / 100) + "s";
+    if (seconds < 3600) return std::to_string(seconds / 60) + "m" + std::to_string(seconds % 60) + "s";
+    return std::to_string(seconds / 3600) + "h" + std::to_string(seconds / 60 % 60) + "m";
+}
+
+
+}  // namespace
+
+admin::Snapshot Runtime::snapshot() {
+    admin::Snapshot snapshot;
+    snapshot.version = RINGLB_VERSION;
+    snapshot.engine = engine_name_;
+    snapshot.features = engine_features_;
+    snapshot.threads = static_cast<unsigned>(workers_.size());
+    snapshot.uptime_seconds =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count());
+    std::vector<uint16_t> order;
+    for (const config::RuleConfig& rule : config_.rules) {
+        order.push_back(*live_slot(rule.id));
+        admin::RuleSnapshot out;
+        out.id = rule.id;
+        out.mode = std::string(config::to_string(rule.mode));
+        for (const auto& address : rule.listen) out.listen.push_back(address.to_string());
+        for (const auto& pattern : rule.clients) out.clients.push_back(pattern.text());
+        for (const auto& pattern : rule.deny) out.deny.push_back(pattern.text());
+        out.max_clients = rule.max_clients;
+        out.max_sessions_per_ip = rule.max_sessions_per_ip;
+        out.max_conn_rate_per_ip = rule.max_conn_rate_per_ip;
+        // The servers the workers have: dns entries expanded.
+        for (const config::ServerConfig& server : slots_[order.back()].live->servers) {
+            admin::ServerSnapshot server_out;
+            server_out.address = server.address.to_string();
+            server_out.weight = server.weight;
+            server_out.backup = server.backup;
+            out.servers.push_back(std::move(server_out));
+        }
+        snapshot.rules.push_back(std::move(out));
+    }
+    // One worker at a time: each adds its counters to the same snapshot.
+    on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
+    return snapshot;
+}
+
+admin::Reply Runtime::show_rules() {
+    const admin::Snapshot view = snapshot();
+    std::ostringstream out;
+    for (const admin::RuleSnapshot& rule : view.rules) {
+        out << "rule " << rule.id << " mode=" << rule.mode << " listen=" << join(rule.listen)
+            << " clients=" << (rule.clients.empty() ? "*" : join(rule.clients));
+        if (!rule.deny.empty()) out << " deny=" << join(rule.deny);
+        out << " max_clients=" << rule.max_clients << " max_sessions_per_ip=" << rule.max_sessions_per_ip
+            << " max_conn_rate_per_ip=" << rule.max_conn_rate_per_ip << " active=" << rule.active_sessions
+            << " total=" << rule.total_sessions << "\n";
+        for (const admin::ServerSnapshot& server : rule.servers)
+            out << "  server " << server.address << " " << server.state << " weight=" << server.weight
+                << (server.backup ? " backup" : "") << " active=" << server.active_sessions
+                << " total=" << server.total_sessions << " failures=" << server.connect_failures << "\n";
+    }
+    return admin::Reply::success(out.str());
+}
+
+admin::Reply Runtime::show_sessions(std::string_view rule_id) {
+    std::optional<uint16_t> slot;
+    if (!rule_id.empty()) {
+        slot = live_slot(rule_id);
+        if (!slot) return admin::Reply::failure("show sessions: no rule \"" + std::string(rule_id) + "\"");
+    }
+    std::vector<core::SessionInfo> sessions;
+    on_every_worker([&](core::Forwarder& forwarder) {
+        if (sessions.size() >= kMaxListedSessions) return;
+        auto mine = forwarder.list_sessions(slot, kMaxListedSessions - sessions.size());
+        std::move(mine.begin(), mine.end(), std::back_inserter(sessions));
+    });
+    std::ostringstream out;
+    for (const core::SessionInfo& s : sessions)
+        out << "session " << s.id << " client=" << s.client << " listener=" << s.listener << " rule=" << s.rule
+            << " server=" << s.server << " state=" << s.state << " up=" << s.bytes_up << " down=" << s.bytes_down
+            << " age=" << format_age(s.age) << "\n";
+    if (sessions.size() >= kMaxListedSessions) out << "(first " << kMaxListedSessions << " sessions shown)\n";
+    return admin::Reply::success(out.str());
+}
+
+admin::Reply Runtime::show_stats() {
+    const admin::Snapshot view = snapshot();
+    std::ostringstream out;
+    out << "version " << view.version << "\n"
+        << "engine " << view.engine << " (" << view.features << ")\n"
+        << "threads " << view.threads << "\n"
+        << "uptime_seconds " << view.uptime_seconds << "\n"
+        << "accepted " << view.accepted << "\n"
+        << "active_sessions " << view.active_sessions << "\n"
+        << "sessions_ended " << view.sessions_ended << "\n"
+        << "accept_errors " << view.accept_errors << "\n"
+        << "idle_timeouts " << view.idle_timeouts << "\n"
+        << "rejected_acl " << view.rejects.acl << "\n"
+        << "rejected_limit " << view.rejects.limit << "\n"
+        << "rejected_no_server " << view.rejects.no_server << "\n"
+        << "limits_active " << limits_.active() << "\n"
+        << "limits_tracked_ips " << limits_.tracked_ips() << "\n";
+    return admin::Reply::success(out.str());
+}
+
+}  // namespace ringlb::app
