@@ -112,6 +112,8 @@ void Worker::run(Setup setup) {
             serve(*forwarder);
         } catch (const std::exception& e) {
             setup.log->error("worker ", setup.index, " failed: ", e.what());
+            // Before anything else: its peers must not take a cut stream for a complete one.
+            forwarder->abort_all_sessions(core::EndCause::Error);
         }
         set_engine(nullptr);
     }

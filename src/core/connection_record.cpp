@@ -81,6 +81,8 @@ std::string format_text(const ConnectionRecord& record) {
                       record.connect_time ? std::to_string(non_negative_count(*record.connect_time)) : std::string());
     append_text_number(out, "duration_ms", duration_ms(record));
     append_text_field(out, "end", to_string(record.cause));
+    append_text_field(out, "client_end", to_string(record.client_end));
+    append_text_field(out, "server_end", to_string(record.server_end));
     return out;
 }
 
@@ -131,6 +133,14 @@ void append_json_null(std::string& out, std::string_view key) {
     out += "null";
 }
 
+void append_json_peer_end(std::string& out, std::string_view key, PeerEnd end) {
+    if (end == PeerEnd::None) {
+        append_json_null(out, key);
+    } else {
+        append_json_field(out, key, to_string(end));
+    }
+}
+
 std::string format_json(const ConnectionRecord& record) {
     std::string out = "{";
     append_json_field(out, "time", format_utc_timestamp(record.end_time));
@@ -152,6 +162,8 @@ std::string format_json(const ConnectionRecord& record) {
     }
     append_json_number(out, "duration_ms", duration_ms(record));
     append_json_field(out, "end", to_string(record.cause));
+    append_json_peer_end(out, "client_end", record.client_end);
+    append_json_peer_end(out, "server_end", record.server_end);
     out += '}';
     return out;
 }
@@ -173,6 +185,16 @@ std::string_view to_string(EndCause cause) {
         case EndCause::Error: return "error";
     }
     return "error";  // a value cast from a corrupt byte: still one of the documented words
+}
+
+std::string_view to_string(PeerEnd end) {
+    switch (end) {
+        case PeerEnd::None: return "-";
+        case PeerEnd::Fin: return "fin";
+        case PeerEnd::Reset: return "reset";
+        case PeerEnd::Peer: return "peer";
+    }
+    return "-";
 }
 
 std::string format_record(const ConnectionRecord& record, config::LogFormat format) {

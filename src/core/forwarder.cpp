@@ -54,6 +54,7 @@ Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logge
     : Forwarder(config.global, initial_plan(config), engine, log, limits, reuse_port) {}
 
 Forwarder::~Forwarder() {
+    abort_all_sessions(EndCause::Shutdown);
     for (Listener& listener : listeners_)
         if (listener.fd) net::stop_listening(listener.fd.get());
 }
@@ -261,7 +262,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         const auto slot = sessions_.acquire();
         if (!slot) {
             ++stats_.rejected_max_sessions;
-            log_rejected(listener, peer, EndCause::Limit);
+            log_rejected(listener, peer, EndCause::Limit, client.get());
             return;
         }
         Session& session = sessions_[*slot];
@@ -281,7 +282,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     EndCause cause = EndCause::Acl;
     const auto rule = admit_to_rule(listener, peer, &cause);
     if (!rule) {
-        log_rejected(listener, peer, cause);
+        log_rejected(listener, peer, cause, client.get());
         return;
     }
     const auto slot = sessions_.acquire();
@@ -290,7 +291,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         ++stats_.rejected_max_sessions;
         ++rules_[*rule]->rejects.limit;
         log_.debug("client ", peer, " over max_sessions: closed");
-        log_rejected(listener, peer, EndCause::Limit);
+        log_rejected(listener, peer, EndCause::Limit, client.get());
         return;
     }
     Session& session = sessions_[*slot];
@@ -361,11 +362,12 @@ std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const ne
 void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion) {
     const auto fail = [&](const std::string& why) {
         if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
-        proxy_in_.erase(slot);
         ++stats_.rejected_proxy_header;
         log_.debug("client ", session.client_address, " on ",
                    listeners_[session.listener].address, ": ", why, ": closed");
-        close_session(slot, session, false, EndCause::Error);
+        // The header bytes read so far (proxy_in_, dropped on release) make the ending a cut.
+        const bool failed = completion.result < 0;
+        close_session(slot, session, failed, failed ? EndCause::ClientReset : EndCause::Error);
     };
     if (completion.result <= 0)
         return fail(completion.result == 0 ? "closed before its PROXY header"
@@ -403,13 +405,15 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     start_session(slot, session, *rule);
 }
 
-void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause) {
+void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause, int client_fd) {
     if (!connection_log_) return;
     ConnectionRecord record;
     record.end_time = std::chrono::system_clock::now();
     record.client = client.to_string();
     record.listener = listeners_[listener].address.to_string();
     record.cause = cause;
+    // Refused before a byte is read: closing sends a FIN, or a reset when the client's bytes wait unread.
+    record.client_end = net::unread_bytes(client_fd) > 0 ? PeerEnd::Reset : PeerEnd::Fin;
     connection_log_->write_raw_line(format_record(record, connection_log_format_));
 }
 
@@ -448,7 +452,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
     if (fd < 0) {
         log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
-        close_session(slot, session, true, EndCause::Error);
+        close_session(slot, session, false, EndCause::Error);
         return;
     }
     session.server_fd.reset(fd);
@@ -665,11 +669,37 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
 void Forwarder::close_session(uint32_t slot, Session& session, bool abortive, EndCause cause) {
     if (session.state == Session::State::Closing) return;
     note_cause(session, cause);
+    decide_ending(slot, session, abortive, cause);
     session.state = Session::State::Closing;
-    session.abortive = abortive;
     for (Side side : {Side::Client, Side::Server})
         if (session.has_pending(side)) engine_.cancel(session.fd(side).get());
     release_if_quiet(slot, session);
+}
+
+// Decides what each peer is told, once, when the session starts closing. A cut is armed on the
+// sockets at once (SO_LINGER 0), so that however they are closed from here on, by release() or
+// by the process going away, the peers still mid-stream get a reset and never a clean end.
+void Forwarder::decide_ending(uint32_t slot, Session& session, bool abortive, EndCause cause) {
+    std::optional<Side> failed;
+    if (abortive && cause == EndCause::ClientReset) failed = Side::Client;
+    if (abortive && cause == EndCause::ServerReset) failed = Side::Server;
+    // In order of cost: the syscalls only for a session that looks quiescent from here. The
+    // bytes of an unfinished PROXY header were read and can never be delivered.
+    const bool cut = abortive || !is_quiescent(session) || proxy_in_.contains(slot) || has_unread_input(session);
+    session.abortive = cut;
+    for (Side side : {Side::Client, Side::Server}) {
+        const PeerEnd end = peer_end(session, side, cut, failed);
+        session.end_of(side) = end;
+        // A server connect still in flight has no peer yet, but must not complete into a clean end.
+        const bool arm = end == PeerEnd::Reset || end == PeerEnd::Peer || (cut && end == PeerEnd::None);
+        if (arm && session.fd(side)) net::set_abortive_close(session.fd(side).get());
+    }
+}
+
+// Bytes a peer sent that ringlb has not read yet: ending the session now would drop them.
+bool Forwarder::has_unread_input(const Session& session) const {
+    if (session.client_fd && net::unread_bytes(session.client_fd.get()) > 0) return true;
+    return session.established && session.server_fd && net::unread_bytes(session.server_fd.get()) > 0;
 }
 
 void Forwarder::release_if_quiet(uint32_t slot, Session& session) {
@@ -682,7 +712,6 @@ void Forwarder::release(uint32_t slot, Session& session) {
     for (Side side : {Side::Client, Side::Server}) {
         net::UniqueFd& fd = session.fd(side);
         if (!fd) continue;
-        if (session.abortive) net::set_abortive_close(fd.get());
         engine_.forget(fd.get());
         fd.reset();
     }
@@ -728,11 +757,24 @@ void Forwarder::log_connection(const Session& session) {
     record.bytes_down = session.downstream.delivered_bytes;
     record.duration = std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started);
     record.cause = session.end_cause == 0 ? EndCause::Error : static_cast<EndCause>(session.end_cause);
+    record.client_end = session.client_end;
+    record.server_end = session.server_end;
     connection_log_->write_raw_line(format_record(record, connection_log_format_));
 }
 
 void Forwarder::close_all_sessions(EndCause cause) {
     sessions_.for_each_in_use([&](uint32_t slot, Session& session) { close_session(slot, session, false, cause); });
+}
+
+void Forwarder::abort_all_sessions(EndCause cause) {
+    sessions_.for_each_in_use([&](uint32_t slot, Session& session) {
+        if (session.state != Session::State::Closing) {
+            note_cause(session, cause);
+            decide_ending(slot, session, false, cause);
+            session.state = Session::State::Closing;
+        }
+        release(slot, session);
+    });
 }
 
 // ---- timers ------------------------------------------------------------------------------
@@ -907,7 +949,7 @@ bool Forwarder::kill_session(uint64_t id) {
     sessions_.for_each_in_use([&](uint32_t used, const Session&) { in_use = in_use || used == slot; });
     if (!in_use) return false;
     log_.info("session ", id, ": ", describe(session), " closed by the operator");
-    close_session(slot, session, true, EndCause::Admin);
+    close_session(slot, session, false, EndCause::Admin);
     return true;
 }
 
@@ -916,7 +958,7 @@ size_t Forwarder::close_sessions_in(const std::vector<uint16_t>& rules) {
     sessions_.for_each_in_use([&](uint32_t slot, Session& session) {
         if (!session.admitted || session.state == Session::State::Closing) return;
         if (std::find(rules.begin(), rules.end(), session.rule) == rules.end()) return;
-        close_session(slot, session, true, EndCause::Admin);
+        close_session(slot, session, false, EndCause::Admin);
         ++closed;
     });
     return closed;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +69,11 @@ void set_nodelay(int fd) {
 void set_abortive_close(int fd) {
     const linger abortive{1, 0};
     (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+}
+
+size_t unread_bytes(int fd) {
+    int pending = 0;
+    return ::ioctl(fd, FIONREAD, &pending) == 0 && pending > 0 ? static_cast<size_t>(pending) : 0;
 }
 
 // Both return an unspecified address (family 0) when the call fails, e.g. after a reset.

@@ -23,6 +23,8 @@ ConnectionRecord full_record() {
     record.connect_time = microseconds(250);
     record.duration = microseconds(1'234'567);
     record.cause = EndCause::ClientFin;
+    record.client_end = PeerEnd::Fin;
+    record.server_end = PeerEnd::Fin;
     return record;
 }
 
@@ -45,7 +47,7 @@ TEST_CASE("end causes have their documented names") {
 TEST_CASE("text record lists every field in order") {
     CHECK(format_record(full_record(), config::LogFormat::Text) ==
           "2026-11-27T10:00:00.123Z conn client=1.2.3.4:5555 listener=0.0.0.0:80 rule=web server=127.0.0.1:9001 "
-          "up=123 down=456 connect_us=250 duration_ms=1234 end=client-fin");
+          "up=123 down=456 connect_us=250 duration_ms=1234 end=client-fin client_end=fin server_end=fin");
 }
 
 TEST_CASE("text record prints - for an absent server and connect time") {
@@ -53,9 +55,11 @@ TEST_CASE("text record prints - for an absent server and connect time") {
     record.server.clear();
     record.connect_time.reset();
     record.cause = EndCause::ConnectFailed;
+    record.client_end = PeerEnd::Reset;
+    record.server_end = PeerEnd::None;
     CHECK(format_record(record, config::LogFormat::Text) ==
           "2026-11-27T10:00:00.123Z conn client=1.2.3.4:5555 listener=0.0.0.0:80 rule=web server=- "
-          "up=123 down=456 connect_us=- duration_ms=1234 end=connect-failed");
+          "up=123 down=456 connect_us=- duration_ms=1234 end=connect-failed client_end=reset server_end=-");
 }
 
 TEST_CASE("text record quotes values that would break the key=value shape") {
@@ -70,7 +74,7 @@ TEST_CASE("json record has the same fields, numbers as numbers") {
     CHECK(format_record(full_record(), config::LogFormat::Json) ==
           R"({"time":"2026-11-27T10:00:00.123Z","event":"conn","client":"1.2.3.4:5555","listener":"0.0.0.0:80",)"
           R"("rule":"web","server":"127.0.0.1:9001","up":123,"down":456,"connect_us":250,"duration_ms":1234,)"
-          R"("end":"client-fin"})");
+          R"("end":"client-fin","client_end":"fin","server_end":"fin"})");
 }
 
 TEST_CASE("json record uses null for an absent server and connect time") {
@@ -78,10 +82,12 @@ TEST_CASE("json record uses null for an absent server and connect time") {
     record.server.clear();
     record.connect_time.reset();
     record.cause = EndCause::Acl;
+    record.server_end = PeerEnd::None;
     const std::string line = format_record(record, config::LogFormat::Json);
     CHECK(line.find(R"("server":null,)") != std::string::npos);
     CHECK(line.find(R"("connect_us":null,)") != std::string::npos);
-    CHECK(line.find(R"("end":"acl")") != std::string::npos);
+    CHECK(line.find(R"("end":"acl",)") != std::string::npos);
+    CHECK(line.find(R"("server_end":null})") != std::string::npos);
 }
 
 TEST_CASE("json record escapes quotes, backslashes and control characters") {
@@ -97,4 +103,22 @@ TEST_CASE("no end cause is 0: sessions use 0 for a cause not noted yet") {
                        EndCause::IdleTimeout, EndCause::ConnectFailed, EndCause::Limit, EndCause::Acl,
                        EndCause::Shutdown, EndCause::Admin, EndCause::Error})
         CHECK(static_cast<uint8_t>(cause) != 0);
+}
+
+TEST_CASE("peer endings have their documented names") {
+    CHECK(to_string(PeerEnd::None) == "-");
+    CHECK(to_string(PeerEnd::Fin) == "fin");
+    CHECK(to_string(PeerEnd::Reset) == "reset");
+    CHECK(to_string(PeerEnd::Peer) == "peer");
+}
+
+TEST_CASE("each side's ending is in the text and the JSON line") {
+    ConnectionRecord record = full_record();
+    record.cause = EndCause::IdleTimeout;
+    record.client_end = PeerEnd::Reset;
+    record.server_end = PeerEnd::Peer;
+    const std::string text = format_record(record, config::LogFormat::Text);
+    CHECK(text.ends_with(" end=idle-timeout client_end=reset server_end=peer"));
+    const std::string json = format_record(record, config::LogFormat::Json);
+    CHECK(json.ends_with(R"("end":"idle-timeout","client_end":"reset","server_end":"peer"})"));
 }

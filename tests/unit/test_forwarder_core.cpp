@@ -289,3 +289,184 @@ TEST_CASE("accept errors pause accepting and re-arm it later") {
     }
     CHECK(h.engine.has(ScriptedEngine::Kind::Accept));
 }
+
+// ---- endings -------------------------------------------------------------------------------
+
+namespace {
+
+// What the client's end of a loopback pair reads next, without waiting long: "eof", "reset",
+// "data" or "nothing".
+std::string next_event(int fd) {
+    for (int i = 0; i < 200; ++i) {
+        char byte;
+        const ssize_t n = ::recv(fd, &byte, 1, MSG_DONTWAIT);
+        if (n == 0) return "eof";
+        if (n > 0) return "data";
+        if (errno == ECONNRESET) return "reset";
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return std::string("error ") + std::strerror(errno);
+        ::usleep(5 * 1000);
+    }
+    return "nothing";
+}
+
+config::Config config_with_timeout(std::chrono::milliseconds timeout) {
+    config::Config config = config_with_servers({"127.0.0.1:1"});
+    config.rules[0].timeout = timeout;
+    return config;
+}
+
+// Runs turns until the idle timeout has closed the session and its pending requests are cancelled.
+void let_idle_timeout_fire(Harness& h, int server_fd) {
+    for (int i = 0; i < 100 && h.engine.cancelled.count(server_fd) == 0; ++i) {
+        ::usleep(10 * 1000);
+        h.turn();
+    }
+    REQUIRE(h.engine.cancelled.count(server_fd) == 1);
+    while (!h.engine.requests.empty()) {
+        const auto request = h.engine.requests.front();
+        h.engine.requests.pop_front();
+        if (request.kind != ScriptedEngine::Kind::Accept) h.engine.complete(request, -ECANCELED);
+    }
+    h.turn();
+}
+
+}  // namespace
+
+TEST_CASE("a session is quiescent only with nothing half-closed, queued or in flight either way") {
+    core::Session session;
+    CHECK(core::is_quiescent(session));
+    for (core::Side source : {core::Side::Client, core::Side::Server}) {
+        CAPTURE(core::to_string(source));
+        const auto changed = [&](auto change) {
+            core::Session copy;
+            change(copy.flow_from(source));
+            return core::is_quiescent(copy);
+        };
+        CHECK_FALSE(changed([](core::Flow& flow) { flow.eof = true; }));  // half-closed
+        CHECK_FALSE(changed([](core::Flow& flow) {                       // read, not yet sent
+            flow.push({0, 0, 10});
+            flow.queued_bytes = 10;
+        }));
+        CHECK_FALSE(changed([](core::Flow& flow) { flow.send_pending = true; }));      // being sent
+        CHECK_FALSE(changed([](core::Flow& flow) { flow.shutdown_pending = true; }));  // FIN on its way
+        // A receive waiting for bytes that have not come holds nothing: still quiescent.
+        CHECK(changed([](core::Flow& flow) { flow.recv_pending = true; }));
+        CHECK(changed([](core::Flow& flow) { flow.delivered_bytes = 1000; }));
+    }
+}
+
+TEST_CASE("a cut resets each peer still mid-stream; a peer done both ways, or the one that failed, is not reset") {
+    core::Session session;
+    session.client_fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    session.server_fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    using core::PeerEnd;
+    using core::Side;
+
+    // Connecting: no server connection to speak of yet.
+    CHECK(core::peer_end(session, Side::Server, true, std::nullopt) == PeerEnd::None);
+    CHECK(core::peer_end(session, Side::Client, true, std::nullopt) == PeerEnd::Reset);
+    CHECK(core::peer_end(session, Side::Client, false, std::nullopt) == PeerEnd::Fin);
+    session.established = true;
+
+    // The client half-closed and its FIN reached the server: both wait for the reply.
+    session.upstream.eof = session.upstream.finished = true;
+    CHECK_FALSE(core::is_quiescent(session));
+    CHECK_FALSE(core::finished_both_ways(session, Side::Client));
+    CHECK_FALSE(core::finished_both_ways(session, Side::Server));
+    CHECK(core::peer_end(session, Side::Client, true, std::nullopt) == PeerEnd::Reset);
+    CHECK(core::peer_end(session, Side::Server, true, std::nullopt) == PeerEnd::Reset);
+    CHECK(core::peer_end(session, Side::Server, true, Side::Server) == PeerEnd::Peer);
+
+    // The server's FIN came and was passed on: both peers are done both ways.
+    session.downstream.eof = session.downstream.finished = true;
+    CHECK(core::finished_both_ways(session, Side::Client));
+    CHECK(core::finished_both_ways(session, Side::Server));
+    CHECK(core::peer_end(session, Side::Client, true, std::nullopt) == PeerEnd::Fin);
+    CHECK(core::peer_end(session, Side::Server, true, std::nullopt) == PeerEnd::Fin);
+
+    // The server's FIN came but is still queued behind bytes for the client: the client is not done.
+    session.downstream.finished = false;
+    CHECK_FALSE(core::finished_both_ways(session, Side::Client));
+    CHECK(core::finished_both_ways(session, Side::Server));
+    CHECK(core::peer_end(session, Side::Client, true, Side::Server) == PeerEnd::Reset);
+}
+
+TEST_CASE("idle timeout: a client that half-closed and waits for its reply gets a reset") {
+    Harness h(config_with_timeout(std::chrono::milliseconds(30)));
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "request", 0);
+    h.turn();
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Send, server_fd), 7);
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), 0);  // the client's FIN
+    h.turn();
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Shutdown, server_fd), 0);
+    h.turn();
+
+    let_idle_timeout_fire(h, server_fd);
+    CHECK(h.forwarder.active_sessions() == 0);
+    CHECK(h.forwarder.stats().idle_timeouts == 1);
+    CHECK(next_event(pair.client.get()) == "reset");
+}
+
+TEST_CASE("idle timeout: a quiet keep-alive session ends with a FIN") {
+    Harness h(config_with_timeout(std::chrono::milliseconds(30)));
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "request", 0);
+    h.turn();
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Send, server_fd), 7);
+    h.turn();
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, server_fd), "reply", 1);
+    h.turn();
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Send, client_fd), 5);
+    h.turn();
+
+    let_idle_timeout_fire(h, server_fd);
+    CHECK(h.forwarder.active_sessions() == 0);
+    CHECK(next_event(pair.client.get()) == "eof");
+}
+
+TEST_CASE("idle timeout: bytes the client sent that ringlb has not read yet make the ending a reset") {
+    Harness h(config_with_timeout(std::chrono::milliseconds(30)));
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+    // The engine has not taken them yet: from the session's flows the session looks quiescent.
+    REQUIRE(::send(pair.client.get(), "late", 4, 0) == 4);
+    let_idle_timeout_fire(h, server_fd);
+    CHECK(next_event(pair.client.get()) == "reset");
+}
+
+TEST_CASE("abort_all_sessions: a session mid-stream is reset and released at once, a quiescent one gets a FIN") {
+    Harness h(config_with_servers({"127.0.0.1:1"}));
+    LoopbackPair busy_pair, quiet_pair;
+    // One armed accept brings both clients.
+    const auto accept = h.engine.take(ScriptedEngine::Kind::Accept);
+    h.engine.complete(accept, busy_pair.accepted, true);
+    h.engine.complete(accept, quiet_pair.accepted, true);
+    h.turn();
+    for (int i = 0; i < 2; ++i) h.engine.complete(h.engine.take(ScriptedEngine::Kind::Connect), 0);
+    h.turn();
+    REQUIRE(h.forwarder.active_sessions() == 2);
+    const auto busy_recv = h.engine.take(ScriptedEngine::Kind::Recv, busy_pair.accepted);
+    h.engine.complete_recv(busy_recv, "in flight", 0);
+    h.turn();
+    REQUIRE(h.engine.has(ScriptedEngine::Kind::Send));  // the send never completes
+
+    h.forwarder.abort_all_sessions(core::EndCause::Error);
+    CHECK(h.forwarder.active_sessions() == 0);  // no waiting for the requests still pending
+    CHECK(next_event(busy_pair.client.get()) == "reset");
+    CHECK(next_event(quiet_pair.client.get()) == "eof");
+}
+
+TEST_CASE("a forwarder destroyed with sessions still open resets the ones mid-stream") {
+    LoopbackPair pair;
+    {
+        Harness h(config_with_servers({"127.0.0.1:1"}));
+        const auto [client_fd, server_fd] = h.establish(pair);
+        h.engine.complete(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), 0);  // half-closed
+        h.turn();
+        (void)server_fd;
+    }
+    CHECK(next_event(pair.client.get()) == "reset");
+}

@@ -31,6 +31,18 @@ enum class EndCause : uint8_t {
 // "limit", "acl", "shutdown", "admin", "error".
 std::string_view to_string(EndCause cause);
 
+// What one peer (the client, or the server) was told when its connection ended: a FIN means the
+// stream it read was complete; a reset means it was cut. Stored in a session as uint8_t.
+enum class PeerEnd : uint8_t {
+    None,   // there was no connection to end (no server was connected)
+    Fin,    // ended with a FIN: nothing was lost on the way to or from this peer
+    Reset,  // ringlb reset it (SO_LINGER 0): the stream was cut
+    Peer,   // the peer's own reset or error ended it; ringlb had nothing left to say
+};
+
+// "-", "fin", "reset", "peer".
+std::string_view to_string(PeerEnd end);
+
 struct ConnectionRecord {
     std::chrono::system_clock::time_point end_time;
     std::string client;    // "1.2.3.4:5555"
@@ -42,14 +54,18 @@ struct ConnectionRecord {
     std::optional<std::chrono::microseconds> connect_time;  // absent when no connect succeeded
     std::chrono::microseconds duration{0};
     EndCause cause = EndCause::Error;
+    PeerEnd client_end = PeerEnd::None;
+    PeerEnd server_end = PeerEnd::None;
 };
 
 // One line without the trailing '\n'. Text:
 //   2026-11-27T10:00:00.123Z conn client=1.2.3.4:5555 listener=0.0.0.0:80 rule=web
 //   server=127.0.0.1:9001 up=123 down=456 connect_us=250 duration_ms=1234 end=client-fin
+//   client_end=fin server_end=fin
 // (on one line; an empty field prints "-", a value with spaces, quotes, '=' or control
 // characters is quoted with C-style escapes). JSON: the same fields as one object, with
-// "time" and "event":"conn" first, numbers as numbers, null for an absent server or connect time.
+// "time" and "event":"conn" first, numbers as numbers, null for an absent server, connect time
+// or server end.
 std::string format_record(const ConnectionRecord& record, config::LogFormat format);
 
 }  // namespace ringlb::core

@@ -131,7 +131,14 @@ public:
     // Stops accepting on every listener (graceful stop); sessions go on.
     void stop_accepting();
     // Closes every session (with `cause`); their slots are released as their requests complete.
+    // Every ending ringlb decides follows one rule: FINs when the session is quiescent (see
+    // is_quiescent), a reset for each peer still mid-stream otherwise.
     void close_all_sessions(EndCause cause);
+    // On the way out (a fatal error, or a stop with sessions still open): ends every session as
+    // close_all_sessions() does and releases it at once, without waiting for its requests. The
+    // engine must not be polled afterwards; what it still holds ends with it. The destructor
+    // calls it for whatever is left.
+    void abort_all_sessions(EndCause cause);
 
     // The rule slot and server index for a server address text of a live rule; nullopt if none.
     std::optional<size_t> find_server(uint16_t rule, std::string_view address) const;
@@ -206,7 +213,7 @@ private:
     std::optional<uint16_t> admit_to_rule(uint16_t listener, const net::SocketAddress& client, EndCause* cause);
     void start_session(uint32_t slot, Session& session, uint16_t rule);
     void on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion);
-    void log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause);
+    void log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause, int client_fd);
 
     void connect_next_server(uint32_t slot, Session& session);
     void refresh_servers(Rule& rule, const Session& session);
@@ -218,7 +225,11 @@ private:
     void on_shutdown(uint32_t slot, Session& session, Side destination);
     void pump(uint32_t slot, Session& session, Side source);
 
+    // `abortive`: a peer failed (its reset or error is `cause`), so the ending is a cut whatever
+    // else; otherwise ringlb ends the session itself and it is a cut unless quiescent.
     void close_session(uint32_t slot, Session& session, bool abortive, EndCause cause);
+    void decide_ending(uint32_t slot, Session& session, bool abortive, EndCause cause);
+    bool has_unread_input(const Session& session) const;
     void release_if_quiet(uint32_t slot, Session& session);
     void release(uint32_t slot, Session& session);
     void log_connection(const Session& session);

@@ -3,8 +3,10 @@
 // between them in each direction. Engine-free: it records what is in flight, not how.
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "ringlb/core/connection_record.hpp"
 #include "ringlb/core/timer_queue.hpp"
 #include "ringlb/net/address.hpp"
 #include "ringlb/net/socket.hpp"
@@ -59,10 +61,12 @@ struct Session {
     bool established = false;  // counted on a server: undo that on release
     bool connect_pending = false;
     bool connect_timed_out = false;
-    bool abortive = false;  // close with a reset, to pass a reset or failure on
+    bool abortive = false;  // the ending is a cut: peers still mid-stream get a reset
     bool admitted = false;  // counted in the rule and the limits: undo that on release
     bool sending_proxy_header = false;  // the upstream send in flight carries the PROXY header
     uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
+    PeerEnd client_end = PeerEnd::None;  // decided when the session starts closing
+    PeerEnd server_end = PeerEnd::None;
     uint8_t connect_attempt = 0;
     uint16_t listener = 0;
     uint16_t rule = 0;
@@ -79,6 +83,8 @@ struct Session {
     Clock::time_point connect_started{};  // the current connect attempt, for connect_time()
 
     Flow& flow_from(Side source) { return source == Side::Client ? upstream : downstream; }
+    const Flow& flow_from(Side source) const { return source == Side::Client ? upstream : downstream; }
+    PeerEnd& end_of(Side side) { return side == Side::Client ? client_end : server_end; }
     net::UniqueFd& fd(Side side) { return side == Side::Client ? client_fd : server_fd; }
 
     // Whether any request on that side's socket has not completed yet.
@@ -90,5 +96,23 @@ struct Session {
     }
     bool has_pending() const { return has_pending(Side::Client) || has_pending(Side::Server); }
 };
+
+// ---- endings -----------------------------------------------------------------------------
+// When ringlb ends a session itself (idle timeout, no server left, an operator, a stop, a fatal
+// error), a peer may be told "the stream is complete" (FIN) only if nothing was lost; otherwise it
+// is told the stream was cut (reset), so that a truncated reply never passes for a whole one.
+
+// Whether the session can end with FINs and lose nothing: neither side has half-closed, and no
+// byte is queued in ringlb or being sent, either way. What the kernel holds unread is not seen
+// here (the caller checks the sockets for that).
+bool is_quiescent(const Session& session);
+
+// Whether that side's peer is done both ways: it sent its FIN and has been sent the other's.
+bool finished_both_ways(const Session& session, Side side);
+
+// What the peer on `side` is told when the session ends now. `cut`: the ending loses something
+// (or a peer failed); `failed`: the side whose own reset or error ends the session, if any. A
+// side with no connection (a server never connected) is PeerEnd::None.
+PeerEnd peer_end(const Session& session, Side side, bool cut, std::optional<Side> failed);
 
 }  // namespace ringlb::core

@@ -1,5 +1,6 @@
 #pragma once
 // File descriptors and socket set-up. Plain syscalls only: the event APIs live in engine/.
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -56,6 +57,8 @@ void set_nonblocking(int fd, bool nonblocking);
 void set_nodelay(int fd);
 // SO_LINGER {1, 0}: the next close() sends a reset instead of a FIN.
 void set_abortive_close(int fd);
+// Bytes the peer sent that wait in the socket's receive queue, unread; 0 when the call fails.
+size_t unread_bytes(int fd);
 // Takes a listener out of service at once, even while an io_uring accept still holds a
 // reference to it (close() alone would keep the port busy until that request ends).
 void stop_listening(int fd);
