@@ -89,7 +89,7 @@ TEST_CASE("connection log: one line per session with its end cause, text and jso
     REQUIRE(ringlb.wait_for_log(" end="));
     const std::regex text_line(
         "conn client=127\\.0\\.0\\.1:[0-9]+ listener=127\\.0\\.0\\.1:" + std::to_string(port) +
-        " rule=test server=" + a.endpoint() + " up=0 down=2 connect_us=[0-9]+ duration_ms=[0-9]+ end=client-fin");
+        " rule=test server=" + a.endpoint() + " up=0 down=2 connect_us=[0-9]+ duration_ms=[0-9]+ end=client-fin client_end=fin server_end=fin");
     CHECK(std::regex_search(ringlb.log_text(), text_line));
     CHECK_CLEAN_EXIT(ringlb);
 
@@ -103,6 +103,7 @@ TEST_CASE("connection log: one line per session with its end cause, text and jso
     REQUIRE(json.wait_for_log("\"end\":"));
     CHECK(json.log_text().find("\"end\":\"acl\"") != std::string::npos);
     CHECK(json.log_text().find("\"server\":null") != std::string::npos);
+    CHECK(json.log_text().find("\"client_end\":\"fin\",\"server_end\":null}") != std::string::npos);
     CHECK_CLEAN_EXIT(json);
 }
 
