@@ -115,6 +115,8 @@ void Worker::run(Setup setup) {
             // Before anything else: its peers must not take a cut stream for a complete one.
             forwarder->abort_all_sessions(core::EndCause::Error);
         }
+        // A stop whose deadline passed: what close_all_sessions() could not see end goes now.
+        forwarder->abort_all_sessions(core::EndCause::Shutdown);
         set_engine(nullptr);
     }
     final_stats_ = forwarder->stats();
