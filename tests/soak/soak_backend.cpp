@@ -63,6 +63,7 @@ private:
     bool wants_to_send() const {
         if (!plan_ || record_.sent_fin || finished()) return false;
         if (plan_->server_replies_after_eof && record_.up_end != StreamEnd::CleanEof) return false;
+        if (plan_->server_stalls && Clock::now() < stall_until_) return false;
         return true;
     }
 
@@ -80,6 +81,7 @@ private:
             } else if (n == 0) {
                 record_.up_end = StreamEnd::CleanEof;
                 if (!plan_) return end_anonymous(StreamEnd::CleanEof);
+                stall_until_ = now + kStall;
             } else if (!is_transient(errno)) {
                 return end_by_peer_reset();
             } else if (errno != EINTR) {
@@ -160,6 +162,7 @@ private:
     }
 
     void end_by_peer_reset() {
+        record_.peer_reset = true;
         if (record_.up_end == StreamEnd::Open) record_.up_end = StreamEnd::Reset;
         close_abortively(fd_);
         if (!plan_) return end_anonymous(StreamEnd::Reset);
@@ -203,6 +206,7 @@ private:
     std::vector<std::uint8_t> pending_;
     std::size_t pending_offset_ = 0;
     ReadPacer pacer_;
+    Clock::time_point stall_until_{};  // a stalling server's reply is due then
     BackendRecord record_;
     AnonymousRecord anonymous_;
     bool reported_ = false;

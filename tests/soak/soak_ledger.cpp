@@ -23,7 +23,8 @@ std::string describe(const ClientRecord& client, const BackendRecord* backend) {
     std::ostringstream out;
     out << " [plan up=" << plan.up_bytes << " down=" << plan.down_bytes << " server_action="
         << static_cast<int>(plan.server_action) << "@" << plan.server_action_at
-        << (plan.server_replies_after_eof ? " after_eof" : "") << (plan.server_reads_slowly ? " server_slow" : "")
+        << (plan.server_replies_after_eof ? " after_eof" : "") << (plan.server_stalls ? " stalls" : "")
+        << (plan.server_reads_slowly ? " server_slow" : "")
         << " client_action=" << static_cast<int>(plan.client_action) << "@" << plan.client_reset_at
         << (plan.client_reads_slowly ? " client_slow" : "") << "; client sent=" << client.sent
         << (client.sent_fin ? "+fin" : "") << (client.reset_by_client ? "+rst" : "")
@@ -34,7 +35,8 @@ std::string describe(const ClientRecord& client, const BackendRecord* backend) {
     if (backend)
         out << "; backend received=" << backend->received << " " << to_string(backend->up_end) << " sent=" << backend->sent
             << (backend->sent_fin ? "+fin" : "") << (backend->reset_by_backend ? "+rst" : "")
-            << (backend->killed ? " killed" : "") << (backend->send_failed ? " send_failed" : "");
+            << (backend->killed ? " killed" : "") << (backend->send_failed ? " send_failed" : "")
+            << (backend->peer_reset ? " peer_reset" : "");
     else
         out << "; no backend record";
     out << "]";
@@ -115,12 +117,37 @@ void Ledger::judge_client(const ClientRecord& client, const BackendRecord* backe
                                         " bytes, the backend sent " + std::to_string(backend->sent) + " before its FIN");
         }
     }
+    if (client.plan.server_stalls) judge_stall(client, backend, totals);
     // Both ends finished cleanly, nobody reset: the client must not see a RST.
     if (client.down_end == StreamEnd::Reset && !client.reset_by_client && backend && backend->sent_fin &&
         backend->up_end == StreamEnd::CleanEof && !backend->killed && !backend->reset_by_backend && !backend->send_failed)
         totals.violations.push_back(name + ": both ends finished cleanly, yet the client got a reset");
     for (std::size_t i = violations_before; i < totals.violations.size(); ++i) totals.violations[i] += describe(client, backend);
     classify(client, backend, totals);
+}
+
+// A server that stalls past the idle timeout after the client's FIN: ringlb must cut the stream,
+// and a cut must reach both ends as a reset. A clean end at the client would pass the missing
+// reply off as an empty one; a server that got to send its reply means no cut came at all.
+void Ledger::judge_stall(const ClientRecord& client, const BackendRecord* backend, SoakTotals& totals) {
+    if (!backend || backend->killed) return;  // no stream backend, or the kill ended it first
+    ++totals.stalled;
+    const std::string name = stream_name(client.plan.id);
+    if (client.down_end == StreamEnd::Reset && backend->peer_reset && !backend->sent_fin) {
+        ++totals.stalls_cut;
+        totals.stall_cut_ports.push_back(client.local_port);
+    } else if (client.down_end == StreamEnd::CleanEof) {
+        totals.violations.push_back(name + ": stalled past the idle timeout, and the client saw a clean end after " +
+                                    std::to_string(client.received) + " bytes instead of a reset");
+    } else if (backend->sent_fin || backend->sent > 0) {
+        totals.violations.push_back(name + ": stalled past the idle timeout, yet its server could still reply: ringlb "
+                                           "never cut it");
+    } else if (!backend->peer_reset) {
+        totals.violations.push_back(name + ": cut after stalling past the idle timeout, but its server saw no reset");
+    } else {
+        totals.violations.push_back(name + ": cut after stalling past the idle timeout, but the client's stream " +
+                                    "ended " + to_string(client.down_end) + ", not by a reset");
+    }
 }
 
 // The backend's up direction: a clean end must match the client's FIN exactly.
@@ -152,6 +179,7 @@ void Ledger::classify(const ClientRecord& client, const BackendRecord* backend, 
         if (client.reset_by_client) ++totals.resets_by_client;
         else if (backend && backend->reset_by_backend) ++totals.resets_by_server;
         else if (backend && backend->killed) ++totals.resets_by_kill;
+        else if (backend && client.plan.server_stalls) ++totals.resets_by_stall;
         else ++totals.resets_other;
         return;
     }

@@ -41,6 +41,7 @@ struct BackendRecord {
     bool sent_fin = false;
     bool reset_by_backend = false;  // the plan's own RST
     bool send_failed = false;
+    bool peer_reset = false;  // its connection ended by a reset or error from ringlb's side
     bool killed = false;  // its backend was killed while the stream was open
     std::optional<std::uint64_t> mismatch;
 };
@@ -57,8 +58,11 @@ struct SoakTotals {
     std::uint64_t completed = 0;        // both directions ended with FIN, byte-exact
     std::uint64_t completed_early = 0;  // ... of which the server half-closed mid-stream by plan
     std::uint64_t resets = 0;           // a RST on either side
-    std::uint64_t resets_by_client = 0, resets_by_server = 0, resets_by_kill = 0, resets_other = 0;
+    std::uint64_t resets_by_client = 0, resets_by_server = 0, resets_by_kill = 0, resets_by_stall = 0, resets_other = 0;
     std::uint64_t unserved = 0;  // closed before reaching a backend (idle blackhole, no server left)
+    std::uint64_t stalled = 0;       // planned to stall past the idle timeout, served by a backend
+    std::uint64_t stalls_cut = 0;    // ... and cut by ringlb: a reset at both ends
+    std::vector<std::uint16_t> stall_cut_ports;  // their clients' ports, to find them in ringlb's log
     std::uint64_t bytes_up = 0, bytes_down = 0;  // verified at the receiving end
     std::uint64_t anonymous = 0;
     std::vector<std::string> violations;
@@ -76,6 +80,7 @@ public:
 private:
     void judge_client(const ClientRecord& client, const BackendRecord* backend, SoakTotals& totals) const;
     void judge_backend(const BackendRecord& backend, const ClientRecord* client, SoakTotals& totals) const;
+    static void judge_stall(const ClientRecord& client, const BackendRecord* backend, SoakTotals& totals);
     static void classify(const ClientRecord& client, const BackendRecord* backend, SoakTotals& totals);
 
     mutable std::mutex mutex_;

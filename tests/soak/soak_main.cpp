@@ -13,11 +13,13 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -113,9 +115,10 @@ std::string soak_config(const Options& options, const Servers& servers, std::uin
     test::RuleSpec rule;
     rule.id = "soak";
     rule.listen = {test::loopback_endpoint(port)};
-    // Longer than any stall a healthy stream can have (a slow reader's window, a busy backend
-    // thread draining megabytes from its socket), short enough that blackholed streams end.
-    rule.timeout = "10s";
+    // Short: blackholed streams end, and the stalling servers are cut. A healthy stream that
+    // happens to stall this long (a busy backend thread draining megabytes from its socket) is
+    // cut too, and must then end in a reset at both ends, never in a clean end.
+    rule.timeout = std::to_string(kIdleTimeout.count()) + "s";
     rule.connect_timeout = "1s";
     rule.extra_lines = {"down_time = \"1s\"", "max_down_time = \"2s\""};
     for (const auto& backend : servers.good) rule.servers.push_back({backend->endpoint(), 30});
@@ -175,6 +178,8 @@ private:
     void drive_clients();
     void settle(ProcessFigures& figures);
     void check(const ProcessFigures& figures, const MonitorFigures& watched, SoakTotals& totals);
+    std::uint64_t minimum_stall_cuts() const;
+    void check_connection_log(SoakTotals& totals) const;
     void print_summary(const ProcessFigures& figures, const MonitorFigures& watched, const SoakTotals& totals) const;
     void keep_log(const std::vector<std::string>& violations) const;
 
@@ -270,8 +275,45 @@ void Soak::settle(ProcessFigures& figures) {
     }, 10s);
 }
 
+// About 4 % of streams stall; each holds its client slot for the timeout and more, so a run sees
+// roughly one cut per 300 open streams and 30 ms (270 in 30 s at 300 clients, measured). A tenth
+// of that, at least 10: few enough for a loaded machine, enough that the case is exercised.
+std::uint64_t Soak::minimum_stall_cuts() const {
+    const std::uint64_t floor = std::uint64_t{options_.seconds} * options_.clients / 300;
+    return std::max<std::uint64_t>(10, floor);
+}
+
+// ringlb's own account of the cuts: each stalled stream that both ends saw reset must have a
+// connection log line saying the idle timeout ended it with a reset to each side. A client port
+// may have served several streams in a run: any of its lines may be the one.
+void Soak::check_connection_log(SoakTotals& totals) const {
+    std::multimap<std::uint16_t, std::string> lines;
+    const std::string log = ringlb_->log_text();
+    const std::string key = " conn client=127.0.0.1:";
+    for (std::size_t at = log.find(key); at != std::string::npos; at = log.find(key, at + 1)) {
+        const std::size_t end = log.find('\n', at);
+        std::uint16_t port = 0;
+        parse_number(std::string_view(log).substr(at + key.size(), log.find(' ', at + key.size()) - at - key.size()), port);
+        lines.emplace(port, log.substr(at, end == std::string::npos ? std::string::npos : end - at));
+    }
+    for (const std::uint16_t port : totals.stall_cut_ports) {
+        const auto [first, last] = lines.equal_range(port);
+        const bool logged = std::any_of(first, last, [](const auto& entry) {
+            return entry.second.find(" end=idle-timeout client_end=reset server_end=reset") != std::string::npos;
+        });
+        if (!logged)
+            totals.violations.push_back("client port " + std::to_string(port) + ": a stalled stream both ends saw reset " +
+                                        "has no connection log line saying end=idle-timeout client_end=reset "
+                                        "server_end=reset");
+    }
+}
+
 void Soak::check(const ProcessFigures& figures, const MonitorFigures& watched, SoakTotals& totals) {
+    check_connection_log(totals);
     auto& violations = totals.violations;
+    if (totals.stalls_cut < minimum_stall_cuts())
+        violations.push_back("only " + std::to_string(totals.stalls_cut) + " streams stalled past the idle timeout were " +
+                             "seen cut, fewer than the " + std::to_string(minimum_stall_cuts()) + " required");
     if (totals.streams != streams_started_)
         violations.push_back("the ledger holds " + std::to_string(totals.streams) + " client records for " +
                              std::to_string(streams_started_) + " streams started");
@@ -304,12 +346,16 @@ void Soak::print_summary(const ProcessFigures& figures, const MonitorFigures& wa
     std::printf("soak summary: engine=%s seed=%llu seconds=%u clients=%u threads=%u\n", options_.engine.c_str(),
                 static_cast<unsigned long long>(options_.seed), options_.seconds, options_.clients, options_.threads);
     std::printf("  streams %llu: ok %llu (%llu with a planned early server FIN), resets %llu (client %llu, server %llu, "
-                "backend killed %llu, other %llu), unserved %llu\n",
+                "backend killed %llu, stalled server %llu, other %llu), unserved %llu\n",
                 static_cast<unsigned long long>(totals.streams), static_cast<unsigned long long>(totals.completed),
                 static_cast<unsigned long long>(totals.completed_early), static_cast<unsigned long long>(totals.resets),
                 static_cast<unsigned long long>(totals.resets_by_client), static_cast<unsigned long long>(totals.resets_by_server),
-                static_cast<unsigned long long>(totals.resets_by_kill), static_cast<unsigned long long>(totals.resets_other),
-                static_cast<unsigned long long>(totals.unserved));
+                static_cast<unsigned long long>(totals.resets_by_kill), static_cast<unsigned long long>(totals.resets_by_stall),
+                static_cast<unsigned long long>(totals.resets_other), static_cast<unsigned long long>(totals.unserved));
+    std::printf("  stalled past the %llds idle timeout: %llu served, %llu cut with a reset at both ends (at least %llu "
+                "required)\n",
+                static_cast<long long>(kIdleTimeout.count()), static_cast<unsigned long long>(totals.stalled),
+                static_cast<unsigned long long>(totals.stalls_cut), static_cast<unsigned long long>(minimum_stall_cuts()));
     std::printf("  bytes verified: up %.1f MiB, down %.1f MiB; backend kills %llu; blackhole connections %llu; "
                 "headerless backend connections %llu\n",
                 mib(totals.bytes_up), mib(totals.bytes_down), static_cast<unsigned long long>(chaos_ ? chaos_->kills() : 0),

@@ -16,6 +16,7 @@ constexpr unsigned kClientResetPercent = 10;
 constexpr unsigned kServerFinEarlyPercent = 8;
 constexpr unsigned kServerResetPercent = 8;
 constexpr unsigned kReplyAfterEofPercent = 25;
+constexpr unsigned kStallPercent = 4;  // of all streams; a stalled one has no other fault
 constexpr unsigned kClientSlowPercent = 6;
 constexpr unsigned kServerSlowPercent = 4;
 
@@ -31,10 +32,23 @@ T take(const std::uint8_t*& in) {
     return static_cast<T>(value);
 }
 
-// Flags byte: bits 0-1 server action, bit 2 reply after EOF, bit 3 slow reader.
+// Flags byte: bits 0-1 server action, bit 2 reply after EOF, bit 3 slow reader, bit 4 stall.
 std::uint8_t server_flags(const StreamPlan& plan) {
     return static_cast<std::uint8_t>(static_cast<unsigned>(plan.server_action) | (plan.server_replies_after_eof ? 4u : 0u) |
-                                     (plan.server_reads_slowly ? 8u : 0u));
+                                     (plan.server_reads_slowly ? 8u : 0u) | (plan.server_stalls ? 16u : 0u));
+}
+
+// A stalled stream is the plain request/reply case and nothing else: the client sends all and
+// its FIN, reads at full speed; the server reads at full speed and stays silent past the timeout.
+void make_stall(StreamPlan& plan) {
+    plan.server_stalls = true;
+    plan.server_replies_after_eof = true;
+    plan.server_action = ServerAction::Finish;
+    plan.server_action_at = 0;
+    plan.server_reads_slowly = false;
+    plan.client_action = ClientAction::Finish;
+    plan.client_reset_at = 0;
+    plan.client_reads_slowly = false;
 }
 
 void plan_server(Dice& dice, StreamPlan& plan) {
@@ -86,6 +100,7 @@ StreamPlan plan_stream(std::uint64_t run_seed, std::uint64_t id) {
     plan_server(dice, plan);
     plan_client(dice, plan);
     plan.slow_for = dice.millis_between(500, 3000);
+    if (dice.percent(kStallPercent)) make_stall(plan);
     return plan;
 }
 
@@ -118,6 +133,7 @@ std::optional<StreamPlan> decode_header(std::span<const std::uint8_t, kHeaderByt
     plan.server_action = static_cast<ServerAction>(flags & 3u);
     plan.server_replies_after_eof = (flags & 4u) != 0;
     plan.server_reads_slowly = (flags & 8u) != 0;
+    plan.server_stalls = (flags & 16u) != 0;
     return plan;
 }
 

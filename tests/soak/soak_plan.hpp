@@ -31,6 +31,9 @@ struct StreamPlan {
     ServerAction server_action = ServerAction::Finish;
     std::uint32_t server_action_at = 0;  // down bytes sent before FinEarly/Reset
     bool server_replies_after_eof = false;  // the server sends nothing until the client's FIN
+    // ... and then waits kStall, longer than ringlb's idle timeout: ringlb must cut the stream,
+    // and both ends must see a reset, not a clean end (the client's FIN came, its reply never).
+    bool server_stalls = false;
     bool server_reads_slowly = false;
     ClientAction client_action = ClientAction::Finish;
     std::uint32_t client_reset_at = 0;  // up bytes sent before ResetMidStream
@@ -44,6 +47,12 @@ struct StreamPlan {
 };
 
 constexpr std::uint32_t kMaxMessageBytes = 4u << 20;  // 4 MiB
+
+// ringlb's idle timeout in the soak, and how long a stalling server waits after the client's
+// FIN before it would reply: long enough past the timeout that ringlb's cut always comes first.
+constexpr std::chrono::seconds kIdleTimeout{3};
+constexpr std::chrono::milliseconds kStall{6000};
+static_assert(kStall >= kIdleTimeout + std::chrono::seconds(3));
 constexpr std::size_t kHeaderBytes = 28;
 using Header = std::array<std::uint8_t, kHeaderBytes>;
 
