@@ -686,13 +686,15 @@ void Forwarder::decide_ending(uint32_t slot, Session& session, bool abortive, En
     // In order of cost: the syscalls only for a session that looks quiescent from here. The
     // bytes of an unfinished PROXY header were read and can never be delivered.
     const bool cut = abortive || !is_quiescent(session) || proxy_in_.contains(slot) || has_unread_input(session);
-    session.abortive = cut;
+    session.abortive = false;
     for (Side side : {Side::Client, Side::Server}) {
         const PeerEnd end = peer_end(session, side, cut, failed);
         session.end_of(side) = end;
         // A server connect still in flight has no peer yet, but must not complete into a clean end.
         const bool arm = end == PeerEnd::Reset || end == PeerEnd::Peer || (cut && end == PeerEnd::None);
-        if (arm && session.fd(side)) net::set_abortive_close(session.fd(side).get());
+        if (!arm || !session.fd(side)) continue;
+        net::set_abortive_close(session.fd(side).get());
+        session.abortive = true;
     }
 }
 

@@ -61,7 +61,7 @@ struct Session {
     bool established = false;  // counted on a server: undo that on release
     bool connect_pending = false;
     bool connect_timed_out = false;
-    bool abortive = false;  // the ending is a cut: peers still mid-stream get a reset
+    bool abortive = false;  // a socket of the session is set to close with a reset
     bool admitted = false;  // counted in the rule and the limits: undo that on release
     bool sending_proxy_header = false;  // the upstream send in flight carries the PROXY header
     uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
