@@ -48,7 +48,8 @@ public:
     StartReport wait_started() { return started_.get_future().get(); }
     // After every worker started: serve (true) or give up (false).
     void go(bool serve) { go_.set_value(serve); }
-    // Leaves the loop at the next round (its sessions are closed by the Forwarder's destructor).
+    // Leaves the loop at the next round; sessions still open are then ended at once
+    // (Forwarder::abort_all_sessions: FINs for quiescent ones, resets for the rest).
     void stop();
     void join();
 
