@@ -13,8 +13,10 @@ namespace ringlb::engine {
 
 namespace {
 
-// Budget moves between a pool and the process in batches of this many buffers.
-constexpr uint32_t kCreditBatch = 64;
+// Budget moves between a pool and the process in batches of up to this many buffers, and of no
+// more than a 64th of the cap: a small cap is not held as credit by one worker while another
+// has none.
+constexpr uint32_t kMaxCreditBatch = 64;
 
 }  // namespace
 
@@ -38,6 +40,8 @@ BufferPool::BufferPool(uint32_t buffer_size, uint32_t initial, uint32_t max_coun
     if (memory == MAP_FAILED)
         throw net::SystemError("mmap of " + std::to_string(mapped_bytes_) + " bytes of receive buffers", errno);
     base_ = static_cast<std::byte*>(memory);
+    credit_batch_ = static_cast<uint32_t>(
+        std::clamp<uint64_t>(budget.max_bytes() / buffer_size / 64, 1, kMaxCreditBatch));
     resident_.resize(max_count_, false);
     made_ = std::min(initial, max_count_);
     free_.reserve(made_);
@@ -51,7 +55,7 @@ BufferPool::~BufferPool() {
 }
 
 bool BufferPool::reserve_budget() {
-    const uint32_t batch = std::max<uint32_t>(1, std::min(kCreditBatch, max_count_ - in_use_));
+    const uint32_t batch = std::max<uint32_t>(1, std::min(credit_batch_, max_count_ - in_use_));
     if (budget_.try_take(static_cast<uint64_t>(batch) * buffer_size_)) {
         credit_ += batch;
         return true;
@@ -92,9 +96,9 @@ void BufferPool::give(uint16_t id) {
     ++resident_free_;
     --in_use_;
     ++credit_;
-    if (credit_ >= 2 * kCreditBatch) {  // keep a batch; the rest goes back to the process
-        credit_ -= kCreditBatch;
-        budget_.give(static_cast<uint64_t>(kCreditBatch) * buffer_size_);
+    if (credit_ >= 2 * credit_batch_) {  // keep a batch; the rest goes back to the process
+        credit_ -= credit_batch_;
+        budget_.give(static_cast<uint64_t>(credit_batch_) * buffer_size_);
     }
 }
 

@@ -91,7 +91,8 @@ private:
     BufferBudget& budget_;
     uint32_t made_ = 0;
     uint32_t in_use_ = 0;
-    uint32_t credit_ = 0;  // budget taken for buffers not in use yet
+    uint32_t credit_ = 0;        // budget taken for buffers not in use yet
+    uint32_t credit_batch_ = 1;  // buffers of budget taken or given back at once
     std::vector<Free> free_;          // a stack: back() is the warmest
     std::vector<bool> resident_;      // by id: its pages may be held
     uint32_t resident_free_ = 0;      // free buffers whose pages may be held
