@@ -10,7 +10,6 @@
 #include <linux/sockios.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <thread>
 
@@ -18,6 +17,7 @@
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "prng_stream.hpp"
+#include "proc_stats.hpp"
 #include "test_helpers.hpp"
 
 using namespace ringlb::test;
@@ -173,20 +173,6 @@ std::optional<std::chrono::milliseconds> echo_time(std::uint16_t port) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
 
-long resident_kib(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string key;
-    long value = -1;
-    while (status >> key) {
-        if (key == "VmRSS:") {
-            status >> value;
-            break;
-        }
-        std::getline(status, key);
-    }
-    return value;
-}
-
 // Clients that ask PullOrEchoBackend for a stream and then read nothing: a small receive buffer
 // and a small MSS, so the stream sits in ringlb and the socket buffers in many small segments.
 struct Puller {
@@ -321,11 +307,11 @@ TEST_CASE("clients that never read cannot take the buffers of the others; the ca
                                        {rule("pull", port, backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
-    const long rss_before = resident_kib(ringlb.pid());
+    const long rss_before = resident_kib_of(ringlb.pid()).value_or(0);
 
     auto pullers = start_pullers(port, kClients, 0x5100000);
     std::this_thread::sleep_for(1s);  // every stream has run into its reader's closed window
-    const long rss_stalled = resident_kib(ringlb.pid());
+    const long rss_stalled = resident_kib_of(ringlb.pid()).value_or(0);
     const AdminReply stats = admin_command(admin_port, "show stats");
     REQUIRE(stats.ok());
     INFO(stats.body);
