@@ -24,7 +24,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kControlRound = std::chrono::milliseconds(250);
-// After the shutdown deadline, sessions are closed; this long is left for their requests to end.
+// After the shutdown deadline, sessions are ended; this long is left for every worker to do it.
 constexpr auto kCloseGrace = std::chrono::seconds(2);
 constexpr auto kCapReportInterval = std::chrono::seconds(10);
 
@@ -223,8 +223,9 @@ void Runtime::drain_and_stop() {
     }
     if (active() > 0) {
         log_.info("closing ", active(), " session(s) still open");
+        // At once, and truthfully: FINs for quiescent sessions, resets for those cut mid-stream.
         for (auto& worker : workers_)
-            worker->post([](core::Forwarder& forwarder) { forwarder.close_all_sessions(core::EndCause::Shutdown); });
+            worker->post([](core::Forwarder& forwarder) { forwarder.abort_all_sessions(core::EndCause::Shutdown); });
         const auto grace_end = Clock::now() + kCloseGrace;
         while (active() > 0 && Clock::now() < grace_end) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

@@ -738,13 +738,19 @@ void Forwarder::abandon_pending(uint32_t slot, Session& session) {
     ++stats_.sessions_abandoned;
     log_.warn("session ", slot, ": ", describe(session), ": requests still pending ",
               as_ms(closing_grace(session)), " ms after it was closed; handed to the engine");
+    hand_over_and_release(slot, session);
+}
+
+// The descriptors with requests still pending go to the engine, which closes each once the kernel
+// holds none of its requests: with the ending decided when the session was closed (a cut was
+// armed then; a peer to be told FIN has no send in flight, so no byte is lost by one).
+void Forwarder::hand_over_and_release(uint32_t slot, Session& session) {
     for (Side side : {Side::Client, Side::Server}) {
         if (!session.has_pending(side) || !session.fd(side)) continue;
         Flow& toward = session.flow_from(other(side));
         std::vector<uint16_t> held;
         if (toward.send_pending)
             for (; toward.count > 0; toward.pop()) held.push_back(toward.front().buffer);
-        net::set_abortive_close(session.fd(side).get());
         engine_.abandon(std::move(session.fd(side)), held);
     }
     for (Flow* flow : {&session.upstream, &session.downstream})
@@ -852,7 +858,7 @@ void Forwarder::abort_all_sessions(EndCause cause) {
             decide_ending(slot, session, false, cause);
             session.state = Session::State::Closing;
         }
-        release(slot, session);
+        hand_over_and_release(slot, session);
     });
 }
 

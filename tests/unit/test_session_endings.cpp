@@ -116,7 +116,7 @@ enum class WayOut { Abort, Destroy };
 
 void check_way_out(const EngineVariant& variant, WayOut way_out) {
     engine::EngineOptions options;
-    options.buffer_count = 64;
+    options.initial_buffers = 64;
     std::unique_ptr<engine::Engine> chosen;
     try {
         chosen = variant.make(options);

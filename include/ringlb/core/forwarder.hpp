@@ -138,10 +138,10 @@ public:
     // Every ending ringlb decides follows one rule: FINs when the session is quiescent (see
     // is_quiescent), a reset for each peer still mid-stream otherwise.
     void close_all_sessions(EndCause cause);
-    // On the way out (a fatal error, or a stop with sessions still open): ends every session as
-    // close_all_sessions() does and releases it at once, without waiting for its requests. The
-    // engine must not be polled afterwards; what it still holds ends with it. The destructor
-    // calls it for whatever is left.
+    // At once (a fatal error, the end of a stop's deadline): ends every session as
+    // close_all_sessions() does and releases it now; descriptors with requests still pending go
+    // to the engine, which closes them once the kernel is done with them. The destructor calls it
+    // for whatever is left.
     void abort_all_sessions(EndCause cause);
 
     // The rule slot and server index for a server address text of a live rule; nullopt if none.
@@ -238,6 +238,7 @@ private:
     bool has_unread_input(const Session& session) const;
     void release_if_quiet(uint32_t slot, Session& session);
     void abandon_pending(uint32_t slot, Session& session);
+    void hand_over_and_release(uint32_t slot, Session& session);
     std::chrono::milliseconds closing_grace(const Session& session) const;
     void release(uint32_t slot, Session& session);
     void log_connection(const Session& session);
