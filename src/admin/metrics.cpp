@@ -142,6 +142,8 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
     out.family("ringlb_idle_timeouts_total", "counter", "Sessions ended by their rule's idle timeout.");
     out.sample("ringlb_idle_timeouts_total", {}, snapshot.idle_timeouts);
+    out.family("ringlb_timers_armed", "gauge", "Timers armed now: connect and idle timeouts of live sessions, accept retries.");
+    out.sample("ringlb_timers_armed", {}, snapshot.timers_armed);
 }
 
 // Samples of one family must be contiguous, so each family loops over every rule.

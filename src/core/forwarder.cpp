@@ -241,7 +241,7 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
         log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
                   completion.more ? "" : "; accepting again shortly");
         if (!completion.more)
-            timers_.add({Clock::now() + kAcceptRetryDelay, listener_index, 0, 0, TimerKind::AcceptRetry});
+            timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
         return;
     }
     if (!completion.more) arm_accept(listener_index);
@@ -275,7 +275,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         std::chrono::milliseconds deadline{0};
         for (uint16_t rule : listeners_[listener].rules)
             deadline = std::max(deadline, rules_[rule]->config.connect_timeout);
-        timers_.add({now_ + deadline, *slot, sessions_.generation(*slot), 0, TimerKind::Connect});
+        timers_.arm({*slot, TimerKind::Connect}, now_ + deadline);
         return;
     }
     EndCause cause = EndCause::Acl;
@@ -453,11 +453,9 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     }
     session.server_fd.reset(fd);
     session.connect_pending = true;
-    ++session.connect_attempt;
     session.connect_started = now_;
     engine_.connect(fd, server.address, token(slot, Op::Connect));
-    timers_.add({now_ + rule.config.connect_timeout, slot, sessions_.generation(slot),
-                 session.connect_attempt, TimerKind::Connect});
+    timers_.arm({slot, TimerKind::Connect}, now_ + rule.config.connect_timeout);  // moves the previous attempt's
 }
 
 void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
@@ -503,6 +501,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
     if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " established");
+    timers_.cancel({slot, TimerKind::Connect});
     arm_idle_timer(slot, session);
     if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
     pump(slot, session, Side::Client);
@@ -688,6 +687,8 @@ void Forwarder::release(uint32_t slot, Session& session) {
     }
     proxy_in_.erase(slot);
     proxy_out_.erase(slot);
+    timers_.cancel({slot, TimerKind::Connect});
+    timers_.cancel({slot, TimerKind::Idle});
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
         if (session.established) {
@@ -739,23 +740,23 @@ void Forwarder::close_all_sessions(EndCause cause) {
 
 void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
-    while (auto entry = timers_.pop_due(now)) on_timer(*entry);
+    while (auto key = timers_.pop_due(now)) on_timer(*key);
 }
 
-void Forwarder::on_timer(const TimerEntry& entry) {
-    if (entry.kind == TimerKind::AcceptRetry) {
-        if (!listeners_[entry.slot].closing) arm_accept(static_cast<uint16_t>(entry.slot));
+// A session's timers are cancelled when its slot is released, so `key.owner` is a live session.
+void Forwarder::on_timer(TimerKey key) {
+    const uint32_t slot = key.owner;
+    if (key.kind == TimerKind::AcceptRetry) {
+        if (!listeners_[slot].closing) arm_accept(static_cast<uint16_t>(slot));
         return;
     }
-    if (!sessions_.is_current(entry.slot, entry.generation)) return;
-    Session& session = sessions_[entry.slot];
-    if (entry.kind == TimerKind::Connect) {
+    Session& session = sessions_[slot];
+    if (key.kind == TimerKind::Connect) {
         if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
             log_.debug("client ", session.client_address, ": no PROXY header in time: closed");
-            close_session(entry.slot, session, false, EndCause::Error);
-        } else if (session.connect_pending && session.connect_attempt == entry.tag && !session.connect_timed_out &&
-                   session.state == Session::State::Connecting) {
+            close_session(slot, session, false, EndCause::Error);
+        } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
             engine_.cancel(session.server_fd.get());  // completes the connect with -ECANCELED
         }
@@ -764,17 +765,16 @@ void Forwarder::on_timer(const TimerEntry& entry) {
     if (session.state != Session::State::Established) return;
     const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
-        timers_.add({deadline, entry.slot, entry.generation, 0, TimerKind::Idle});
+        timers_.arm({slot, TimerKind::Idle}, deadline);
         return;
     }
     ++stats_.idle_timeouts;
-    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", entry.slot, ": ", describe(session), " idle timeout");
-    close_session(entry.slot, session, false, EndCause::IdleTimeout);
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " idle timeout");
+    close_session(slot, session, false, EndCause::IdleTimeout);
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
-    timers_.add({session.last_activity + rules_[session.rule]->config.timeout, slot, sessions_.generation(slot), 0,
-                 TimerKind::Idle});
+    timers_.arm({slot, TimerKind::Idle}, session.last_activity + rules_[session.rule]->config.timeout);
 }
 
 std::string Forwarder::server_name(const Session& session) const {
@@ -837,6 +837,7 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.sessions_ended += stats_.sessions_ended;
     snapshot.accept_errors += stats_.accept_errors;
     snapshot.idle_timeouts += stats_.idle_timeouts;
+    snapshot.timers_armed += timers_.size();
     snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;

@@ -87,6 +87,7 @@ struct Snapshot {
     uint64_t sessions_ended = 0;
     uint64_t accept_errors = 0;
     uint64_t idle_timeouts = 0;
+    uint64_t timers_armed = 0;  // connect and idle timers of live sessions, accept retries
     RejectCounts rejects;  // including clients no rule took (acl)
     std::vector<RuleSnapshot> rules;
 };

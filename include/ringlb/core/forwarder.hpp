@@ -114,6 +114,7 @@ public:
 
     const ForwarderStats& stats() const { return stats_; }
     uint32_t active_sessions() const { return sessions_.in_use(); }
+    size_t armed_timers() const { return timers_.size(); }
     std::vector<std::string> listen_addresses() const;
 
     // Connection records (log_connections) go to `sink` as pre-formatted lines; null = off.
@@ -224,7 +225,7 @@ private:
     void log_connection(const Session& session);
 
     void fire_due_timers();
-    void on_timer(const TimerEntry& entry);
+    void on_timer(TimerKey key);
     void arm_idle_timer(uint32_t slot, const Session& session);
 
     uint64_t token(uint32_t slot, Op op) const { return Token{slot, sessions_.generation(slot), op}.pack(); }

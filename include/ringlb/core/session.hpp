@@ -63,7 +63,6 @@ struct Session {
     bool admitted = false;  // counted in the rule and the limits: undo that on release
     bool sending_proxy_header = false;  // the upstream send in flight carries the PROXY header
     uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
-    uint8_t connect_attempt = 0;
     uint16_t listener = 0;
     uint16_t rule = 0;
     uint16_t server = 0;
