@@ -71,6 +71,7 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
         const size_t index = rule->servers.size();
         entry.check_down = rule_config.health.enabled && !(index < checked_up.size() && checked_up[index]);
         rule->servers.push_back(entry);
+        rule->connections.push_back(limits_.server_connections().count(rule_config.id, server.address));
     }
     rule->admin.resize(rule->servers.size());
     rule->traffic.resize(rule->servers.size());
@@ -424,8 +425,32 @@ void Forwarder::refresh_servers(Rule& rule, const Session& session) {
             rule.servers[i].disabled = false;
             log_.info("server ", rule.config.id, "/", rule.servers[i].address.to_string(), " enabled again");
         }
+        rule.servers[i].connections = rule.connections[i]->load(std::memory_order_relaxed);
     }
     rule.health.refresh(rule.servers, session.failed_servers, now_);
+}
+
+// The balancer's pick with one of the server's connections taken for the session. When another
+// worker took the server's last free connection since the counts were read, the server is
+// noted full and the balancer asked again (each time one server fewer: this ends).
+std::optional<size_t> Forwarder::pick_and_take(Rule& rule, Session& session) {
+    for (;;) {
+        const auto pick = rule.balancer->pick(rule.servers, session.client_address, session.failed_servers);
+        if (!pick) return std::nullopt;
+        balance::Server& server = rule.servers[*pick];
+        if (ServerConnections::try_take(*rule.connections[*pick], server.max_connections)) {
+            ++server.connections;
+            session.connection_taken = true;
+            return pick;
+        }
+        server.connections = server.max_connections;
+    }
+}
+
+void Forwarder::give_back_connection(Rule& rule, Session& session) {
+    if (!session.connection_taken) return;
+    session.connection_taken = false;
+    ServerConnections::give_back(*rule.connections[session.server]);
 }
 
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
@@ -433,8 +458,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
     if (may_retry) refresh_servers(rule, session);
-    const auto pick = may_retry ? rule.balancer->pick(rule.servers, session.client_address, session.failed_servers)
-                                : std::nullopt;
+    const auto pick = may_retry ? pick_and_take(rule, session) : std::nullopt;
     if (!pick) {
         ++stats_.no_server_left;
         ++rule.rejects.no_server;
@@ -447,6 +471,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     const balance::Server& server = rule.servers[*pick];
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
     if (fd < 0) {
+        give_back_connection(rule, session);
         log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
         close_session(slot, session, true, EndCause::Error);
         return;
@@ -485,6 +510,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         session.failed_servers.push_back(session.server);
         engine_.forget(session.server_fd.get());
         session.server_fd.reset();
+        give_back_connection(rule, session);
         connect_next_server(slot, session);
         return;
     }
@@ -691,6 +717,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
     timers_.cancel({slot, TimerKind::Idle});
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
+        give_back_connection(rule, session);
         if (session.established) {
             --rule.servers[session.server].active_sessions;
             rule.balancer->session_dropped(session.server);

@@ -23,21 +23,22 @@ public:
         Kind kind = Kind::Accept;
         int fd = -1;
         engine::UserData user_data = 0;
+        net::SocketAddress to;  // connect: the server
     };
 
     std::string_view name() const override { return "recording"; }
     std::string features() const override { return "test"; }
     bool wants_nonblocking_sockets() const override { return true; }
 
-    void accept(int fd, engine::UserData ud) override { requests.push_back({Kind::Accept, fd, ud}); }
-    void connect(int fd, const net::SocketAddress&, engine::UserData ud) override {
-        requests.push_back({Kind::Connect, fd, ud});
+    void accept(int fd, engine::UserData ud) override { requests.push_back({Kind::Accept, fd, ud, {}}); }
+    void connect(int fd, const net::SocketAddress& to, engine::UserData ud) override {
+        requests.push_back({Kind::Connect, fd, ud, to});
     }
-    void recv(int fd, uint32_t, engine::UserData ud) override { requests.push_back({Kind::Recv, fd, ud}); }
+    void recv(int fd, uint32_t, engine::UserData ud) override { requests.push_back({Kind::Recv, fd, ud, {}}); }
     void send_parts(int fd, std::span<const engine::SendPart>, engine::UserData ud) override {
-        requests.push_back({Kind::Send, fd, ud});
+        requests.push_back({Kind::Send, fd, ud, {}});
     }
-    void shutdown_write(int fd, engine::UserData ud) override { requests.push_back({Kind::Shutdown, fd, ud}); }
+    void shutdown_write(int fd, engine::UserData ud) override { requests.push_back({Kind::Shutdown, fd, ud, {}}); }
     void cancel(int fd) override {
         for (auto it = requests.begin(); it != requests.end();) {
             if (it->fd != fd || it->kind == Kind::Accept) {

@@ -20,6 +20,7 @@
 #include "ringlb/balance/balancer.hpp"
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/connection_record.hpp"
+#include "ringlb/core/server_connections.hpp"
 #include "ringlb/core/session.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/core/slab.hpp"
@@ -170,6 +171,7 @@ private:
         std::vector<balance::Server> servers;
         std::vector<ServerAdmin> admin;      // per server
         std::vector<ServerTraffic> traffic;  // per server
+        std::vector<ServerConnections::Handle> connections;  // per server, shared by all workers
         std::unique_ptr<balance::Balancer> balancer;
         health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight
         uint32_t active_sessions = 0;
@@ -211,6 +213,8 @@ private:
 
     void connect_next_server(uint32_t slot, Session& session);
     void refresh_servers(Rule& rule, const Session& session);
+    std::optional<size_t> pick_and_take(Rule& rule, Session& session);
+    void give_back_connection(Rule& rule, Session& session);
     void on_connect(uint32_t slot, Session& session, int result);
     void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);

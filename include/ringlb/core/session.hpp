@@ -57,6 +57,7 @@ struct Session {
 
     State state = State::Connecting;
     bool established = false;  // counted on a server: undo that on release
+    bool connection_taken = false;  // holds one of its server's connections (ServerConnections)
     bool connect_pending = false;
     bool connect_timed_out = false;
     bool abortive = false;  // close with a reset, to pass a reset or failure on
