@@ -2,6 +2,7 @@
 // signals and the graceful stop.
 #include "ringlb/app/runtime.hpp"
 
+#include <cstdlib>
 #include <thread>
 
 #include "ringlb/admin/admin_server.hpp"
@@ -67,7 +68,16 @@ Runtime::~Runtime() {
 }
 
 int Runtime::run() {
+    if (const char* faults = std::getenv("RINGLB_FAULT"); faults && *faults) {
+        try {
+            faults_ = parse_fault_hooks(faults);
+        } catch (const std::invalid_argument& e) {
+            log_.error(e.what());
+            return kExitBadConfig;
+        }
+    }
     if (const int code = start_workers(); code != kExitOk) return code;
+    if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
     try {
         start_control_components();
         // Everything is bound: from here on root is not needed.
@@ -96,6 +106,12 @@ int Runtime::run() {
     }
     log_.info("stopped: ", total.accepted, " accepted, ", total.sessions_ended, " sessions ended, ",
               total.connect_failures, " connect failures, ", total.rejected_no_rule, " rejected");
+    if (const auto failed = failed_worker()) {
+        // A supervisor restarts a process that exits non-zero; one that lingers half-dead it does not.
+        log_.error("exiting with status ", kExitRuntimeFailure, ": worker ", *failed,
+                   " failed: ", workers_[*failed]->failure());
+        return kExitRuntimeFailure;
+    }
     return kExitOk;
 }
 
@@ -105,8 +121,16 @@ int Runtime::start_workers() {
     // Workers start one after the other, so the first one's bind error is the one reported.
     std::optional<StartReport> failure;
     std::vector<std::string> listening;
+    std::string first_engine;
     for (unsigned i = 0; i < threads && !failure; ++i) {
-        Worker::Setup setup{i, &config_.global, &initial_plan_, &log_, connection_log, &limits_, threads > 1};
+        const Worker::Setup setup{.index = i,
+                                  .global = &config_.global,
+                                  .plan = &initial_plan_,
+                                  .log = &log_,
+                                  .connection_log = connection_log,
+                                  .limits = &limits_,
+                                  .reuse_port = threads > 1,
+                                  .faults = &faults_};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
         if (report.exit_code != kExitOk) {
@@ -114,7 +138,11 @@ int Runtime::start_workers() {
         } else if (i == 0) {
             log_.info(report.message);  // the engine line comes first, as operators look for it
             engine_features_ = report.message;
+            first_engine = report.engine;
             listening = std::move(report.listen_addresses);
+        } else if (report.engine != first_engine) {
+            // With "auto" each worker chooses alone: one that fell back must not go unnoticed.
+            log_.warn("worker ", i, " runs a different engine than worker 0 (", first_engine, "): ", report.message);
         }
     }
     for (auto& worker : workers_) worker->go(!failure);
@@ -159,10 +187,21 @@ void Runtime::start_control_components() {
 void Runtime::control_loop() {
     while (signals_.stop_requests.load() == 0) {
         dispatcher_->run_once(kControlRound);
+        if (failed_worker()) {
+            // Its sessions are gone already; the others are closed at once, no draining.
+            for (auto& worker : workers_) worker->stop();
+            return;
+        }
         handle_signals();
         apply_dns_updates();
     }
     drain_and_stop();
+}
+
+std::optional<size_t> Runtime::failed_worker() const {
+    for (size_t i = 0; i < workers_.size(); ++i)
+        if (workers_[i]->failed()) return i;
+    return std::nullopt;
 }
 
 void Runtime::handle_signals() {

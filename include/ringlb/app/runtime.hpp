@@ -78,6 +78,7 @@ private:
     int start_workers();
     void start_control_components();
     void control_loop();
+    std::optional<size_t> failed_worker() const;  // the first worker whose loop failed
     void handle_signals();
     void drain_and_stop();
 
@@ -116,6 +117,7 @@ private:
     std::function<void(config::Config&)> overrides_;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
+    FaultHooks faults_;  // test hooks from RINGLB_FAULT, read once in run()
     core::SessionLimits limits_;
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;

@@ -52,9 +52,14 @@ struct EngineOptions {
     uint32_t buffer_size = kMaxReceiveBuffer;
     uint32_t buffer_count = 2048;      // receive buffers shared by all sessions of one engine
     uint32_t queue_depth = 1024;       // submission queue entries (io_uring)
+    uint32_t completion_queue_entries = 0;  // io_uring; 0 = 8 x queue_depth (completions can outnumber submissions)
     // io_uring: receive with multishot requests capped by the caller's room, where the kernel
     // takes such caps (a start-up probe tells); otherwise one request per receive.
     bool multishot_recv = true;
+    // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
+    // never); io_uring counts as unavailable, so "auto" falls back to epoll.
+    uint32_t fail_poll_after = 0;
+    bool refuse_uring = false;
 };
 
 class Engine {

@@ -21,7 +21,10 @@ bool is_per_connection_accept_error(int error) {
 }  // namespace
 
 EpollEngine::EpollEngine(const EngineOptions& options)
-    : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), memory_(options.buffer_size, options.buffer_count), events_(256) {
+    : poll_fault_(options.fail_poll_after),
+      epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
+      memory_(options.buffer_size, options.buffer_count),
+      events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd_) throw net::SystemError("eventfd", errno);
@@ -205,6 +208,7 @@ void EpollEngine::wake() {
 }
 
 void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    if (poll_fault_.strikes()) throw net::SystemError("epoll_wait (RINGLB_FAULT)", EBADF);
     retry_buffer_waiters();
     const int wait_ms = ready_.empty() ? static_cast<int>(timeout.count()) : 0;
     const int count = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()), wait_ms);
