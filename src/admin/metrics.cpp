@@ -144,6 +144,10 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_idle_timeouts_total", {}, snapshot.idle_timeouts);
     out.family("ringlb_timers_armed", "gauge", "Timers armed now: connect and idle timeouts of live sessions, accept retries.");
     out.sample("ringlb_timers_armed", {}, snapshot.timers_armed);
+    out.family("ringlb_clients_dropped_no_fd_total", "counter",
+               "Clients dropped, or left waiting by a failed accept, for want of a file descriptor, by stage.");
+    out.sample("ringlb_clients_dropped_no_fd_total", {{"stage", "accept"}}, snapshot.dropped_no_fd_accept);
+    out.sample("ringlb_clients_dropped_no_fd_total", {{"stage", "server_socket"}}, snapshot.dropped_no_fd_server);
 }
 
 // Samples of one family must be contiguous, so each family loops over every rule.

@@ -7,6 +7,7 @@
 
 #include "ringlb/admin/admin_server.hpp"
 #include "ringlb/admin/metrics.hpp"
+#include "ringlb/app/descriptors.hpp"
 #include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
 #include "ringlb/dns/resolver.hpp"
@@ -76,8 +77,10 @@ int Runtime::run() {
             return kExitBadConfig;
         }
     }
+    open_files_ = raise_open_files_limit();
     if (const int code = start_workers(); code != kExitOk) return code;
     if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
+    report_open_files_limit();
     try {
         start_control_components();
         // Everything is bound: from here on root is not needed.
@@ -130,7 +133,8 @@ int Runtime::start_workers() {
                                   .connection_log = connection_log,
                                   .limits = &limits_,
                                   .reuse_port = threads > 1,
-                                  .faults = &faults_};
+                                  .faults = &faults_,
+                                  .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft)};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
         if (report.exit_code != kExitOk) {
@@ -196,6 +200,21 @@ void Runtime::control_loop() {
         apply_dns_updates();
     }
     drain_and_stop();
+}
+
+// After the engine line (operators and tests look for it first).
+void Runtime::report_open_files_limit() const {
+    if (!open_files_.error.empty()) log_.warn("open file limit ", open_files_.soft, " kept: ", open_files_.error);
+    else if (open_files_.soft != open_files_.found)
+        log_.info("open file limit raised from ", open_files_.found, " to ", open_files_.soft);
+    const uint64_t needed = descriptors_needed(config_.global.max_sessions, open_files_.soft);
+    if (open_files_.soft >= needed) return;
+    const int ceiling = data_path_descriptor_ceiling(open_files_.soft);
+    log_.warn("open file limit ", open_files_.soft, " is below the ", needed, " that max_sessions = ",
+              config_.global.max_sessions, " needs (2 per session, ", descriptor_reserve(open_files_.soft),
+              " kept for the admin and metrics ports, 64 for listeners and engines): clients are dropped once "
+              "descriptor ", ceiling, " is reached; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+              "max_sessions");
 }
 
 std::optional<size_t> Runtime::failed_worker() const {

@@ -125,6 +125,7 @@ void Worker::run(Setup setup) {
         forwarder = std::make_unique<core::Forwarder>(*setup.global, *setup.plan, *engine, *setup.log, *setup.limits,
                                                       setup.reuse_port, setup.index);
         if (setup.connection_log) forwarder->set_connection_log(setup.connection_log, setup.global->log_format);
+        forwarder->set_descriptor_ceiling(setup.descriptor_ceiling);
         started_.set_value({kExitOk, std::move(selection.description), engine_name, forwarder->listen_addresses()});
     } catch (const engine::EngineUnavailable& e) {
         started_.set_value(start_failure(kExitRuntimeFailure, std::string("engine=uring requested but cannot run: ") + e.what()));

@@ -21,6 +21,10 @@ Op shutdown_op(Side destination) { return destination == Side::Client ? Op::Shut
 
 std::string errno_text(int negative_errno) { return std::strerror(-negative_errno); }
 
+bool out_of_descriptors(int negative_errno) { return negative_errno == -EMFILE || negative_errno == -ENFILE; }
+// Why a descriptor below the limit is still too many: the rest is kept for the control thread.
+constexpr const char* kReserveReached = "only the descriptors kept for the admin and metrics ports are left";
+
 template <typename Rep, typename Period>
 long long as_ms(std::chrono::duration<Rep, Period> d) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
@@ -181,6 +185,7 @@ void Forwarder::start_accepting() {
 
 void Forwarder::arm_accept(uint16_t listener) {
     listeners_[listener].accept_armed = true;
+    listeners_[listener].paused = false;
     engine_.accept(listeners_[listener].fd.get(), Token{listener, 0, Op::Accept}.pack());
 }
 
@@ -238,15 +243,48 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
         return;
     }
     if (completion.result < 0) {
+        if (!completion.more)
+            timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
+        if (completion.result == -ECANCELED && listener.paused) return;  // see pause_accepting()
         ++stats_.accept_errors;
-        log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
-                  completion.more ? "" : "; accepting again shortly");
+        if (out_of_descriptors(completion.result))
+            note_descriptor_shortage(true, "accept on", listener.address, std::strerror(-completion.result));
+        else
+            log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
+                      completion.more ? "" : "; accepting again shortly");
+        return;
+    }
+    if (completion.result >= descriptor_ceiling_) {
+        net::UniqueFd dropped(completion.result);
+        note_descriptor_shortage(true, "accept on", listener.address, kReserveReached);
+        pause_accepting(listener_index);
         if (!completion.more)
             timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
         return;
     }
     if (!completion.more) arm_accept(listener_index);
     admit(listener_index, net::UniqueFd(completion.result));
+}
+
+// The clients behind one dropped for want of descriptors wait in the listen queue for
+// kAcceptRetryDelay (as after EMFILE) instead of being accepted and dropped one by one.
+void Forwarder::pause_accepting(uint16_t index) {
+    Listener& listener = listeners_[index];
+    if (listener.paused || !listener.accept_armed) return;
+    listener.paused = true;
+    engine_.cancel(listener.fd.get());  // the accept ends with -ECANCELED; the retry timer re-arms it
+}
+
+// A client dropped (or, for a failed accept, left waiting) for want of a descriptor: counted, and
+// logged at most once per kShortageLogInterval with the number since the last line.
+void Forwarder::note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
+                                         const char* reason) {
+    ++(at_accept ? stats_.dropped_no_fd_accept : stats_.dropped_no_fd_server);
+    const uint64_t count = descriptor_shortages_.note(now_);
+    if (count == 0) return;
+    log_.warn("out of file descriptors: ", count, count == 1 ? " client" : " clients",
+              " dropped or kept waiting since the last report (last: ", what, " ", where.to_string(), ": ", reason,
+              "); raise the open file limit (ulimit -n, LimitNOFILE=)");
 }
 
 void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
@@ -470,9 +508,16 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     session.server = static_cast<uint16_t>(*pick);
     const balance::Server& server = rule.servers[*pick];
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
-    if (fd < 0) {
+    if (fd < 0 || fd >= descriptor_ceiling_) {
         give_back_connection(rule, session);
-        log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
+        if (fd >= 0) {
+            net::UniqueFd dropped(fd);
+            note_descriptor_shortage(false, "socket for", server.address, kReserveReached);
+        } else if (out_of_descriptors(fd)) {
+            note_descriptor_shortage(false, "socket for", server.address, std::strerror(-fd));
+        } else {
+            log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
+        }
         close_session(slot, session, true, EndCause::Error);
         return;
     }
@@ -865,6 +910,8 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.accept_errors += stats_.accept_errors;
     snapshot.idle_timeouts += stats_.idle_timeouts;
     snapshot.timers_armed += timers_.size();
+    snapshot.dropped_no_fd_accept += stats_.dropped_no_fd_accept;
+    snapshot.dropped_no_fd_server += stats_.dropped_no_fd_server;
     snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;

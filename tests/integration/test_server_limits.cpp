@@ -2,57 +2,17 @@
 // never puts more than the cap on a server at once (counted at the backend), the clients beyond
 // it are closed at once and counted as finding no server, as when every server is full, and the
 // counts come back when the sessions end.
-#include <poll.h>
-#include <sys/socket.h>
-
 #include <thread>
 
 #include "admin_client.hpp"
 #include "backends.hpp"
+#include "client_burst.hpp"
 #include "config_text.hpp"
 #include "test_helpers.hpp"
 
 using namespace ringlb::test;
 
 namespace {
-
-struct BurstOutcome {
-    unsigned served = 0;      // the line came back: the session is held open in `held`
-    unsigned closed = 0;      // ringlb ended it without a byte
-    unsigned unanswered = 0;  // neither, within the deadline
-};
-
-// `count` clients connect at once and each sends one line; served ones stay open in `held`.
-BurstOutcome burst(std::uint16_t port, unsigned count, std::vector<UniqueFd>& held) {
-    std::vector<UniqueFd> clients;
-    for (unsigned i = 0; i < count; ++i) clients.push_back(start_connect(port));
-    BurstOutcome outcome;
-    std::vector<pollfd> fds;
-    for (auto& client : clients) {
-        if (client.valid() && send_all(client.get(), "hello\n", 2s))
-            fds.push_back({client.get(), POLLIN, 0});
-        else
-            ++outcome.closed;  // refused or reset before its line went out
-    }
-    const auto deadline = Clock::now() + 3s;
-    while (!fds.empty() && Clock::now() < deadline) {
-        if (::poll(fds.data(), fds.size(), std::min(millis_until(deadline), 100)) <= 0) continue;
-        for (auto& entry : fds) {
-            if (entry.revents == 0) continue;
-            const ReadResult read = read_exactly(entry.fd, 6, 1s);
-            ++(read.data == "hello\n" ? outcome.served : outcome.closed);
-            entry.fd = -1;
-        }
-        std::erase_if(fds, [](const pollfd& entry) { return entry.fd < 0; });
-    }
-    outcome.unanswered = static_cast<unsigned>(fds.size());
-    for (auto& client : clients) {
-        // Served clients are kept: their sessions must stay on the servers while others try.
-        pollfd probe{client.get(), POLLIN, 0};
-        if (client.valid() && ::poll(&probe, 1, 0) == 0) held.push_back(std::move(client));
-    }
-    return outcome;
-}
 
 GlobalSpec two_threads_with_admin(std::uint16_t admin_port) {
     GlobalSpec global;
@@ -84,7 +44,7 @@ TEST_CASE("max_connections: bursts of 50 against a cap of 2 with two threads: 2 
     for (unsigned round = 1; round <= 3; ++round) {
         CAPTURE(round);
         std::vector<UniqueFd> held;
-        const BurstOutcome outcome = burst(port, kBurst, held);
+        const BurstOutcome outcome = echo_burst(port, kBurst, held);
         INFO("served ", outcome.served, ", closed ", outcome.closed, ", unanswered ", outcome.unanswered,
              "; most connections the backend saw at once: ", backend.peak_open_connections());
         CHECK(outcome.served == kCap);
@@ -111,7 +71,7 @@ TEST_CASE("max_connections: a burst of 50 against two servers capped at 3 with t
     REQUIRE_READY(ringlb);
 
     std::vector<UniqueFd> held;
-    const BurstOutcome outcome = burst(port, kBurst, held);
+    const BurstOutcome outcome = echo_burst(port, kBurst, held);
     INFO("served ", outcome.served, ", closed ", outcome.closed, ", unanswered ", outcome.unanswered,
          "; most connections at once: first ", first.peak_open_connections(), ", second ",
          second.peak_open_connections());

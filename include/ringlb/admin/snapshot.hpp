@@ -88,6 +88,8 @@ struct Snapshot {
     uint64_t accept_errors = 0;
     uint64_t idle_timeouts = 0;
     uint64_t timers_armed = 0;  // connect and idle timers of live sessions, accept retries
+    uint64_t dropped_no_fd_accept = 0;  // clients dropped for want of a descriptor (see ForwarderStats)
+    uint64_t dropped_no_fd_server = 0;
     RejectCounts rejects;  // including clients no rule took (acl)
     std::vector<RuleSnapshot> rules;
 };

@@ -4,6 +4,7 @@
 // a mailbox through which the control thread reaches it.
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -42,6 +43,7 @@ public:
         core::SessionLimits* limits = nullptr;
         bool reuse_port = false;
         const FaultHooks* faults = nullptr;  // test hooks (RINGLB_FAULT); null = none
+        int descriptor_ceiling = INT_MAX;    // see Forwarder::set_descriptor_ceiling
     };
 
     explicit Worker(const Setup& setup);

@@ -8,6 +8,7 @@
 // "control" methods below between rounds of completions.
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -30,6 +31,7 @@
 #include "ringlb/health/passive.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
+#include "ringlb/util/log_throttle.hpp"
 
 namespace ringlb::core {
 
@@ -48,6 +50,10 @@ struct ForwarderStats {
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
     uint64_t sessions_ended = 0;
+    // Clients dropped for want of a file descriptor: at accept (a failed accept, which leaves its
+    // client waiting, counts too) and for their server socket.
+    uint64_t dropped_no_fd_accept = 0;
+    uint64_t dropped_no_fd_server = 0;
 
     uint64_t rejected_total() const {
         return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
@@ -117,6 +123,11 @@ public:
     uint32_t active_sessions() const { return sessions_.in_use(); }
     size_t armed_timers() const { return timers_.size(); }
     std::vector<std::string> listen_addresses() const;
+
+    // Session descriptors (accepted clients, server sockets) numbered `ceiling` or above are
+    // closed at once and their clients dropped, so the descriptors above it stay free for the
+    // control thread (see app/descriptors.hpp). Default: no ceiling.
+    void set_descriptor_ceiling(int ceiling) { descriptor_ceiling_ = ceiling; }
 
     // Connection records (log_connections) go to `sink` as pre-formatted lines; null = off.
     void set_connection_log(Logger* sink, config::LogFormat format) {
@@ -188,6 +199,7 @@ private:
         bool accept_proxy = false;    // clients must begin with a PROXY header
         bool closing = false;         // removed: waiting for its accept request to end
         bool accept_armed = false;
+        bool paused = false;          // its accept was cancelled for want of descriptors
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
@@ -195,6 +207,9 @@ private:
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);
     void arm_accept(uint16_t listener);
+    void pause_accepting(uint16_t listener);
+    void note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
+                                  const char* reason);
 
     void on_accept(uint16_t listener, const engine::Completion& completion);
     void admit(uint16_t listener, net::UniqueFd client);
@@ -260,6 +275,8 @@ private:
     Logger* connection_log_ = nullptr;
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
+    int descriptor_ceiling_ = INT_MAX;
+    LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };
 
 }  // namespace ringlb::core
