@@ -142,6 +142,12 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
     out.family("ringlb_idle_timeouts_total", "counter", "Sessions ended by their rule's idle timeout.");
     out.sample("ringlb_idle_timeouts_total", {}, snapshot.idle_timeouts);
+    out.family("ringlb_timers_armed", "gauge", "Timers armed now: connect and idle timeouts of live sessions, accept retries.");
+    out.sample("ringlb_timers_armed", {}, snapshot.timers_armed);
+    out.family("ringlb_clients_dropped_no_fd_total", "counter",
+               "Clients dropped, or left waiting by a failed accept, for want of a file descriptor, by stage.");
+    out.sample("ringlb_clients_dropped_no_fd_total", {{"stage", "accept"}}, snapshot.dropped_no_fd_accept);
+    out.sample("ringlb_clients_dropped_no_fd_total", {{"stage", "server_socket"}}, snapshot.dropped_no_fd_server);
     out.family("ringlb_sessions_abandoned_total", "counter",
                "Closed sessions whose requests did not complete in time; the engine took their descriptors.");
     out.sample("ringlb_sessions_abandoned_total", {}, snapshot.sessions_abandoned);

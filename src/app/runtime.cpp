@@ -4,10 +4,12 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "ringlb/admin/admin_server.hpp"
 #include "ringlb/admin/metrics.hpp"
+#include "ringlb/app/descriptors.hpp"
 #include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
 #include "ringlb/dns/resolver.hpp"
@@ -72,7 +74,18 @@ Runtime::~Runtime() {
 }
 
 int Runtime::run() {
+    if (const char* faults = std::getenv("RINGLB_FAULT"); faults && *faults) {
+        try {
+            faults_ = parse_fault_hooks(faults);
+        } catch (const std::invalid_argument& e) {
+            log_.error(e.what());
+            return kExitBadConfig;
+        }
+    }
+    open_files_ = raise_open_files_limit();
     if (const int code = start_workers(); code != kExitOk) return code;
+    if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
+    report_open_files_limit();
     try {
         start_control_components();
         // Everything is bound: from here on root is not needed.
@@ -101,6 +114,12 @@ int Runtime::run() {
     }
     log_.info("stopped: ", total.accepted, " accepted, ", total.sessions_ended, " sessions ended, ",
               total.connect_failures, " connect failures, ", total.rejected_no_rule, " rejected");
+    if (const auto failed = failed_worker()) {
+        // A supervisor restarts a process that exits non-zero; one that lingers half-dead it does not.
+        log_.error("exiting with status ", kExitRuntimeFailure, ": worker ", *failed,
+                   " failed: ", workers_[*failed]->failure());
+        return kExitRuntimeFailure;
+    }
     return kExitOk;
 }
 
@@ -112,8 +131,18 @@ int Runtime::start_workers() {
     // Workers start one after the other, so the first one's bind error is the one reported.
     std::optional<StartReport> failure;
     std::vector<std::string> listening;
+    std::string first_engine;
     for (unsigned i = 0; i < threads && !failure; ++i) {
-        Worker::Setup setup{i, &config_.global, &initial_plan_, &log_, connection_log, &limits_, buffer_budget_, threads > 1};
+        const Worker::Setup setup{.index = i,
+                                  .global = &config_.global,
+                                  .plan = &initial_plan_,
+                                  .log = &log_,
+                                  .connection_log = connection_log,
+                                  .limits = &limits_,
+                                  .buffer_budget = buffer_budget_,
+                                  .reuse_port = threads > 1,
+                                  .faults = &faults_,
+                                  .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft)};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
         if (report.exit_code != kExitOk) {
@@ -121,7 +150,11 @@ int Runtime::start_workers() {
         } else if (i == 0) {
             log_.info(report.message);  // the engine line comes first, as operators look for it
             engine_features_ = report.message;
+            first_engine = report.engine;
             listening = std::move(report.listen_addresses);
+        } else if (report.engine != first_engine) {
+            // With "auto" each worker chooses alone: one that fell back must not go unnoticed.
+            log_.warn("worker ", i, " runs a different engine than worker 0 (", first_engine, "): ", report.message);
         }
     }
     for (auto& worker : workers_) worker->go(!failure);
@@ -166,6 +199,11 @@ void Runtime::start_control_components() {
 void Runtime::control_loop() {
     while (signals_.stop_requests.load() == 0) {
         dispatcher_->run_once(kControlRound);
+        if (failed_worker()) {
+            // Its sessions are gone already; the others are closed at once, no draining.
+            for (auto& worker : workers_) worker->stop();
+            return;
+        }
         handle_signals();
         apply_dns_updates();
         report_buffer_cap();
@@ -184,6 +222,27 @@ void Runtime::report_buffer_cap() {
               "for them; raise [global] max_buffer_memory if this persists");
     cap_reached_reported_ = reached;
     cap_reported_at_ = now;
+}
+
+// After the engine line (operators and tests look for it first).
+void Runtime::report_open_files_limit() const {
+    if (!open_files_.error.empty()) log_.warn("open file limit ", open_files_.soft, " kept: ", open_files_.error);
+    else if (open_files_.soft != open_files_.found)
+        log_.info("open file limit raised from ", open_files_.found, " to ", open_files_.soft);
+    const uint64_t needed = descriptors_needed(config_.global.max_sessions, open_files_.soft);
+    if (open_files_.soft >= needed) return;
+    const int ceiling = data_path_descriptor_ceiling(open_files_.soft);
+    log_.warn("open file limit ", open_files_.soft, " is below the ", needed, " that max_sessions = ",
+              config_.global.max_sessions, " needs (2 per session, ", descriptor_reserve(open_files_.soft),
+              " kept for the admin and metrics ports, 64 for listeners and engines): clients are dropped once "
+              "descriptor ", ceiling, " is reached; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+              "max_sessions");
+}
+
+std::optional<size_t> Runtime::failed_worker() const {
+    for (size_t i = 0; i < workers_.size(); ++i)
+        if (workers_[i]->failed()) return i;
+    return std::nullopt;
 }
 
 void Runtime::handle_signals() {

@@ -115,6 +115,8 @@ admin::Reply Runtime::show_stats() {
         << "sessions_ended " << view.sessions_ended << "\n"
         << "accept_errors " << view.accept_errors << "\n"
         << "idle_timeouts " << view.idle_timeouts << "\n"
+        << "timers_armed " << view.timers_armed << "\n"
+        << "dropped_no_fd " << view.dropped_no_fd_accept + view.dropped_no_fd_server << "\n"
         << "rejected_acl " << view.rejects.acl << "\n"
         << "rejected_limit " << view.rejects.limit << "\n"
         << "rejected_no_server " << view.rejects.no_server << "\n"

@@ -8,20 +8,21 @@ namespace ringlb::app {
 
 namespace {
 
-engine::EngineOptions engine_options(const config::GlobalConfig& global,
-                                     const std::shared_ptr<engine::BufferBudget>& budget) {
+engine::EngineOptions engine_options(const Worker::Setup& setup) {
     engine::EngineOptions options;
-    options.buffer_size = std::min<uint32_t>(options.buffer_size, global.buffer_size);
-    options.initial_buffers = global.receive_buffers;
+    options.buffer_size = std::min<uint32_t>(options.buffer_size, setup.global->buffer_size);
+    options.initial_buffers = setup.global->receive_buffers;
     // One worker may take the whole process's cap, up to what 16-bit buffer ids can name.
+    const uint64_t cap_buffers = setup.buffer_budget->max_bytes() / options.buffer_size;
     options.max_buffers = static_cast<uint32_t>(
-        std::min<uint64_t>(engine::BufferPool::kMaxBuffers, std::max<uint64_t>(1, budget->max_bytes() / options.buffer_size)));
-    options.budget = budget;
-    options.multishot_recv = global.multishot_recv;
+        std::min<uint64_t>(engine::BufferPool::kMaxBuffers, std::max<uint64_t>(1, cap_buffers)));
+    options.budget = setup.buffer_budget;
+    options.multishot_recv = setup.global->multishot_recv;
+    if (setup.faults) setup.faults->apply(setup.index, options);
     return options;
 }
 
-StartReport failed(int exit_code, std::string message) {
+StartReport start_failure(int exit_code, std::string message) {
     StartReport report;
     report.exit_code = exit_code;
     report.message = std::move(message);
@@ -60,15 +61,17 @@ void Worker::join() {
     if (thread_.joinable()) thread_.join();
 }
 
-// A control task that throws is reported; it must not end the worker and its sessions.
-void Worker::run_task(const std::function<void(core::Forwarder&)>& task) {
+// A control task that throws is reported; it must not end the worker and its sessions. False
+// when there was no forwarder to run it on (the worker has ended).
+bool Worker::run_task(const std::function<void(core::Forwarder&)>& task) {
     core::Forwarder* forwarder = forwarder_.load();
-    if (!forwarder) return;
+    if (!forwarder) return false;
     try {
         task(*forwarder);
     } catch (const std::exception& e) {
         log_->error("worker ", index_, ": control task failed: ", e.what());
     }
+    return true;
 }
 
 void Worker::post(std::function<void(core::Forwarder&)> task) {
@@ -76,38 +79,70 @@ void Worker::post(std::function<void(core::Forwarder&)> task) {
     wake();
 }
 
+// A called task may use whatever its caller lent it (its locals, by reference), so it runs only
+// while the caller waits: the caller and the task share this record, and whichever comes first
+// decides. A caller that gives up on a task still queued cancels it for good; a task already
+// running is waited for, however long it takes (tasks do not block).
+struct Worker::CallState {
+    enum class Stage { Queued, Running, Ran, NotRun, Abandoned };
+    std::mutex mutex;
+    std::condition_variable changed;
+    Stage stage = Stage::Queued;
+};
+
 bool Worker::call(const std::function<void(core::Forwarder&)>& task, std::chrono::milliseconds timeout) {
+    using Stage = CallState::Stage;
     if (ended_.load()) return false;
-    auto done = std::make_shared<std::promise<void>>();
-    auto finished = done->get_future();
-    mailbox_.post([this, task, done] {
-        run_task(task);
-        done->set_value();  // also when the worker has ended: the caller must not wait in vain
+    auto state = std::make_shared<CallState>();
+    mailbox_.post([this, &task, state] {
+        {
+            std::lock_guard lock(state->mutex);
+            if (state->stage == Stage::Abandoned) return;  // the caller and what it lent are gone
+            state->stage = Stage::Running;
+        }
+        const bool ran = run_task(task);
+        {
+            std::lock_guard lock(state->mutex);
+            state->stage = ran ? Stage::Ran : Stage::NotRun;
+        }
+        state->changed.notify_all();
     });
     wake();
-    return finished.wait_for(timeout) == std::future_status::ready;
+    std::unique_lock lock(state->mutex);
+    const auto finished = [&] { return state->stage == Stage::Ran || state->stage == Stage::NotRun; };
+    if (!state->changed.wait_for(lock, timeout, finished)) {
+        if (state->stage == Stage::Queued) {
+            state->stage = Stage::Abandoned;
+            return false;
+        }
+        log_->warn("worker ", index_, ": a control task is taking longer than ", timeout.count(), " ms");
+        state->changed.wait(lock, finished);
+    }
+    return state->stage == Stage::Ran;
 }
 
 void Worker::run(Setup setup) {
     std::unique_ptr<engine::Engine> engine;
     std::unique_ptr<core::Forwarder> forwarder;
     try {
-        auto selection = engine::make_engine(setup.global->engine, engine_options(*setup.global, setup.buffer_budget));
+        auto selection = engine::make_engine(setup.global->engine, engine_options(setup));
         engine = std::move(selection.engine);
+        const std::string engine_name(engine->name());
         forwarder = std::make_unique<core::Forwarder>(*setup.global, *setup.plan, *engine, *setup.log, *setup.limits,
                                                       setup.reuse_port, setup.index);
         if (setup.connection_log) forwarder->set_connection_log(setup.connection_log, setup.global->log_format);
-        started_.set_value({kExitOk, std::move(selection.description), forwarder->listen_addresses()});
+        forwarder->set_descriptor_ceiling(setup.descriptor_ceiling);
+        started_.set_value({kExitOk, std::move(selection.description), engine_name, forwarder->listen_addresses()});
     } catch (const engine::EngineUnavailable& e) {
-        started_.set_value(failed(kExitRuntimeFailure, std::string("engine=uring requested but cannot run: ") + e.what()));
+        started_.set_value(start_failure(kExitRuntimeFailure, std::string("engine=uring requested but cannot run: ") + e.what()));
         ended_.store(true);
         return;
     } catch (const core::ListenError& e) {
-        started_.set_value(failed(kExitBadConfig, e.what()));
+        started_.set_value(start_failure(kExitBadConfig, e.what()));
         ended_.store(true);
         return;
     } catch (const std::exception& e) {
-        started_.set_value(failed(kExitRuntimeFailure, "worker " + std::to_string(setup.index) + ": " + e.what()));
+        started_.set_value(start_failure(kExitRuntimeFailure, "worker " + std::to_string(setup.index) + ": " + e.what()));
         ended_.store(true);
         return;
     }
@@ -117,18 +152,30 @@ void Worker::run(Setup setup) {
         try {
             serve(*forwarder);
         } catch (const std::exception& e) {
-            setup.log->error("worker ", setup.index, " failed: ", e.what());
+            // Its sessions are gone with it: the control thread sees this and stops ringlb.
+            setup.log->error("worker ", setup.index, " failed: ", e.what(), "; ringlb stops");
             // Before anything else: its peers must not take a cut stream for a complete one.
             forwarder->abort_all_sessions(core::EndCause::Error);
+            {
+                std::lock_guard lock(failure_mutex_);
+                failure_ = e.what();
+            }
+            failed_.store(true);
         }
         // A stop whose deadline passed: what close_all_sessions() could not see end goes now.
         forwarder->abort_all_sessions(core::EndCause::Shutdown);
         set_engine(nullptr);
+        active_.store(0);
     }
     final_stats_ = forwarder->stats();
     forwarder_.store(nullptr);
     ended_.store(true);
     mailbox_.run_pending();  // nobody waits forever on a task posted at the very end
+}
+
+std::string Worker::failure() const {
+    std::lock_guard lock(failure_mutex_);
+    return failure_;
 }
 
 void Worker::serve(core::Forwarder& forwarder) {

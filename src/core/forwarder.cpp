@@ -24,6 +24,10 @@ Op shutdown_op(Side destination) { return destination == Side::Client ? Op::Shut
 
 std::string errno_text(int negative_errno) { return std::strerror(-negative_errno); }
 
+bool out_of_descriptors(int negative_errno) { return negative_errno == -EMFILE || negative_errno == -ENFILE; }
+// Why a descriptor below the limit is still too many: the rest is kept for the control thread.
+constexpr const char* kReserveReached = "only the descriptors kept for the admin and metrics ports are left";
+
 template <typename Rep, typename Period>
 long long as_ms(std::chrono::duration<Rep, Period> d) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
@@ -75,6 +79,7 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
         const size_t index = rule->servers.size();
         entry.check_down = rule_config.health.enabled && !(index < checked_up.size() && checked_up[index]);
         rule->servers.push_back(entry);
+        rule->connections.push_back(limits_.server_connections().count(rule_config.id, server.address));
     }
     rule->admin.resize(rule->servers.size());
     rule->traffic.resize(rule->servers.size());
@@ -184,6 +189,7 @@ void Forwarder::start_accepting() {
 
 void Forwarder::arm_accept(uint16_t listener) {
     listeners_[listener].accept_armed = true;
+    listeners_[listener].paused = false;
     engine_.accept(listeners_[listener].fd.get(), Token{listener, 0, Op::Accept}.pack());
 }
 
@@ -241,15 +247,48 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
         return;
     }
     if (completion.result < 0) {
-        ++stats_.accept_errors;
-        log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
-                  completion.more ? "" : "; accepting again shortly");
         if (!completion.more)
-            timers_.add({Clock::now() + kAcceptRetryDelay, listener_index, 0, 0, TimerKind::AcceptRetry});
+            timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
+        if (completion.result == -ECANCELED && listener.paused) return;  // see pause_accepting()
+        ++stats_.accept_errors;
+        if (out_of_descriptors(completion.result))
+            note_descriptor_shortage(true, "accept on", listener.address, std::strerror(-completion.result));
+        else
+            log_.warn("accept on ", listener.address.to_string(), ": ", errno_text(completion.result),
+                      completion.more ? "" : "; accepting again shortly");
+        return;
+    }
+    if (completion.result >= descriptor_ceiling_) {
+        net::UniqueFd dropped(completion.result);
+        note_descriptor_shortage(true, "accept on", listener.address, kReserveReached);
+        pause_accepting(listener_index);
+        if (!completion.more)
+            timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
         return;
     }
     if (!completion.more) arm_accept(listener_index);
     admit(listener_index, net::UniqueFd(completion.result));
+}
+
+// The clients behind one dropped for want of descriptors wait in the listen queue for
+// kAcceptRetryDelay (as after EMFILE) instead of being accepted and dropped one by one.
+void Forwarder::pause_accepting(uint16_t index) {
+    Listener& listener = listeners_[index];
+    if (listener.paused || !listener.accept_armed) return;
+    listener.paused = true;
+    engine_.cancel(listener.fd.get());  // the accept ends with -ECANCELED; the retry timer re-arms it
+}
+
+// A client dropped (or, for a failed accept, left waiting) for want of a descriptor: counted, and
+// logged at most once per kShortageLogInterval with the number since the last line.
+void Forwarder::note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
+                                         const char* reason) {
+    ++(at_accept ? stats_.dropped_no_fd_accept : stats_.dropped_no_fd_server);
+    const uint64_t count = descriptor_shortages_.note(now_);
+    if (count == 0) return;
+    log_.warn("out of file descriptors: ", count, count == 1 ? " client" : " clients",
+              " dropped or kept waiting since the last report (last: ", what, " ", where.to_string(), ": ", reason,
+              "); raise the open file limit (ulimit -n, LimitNOFILE=)");
 }
 
 void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
@@ -279,7 +318,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         std::chrono::milliseconds deadline{0};
         for (uint16_t rule : listeners_[listener].rules)
             deadline = std::max(deadline, rules_[rule]->config.connect_timeout);
-        timers_.add({now_ + deadline, *slot, sessions_.generation(*slot), 0, TimerKind::Connect});
+        timers_.arm({*slot, TimerKind::Connect}, now_ + deadline);
         return;
     }
     EndCause cause = EndCause::Acl;
@@ -431,8 +470,32 @@ void Forwarder::refresh_servers(Rule& rule, const Session& session) {
             rule.servers[i].disabled = false;
             log_.info("server ", rule.config.id, "/", rule.servers[i].address.to_string(), " enabled again");
         }
+        rule.servers[i].connections = rule.connections[i]->load(std::memory_order_relaxed);
     }
     rule.health.refresh(rule.servers, session.failed_servers, now_);
+}
+
+// The balancer's pick with one of the server's connections taken for the session. When another
+// worker took the server's last free connection since the counts were read, the server is
+// noted full and the balancer asked again (each time one server fewer: this ends).
+std::optional<size_t> Forwarder::pick_and_take(Rule& rule, Session& session) {
+    for (;;) {
+        const auto pick = rule.balancer->pick(rule.servers, session.client_address, session.failed_servers);
+        if (!pick) return std::nullopt;
+        balance::Server& server = rule.servers[*pick];
+        if (ServerConnections::try_take(*rule.connections[*pick], server.max_connections)) {
+            ++server.connections;
+            session.connection_taken = true;
+            return pick;
+        }
+        server.connections = server.max_connections;
+    }
+}
+
+void Forwarder::give_back_connection(Rule& rule, Session& session) {
+    if (!session.connection_taken) return;
+    session.connection_taken = false;
+    ServerConnections::give_back(*rule.connections[session.server]);
 }
 
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
@@ -440,8 +503,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
     if (may_retry) refresh_servers(rule, session);
-    const auto pick = may_retry ? rule.balancer->pick(rule.servers, session.client_address, session.failed_servers)
-                                : std::nullopt;
+    const auto pick = may_retry ? pick_and_take(rule, session) : std::nullopt;
     if (!pick) {
         ++stats_.no_server_left;
         ++rule.rejects.no_server;
@@ -453,18 +515,24 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     session.server = static_cast<uint16_t>(*pick);
     const balance::Server& server = rule.servers[*pick];
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
-    if (fd < 0) {
-        log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
+    if (fd < 0 || fd >= descriptor_ceiling_) {
+        give_back_connection(rule, session);
+        if (fd >= 0) {
+            net::UniqueFd dropped(fd);
+            note_descriptor_shortage(false, "socket for", server.address, kReserveReached);
+        } else if (out_of_descriptors(fd)) {
+            note_descriptor_shortage(false, "socket for", server.address, std::strerror(-fd));
+        } else {
+            log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
+        }
         close_session(slot, session, false, EndCause::Error);
         return;
     }
     session.server_fd.reset(fd);
     session.connect_pending = true;
-    ++session.connect_attempt;
     session.connect_started = now_;
     engine_.connect(fd, server.address, token(slot, Op::Connect));
-    timers_.add({now_ + rule.config.connect_timeout, slot, sessions_.generation(slot),
-                 session.connect_attempt, TimerKind::Connect});
+    timers_.arm({slot, TimerKind::Connect}, now_ + rule.config.connect_timeout);  // moves the previous attempt's
 }
 
 void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
@@ -494,6 +562,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         session.failed_servers.push_back(session.server);
         engine_.forget(session.server_fd.get());
         session.server_fd.reset();
+        give_back_connection(rule, session);
         connect_next_server(slot, session);
         return;
     }
@@ -510,6 +579,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
     if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " established");
+    timers_.cancel({slot, TimerKind::Connect});
     arm_idle_timer(slot, session);
     if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
     pump(slot, session, Side::Client);
@@ -721,7 +791,7 @@ void Forwarder::close_session(uint32_t slot, Session& session, bool abortive, En
         if (session.has_pending(side)) engine_.cancel(session.fd(side).get());
     release_if_quiet(slot, session);
     if (session.state == Session::State::Closing && session.has_pending())  // not released yet
-        timers_.add({now_ + closing_grace(session), slot, sessions_.generation(slot), 0, TimerKind::Closing});
+        timers_.arm({slot, TimerKind::Closing}, now_ + closing_grace(session));
 }
 
 // How long a closed session may wait for its cancelled requests: as long as a connect may take.
@@ -802,8 +872,12 @@ void Forwarder::release(uint32_t slot, Session& session) {
     }
     proxy_in_.erase(slot);
     proxy_out_.erase(slot);
+    timers_.cancel({slot, TimerKind::Connect});
+    timers_.cancel({slot, TimerKind::Idle});
+    timers_.cancel({slot, TimerKind::Closing});
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
+        give_back_connection(rule, session);
         if (session.established) {
             --rule.servers[session.server].active_sessions;
             rule.balancer->session_dropped(session.server);
@@ -866,27 +940,27 @@ void Forwarder::abort_all_sessions(EndCause cause) {
 
 void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
-    while (auto entry = timers_.pop_due(now)) on_timer(*entry);
+    while (auto key = timers_.pop_due(now)) on_timer(*key);
 }
 
-void Forwarder::on_timer(const TimerEntry& entry) {
-    if (entry.kind == TimerKind::AcceptRetry) {
-        if (!listeners_[entry.slot].closing) arm_accept(static_cast<uint16_t>(entry.slot));
+// A session's timers are cancelled when its slot is released, so `key.owner` is a live session.
+void Forwarder::on_timer(TimerKey key) {
+    const uint32_t slot = key.owner;
+    if (key.kind == TimerKind::AcceptRetry) {
+        if (!listeners_[slot].closing) arm_accept(static_cast<uint16_t>(slot));
         return;
     }
-    if (!sessions_.is_current(entry.slot, entry.generation)) return;
-    Session& session = sessions_[entry.slot];
-    if (entry.kind == TimerKind::Closing) {
-        if (session.state == Session::State::Closing && session.has_pending()) abandon_pending(entry.slot, session);
+    Session& session = sessions_[slot];
+    if (key.kind == TimerKind::Closing) {
+        if (session.state == Session::State::Closing && session.has_pending()) abandon_pending(slot, session);
         return;
     }
-    if (entry.kind == TimerKind::Connect) {
+    if (key.kind == TimerKind::Connect) {
         if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
             log_.debug("client ", session.client_address, ": no PROXY header in time: closed");
-            close_session(entry.slot, session, false, EndCause::Error);
-        } else if (session.connect_pending && session.connect_attempt == entry.tag && !session.connect_timed_out &&
-                   session.state == Session::State::Connecting) {
+            close_session(slot, session, false, EndCause::Error);
+        } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
             engine_.cancel(session.server_fd.get());  // completes the connect with -ECANCELED
         }
@@ -895,17 +969,16 @@ void Forwarder::on_timer(const TimerEntry& entry) {
     if (session.state != Session::State::Established) return;
     const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
-        timers_.add({deadline, entry.slot, entry.generation, 0, TimerKind::Idle});
+        timers_.arm({slot, TimerKind::Idle}, deadline);
         return;
     }
     ++stats_.idle_timeouts;
-    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", entry.slot, ": ", describe(session), " idle timeout");
-    close_session(entry.slot, session, false, EndCause::IdleTimeout);
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " idle timeout");
+    close_session(slot, session, false, EndCause::IdleTimeout);
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
-    timers_.add({session.last_activity + rules_[session.rule]->config.timeout, slot, sessions_.generation(slot), 0,
-                 TimerKind::Idle});
+    timers_.arm({slot, TimerKind::Idle}, session.last_activity + rules_[session.rule]->config.timeout);
 }
 
 std::string Forwarder::server_name(const Session& session) const {
@@ -968,6 +1041,9 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.sessions_ended += stats_.sessions_ended;
     snapshot.accept_errors += stats_.accept_errors;
     snapshot.idle_timeouts += stats_.idle_timeouts;
+    snapshot.timers_armed += timers_.size();
+    snapshot.dropped_no_fd_accept += stats_.dropped_no_fd_accept;
+    snapshot.dropped_no_fd_server += stats_.dropped_no_fd_server;
     snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;

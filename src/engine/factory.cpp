@@ -18,6 +18,7 @@ EngineSelection epoll_with_reason(const EngineOptions& options, const std::strin
 EngineSelection make_engine(config::EngineChoice choice, const EngineOptions& options) {
     if (choice == config::EngineChoice::Epoll) return epoll_with_reason(options, "chosen by configuration");
     try {
+        if (options.refuse_uring) throw EngineUnavailable("io_uring unavailable: refused by the RINGLB_FAULT test hook");
         auto engine = std::make_unique<UringEngine>(options);
         std::string description = "engine=uring (" + engine->features() + ")";
         return {std::move(engine), std::move(description)};

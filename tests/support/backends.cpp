@@ -159,7 +159,8 @@ void PollServer::accept_all(std::vector<std::unique_ptr<Connection>>& connection
         connection->fd.reset(fd);
         connection->session = factory_();
         ++accepted_;
-        ++open_;
+        const std::size_t open = ++open_;
+        if (open > peak_open_.load()) peak_open_.store(open);  // only this thread writes it
         connection->pump_output();
         connections.push_back(std::move(connection));
     }

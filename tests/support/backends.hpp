@@ -53,6 +53,8 @@ public:
     std::string endpoint() const { return ipv4_ + ":" + std::to_string(port_); }
     std::size_t accepted() const { return accepted_.load(); }
     std::size_t open_connections() const { return open_.load(); }
+    // The most connections that were open at once.
+    std::size_t peak_open_connections() const { return peak_open_.load(); }
     std::size_t finished() const { return finished_.load(); }
     // Waits until finished() >= count. False on timeout.
     bool wait_finished(std::size_t count, std::chrono::milliseconds timeout) const;
@@ -78,6 +80,7 @@ private:
     std::atomic<bool> stopping_{false};
     std::atomic<std::size_t> accepted_{0};
     std::atomic<std::size_t> open_{0};
+    std::atomic<std::size_t> peak_open_{0};
     std::atomic<std::size_t> finished_{0};
     std::thread thread_;
 };

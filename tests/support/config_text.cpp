@@ -19,9 +19,10 @@ std::string quoted(std::string_view text) {
 }
 
 std::string render_server(const ServerSpec& server) {
-    if (server.weight == 0 && !server.backup) return quoted(server.address);
+    if (server.weight == 0 && !server.backup && server.max_connections == 0) return quoted(server.address);
     return "{ address = " + quoted(server.address) + ", weight = " + std::to_string(server.weight == 0 ? 1 : server.weight) +
-           (server.backup ? ", backup = true" : "") + " }";
+           (server.backup ? ", backup = true" : "") +
+           (server.max_connections ? ", max_connections = " + std::to_string(server.max_connections) : "") + " }";
 }
 
 template <typename T, typename Render>

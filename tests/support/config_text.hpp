@@ -12,6 +12,7 @@ struct ServerSpec {
     std::string address;  // "127.0.0.1:9001"
     unsigned weight = 0;  // 0 = write the plain string form (weight defaults to 1)
     bool backup = false;  // written as a table { address, weight, backup = true }
+    unsigned max_connections = 0;  // nonzero: written as a table with max_connections
 };
 
 struct RuleSpec {

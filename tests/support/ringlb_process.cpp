@@ -96,7 +96,7 @@ ExitStatus decode_wait_status(int status) {
 // prepared before fork(): the test process has threads (the backends), so the child may only
 // make async-signal-safe calls.
 pid_t spawn(const std::vector<std::string>& args, const std::string& output_path,
-            std::optional<rlim_t> open_files_limit = std::nullopt) {
+            std::optional<rlimit> open_files_limit = std::nullopt, const std::vector<std::string>& extra_env = {}) {
     UniqueFd output(::open(output_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
     UniqueFd null_input(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!output.valid() || !null_input.valid())
@@ -104,6 +104,11 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
     std::vector<char*> argv;
     for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
+    std::vector<char*> envp;
+    // The extra entries first: getenv() returns the first of two with the same name.
+    for (const auto& entry : extra_env) envp.push_back(const_cast<char*>(entry.c_str()));
+    for (char** entry = environ; *entry; ++entry) envp.push_back(*entry);
+    envp.push_back(nullptr);
     pid_t parent = ::getpid();
 
     pid_t pid = ::fork();
@@ -123,11 +128,8 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
         ::dup2(output.get(), 2);
         // Belt and braces next to SOCK_CLOEXEC: no test socket may stay open in ringlb.
         ::close_range(3, ~0U, 0);
-        if (open_files_limit) {
-            const rlimit limit{*open_files_limit, *open_files_limit};
-            if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
-        }
-        ::execv(argv[0], argv.data());
+        if (open_files_limit && ::setrlimit(RLIMIT_NOFILE, &*open_files_limit) != 0) ::_exit(126);
+        ::execve(argv[0], argv.data(), envp.data());
         const char message[] = "ringlb-test: execv failed\n";
         ssize_t ignored = ::write(2, message, sizeof message - 1);
         (void)ignored;
@@ -180,7 +182,14 @@ RinglbProcess::RinglbProcess(const RinglbOptions& options, std::string_view conf
     : config_(config_toml, ".toml"), log_("", ".log") {
     std::vector<std::string> args{options.binary, "-c", config_.path(), "--engine", options.engine};
     args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
-    pid_ = spawn(args, log_.path(), options.open_files_limit);
+    std::optional<rlimit> limit;
+    if (options.open_files_limit) limit = rlimit{*options.open_files_limit, *options.open_files_limit};
+    if (options.open_files_soft_limit) {
+        rlimit current{};
+        ::getrlimit(RLIMIT_NOFILE, &current);
+        limit = rlimit{*options.open_files_soft_limit, current.rlim_max};
+    }
+    pid_ = spawn(args, log_.path(), limit, options.environment);
 }
 
 RinglbProcess::~RinglbProcess() {

@@ -64,6 +64,10 @@ struct RinglbOptions {
     std::string binary = ringlb_binary();
     // RLIMIT_NOFILE (soft and hard) set in the child just before exec; nullopt = inherited.
     std::optional<rlim_t> open_files_limit;
+    // Only the soft RLIMIT_NOFILE (the hard one inherited); wins over open_files_limit.
+    std::optional<rlim_t> open_files_soft_limit;
+    // "NAME=value" entries added to the inherited environment (e.g. RINGLB_FAULT).
+    std::vector<std::string> environment;
 };
 
 // One running ringlb: `<binary> -c <config file> --engine <engine> extra_args...`. The

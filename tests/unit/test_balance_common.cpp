@@ -43,9 +43,9 @@ TEST_CASE("eligible and Candidates apply weight, tried, max_connections and back
     const std::vector<uint16_t> none;
     CHECK(balance::eligible(servers[0], 0, none));
     servers[0].max_connections = 2;
-    servers[0].active_sessions = 1;
+    servers[0].connections = 1;
     CHECK(balance::eligible(servers[0], 0, none));
-    servers[0].active_sessions = 2;
+    servers[0].connections = 2;
     CHECK_FALSE(balance::eligible(servers[0], 0, none));
     servers[0].max_connections = 0;  // unlimited
     CHECK(balance::eligible(servers[0], 0, none));
@@ -102,19 +102,19 @@ TEST_CASE("every mode: backup only when all primaries are ineligible") {
         servers[1].weight = 1;
         balancer->weights_changed();
         servers[0].max_connections = 5;
-        servers[0].active_sessions = 5;
+        servers[0].connections = 5;
         servers[1].max_connections = 1;
-        servers[1].active_sessions = 3;
+        servers[1].connections = 3;
         counts = picks(*balancer, servers, {});
         CHECK(counts[2] == 200);
 
         // One primary below its limit again: back to it.
-        servers[1].active_sessions = 0;
+        servers[1].connections = 0;
         counts = picks(*balancer, servers, {});
         CHECK(counts[1] == 200);
 
         // Backup tried as well: nothing left.
-        servers[1].active_sessions = 1;
+        servers[1].connections = 1;
         counts = picks(*balancer, servers, {2});
         CHECK(counts[3] == 200);
     }
@@ -132,16 +132,16 @@ TEST_CASE("every mode: max_connections is respected as sessions come and go") {
         for (int i = 0; i < 6; ++i) {
             const auto pick = balancer->pick(servers, client_number(i), {});
             REQUIRE(pick);
-            ++servers[*pick].active_sessions;
+            ++servers[*pick].connections;
             balancer->session_taken(*pick);
             balancer->connect_time(*pick, std::chrono::microseconds(100 + i));
         }
-        CHECK(servers[0].active_sessions == 2);
-        CHECK(servers[1].active_sessions == 3);
-        CHECK(servers[2].active_sessions == 1);
+        CHECK(servers[0].connections == 2);
+        CHECK(servers[1].connections == 3);
+        CHECK(servers[2].connections == 1);
         CHECK_FALSE(balancer->pick(servers, client_number(7), {}));
         // One ends on server 1: the next session goes there and nowhere else.
-        --servers[1].active_sessions;
+        --servers[1].connections;
         balancer->session_dropped(1);
         for (int i = 0; i < 50; ++i) CHECK(balancer->pick(servers, client_number(i), {}) == 1u);
     }

@@ -15,9 +15,9 @@ using ringlb::test::client;
 TEST_CASE("lc: picks the least loaded server") {
     balance::LeastConn lc;
     auto servers = make_servers({1, 1, 1});
-    servers[0].active_sessions = 5;
-    servers[1].active_sessions = 2;
-    servers[2].active_sessions = 7;
+    servers[0].connections = 5;
+    servers[1].connections = 2;
+    servers[2].connections = 7;
     for (int i = 0; i < 5; ++i) CHECK(lc.pick(servers, client, {}) == 1u);
     // Skips a tried least-loaded server for the next one.
     CHECK(lc.pick(servers, client, std::vector<uint16_t>{1}) == 0u);
@@ -26,10 +26,10 @@ TEST_CASE("lc: picks the least loaded server") {
 TEST_CASE("lc: load is relative to weight") {
     balance::LeastConn lc;
     auto servers = make_servers({1, 4});
-    servers[0].active_sessions = 2;  // 2 per weight
-    servers[1].active_sessions = 6;  // 1.5 per weight
+    servers[0].connections = 2;  // 2 per weight
+    servers[1].connections = 6;  // 1.5 per weight
     CHECK(lc.pick(servers, client, {}) == 1u);
-    servers[1].active_sessions = 9;  // 2.25 per weight
+    servers[1].connections = 9;  // 2.25 per weight
     CHECK(lc.pick(servers, client, {}) == 0u);
 }
 
@@ -46,9 +46,9 @@ TEST_CASE("lc: with sessions taken and kept, load follows the weights") {
     auto servers = make_servers({1, 2, 3});
     for (int i = 0; i < 600; ++i) {
         const size_t pick = *lc.pick(servers, client, {});
-        ++servers[pick].active_sessions;
+        ++servers[pick].connections;
     }
-    CHECK(servers[0].active_sessions == 100);
-    CHECK(servers[1].active_sessions == 200);
-    CHECK(servers[2].active_sessions == 300);
+    CHECK(servers[0].connections == 100);
+    CHECK(servers[1].connections == 200);
+    CHECK(servers[2].connections == 300);
 }

@@ -16,7 +16,7 @@ TEST_CASE("ms: the master takes every session, whatever the load or weights") {
     balance::MasterStandby ms;
     auto servers = make_servers(3);
     servers[1].weight = 100;
-    servers[0].active_sessions = 1000;
+    servers[0].connections = 1000;
     for (int i = 0; i < 20; ++i) CHECK(ms.pick(servers, client, {}) == 0u);
 }
 
@@ -33,9 +33,9 @@ TEST_CASE("ms: failover goes down the list in order, then back to the master") {
     CHECK(ms.pick(servers, client, {}) == 1u);
     servers[0].weight = 1;
     servers[0].max_connections = 1;
-    servers[0].active_sessions = 1;
+    servers[0].connections = 1;
     CHECK(ms.pick(servers, client, {}) == 1u);
-    servers[0].active_sessions = 0;
+    servers[0].connections = 0;
     CHECK(ms.pick(servers, client, {}) == 0u);
 }
 

@@ -85,8 +85,8 @@ TEST_CASE("p2c: with equal load, shares follow weights 1:2:3:4") {
 TEST_CASE("p2c: of two servers, always the less loaded one relative to weight") {
     balance::PowerOfTwo p2c(11);
     auto servers = make_servers({1, 1});
-    servers[0].active_sessions = 10;
-    servers[1].active_sessions = 3;
+    servers[0].connections = 10;
+    servers[1].connections = 3;
     for (int i = 0; i < 200; ++i) CHECK(p2c.pick(servers, client, {}) == 1u);
     servers[1].weight = 1;
     servers[0].weight = 5;  // 10 / 5 = 2 < 3
@@ -96,7 +96,7 @@ TEST_CASE("p2c: of two servers, always the less loaded one relative to weight") 
 TEST_CASE("p2c: the busiest of many servers is never picked, the idlest most often") {
     balance::PowerOfTwo p2c(12);
     auto servers = make_servers({1, 1, 1, 1, 1});
-    for (size_t i = 0; i < servers.size(); ++i) servers[i].active_sessions = static_cast<uint32_t>(10 * i);
+    for (size_t i = 0; i < servers.size(); ++i) servers[i].connections = static_cast<uint32_t>(10 * i);
     std::vector<int> counts(servers.size(), 0);
     for (int i = 0; i < 10000; ++i) ++counts[*p2c.pick(servers, client, {})];
     CHECK(counts[4] == 0);
@@ -109,9 +109,9 @@ TEST_CASE("p2c: the busiest of many servers is never picked, the idlest most oft
 TEST_CASE("p2c: balances load as sessions are taken") {
     balance::PowerOfTwo p2c(13);
     auto servers = make_servers({1, 1, 1, 1});
-    for (int i = 0; i < 4000; ++i) ++servers[*p2c.pick(servers, client, {})].active_sessions;
+    for (int i = 0; i < 4000; ++i) ++servers[*p2c.pick(servers, client, {})].connections;
     for (const Server& server : servers) {
-        CHECK(server.active_sessions > 950);
-        CHECK(server.active_sessions < 1050);
+        CHECK(server.connections > 950);
+        CHECK(server.connections < 1050);
     }
 }

@@ -147,9 +147,9 @@ TEST_CASE("hs: an ineligible server's clients walk on deterministically; the oth
     }
     // The same answer again, and the same when the server is full instead of tried.
     servers[2].max_connections = 1;
-    servers[2].active_sessions = 1;
+    servers[2].connections = 1;
     for (size_t i = 0; i < clients.size(); ++i) CHECK(*hs.pick(servers, clients[i], {}) == second[i]);
     // Free again: everyone home.
-    servers[2].active_sessions = 0;
+    servers[2].connections = 0;
     for (size_t i = 0; i < clients.size(); ++i) CHECK(*hs.pick(servers, clients[i], {}) == home[i]);
 }

@@ -1,11 +1,10 @@
-// Session slots, completion tokens, timers and per-IP limits: the engine-free core pieces.
+// Session slots, completion tokens and per-IP limits: the engine-free core pieces (timers: test_timer_queue.cpp).
 #include <doctest/doctest.h>
 
 #include <set>
 
 #include "ringlb/core/ip_limiter.hpp"
 #include "ringlb/core/slab.hpp"
-#include "ringlb/core/timer_queue.hpp"
 #include "ringlb/core/user_data.hpp"
 
 using namespace ringlb;
@@ -70,25 +69,6 @@ TEST_CASE("slab for_each_in_use visits exactly the held slots") {
     std::set<uint32_t> seen;
     slab.for_each_in_use([&](uint32_t index, int&) { seen.insert(index); });
     CHECK(seen == std::set<uint32_t>{a, c});
-}
-
-TEST_CASE("timer queue releases entries in deadline order and only when due") {
-    TimerQueue timers;
-    const auto now = Clock::now();
-    timers.add({now + std::chrono::seconds(3), 3, 0, 0, TimerKind::Idle});
-    timers.add({now + std::chrono::seconds(1), 1, 0, 0, TimerKind::Connect});
-    timers.add({now + std::chrono::seconds(2), 2, 0, 0, TimerKind::Idle});
-    CHECK(timers.next_deadline() == now + std::chrono::seconds(1));
-    CHECK_FALSE(timers.pop_due(now));
-    auto first = timers.pop_due(now + std::chrono::seconds(2));
-    REQUIRE(first);
-    CHECK(first->slot == 1);
-    CHECK(first->kind == TimerKind::Connect);
-    auto second = timers.pop_due(now + std::chrono::seconds(2));
-    REQUIRE(second);
-    CHECK(second->slot == 2);
-    CHECK_FALSE(timers.pop_due(now + std::chrono::seconds(2)));
-    CHECK(timers.size() == 1);
 }
 
 TEST_CASE("ip limiter caps sessions per IP and forgets IPs with none left") {

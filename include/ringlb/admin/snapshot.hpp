@@ -96,6 +96,9 @@ struct Snapshot {
     uint64_t sessions_ended = 0;
     uint64_t accept_errors = 0;
     uint64_t idle_timeouts = 0;
+    uint64_t timers_armed = 0;  // connect and idle timers of live sessions, accept retries
+    uint64_t dropped_no_fd_accept = 0;  // clients dropped for want of a descriptor (see ForwarderStats)
+    uint64_t dropped_no_fd_server = 0;
     RejectCounts rejects;  // including clients no rule took (acl)
     uint64_t sessions_abandoned = 0;  // closed sessions whose requests had to be handed to the engine
     uint32_t buffer_size = 0;               // bytes per receive buffer

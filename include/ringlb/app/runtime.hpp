@@ -14,6 +14,7 @@
 
 #include "ringlb/admin/controller.hpp"
 #include "ringlb/admin/snapshot.hpp"
+#include "ringlb/app/descriptors.hpp"
 #include "ringlb/app/signals.hpp"
 #include "ringlb/app/worker.hpp"
 #include "ringlb/config/config.hpp"
@@ -79,6 +80,8 @@ private:
     int start_workers();
     void start_control_components();
     void control_loop();
+    std::optional<size_t> failed_worker() const;  // the first worker whose loop failed
+    void report_open_files_limit() const;
     void handle_signals();
     void drain_and_stop();
     void report_buffer_cap();
@@ -118,6 +121,8 @@ private:
     std::function<void(config::Config&)> overrides_;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
+    FaultHooks faults_;  // test hooks from RINGLB_FAULT, read once in run()
+    DescriptorLimit open_files_;  // raised once in run()
     core::SessionLimits limits_;
     std::shared_ptr<engine::BufferBudget> buffer_budget_;  // max_buffer_memory, shared by the workers' engines
     uint64_t cap_reached_reported_ = 0;

@@ -4,6 +4,8 @@
 // a mailbox through which the control thread reaches it.
 #include <atomic>
 #include <chrono>
+#include <climits>
+#include <condition_variable>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -13,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringlb/app/faults.hpp"
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/mailbox.hpp"
@@ -25,6 +28,7 @@ namespace ringlb::app {
 struct StartReport {
     int exit_code = 0;
     std::string message;
+    std::string engine;  // "uring" or "epoll", on success
     std::vector<std::string> listen_addresses;
 };
 
@@ -39,6 +43,8 @@ public:
         core::SessionLimits* limits = nullptr;
         std::shared_ptr<engine::BufferBudget> buffer_budget;  // shared by every worker's engine
         bool reuse_port = false;
+        const FaultHooks* faults = nullptr;  // test hooks (RINGLB_FAULT); null = none
+        int descriptor_ceiling = INT_MAX;    // see Forwarder::set_descriptor_ceiling
     };
 
     explicit Worker(const Setup& setup);
@@ -55,7 +61,8 @@ public:
     void join();
 
     // Runs `task` on the worker's thread with its Forwarder and waits for it; false when the
-    // worker did not answer within `timeout` (then the task may still run later) or has ended.
+    // worker has ended, or did not start the task within `timeout` (then the task never runs).
+    // A task that has started is waited for to its end: no task outlives what it captures.
     bool call(const std::function<void(core::Forwarder&)>& task,
               std::chrono::milliseconds timeout = std::chrono::seconds(5));
     // Runs `task` on the worker's thread without waiting.
@@ -63,11 +70,17 @@ public:
 
     // Sessions open at the end of the last round (read by the control thread while draining).
     uint32_t active_sessions() const { return active_.load(std::memory_order_relaxed); }
+    // Whether the loop ended by a failure (its engine broke, or the core threw) instead of by
+    // stop(); failure() says why. The control thread checks this every round.
+    bool failed() const { return failed_.load(); }
+    std::string failure() const;
     const core::ForwarderStats& final_stats() const { return final_stats_; }  // after join()
 
 private:
+    struct CallState;
+
     void run(Setup setup);
-    void run_task(const std::function<void(core::Forwarder&)>& task);
+    bool run_task(const std::function<void(core::Forwarder&)>& task);
     void wake();
     void set_engine(engine::Engine* engine);
     void serve(core::Forwarder& forwarder);
@@ -83,6 +96,9 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> ended_{false};
     std::atomic<uint32_t> active_{0};
+    std::atomic<bool> failed_{false};
+    mutable std::mutex failure_mutex_;
+    std::string failure_;  // under failure_mutex_
     core::ForwarderStats final_stats_;
     std::thread thread_;  // last: it starts running once everything above exists
 };

@@ -23,7 +23,10 @@ namespace ringlb::balance {
 struct Server {
     net::SocketAddress address;
     unsigned weight = 1;  // 0 = no new sessions
-    uint32_t active_sessions = 0;
+    // Connects in progress and established sessions over all workers, as read before each pick:
+    // what max_connections caps and what the modes that balance by load (lc, p2c) compare.
+    uint32_t connections = 0;
+    uint32_t active_sessions = 0;  // established sessions of this worker (for the statistics)
     uint64_t total_sessions = 0;
     uint64_t connect_failures = 0;
     bool backup = false;           // used only when every non-backup server is ineligible
@@ -71,7 +74,7 @@ inline bool was_tried(std::span<const uint16_t> tried, size_t server) {
 // yet for this client, below its connection limit. Says nothing about backup: see Candidates.
 inline bool eligible(const Server& server, size_t index, std::span<const uint16_t> tried) {
     if (server.weight == 0 || server.down || server.check_down || server.disabled) return false;
-    if (server.max_connections > 0 && server.active_sessions >= server.max_connections) return false;
+    if (server.max_connections > 0 && server.connections >= server.max_connections) return false;
     return !was_tried(tried, index);
 }
 
@@ -94,10 +97,10 @@ private:
     bool empty_ = true;
 };
 
-// a.active / a.weight < b.active / b.weight without division (weights of candidates are > 0),
-// with the effective (slow-start) weights.
+// a.connections / a.weight < b.connections / b.weight without division (weights of candidates
+// are > 0), with the effective (slow-start) weights.
 inline bool less_loaded(const Server& a, const Server& b) {
-    return uint64_t{a.active_sessions} * effective_weight(b) < uint64_t{b.active_sessions} * effective_weight(a);
+    return uint64_t{a.connections} * effective_weight(b) < uint64_t{b.connections} * effective_weight(a);
 }
 
 }  // namespace ringlb::balance

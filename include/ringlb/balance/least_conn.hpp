@@ -1,6 +1,6 @@
 #pragma once
-// Least connections: the eligible server with the fewest active sessions relative to its weight
-// (a.active * b.weight < b.active * a.weight). Among equally loaded servers the search starts one
+// Least connections: the eligible server with the fewest connections (connects in progress and
+// established sessions, over all workers) relative to its weight (a.conns * b.weight < b.conns * a.weight). Among equally loaded servers the search starts one
 // past the previous pick, so ties rotate instead of always landing on the first server.
 #include "ringlb/balance/balancer.hpp"
 

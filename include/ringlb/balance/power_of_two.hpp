@@ -1,6 +1,6 @@
 #pragma once
 // Power of two choices: two different eligible servers drawn at random in proportion to weight;
-// the one with fewer active sessions relative to its weight wins (the first drawn on a tie).
+// the one with fewer connections (see Server::connections) relative to its weight wins (the first drawn on a tie).
 #include <random>
 
 #include "ringlb/balance/balancer.hpp"

@@ -8,6 +8,7 @@
 // "control" methods below between rounds of completions.
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "ringlb/balance/balancer.hpp"
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/connection_record.hpp"
+#include "ringlb/core/server_connections.hpp"
 #include "ringlb/core/session.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/core/slab.hpp"
@@ -29,6 +31,7 @@
 #include "ringlb/health/passive.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
+#include "ringlb/util/log_throttle.hpp"
 
 namespace ringlb::core {
 
@@ -51,6 +54,10 @@ struct ForwarderStats {
     // engine took their descriptors and the slot was released.
     uint64_t sessions_abandoned = 0;
     uint32_t peak_session_buffers = 0;  // the most receive buffers one session held at once
+    // Clients dropped for want of a file descriptor: at accept (a failed accept, which leaves its
+    // client waiting, counts too) and for their server socket.
+    uint64_t dropped_no_fd_accept = 0;
+    uint64_t dropped_no_fd_server = 0;
 
     uint64_t rejected_total() const {
         return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
@@ -118,7 +125,13 @@ public:
 
     const ForwarderStats& stats() const { return stats_; }
     uint32_t active_sessions() const { return sessions_.in_use(); }
+    size_t armed_timers() const { return timers_.size(); }
     std::vector<std::string> listen_addresses() const;
+
+    // Session descriptors (accepted clients, server sockets) numbered `ceiling` or above are
+    // closed at once and their clients dropped, so the descriptors above it stay free for the
+    // control thread (see app/descriptors.hpp). Default: no ceiling.
+    void set_descriptor_ceiling(int ceiling) { descriptor_ceiling_ = ceiling; }
 
     // Connection records (log_connections) go to `sink` as pre-formatted lines; null = off.
     void set_connection_log(Logger* sink, config::LogFormat format) {
@@ -180,6 +193,7 @@ private:
         std::vector<balance::Server> servers;
         std::vector<ServerAdmin> admin;      // per server
         std::vector<ServerTraffic> traffic;  // per server
+        std::vector<ServerConnections::Handle> connections;  // per server, shared by all workers
         std::unique_ptr<balance::Balancer> balancer;
         health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight
         uint32_t active_sessions = 0;
@@ -196,6 +210,7 @@ private:
         bool accept_proxy = false;    // clients must begin with a PROXY header
         bool closing = false;         // removed: waiting for its accept request to end
         bool accept_armed = false;
+        bool paused = false;          // its accept was cancelled for want of descriptors
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
@@ -203,6 +218,9 @@ private:
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);
     void arm_accept(uint16_t listener);
+    void pause_accepting(uint16_t listener);
+    void note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
+                                  const char* reason);
 
     void on_accept(uint16_t listener, const engine::Completion& completion);
     void admit(uint16_t listener, net::UniqueFd client);
@@ -221,6 +239,8 @@ private:
 
     void connect_next_server(uint32_t slot, Session& session);
     void refresh_servers(Rule& rule, const Session& session);
+    std::optional<size_t> pick_and_take(Rule& rule, Session& session);
+    void give_back_connection(Rule& rule, Session& session);
     void on_connect(uint32_t slot, Session& session, int result);
     void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
@@ -244,7 +264,7 @@ private:
     void log_connection(const Session& session);
 
     void fire_due_timers();
-    void on_timer(const TimerEntry& entry);
+    void on_timer(TimerKey key);
     void arm_idle_timer(uint32_t slot, const Session& session);
 
     uint64_t token(uint32_t slot, Op op) const { return Token{slot, sessions_.generation(slot), op}.pack(); }
@@ -275,6 +295,8 @@ private:
     Logger* connection_log_ = nullptr;
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
+    int descriptor_ceiling_ = INT_MAX;
+    LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };
 
 }  // namespace ringlb::core

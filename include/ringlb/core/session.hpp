@@ -61,6 +61,7 @@ struct Session {
 
     State state = State::Connecting;
     bool established = false;  // counted on a server: undo that on release
+    bool connection_taken = false;  // holds one of its server's connections (ServerConnections)
     bool connect_pending = false;
     bool connect_timed_out = false;
     bool abortive = false;  // a socket of the session is set to close with a reset
@@ -69,7 +70,6 @@ struct Session {
     uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
     PeerEnd client_end = PeerEnd::None;  // decided when the session starts closing
     PeerEnd server_end = PeerEnd::None;
-    uint8_t connect_attempt = 0;
     uint16_t listener = 0;
     uint16_t rule = 0;
     uint16_t server = 0;

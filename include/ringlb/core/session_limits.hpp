@@ -1,6 +1,7 @@
 #pragma once
-// Limits that hold over all worker threads: max_sessions and max_sessions_per_ip, and per rule
-// max_clients, max_sessions_per_ip and max_conn_rate_per_ip. Workers share one instance; it is
+// Limits that hold over all worker threads: max_sessions and max_sessions_per_ip, per rule
+// max_clients, max_sessions_per_ip and max_conn_rate_per_ip, and (through server_connections())
+// the connections to each server for servers[].max_connections. Workers share one instance; it is
 // touched once when a client is admitted and once when its session ends, never on the data path,
 // so one small lock costs nothing measurable.
 //
@@ -15,6 +16,7 @@
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/conn_rate_limiter.hpp"
 #include "ringlb/core/ip_limiter.hpp"
+#include "ringlb/core/server_connections.hpp"
 #include "ringlb/net/address.hpp"
 
 namespace ringlb::core {
@@ -133,6 +135,9 @@ public:
         return rule < rules_.size() ? rules_[rule].rate.tracked_ips() : 0;
     }
 
+    // Connections per server over all workers (counted without this object's lock).
+    ServerConnections& server_connections() { return server_connections_; }
+
     // A full bucket is dropped by the first admission at least this long after the last sweep.
     static constexpr Clock::duration kSweepInterval = std::chrono::seconds(1);
 
@@ -157,6 +162,7 @@ private:
     IpLimiter per_ip_;
     std::vector<RuleState> rules_;
     Clock::time_point last_sweep_{};
+    ServerConnections server_connections_;
 };
 
 }  // namespace ringlb::core

@@ -1,12 +1,16 @@
 #pragma once
-// Deadlines for connect and idle timeouts and accept retries, O(log n) per event. Entries are
-// never removed early: when one fires, its owner checks whether it is still current (slot
-// generation and a tag) and whether the real deadline has moved on, and re-arms if so. That keeps
-// the per-byte cost of an idle timeout at one timestamp store.
+// Deadlines for connect and idle timeouts and accept retries: a binary min-heap of armed timers,
+// each known by a fixed key (its owner and kind) whose heap position is kept beside it, so a
+// timer is armed, moved or cancelled in O(log n) and the heap holds only armed timers. A session
+// has at most one connect, one idle and one closing timer and cancels them when its slot is released: the
+// memory follows the live sessions, never the connection rate times the timeout.
+//
+// An idle timer is not moved on every byte: it fires at the deadline it was armed with, and its
+// owner arms it again if activity has moved the real deadline on. That keeps the per-byte cost of
+// an idle timeout at one timestamp store.
 #include <chrono>
 #include <cstdint>
 #include <optional>
-#include <queue>
 #include <vector>
 
 namespace ringlb::core {
@@ -15,36 +19,46 @@ using Clock = std::chrono::steady_clock;
 
 enum class TimerKind : uint8_t { Connect, Idle, AcceptRetry, Closing };
 
-struct TimerEntry {
-    Clock::time_point deadline;
-    uint32_t slot = 0;
-    uint32_t generation = 0;
-    uint32_t tag = 0;  // e.g. the connect attempt number, so an old attempt's timer is ignored
+// Which timer: a session slot's Connect, Idle or Closing timer, a listener's AcceptRetry.
+struct TimerKey {
+    uint32_t owner = 0;
     TimerKind kind = TimerKind::Idle;
+    bool operator==(const TimerKey&) const = default;
 };
 
 class TimerQueue {
 public:
-    void add(const TimerEntry& entry) { heap_.push(entry); }
+    // Arms the timer, or moves it to `deadline` when it is armed already.
+    void arm(TimerKey key, Clock::time_point deadline);
+    // Disarms the timer; nothing happens when it is not armed.
+    void cancel(TimerKey key);
+    bool armed(TimerKey key) const;
+
     bool empty() const { return heap_.empty(); }
-    size_t size() const { return heap_.size(); }
-    std::optional<Clock::time_point> next_deadline() const {
-        if (heap_.empty()) return std::nullopt;
-        return heap_.top().deadline;
-    }
-    // Removes and returns the earliest entry if it is due at `now`.
-    std::optional<TimerEntry> pop_due(Clock::time_point now) {
-        if (heap_.empty() || heap_.top().deadline > now) return std::nullopt;
-        TimerEntry entry = heap_.top();
-        heap_.pop();
-        return entry;
-    }
+    size_t size() const { return heap_.size(); }  // armed timers
+    std::optional<Clock::time_point> next_deadline() const;
+    // Disarms and returns the earliest timer if it is due at `now`.
+    std::optional<TimerKey> pop_due(Clock::time_point now);
 
 private:
-    struct Later {
-        bool operator()(const TimerEntry& a, const TimerEntry& b) const { return a.deadline > b.deadline; }
+    struct Entry {
+        Clock::time_point deadline;
+        uint32_t key = 0;
     };
-    std::priority_queue<TimerEntry, std::vector<TimerEntry>, Later> heap_;
+    static constexpr uint32_t kKinds = 4;
+    static constexpr uint32_t kNotArmed = 0;
+
+    static uint32_t encode(TimerKey key) { return key.owner * kKinds + static_cast<uint32_t>(key.kind); }
+    static TimerKey decode(uint32_t key) { return {key / kKinds, static_cast<TimerKind>(key % kKinds)}; }
+    // The key's heap index + 1, or kNotArmed.
+    uint32_t slot_of(uint32_t key) const { return key < position_.size() ? position_[key] : kNotArmed; }
+    void place(size_t index, const Entry& entry);
+    void sift_up(size_t index);
+    void sift_down(size_t index);
+    void remove_at(size_t index);
+
+    std::vector<Entry> heap_;
+    std::vector<uint32_t> position_;  // by encoded key; grows with the highest owner ever armed
 };
 
 }  // namespace ringlb::core

@@ -59,9 +59,14 @@ struct EngineOptions {
     // worker's engine; null: the engine's own, of max_buffers buffers.
     std::shared_ptr<BufferBudget> budget;
     uint32_t queue_depth = 1024;  // submission queue entries (io_uring)
+    uint32_t completion_queue_entries = 0;  // io_uring; 0 = 8 x queue_depth (completions can outnumber submissions)
     // io_uring: receive with multishot requests capped by the caller's room, where the kernel
     // takes such caps (a start-up probe tells); otherwise one request per receive.
     bool multishot_recv = true;
+    // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
+    // never); io_uring counts as unavailable, so "auto" falls back to epoll.
+    uint32_t fail_poll_after = 0;
+    bool refuse_uring = false;
 };
 
 // What the receive buffers of one engine are doing, for the metrics.

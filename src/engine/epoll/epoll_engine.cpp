@@ -21,7 +21,8 @@ bool is_per_connection_accept_error(int error) {
 }  // namespace
 
 EpollEngine::EpollEngine(const EngineOptions& options)
-    : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
+    : poll_fault_(options.fail_poll_after),
+      epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
       budget_(options.budget ? options.budget
                              : std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
@@ -221,6 +222,7 @@ void EpollEngine::wake() {
 }
 
 void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    if (poll_fault_.strikes()) throw net::SystemError("epoll_wait (RINGLB_FAULT)", EBADF);
     pool_.tick(std::chrono::steady_clock::now());
     retry_buffer_waiters();
     const int wait_ms = ready_.empty() ? static_cast<int>(timeout.count()) : 0;

@@ -92,7 +92,8 @@ std::shared_ptr<BufferBudget> budget_of(const EngineOptions& options) {
 
 UringEngine::UringEngine(const EngineOptions& options)
     : budget_(budget_of(options)),
-      pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_) {
+      pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
+      poll_fault_(options.fail_poll_after) {
     set_up_ring(options);
     try {
         set_up_buffer_ring();
@@ -133,7 +134,8 @@ void UringEngine::set_up_ring(const EngineOptions& options) {
     for (const unsigned flags : attempts) {
         io_uring_params params{};
         params.flags = flags | IORING_SETUP_CQSIZE;
-        params.cq_entries = options.queue_depth * 8;  // completions can outnumber submissions
+        params.cq_entries = options.completion_queue_entries != 0 ? options.completion_queue_entries
+                                                                  : options.queue_depth * 8;
         const int result = io_uring_queue_init_params(options.queue_depth, &ring_, &params);
         if (result == 0) {
             features_ = flags == 0 ? "plain-setup" : flag_names(flags);
@@ -228,7 +230,9 @@ void UringEngine::note_unavailable(const char* feature) {
 io_uring_sqe* UringEngine::next_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     while (!sqe) {  // the submission queue is full: hand it to the kernel and take a fresh one
-        io_uring_submit(&ring_);
+        // An error here would come back on every try: the ring is unusable, and the worker fails.
+        if (const int submitted = io_uring_submit(&ring_); submitted < 0 && submitted != -EINTR)
+            throw net::SystemError("io_uring_submit with a full submission queue", -submitted);
         sqe = io_uring_get_sqe(&ring_);
     }
     return sqe;
@@ -461,6 +465,7 @@ void UringEngine::adjust_window(std::chrono::steady_clock::time_point now) {
 }
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    if (poll_fault_.strikes()) throw net::SystemError("io_uring_submit_and_wait_timeout (RINGLB_FAULT)", EBADR);
     const auto now = std::chrono::steady_clock::now();
     pool_.tick(now);
     adjust_window(now);
@@ -478,13 +483,21 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         throw net::SystemError("io_uring_submit_and_wait_timeout", -result);
 
     // Copy the completions out and free the queue before handling them: handlers submit anew.
+    // Completions the kernel kept aside while the queue was full (IORING_FEAT_NODROP) are moved
+    // into it once it is empty and taken in this same round: none is lost or left waiting.
     io_uring_cqe* batch[kCqeBatch];
-    for (;;) {
+    for (bool flushed = false;;) {
         const unsigned count = io_uring_peek_batch_cqe(&ring_, batch, kCqeBatch);
-        if (count == 0) break;
+        if (count == 0) {
+            if (flushed || !(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;
+            if (const int flush = io_uring_get_events(&ring_); flush < 0 && flush != -EINTR)
+                throw net::SystemError("io_uring_get_events", -flush);
+            flushed = true;
+            continue;
+        }
+        flushed = false;
         for (unsigned i = 0; i < count; ++i) handle(*batch[i]);
         io_uring_cq_advance(&ring_, count);
-        if (count < kCqeBatch) break;
     }
     peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
     // Handlers may cancel, which completes parked receives into completions_: those go next round.

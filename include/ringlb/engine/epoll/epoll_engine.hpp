@@ -10,6 +10,7 @@
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/engine/fault.hpp"
 #include "ringlb/engine/gather_pool.hpp"
 #include "ringlb/net/socket.hpp"
 
@@ -75,6 +76,7 @@ private:
     void retry_buffer_waiters();
     void finish_send(FdState& st, int32_t result);
 
+    PollFault poll_fault_;
     net::UniqueFd epoll_fd_;
     net::UniqueFd wake_fd_;  // an eventfd in the epoll set: wake() writes to it
     std::shared_ptr<BufferBudget> budget_;

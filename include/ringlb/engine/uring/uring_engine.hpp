@@ -16,6 +16,7 @@
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/engine.hpp"
+#include "ringlb/engine/fault.hpp"
 #include "ringlb/engine/gather_pool.hpp"
 #include "ringlb/net/socket.hpp"
 
@@ -140,6 +141,7 @@ private:
     // wake(): another thread writes to this eventfd, on which a read is always armed.
     net::UniqueFd wake_fd_;
     uint64_t wake_value_ = 0;
+    PollFault poll_fault_;
 };
 
 }  // namespace ringlb::engine

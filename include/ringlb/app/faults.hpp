@@ -1,0 +1,34 @@
+#pragma once
+// Test-only fault injection, read once at start from the environment variable RINGLB_FAULT and
+// handed to each worker's engine options (nothing global; engines never read the environment).
+// A comma-separated list of:
+//   engine-poll-fails-after:N[@W]  the engine's poll() fails on its N-th call and every later one,
+//                                  as a broken ring or epoll set would (worker W only, or every worker)
+//   uring-unavailable@W            worker W cannot set up io_uring ("auto" falls back to epoll)
+//   completion-queue:N             io_uring rings of N submission and N completion entries (N a power
+//                                  of two from 1 to 4096), to make the completion queue overflow
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ringlb/engine/engine.hpp"
+
+namespace ringlb::app {
+
+struct FaultHooks {
+    std::string text;  // as given, for the log line that says they are active
+    uint32_t poll_fails_after = 0;  // 0 = no poll fault
+    std::optional<unsigned> poll_fault_worker;  // nullopt = every worker
+    std::optional<unsigned> uring_unavailable_worker;
+    uint32_t completion_queue = 0;
+
+    bool any() const { return !text.empty(); }
+    // Sets the hooks that concern worker `worker` in its engine options.
+    void apply(unsigned worker, engine::EngineOptions& options) const;
+};
+
+// Throws std::invalid_argument naming the item that is wrong.
+FaultHooks parse_fault_hooks(std::string_view text);
+
+}  // namespace ringlb::app
