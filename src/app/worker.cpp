@@ -12,8 +12,10 @@ engine::EngineOptions engine_options(const Worker::Setup& setup) {
     engine::EngineOptions options;
     options.buffer_size = std::min<uint32_t>(options.buffer_size, setup.global->buffer_size);
     options.initial_buffers = setup.global->receive_buffers;
-    // One worker may take the whole process's cap, up to what 16-bit buffer ids can name.
-    const uint64_t cap_buffers = setup.buffer_budget->max_bytes() / options.buffer_size;
+    // One worker may take the whole process's cap, up to what 16-bit buffer ids can name. Without
+    // a shared budget (a worker on its own) the engine has one of its own, of that many buffers.
+    const uint64_t cap_buffers = setup.buffer_budget ? setup.buffer_budget->max_bytes() / options.buffer_size
+                                                     : engine::BufferPool::kMaxBuffers;
     options.max_buffers = static_cast<uint32_t>(
         std::min<uint64_t>(engine::BufferPool::kMaxBuffers, std::max<uint64_t>(1, cap_buffers)));
     options.budget = setup.buffer_budget;
