@@ -3,6 +3,9 @@
 #include "ringlb/app/runtime.hpp"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "ringlb/app/config_writer.hpp"
 #include "ringlb/util/text.hpp"
@@ -13,11 +16,14 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
     core::RulePlan plan;
     for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}, {}});
     std::vector<bool> keep(slots.size(), false);
+    std::unordered_map<std::string_view, size_t> live_by_id;  // linear in the number of rules
+    for (size_t slot = 0; slot < slots.size(); ++slot)
+        if (slots[slot].live) live_by_id.emplace(slots[slot].id, slot);
     for (const config::RuleConfig& rule : next.rules) {
-        const auto same_id = [&](const SlotRecord& record) { return record.live && record.id == rule.id; };
-        const auto existing = std::find_if(slots.begin(), slots.end(), same_id);
-        if (existing != slots.end() && config::rule_to_toml(*existing->live) == config::rule_to_toml(rule)) {
-            const auto slot = static_cast<size_t>(existing - slots.begin());
+        const auto existing = live_by_id.find(rule.id);
+        if (existing != live_by_id.end() &&
+            config::rule_to_toml(*slots[existing->second].live) == config::rule_to_toml(rule)) {
+            const size_t slot = existing->second;
             keep[slot] = true;
             plan.order.push_back(static_cast<uint16_t>(slot));
             continue;
@@ -69,16 +75,13 @@ std::string Runtime::apply_config(config::Config next) {
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
     for (core::RulePlan::Slot& slot : plan.slots) {
         if (!slot.changed || !slot.rule) continue;
-        if (slot.rule->health.enabled)
-            for (const config::ServerConfig& server : slot.rule->servers)
-                slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+        if (slot.rule->health.enabled) slot.checked_up = checked_up(*slot.rule);
         // Servers the rule's previous version did not have join with slow start.
         if (const auto previous = live_slot(slot.rule->id)) {
-            const auto& before = slots_[*previous].live->servers;
+            std::unordered_set<net::SocketAddress, net::SocketAddressHash> before;
+            for (const config::ServerConfig& server : slots_[*previous].live->servers) before.insert(server.address);
             for (const config::ServerConfig& server : slot.rule->servers)
-                slot.joining.push_back(std::none_of(before.begin(), before.end(), [&](const config::ServerConfig& old) {
-                    return old.address == server.address;
-                }));
+                slot.joining.push_back(!before.contains(server.address));
         }
     }
     for (size_t slot = slots_.size(); slot < slots.size(); ++slot) {

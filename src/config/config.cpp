@@ -12,6 +12,7 @@
 #include <memory>
 #include <set>
 #include <system_error>
+#include <unordered_map>
 #include <toml++/toml.h>
 
 #include "ringlb/config/toml_guard.hpp"
@@ -177,6 +178,7 @@ public:
                        "unknown top-level key (expected [global], [[rule]], [admin] or [metrics])");
         }
         if (!root.contains("rule")) report(root.source(), "rule", "no [[rule]] defined");
+        index_listeners();
         check_accept_proxy_agreement(config.rules);
         check_control_listener_clashes(config);
         return config;
@@ -784,13 +786,18 @@ private:
         }
     }
 
+    // The first rule listening on each address, so that the checks across rules stay linear in
+    // the number of rules (a file may have thousands).
+    void index_listeners() {
+        first_listener_.clear();
+        for (size_t i = 0; i < rule_sites_.size(); ++i)
+            for (const ListenSite& site : rule_sites_[i].listen) first_listener_.emplace(site.address, i);
+    }
+
     std::optional<size_t> first_rule_listening_on(const net::SocketAddress& address, size_t before) const {
-        for (size_t i = 0; i < before; ++i) {
-            const auto& listen = rule_sites_[i].listen;
-            if (std::any_of(listen.begin(), listen.end(), [&](const ListenSite& s) { return s.address == address; }))
-                return i;
-        }
-        return std::nullopt;
+        const auto first = first_listener_.find(address);
+        if (first == first_listener_.end() || first->second >= before) return std::nullopt;
+        return first->second;
     }
 
     void report_accept_proxy_disagreement(const std::vector<RuleConfig>& rules, size_t earlier, size_t later,
@@ -832,6 +839,7 @@ private:
     std::vector<ConfigIssue> issues_;
     std::map<std::string, uint32_t> rule_id_lines_;  // rule id -> line of its first definition
     std::vector<RuleSites> rule_sites_;              // parallel to Config::rules
+    std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> first_listener_;  // address -> rule index
     std::optional<ListenSite> admin_site_;           // where [admin] listen was written, when valid
     std::optional<ListenSite> metrics_site_;
 };

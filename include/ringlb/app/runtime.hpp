@@ -89,7 +89,7 @@ private:
     void on_health_report(uint32_t key, size_t server, bool up);
     uint32_t health_key(const std::string& rule_id);
     const health::CheckTarget* health_target(uint32_t key) const;
-    bool checked_up(const std::string& rule_id, const net::SocketAddress& address) const;
+    std::vector<bool> checked_up(const config::RuleConfig& rule) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
