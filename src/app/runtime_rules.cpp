@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "ringlb/app/config_writer.hpp"
+#include "ringlb/engine/engine.hpp"
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
@@ -21,8 +22,7 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
         if (slots[slot].live) live_by_id.emplace(slots[slot].id, slot);
     for (const config::RuleConfig& rule : next.rules) {
         const auto existing = live_by_id.find(rule.id);
-        if (existing != live_by_id.end() &&
-            config::rule_to_toml(*slots[existing->second].live) == config::rule_to_toml(rule)) {
+        if (existing != live_by_id.end() && *slots[existing->second].live == rule) {
             const size_t slot = existing->second;
             keep[slot] = true;
             plan.order.push_back(static_cast<uint16_t>(slot));
@@ -68,9 +68,14 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
 }
 
 std::string Runtime::apply_config(config::Config next) {
+    const config::Config for_workers = expanded(next);
+    return apply_config(std::move(next), for_workers);
+}
+
+std::string Runtime::apply_config(config::Config next, const config::Config& for_workers) {
     if (next.rules.size() > UINT16_MAX) return "too many rules";
     std::vector<SlotRecord> slots = slots_;
-    core::RulePlan plan = plan_for(expanded(next), slots);
+    core::RulePlan plan = plan_for(for_workers, slots);
     if (slots.size() > UINT16_MAX)
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
     for (core::RulePlan::Slot& slot : plan.slots) {
@@ -122,17 +127,55 @@ config::Config Runtime::with_rules(std::vector<config::RuleConfig> rules) const 
     return next;
 }
 
-admin::Reply Runtime::reload() {
-    config::Config next;
-    try {
-        next = config::load_config_file(config_path_);
-    } catch (const config::ConfigError& e) {
-        return admin::Reply::failure("reload: " + std::string(e.what()));
-    }
-    if (overrides_) overrides_(next);
+// ---- reload: the file is read and checked on a thread of its own, then applied here ----
+
+void Runtime::reload(admin::ReplyCallback done) {
+    // A request made while a reading is under way gets the next one: the file may have changed
+    // after that reading began.
+    reload_waiters_.push_back(std::move(done));
+    if (!reload_job_) start_reload_job();
+}
+
+void Runtime::start_reload_job() {
+    auto job = std::make_unique<ReloadJob>();
+    job->waiters = std::exchange(reload_waiters_, {});
+    std::promise<LoadedConfig> promise;
+    job->result = promise.get_future();
+    engine::Engine* wake = control_engine_.get();
+    job->thread = std::jthread([path = config_path_, overrides = overrides_, resolved = resolved_,
+                                version = resolved_version_, promise = std::move(promise), wake]() mutable {
+        LoadedConfig loaded;
+        try {
+            loaded.config = config::load_config_file(path);
+            if (overrides) overrides(*loaded.config);
+            loaded.for_workers = expanded_with(*loaded.config, resolved);
+            loaded.resolved_version = version;
+        } catch (const std::exception& e) {  // ConfigError with every problem, or e.g. bad_alloc
+            loaded.config.reset();
+            loaded.error = e.what();
+        }
+        promise.set_value(std::move(loaded));
+        if (wake) wake->wake();  // the control loop applies it at once
+    });
+    reload_job_ = std::move(job);
+}
+
+void Runtime::finish_reload_if_done() {
+    if (!reload_job_ || reload_job_->result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    const std::unique_ptr<ReloadJob> job = std::move(reload_job_);
+    const admin::Reply reply = apply_reloaded(job->result.get());
+    for (const admin::ReplyCallback& done : job->waiters) done(reply);
+    if (!reload_job_ && !reload_waiters_.empty()) start_reload_job();
+}
+
+admin::Reply Runtime::apply_reloaded(LoadedConfig loaded) {
+    if (!loaded.config) return admin::Reply::failure("reload: " + loaded.error);
+    config::Config next = std::move(*loaded.config);
+    // A name that resolved differently while the file was read: expand again with the new sets.
+    if (loaded.resolved_version != resolved_version_) loaded.for_workers = expanded(next);
     const std::vector<std::string> needs_restart = restart_only_changes(next);
     const size_t before = config_.rules.size();
-    if (std::string error = apply_config(std::move(next)); !error.empty())
+    if (std::string error = apply_config(std::move(next), *loaded.for_workers); !error.empty())
         return admin::Reply::failure("reload: " + error);
     std::string body = "reloaded " + config_path_ + ": " + std::to_string(config_.rules.size()) + " rules (was " +
                        std::to_string(before) + ")\n";

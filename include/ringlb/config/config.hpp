@@ -37,6 +37,7 @@ struct ServerConfig {
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
     bool is_dns() const { return !dns_name.empty(); }
     std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
+    bool operator==(const ServerConfig&) const = default;
 };
 
 // [rule.health]: active checks. With them on, a server starts DOWN and is UP after `rise`
@@ -49,6 +50,7 @@ struct HealthCheckConfig {
     unsigned fall = 3;   // 1..100
     std::string send;    // sent after connecting; empty = plain TCP connect check
     std::string expect;  // the reply must start with this; empty = any reply (or none) passes
+    bool operator==(const HealthCheckConfig&) const = default;
 };
 
 struct RuleConfig {
@@ -73,6 +75,9 @@ struct RuleConfig {
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
+    // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
+    // than writing them (a reload compares every rule of the file with the running one).
+    bool operator==(const RuleConfig&) const = default;
 };
 
 struct GlobalConfig {
@@ -153,7 +158,7 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
 
 // The whole config as TOML that parse_config() reads back to an equal config (`dump rules`).
 std::string to_toml(const Config& config);
-// One rule as a [[rule]] table; two rules are the same iff their texts are equal (reload diff).
+// One rule as a [[rule]] table; two rules are equal (==) iff their texts are equal.
 std::string rule_to_toml(const RuleConfig& rule);
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".

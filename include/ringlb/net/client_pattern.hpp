@@ -17,6 +17,8 @@ public:
 
     bool matches(const SocketAddress& client) const;
     const std::string& text() const { return text_; }
+    // The text decides everything else a pattern holds.
+    bool operator==(const ClientPattern& other) const { return text_ == other.text_; }
 
 private:
     enum class Kind { Any, Cidr, Wildcard };
