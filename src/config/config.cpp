@@ -17,6 +17,7 @@
 
 #include "ringlb/config/toml_guard.hpp"
 #include "ringlb/config/units.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::config {
 namespace {
@@ -34,6 +35,7 @@ constexpr std::string_view kUnixPrefix = "unix:";
 constexpr std::string_view kDnsPrefix = "dns:";  // the string form of a DNS server entry
 constexpr size_t kMaxHostname = 253;             // DNS limit on a name's text, without a final dot
 constexpr size_t kMaxLabel = 63;
+constexpr size_t kMinTokenLength = 16;  // [admin] and [metrics] tokens
 constexpr std::chrono::milliseconds kMinResolveInterval{1000};  // no name is re-resolved more often
 // sun_path holds the path and its terminating NUL.
 constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
@@ -60,14 +62,8 @@ std::string_view type_name(toml::node_type type) {
     return "nothing";
 }
 
-std::string quoted(std::string_view text) {
-    std::string out;
-    out.reserve(text.size() + 2);
-    out += '"';
-    out += text;
-    out += '"';
-    return out;
-}
+// Values are echoed escaped: a control character in them must not reach a terminal or a log.
+std::string quoted(std::string_view text) { return quoted_escaped(text); }
 
 std::string indexed(const std::string& key, size_t index) { return key + "[" + std::to_string(index) + "]"; }
 
@@ -111,6 +107,7 @@ bool valid_rule_id(std::string_view id) {
 // and hyphens, no label starting or ending with a hyphen, 253 characters at most; one final dot
 // (a fully qualified name) is allowed. An IP address is refused: it needs no resolving.
 std::string hostname_problem(std::string_view name) {
+    if (std::string problem = control_byte_problem(name); !problem.empty()) return "the name " + problem;
     if (!name.empty() && name.back() == '.') name.remove_suffix(1);
     if (name.empty()) return "the name is empty";
     if (name.size() > kMaxHostname) return "the name is longer than 253 characters";
@@ -148,12 +145,12 @@ std::optional<DnsEndpoint> parse_dns_endpoint(std::string_view text, std::string
                         std::all_of(port_text.begin(), port_text.end(), [](unsigned char c) { return std::isdigit(c); });
     if (digits) port = std::stoul(std::string(port_text));
     if (!digits || port < 1 || port > 65535) {
-        *error = "invalid port '" + std::string(port_text) + "' (expected 1..65535)";
+        *error = "invalid port '" + escaped(port_text) + "' (expected 1..65535)";
         return std::nullopt;
     }
     const std::string_view name = text.substr(0, colon);
     if (std::string problem = hostname_problem(name); !problem.empty()) {
-        *error = "invalid host name '" + std::string(name) + "': " + problem;
+        *error = "invalid host name '" + escaped(name) + "': " + problem;
         return std::nullopt;
     }
     return DnsEndpoint{std::string(name), static_cast<uint16_t>(port)};
@@ -212,8 +209,9 @@ public:
     }
 
 private:
-    void report(const toml::source_region& where, std::string key, std::string message) {
-        issues_.push_back({file_, where.begin.line, where.begin.column, std::move(key), std::move(message)});
+    void report(const toml::source_region& where, const std::string& key, std::string message) {
+        // A quoted TOML key may hold any character: escaped like values.
+        issues_.push_back({file_, where.begin.line, where.begin.column, escaped(key), std::move(message)});
     }
 
     void report_unknown_key(const toml::key& name, const std::string& key, std::string_view expected) {
@@ -232,12 +230,38 @@ private:
         return std::nullopt;
     }
 
-    // For values where an empty string could only be a mistake (a path, a user name, a token).
-    void read_nonempty_string(const toml::node& node, const std::string& key, std::string& out) {
+    // For values where an empty string or a control character could only be a mistake (a path, a
+    // user name, a token). `secret`: the value is never echoed in a message.
+    std::optional<std::string> read_name_string(const toml::node& node, const std::string& key, bool secret = false) {
         auto text = read_string(node, key);
-        if (!text) return;
-        if (text->empty()) return report(node.source(), key, "must not be empty (leave the key out instead)");
-        out = std::move(*text);
+        if (!text) return std::nullopt;
+        if (text->empty()) {
+            report(node.source(), key, "must not be empty (leave the key out instead)");
+            return std::nullopt;
+        }
+        if (const std::string problem = control_byte_problem(*text); !problem.empty()) {
+            report(node.source(), key, (secret ? "the value " : quoted(*text) + " ") + problem +
+                                           " (paths, names and tokens must not hold control characters)");
+            return std::nullopt;
+        }
+        return text;
+    }
+
+    void read_nonempty_string(const toml::node& node, const std::string& key, std::string& out) {
+        if (auto text = read_name_string(node, key)) out = std::move(*text);
+    }
+
+    // [admin] and [metrics] tokens: long enough that guessing is hopeless, never echoed.
+    void read_token(const toml::node& node, const std::string& key, std::string& out) {
+        auto token = read_name_string(node, key, true);
+        if (!token) return;
+        const bool blank = std::all_of(token->begin(), token->end(), [](unsigned char c) { return std::isspace(c); });
+        if (blank) return report(node.source(), key, "is only whitespace: use at least 16 random characters");
+        if (token->size() < kMinTokenLength)
+            return report(node.source(), key,
+                          "is " + std::to_string(token->size()) + " characters long: use at least " +
+                              std::to_string(kMinTokenLength) + " (e.g. the output of `openssl rand -hex 16`)");
+        out = std::move(*token);
     }
 
     std::optional<bool> read_bool(const toml::node& node, const std::string& key) {
@@ -709,7 +733,7 @@ private:
             const std::string key = "admin." + std::string(name.str());
             if (name == "listen") admin_site_ = read_control_listen(value, key, admin.listen);
             else if (name == "allow") read_clients(value, key, admin.allow);
-            else if (name == "token") read_nonempty_string(value, key, admin.token);
+            else if (name == "token") read_token(value, key, admin.token);
             else if (name == "insecure") read_bool_into(value, key, admin.insecure);
             else report_unknown_key(name, key, "listen, allow, token, insecure");
         }
@@ -724,7 +748,7 @@ private:
             const std::string key = "metrics." + std::string(name.str());
             if (name == "listen") metrics_site_ = read_control_listen(value, key, metrics.listen);
             else if (name == "allow") read_clients(value, key, metrics.allow);
-            else if (name == "token") read_nonempty_string(value, key, metrics.token);
+            else if (name == "token") read_token(value, key, metrics.token);
             else report_unknown_key(name, key, "listen, allow, token");
         }
         finish_control_table(*table, "metrics", metrics.allow);
@@ -741,6 +765,10 @@ private:
         const auto* text = node.as_string();
         if (text && text->get().starts_with(kUnixPrefix)) {
             std::string path = text->get().substr(kUnixPrefix.size());
+            if (const std::string problem = control_byte_problem(path); !problem.empty()) {
+                report(node.source(), key, "unix socket path " + quoted(path) + " " + problem);
+                return std::nullopt;
+            }
             if (path.empty() || path.front() != '/') {
                 report(node.source(), key, "unix socket path must be absolute, as in \"unix:/run/ringlb.sock\"");
                 return std::nullopt;
@@ -989,32 +1017,7 @@ namespace {
 
 // A TOML basic string. Quotes, backslashes and control characters are escaped; other bytes go
 // out as they are, since TOML text is UTF-8 and every string parse_config() read was UTF-8.
-std::string toml_string(std::string_view text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\t': out += "\\t"; break;
-            case '\n': out += "\\n"; break;
-            case '\f': out += "\\f"; break;
-            case '\r': out += "\\r"; break;
-            default: {
-                const auto byte = static_cast<unsigned char>(c);
-                if (byte >= 0x20 && byte != 0x7f) {
-                    out += c;
-                    break;
-                }
-                char escaped[8];
-                std::snprintf(escaped, sizeof escaped, "\\u%04X", static_cast<unsigned>(byte));
-                out += escaped;
-            }
-        }
-    }
-    out += '"';
-    return out;
-}
+std::string toml_string(std::string_view text) { return "\"" + escaped(text) + "\""; }
 
 // Whole seconds as "300s", anything else as "250ms": both read back exactly.
 std::string toml_duration(std::chrono::milliseconds duration) {

@@ -41,6 +41,7 @@
 
 #include "ringlb/net/address.hpp"
 #include "ringlb/net/client_pattern.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::config {
 namespace {
@@ -55,7 +56,8 @@ std::string lowercase(std::string_view text) {
     return out;
 }
 
-std::string quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+// G5 text echoed in a message, its control characters escaped.
+std::string quoted(std::string_view text) { return "'" + escaped(text) + "'"; }
 
 // ---- tokens ----
 
@@ -553,14 +555,8 @@ void check_split_ids(const G5Config& config, const std::vector<PlannedRule>& pla
 
 // ---- TOML text ----
 
-std::string toml_string(std::string_view text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        if (c == '"' || c == '\\') out += '\\';
-        out += c;
-    }
-    return out + "\"";
-}
+// A TOML basic string: quotes, backslashes and every control character escaped (\uXXXX).
+std::string toml_string(std::string_view text) { return "\"" + escaped(text) + "\""; }
 
 template <typename Items, typename ToText>
 std::string toml_array(const Items& items, ToText to_text) {
