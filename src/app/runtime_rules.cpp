@@ -171,6 +171,7 @@ void Runtime::finish_reload_if_done() {
 admin::Reply Runtime::apply_reloaded(LoadedConfig loaded) {
     if (!loaded.config) return admin::Reply::failure("reload: " + loaded.error);
     config::Config next = std::move(*loaded.config);
+    for (const config::ConfigIssue& warning : next.warnings) log_.warn("config: ", warning.to_string());
     // A name that resolved differently while the file was read: expand again with the new sets.
     if (loaded.resolved_version != resolved_version_) loaded.for_workers = expanded(next);
     const std::vector<std::string> needs_restart = restart_only_changes(next);

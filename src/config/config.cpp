@@ -67,6 +67,47 @@ std::string quoted(std::string_view text) { return quoted_escaped(text); }
 
 std::string indexed(const std::string& key, size_t index) { return key + "[" + std::to_string(index) + "]"; }
 
+// Levenshtein distance, case-insensitive and with '-' taken as '_': how far a typo is from a key.
+size_t edit_distance(std::string_view a, std::string_view b) {
+    const auto same = [](char x, char y) {
+        const auto fold = [](char c) { return c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+        return fold(x) == fold(y);
+    };
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            const size_t substitution = diagonal + (same(a[i - 1], b[j - 1]) ? 0 : 1);
+            diagonal = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitution});
+        }
+    }
+    return row[b.size()];
+}
+
+// The known key closest to `name` when it is close enough to be a typo of it ("" otherwise):
+// one edit for short names, two for longer ones, and names that differ only in case or in '-'.
+std::string nearest_key(std::string_view name, std::string_view known_keys) {
+    if (name.size() > 64) return {};  // no key is that long; spares the distance computation
+    const size_t allowed = name.size() < 5 ? 1 : 2;
+    std::string best;
+    size_t best_distance = allowed + 1;
+    size_t start = 0;
+    while (start < known_keys.size()) {
+        size_t end = known_keys.find(", ", start);
+        if (end == std::string_view::npos) end = known_keys.size();
+        const std::string_view key = known_keys.substr(start, end - start);
+        if (const size_t distance = edit_distance(name, key); distance < best_distance) {
+            best_distance = distance;
+            best = std::string(key);
+        }
+        start = end + 2;
+    }
+    return best;
+}
+
 // What [admin] and [metrics] accept when `allow` is absent, and what counts as a loopback
 // address for the admin hardening check: 127.0.0.0/8 and ::1 (IPv4-mapped 127.x included).
 std::vector<net::ClientPattern> loopback_patterns() {
@@ -171,12 +212,12 @@ public:
             else if (name == "admin") read_admin(node, config.admin);
             else if (name == "metrics") read_metrics(node, config.metrics);
             else
-                report(name.source(), std::string(name.str()),
-                       "unknown top-level key (expected [global], [[rule]], [admin] or [metrics])");
+                report_unknown_table(name);
         }
         if (!root.contains("rule")) report(root.source(), "rule", "no [[rule]] defined");
         index_listeners();
         check_accept_proxy_agreement(config.rules);
+        warn_about_unreachable_rules(config.rules);
         check_control_listener_clashes(config);
         return config;
     }
@@ -199,23 +240,42 @@ public:
         return rule;
     }
 
-    std::vector<ConfigIssue> take_issues() {
-        // toml++ iterates tables in key order; report in file order instead (unknown positions last).
-        std::stable_sort(issues_.begin(), issues_.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+    void report_unknown_table(const toml::key& name) {
+        const std::string nearest = nearest_key(name.str(), "global, rule, admin, metrics");
+        const std::string table = nearest == "rule" ? "[[rule]]" : "[" + nearest + "]";
+        report(name.source(), std::string(name.str()),
+               "unknown top-level key" + (nearest.empty() ? std::string() : "; did you mean " + table + "?") +
+                   " (expected [global], [[rule]], [admin] or [metrics])");
+    }
+
+    std::vector<ConfigIssue> take_warnings() { return sorted_by_position(std::move(warnings_)); }
+
+    std::vector<ConfigIssue> take_issues() { return sorted_by_position(std::move(issues_)); }
+
+private:
+    // toml++ iterates tables in key order; report in file order instead (unknown positions last).
+    static std::vector<ConfigIssue> sorted_by_position(std::vector<ConfigIssue> issues) {
+        std::stable_sort(issues.begin(), issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
             auto position = [](const ConfigIssue& i) { return std::pair(i.line == 0 ? ~0u : i.line, i.column); };
             return position(a) < position(b);
         });
-        return std::move(issues_);
+        return issues;
     }
 
-private:
     void report(const toml::source_region& where, const std::string& key, std::string message) {
         // A quoted TOML key may hold any character: escaped like values.
         issues_.push_back({file_, where.begin.line, where.begin.column, escaped(key), std::move(message)});
     }
 
     void report_unknown_key(const toml::key& name, const std::string& key, std::string_view expected) {
-        report(name.source(), key, "unknown key (expected one of: " + std::string(expected) + ")");
+        const std::string nearest = nearest_key(name.str(), expected);
+        report(name.source(), key,
+               "unknown key" + (nearest.empty() ? std::string() : "; did you mean " + nearest + "?") +
+                   " (expected one of: " + std::string(expected) + ")");
+    }
+
+    void warn(const toml::source_region& where, const std::string& key, std::string message) {
+        warnings_.push_back({file_, where.begin.line, where.begin.column, escaped(key), std::move(message)});
     }
 
     void report_type(const toml::node& node, const std::string& key, std::string_view expected) {
@@ -484,7 +544,8 @@ private:
                 if (auto n = read_integer(value, key, 0, kMaxConnRate)) rule.max_conn_rate_per_ip = static_cast<uint32_t>(*n);
             } else if (name == "deny") read_clients(value, key, rule.deny);
             else if (name == "timeout") {
-                if (auto d = read_timeout(value, key)) rule.timeout = *d;
+                // 0: no idle timeout (as a G5 rule without `timeout`).
+                if (auto d = read_timeout(value, key, true)) rule.timeout = *d;
             } else if (name == "connect_timeout") {
                 if (auto d = read_timeout(value, key)) rule.connect_timeout = *d;
             } else if (name == "down_time") {
@@ -628,21 +689,74 @@ private:
     }
 
     void read_servers(const toml::node& node, const std::string& key, std::vector<ServerConfig>& servers) {
+        ServerSites sites;  // for the duplicate check, linear in the number of servers
         for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
             const auto* text = item.as_string();
+            std::optional<ServerConfig> server;
             if (text && text->get().starts_with(kDnsPrefix)) {
-                ServerConfig server;
-                if (read_dns(item, std::string_view(text->get()).substr(kDnsPrefix.size()), item_key, server))
-                    servers.push_back(server);
+                ServerConfig entry;
+                if (read_dns(item, std::string_view(text->get()).substr(kDnsPrefix.size()), item_key, entry)) server = entry;
             } else if (text) {
-                if (auto address = read_address(item, item_key)) servers.push_back({*address, 1});
+                if (auto address = read_server_address(item, item_key, "\"dns:")) server = ServerConfig{*address, 1};
             } else if (const auto* table = item.as_table()) {
-                if (auto server = read_server_table(*table, item_key)) servers.push_back(*server);
+                server = read_server_table(*table, item_key);
             } else {
                 report_type(item, item_key,
                             "an address string, \"dns:name:port\" or a table { address = ..., weight = ... }");
             }
+            if (!server) return;
+            warn_if_listed_before(*server, item, item_key, sites);
+            servers.push_back(std::move(*server));
         });
+        warn_if_all_weights_zero(node, key, servers);
+    }
+
+    // Where each server of one rule was first written: address (or dns name:port) -> its key.
+    struct ServerSites {
+        std::unordered_map<net::SocketAddress, std::string, net::SocketAddressHash> addresses;
+        std::unordered_map<std::string, std::string> dns;
+    };
+
+    // The second entry for one address is ignored: the rule has the server once.
+    void warn_if_listed_before(const ServerConfig& server, const toml::node& item, const std::string& key,
+                               ServerSites& sites) {
+        const std::string* first = nullptr;
+        if (server.is_dns()) {
+            const auto [entry, added] = sites.dns.emplace(server.dns_endpoint(), key);
+            if (!added) first = &entry->second;
+        } else {
+            const auto [entry, added] = sites.addresses.emplace(server.address, key);
+            if (!added) first = &entry->second;
+        }
+        if (!first) return;
+        const std::string what = server.is_dns() ? "dns:" + server.dns_endpoint() : server.address.to_string();
+        warn(item.source(), key,
+             "duplicate server " + what + " (also " + *first + "): the rule uses it once, with the first "
+             "entry's settings");
+    }
+
+    void warn_if_all_weights_zero(const toml::node& node, const std::string& key, const std::vector<ServerConfig>& servers) {
+        if (servers.empty() || !std::all_of(servers.begin(), servers.end(), [](const ServerConfig& s) { return s.weight == 0; }))
+            return;
+        warn(node.source(), key,
+             "every server has weight 0, so this rule takes no new session (give one a weight, or `set weight` at runtime)");
+    }
+
+    // A server address; a host name gets a hint at the form that resolves it (`dns_form` opens it).
+    std::optional<net::SocketAddress> read_server_address(const toml::node& node, const std::string& key,
+                                                          std::string_view dns_form) {
+        const auto* text = node.as_string();
+        if (text && !net::SocketAddress::parse(text->get())) {
+            std::string unused;
+            if (parse_dns_endpoint(text->get(), &unused)) {
+                report(node.source(), key,
+                       "bad address " + quoted(text->get()) + ": a host name needs the dns form, " +
+                           std::string(dns_form) + escaped(text->get()) +
+                           "\" (resolved in the background; each of its addresses is a server)");
+                return std::nullopt;
+            }
+        }
+        return read_address(node, key);
     }
 
     std::optional<ServerConfig> read_server_table(const toml::table& table, const std::string& path) {
@@ -651,7 +765,7 @@ private:
         for (auto&& [name, value] : table) {
             const std::string key = path + "." + std::string(name.str());
             if (name == "address") {
-                auto address = read_address(value, key);
+                auto address = read_server_address(value, key, "dns = \"");
                 if (address) server.address = *address;
                 ok = ok && address.has_value();
             } else if (name == "dns") {
@@ -822,6 +936,46 @@ private:
             for (const ListenSite& site : rule_sites_[i].listen) first_listener_.emplace(site.address, i);
     }
 
+    // A rule that takes every client (no clients, or "*"; no deny): later rules on its listen
+    // addresses never see a client there.
+    static bool takes_everyone(const RuleConfig& rule) {
+        return rule.deny.empty() && (rule.clients.empty() || std::any_of(rule.clients.begin(), rule.clients.end(),
+                                                                          [](const auto& p) { return p.matches_everyone(); }));
+    }
+
+    // A rule whose every listen address has an earlier rule taking every client can never match:
+    // valid, but almost surely rules in the wrong order or a forgotten `clients`.
+    void warn_about_unreachable_rules(const std::vector<RuleConfig>& rules) {
+        std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> taken;  // address -> first such rule
+        for (size_t later = 0; later < rules.size(); ++later) {
+            const std::vector<ListenSite>& listen = rule_sites_[later].listen;
+            std::optional<std::pair<size_t, net::SocketAddress>> shadow;
+            bool every_address = !listen.empty();
+            for (const ListenSite& site : listen) {
+                const auto earlier = taken.find(site.address);
+                if (earlier == taken.end()) {
+                    every_address = false;
+                    break;
+                }
+                if (!shadow) shadow = std::pair(earlier->second, site.address);
+            }
+            if (every_address && shadow) report_unreachable(rules, *shadow, later);
+            if (takes_everyone(rules[later]))
+                for (const ListenSite& site : listen) taken.emplace(site.address, later);
+        }
+    }
+
+    void report_unreachable(const std::vector<RuleConfig>& rules, const std::pair<size_t, net::SocketAddress>& shadow,
+                            size_t later) {
+        const auto& [earlier, address] = shadow;
+        const std::string others = rule_sites_[later].listen.size() > 1 ? " (and on every other listen address of this rule)" : "";
+        warn(rule_sites_[later].table->source(), rule_sites_[later].path,
+             "rule " + quoted(rules[later].id) + " can never match: rule " + quoted(rules[earlier].id) + " (" +
+                 rule_sites_[earlier].path + ") comes first on " + address.to_string() + others +
+                 " and takes every client (it has no clients or deny); put " + quoted(rules[later].id) +
+                 " first or give " + quoted(rules[earlier].id) + " clients");
+    }
+
     std::optional<size_t> first_rule_listening_on(const net::SocketAddress& address, size_t before) const {
         const auto first = first_listener_.find(address);
         if (first == first_listener_.end() || first->second >= before) return std::nullopt;
@@ -865,6 +1019,7 @@ private:
 
     std::string file_;
     std::vector<ConfigIssue> issues_;
+    std::vector<ConfigIssue> warnings_;
     std::map<std::string, uint32_t> rule_id_lines_;  // rule id -> line of its first definition
     std::vector<RuleSites> rule_sites_;              // parallel to Config::rules
     std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> first_listener_;  // address -> rule index
@@ -964,6 +1119,36 @@ toml::table parse_toml(std::string_view text, const std::string& file) {
     }
 }
 
+// The line of a `[rule.health]` header written before any `[[rule]]`, 0 when there is none.
+unsigned health_before_any_rule(std::string_view text) {
+    unsigned line = 0;
+    for (size_t start = 0; start < text.size(); ++line) {
+        const size_t end = std::min(text.find('\n', start), text.size());
+        std::string header;  // the line without blanks, so that "[ rule . health ]" is found too
+        for (const char c : text.substr(start, end - start))
+            if (c != ' ' && c != '\t' && c != '\r') header += c;
+        if (header.starts_with("[[rule]]")) return 0;
+        if (header.starts_with("[rule.health]")) return line + 1;
+        start = end + 1;
+    }
+    return 0;
+}
+
+// TOML reads a [rule.health] above every [[rule]] as a table `rule`, which the [[rule]] array
+// cannot then extend: the resulting messages do not say what to do, so a hint goes with them.
+ConfigError with_health_order_hint(const ConfigError& error, std::string_view text, const std::string& file) {
+    const unsigned line = health_before_any_rule(text);
+    if (line == 0) return error;
+    std::vector<ConfigIssue> issues = error.issues();
+    issues.push_back({file, line, 1, "rule.health",
+                      "[rule.health] comes before any [[rule]]: it belongs after the [[rule]] whose servers it checks "
+                      "(write [[rule]] and its keys first, then [rule.health])"});
+    std::stable_sort(issues.begin(), issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+        return std::pair(a.line == 0 ? ~0u : a.line, a.column) < std::pair(b.line == 0 ? ~0u : b.line, b.column);
+    });
+    return ConfigError(std::move(issues));
+}
+
 // parse_rule_inline() parses "<prefix><text>" on one line: columns on that line are shifted back
 // so that they count within the text the caller gave.
 std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues, size_t prefix_length) {
@@ -977,12 +1162,17 @@ std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues,
 
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
     const std::string file(source_name);
-    const toml::table root = parse_toml(toml_text, file);
-    Validator validator(file);
-    Config config = validator.run(root);
-    auto issues = validator.take_issues();
-    if (!issues.empty()) throw ConfigError(std::move(issues));
-    return config;
+    try {
+        const toml::table root = parse_toml(toml_text, file);
+        Validator validator(file);
+        Config config = validator.run(root);
+        auto issues = validator.take_issues();
+        if (!issues.empty()) throw ConfigError(std::move(issues));
+        config.warnings = validator.take_warnings();
+        return config;
+    } catch (const ConfigError& error) {
+        throw with_health_order_hint(error, toml_text, file);
+    }
 }
 
 RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view source_name) {

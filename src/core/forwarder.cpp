@@ -766,7 +766,8 @@ void Forwarder::on_timer(const TimerEntry& entry) {
         }
         return;
     }
-    if (session.state != Session::State::Established) return;
+    // timeout = 0: the rule has no idle timeout (no timer is armed for it; this guards the rest).
+    if (session.state != Session::State::Established || rules_[session.rule]->config.timeout.count() == 0) return;
     const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
         timers_.add({deadline, entry.slot, entry.generation, 0, TimerKind::Idle});
@@ -778,6 +779,7 @@ void Forwarder::on_timer(const TimerEntry& entry) {
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
+    if (rules_[session.rule]->config.timeout.count() == 0) return;  // no idle timeout for this rule
     timers_.add({session.last_activity + rules_[session.rule]->config.timeout, slot, sessions_.generation(slot), 0,
                  TimerKind::Idle});
 }

@@ -195,7 +195,7 @@ TEST_CASE("[rule.health]: bad values are reported at their line") {
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.fall", 9, "between 1 and 100"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.send", 10, "expected a string, got integer"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.expct",
-                            11, "unknown key (expected one of: interval, timeout, rise, fall, send, expect)"),
+                            11, "unknown key; did you mean expect? (expected one of: interval, timeout, rise, fall, send, expect)"),
                   dump(issues));
     CHECK(issues.size() == 6);
 

@@ -120,14 +120,6 @@ struct MetricsConfig {
     std::string token;  // when set, GET /metrics needs "Authorization: Bearer <token>"
 };
 
-struct Config {
-    std::string source;  // file name, for messages
-    GlobalConfig global;
-    std::vector<RuleConfig> rules;
-    AdminConfig admin;
-    MetricsConfig metrics;
-};
-
 // One problem found in a config: "etc/x.toml:12:10: rule[1].listen[0]: bad address ...".
 struct ConfigIssue {
     std::string file;
@@ -136,6 +128,18 @@ struct ConfigIssue {
     std::string key;      // dotted path such as "global.buffer_size" or "rule[0].servers[1].weight"
     std::string message;
     std::string to_string() const;
+};
+
+struct Config {
+    std::string source;  // file name, for messages
+    GlobalConfig global;
+    std::vector<RuleConfig> rules;
+    AdminConfig admin;
+    MetricsConfig metrics;
+    // What is valid but likely a mistake (a rule that can never match, a server listed twice, a
+    // rule whose servers all have weight 0): `--check` prints these and the start-up log shows
+    // them; they do not stop ringlb.
+    std::vector<ConfigIssue> warnings;
 };
 
 // Thrown with every problem found (not just the first). what() joins them, one per line.
