@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "ringlb/net/proxy_protocol.hpp"
 
@@ -95,24 +97,21 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
 
 void Forwarder::apply(const RulePlan& plan) {
     // The addresses the new plan listens on; those not open yet are bound first, so that a
-    // bind error leaves everything as it was.
-    std::vector<net::SocketAddress> wanted;
-    for (uint16_t slot : plan.order)
-        for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen)
-            if (std::find(wanted.begin(), wanted.end(), address) == wanted.end()) wanted.push_back(address);
-    const auto open_listener = [&](const net::SocketAddress& address) {
-        return std::find_if(listeners_.begin(), listeners_.end(),
-                            [&](const Listener& l) { return !l.closing && l.address == address; });
-    };
+    // bind error leaves everything as it was. Sets keep this linear: a plan may have thousands.
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> open, wanted;
+    for (const Listener& listener : listeners_)
+        if (!listener.closing) open.insert(listener.address);
     std::vector<Listener> added;
-    for (const net::SocketAddress& address : wanted) {
-        if (open_listener(address) != listeners_.end()) continue;
-        try {
-            added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
-        } catch (const net::SystemError& e) {
-            throw ListenError(e.what());
+    for (uint16_t slot : plan.order) {
+        for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
+            if (!wanted.insert(address).second || open.contains(address)) continue;
+            try {
+                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
+            } catch (const net::SystemError& e) {
+                throw ListenError(e.what());
+            }
+            log_.debug("listening on ", address, reuse_port_ ? " (SO_REUSEPORT)" : "");
         }
-        log_.debug("listening on ", address, reuse_port_ ? " (SO_REUSEPORT)" : "");
     }
 
     if (rules_.size() < plan.slots.size()) rules_.resize(plan.slots.size());
@@ -128,7 +127,7 @@ void Forwarder::apply(const RulePlan& plan) {
     }
     for (size_t i = 0; i < listeners_.size(); ++i) {
         Listener& listener = listeners_[i];
-        if (!listener.closing && std::find(wanted.begin(), wanted.end(), listener.address) == wanted.end())
+        if (!listener.closing && !wanted.contains(listener.address))
             close_listener(static_cast<uint16_t>(i));
     }
     const size_t first_added = listeners_.size();
@@ -140,14 +139,20 @@ void Forwarder::apply(const RulePlan& plan) {
 }
 
 void Forwarder::rebuild_listener_rules() {
-    for (Listener& listener : listeners_) {
+    std::unordered_map<net::SocketAddress, uint16_t, net::SocketAddressHash> open;  // address -> listener
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        Listener& listener = listeners_[i];
         listener.rules.clear();
         listener.accept_proxy = false;
-        if (listener.closing) continue;
-        for (uint16_t slot : order_) {
-            const config::RuleConfig& config = rules_[slot]->config;
-            if (std::find(config.listen.begin(), config.listen.end(), listener.address) == config.listen.end())
-                continue;
+        if (!listener.closing) open.emplace(listener.address, static_cast<uint16_t>(i));
+    }
+    for (uint16_t slot : order_) {
+        const config::RuleConfig& config = rules_[slot]->config;
+        for (const net::SocketAddress& address : config.listen) {
+            const auto found = open.find(address);
+            if (found == open.end()) continue;
+            Listener& listener = listeners_[found->second];
+            if (!listener.rules.empty() && listener.rules.back() == slot) continue;
             listener.rules.push_back(slot);
             listener.accept_proxy = listener.accept_proxy || config.accept_proxy;
         }
@@ -966,7 +971,8 @@ void Forwarder::on_timer(TimerKey key) {
         }
         return;
     }
-    if (session.state != Session::State::Established) return;
+    // timeout = 0: the rule has no idle timeout (no timer is armed for it; this guards the rest).
+    if (session.state != Session::State::Established || rules_[session.rule]->config.timeout.count() == 0) return;
     const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
         timers_.arm({slot, TimerKind::Idle}, deadline);
@@ -978,6 +984,7 @@ void Forwarder::on_timer(TimerKey key) {
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
+    if (rules_[session.rule]->config.timeout.count() == 0) return;  // no idle timeout for this rule
     timers_.arm({slot, TimerKind::Idle}, session.last_activity + rules_[session.rule]->config.timeout);
 }
 

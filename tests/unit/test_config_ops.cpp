@@ -195,7 +195,7 @@ TEST_CASE("[rule.health]: bad values are reported at their line") {
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.fall", 9, "between 1 and 100"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.send", 10, "expected a string, got integer"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.expct",
-                            11, "unknown key (expected one of: interval, timeout, rise, fall, send, expect)"),
+                            11, "unknown key; did you mean expect? (expected one of: interval, timeout, rise, fall, send, expect)"),
                   dump(issues));
     CHECK(issues.size() == 6);
 
@@ -259,12 +259,12 @@ TEST_CASE("[admin] and [metrics]: values and defaults") {
 
     const Config unix_admin = parse(std::string(kRule) +
                                     "[admin]\nlisten = \"unix:/run/ringlb/admin.sock\"\nallow = [\"10.0.0.0/8\"]\n"
-                                    "token = \"s3cret\"\ninsecure = true\n");
+                                    "token = \"s3cret-0123456789\"\ninsecure = true\n");
     CHECK(unix_admin.admin.listen.enabled);
     CHECK(unix_admin.admin.listen.unix_path == "/run/ringlb/admin.sock");
     CHECK(unix_admin.admin.listen.to_string() == "unix:/run/ringlb/admin.sock");
     CHECK(texts_of(unix_admin.admin.allow) == std::vector<std::string>{"10.0.0.0/8"});
-    CHECK(unix_admin.admin.token == "s3cret");
+    CHECK(unix_admin.admin.token == "s3cret-0123456789");
     CHECK(unix_admin.admin.insecure);
     CHECK_FALSE(unix_admin.metrics.listen.enabled);
 }
@@ -284,7 +284,7 @@ TEST_CASE("[admin]: a non-loopback listener needs a token or insecure = true") {
     }
 
     const std::string open_admin = std::string(kRule) + "[admin]\nlisten = \"0.0.0.0:9900\"\n";
-    CHECK(parse(open_admin + "token = \"s3cret\"\n").admin.token == "s3cret");
+    CHECK(parse(open_admin + "token = \"s3cret-0123456789\"\n").admin.token == "s3cret-0123456789");
     CHECK(parse(open_admin + "insecure = true\n").admin.insecure);
     // Loopback anywhere in 127.0.0.0/8, ::1 and unix sockets need neither.
     CHECK(parse(std::string(kRule) + "[admin]\nlisten = \"127.1.2.3:9900\"\n").admin.listen.enabled);
@@ -464,7 +464,7 @@ servers = ["10.1.1.1:22"]
 
 [admin]
 listen = "unix:/run/ringlb/admin.sock"
-token = "t0k\"en"
+token = "t0k\"en-0123456789"
 insecure = true
 
 [metrics]
@@ -543,7 +543,7 @@ TEST_CASE("to_toml writes a config that reads back to the same config") {
     CHECK_FALSE(plain.health.enabled);
 
     CHECK(reread.admin.listen.unix_path == "/run/ringlb/admin.sock");
-    CHECK(reread.admin.token == "t0k\"en");
+    CHECK(reread.admin.token == "t0k\"en-0123456789");
     CHECK(reread.admin.insecure);
     CHECK(texts_of(reread.admin.allow) == std::vector<std::string>{"127.0.0.0/8", "::1"});
     CHECK(reread.metrics.listen.address.to_string() == "[::1]:9100");

@@ -37,6 +37,7 @@ struct ServerConfig {
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
     bool is_dns() const { return !dns_name.empty(); }
     std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
+    bool operator==(const ServerConfig&) const = default;
 };
 
 // [rule.health]: active checks. With them on, a server starts DOWN and is UP after `rise`
@@ -49,6 +50,7 @@ struct HealthCheckConfig {
     unsigned fall = 3;   // 1..100
     std::string send;    // sent after connecting; empty = plain TCP connect check
     std::string expect;  // the reply must start with this; empty = any reply (or none) passes
+    bool operator==(const HealthCheckConfig&) const = default;
 };
 
 struct RuleConfig {
@@ -73,6 +75,9 @@ struct RuleConfig {
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
+    // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
+    // than writing them (a reload compares every rule of the file with the running one).
+    bool operator==(const RuleConfig&) const = default;
 };
 
 struct GlobalConfig {
@@ -122,14 +127,6 @@ struct MetricsConfig {
     std::string token;  // when set, GET /metrics needs "Authorization: Bearer <token>"
 };
 
-struct Config {
-    std::string source;  // file name, for messages
-    GlobalConfig global;
-    std::vector<RuleConfig> rules;
-    AdminConfig admin;
-    MetricsConfig metrics;
-};
-
 // One problem found in a config: "etc/x.toml:12:10: rule[1].listen[0]: bad address ...".
 struct ConfigIssue {
     std::string file;
@@ -138,6 +135,18 @@ struct ConfigIssue {
     std::string key;      // dotted path such as "global.buffer_size" or "rule[0].servers[1].weight"
     std::string message;
     std::string to_string() const;
+};
+
+struct Config {
+    std::string source;  // file name, for messages
+    GlobalConfig global;
+    std::vector<RuleConfig> rules;
+    AdminConfig admin;
+    MetricsConfig metrics;
+    // What is valid but likely a mistake (a rule that can never match, a server listed twice, a
+    // rule whose servers all have weight 0): `--check` prints these and the start-up log shows
+    // them; they do not stop ringlb.
+    std::vector<ConfigIssue> warnings;
 };
 
 // Thrown with every problem found (not just the first). what() joins them, one per line.
@@ -160,7 +169,7 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
 
 // The whole config as TOML that parse_config() reads back to an equal config (`dump rules`).
 std::string to_toml(const Config& config);
-// One rule as a [[rule]] table; two rules are the same iff their texts are equal (reload diff).
+// One rule as a [[rule]] table; two rules are equal (==) iff their texts are equal.
 std::string rule_to_toml(const RuleConfig& rule);
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".
