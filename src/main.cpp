@@ -121,6 +121,7 @@ int run(int argc, char** argv) {
     }
     apply_overrides(options, config);
     if (options.check) {
+        for (const std::string& warning : ringlb::config::warnings(config)) std::cerr << "warning: " << warning << '\n';
         std::cout << ringlb::config::summarize(config) << '\n';
         return ringlb::app::kExitOk;
     }

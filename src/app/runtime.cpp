@@ -68,6 +68,8 @@ Runtime::~Runtime() {
 
 int Runtime::run() {
     if (const int code = start_workers(); code != kExitOk) return code;
+    // After the engine line, which operators look for first.
+    for (const std::string& warning : config::warnings(config_)) log_.warn(warning);
     try {
         start_control_components();
         // Everything is bound: from here on root is not needed.

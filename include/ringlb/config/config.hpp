@@ -71,6 +71,9 @@ struct RuleConfig {
     bool failback = true;  // ms mode: return to an earlier server once it is up again
     ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
+    // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
+    // TCP peer, never against the address in the header; empty = any peer (warned about).
+    std::vector<net::ClientPattern> proxy_from;
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
 };
@@ -80,6 +83,9 @@ struct GlobalConfig {
     unsigned threads = 1;  // 0 = one per CPU this process may use
     uint32_t max_sessions = 100000;
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
+    // Connections still in a handshake (waiting for a PROXY header) at most; 0 = derived from
+    // max_sessions, see handshake_limit().
+    uint32_t max_handshakes = 0;
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
     uint32_t receive_buffers = 2048;   // per worker: the pool receives draw from, 32 KiB each
     bool multishot_recv = true;        // io_uring: capped multishot receives where the kernel has them
@@ -91,6 +97,11 @@ struct GlobalConfig {
     std::string user;      // drop privileges to this user after binding; empty = stay
     std::vector<net::SocketAddress> resolvers;  // DNS servers for dns entries; empty = /etc/resolv.conf
 };
+
+// The effective max_handshakes: the configured value (never above max_sessions), or a quarter of
+// max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
+constexpr uint32_t kMinDerivedHandshakes = 8;
+uint32_t handshake_limit(const GlobalConfig& global);
 
 // Where a control endpoint listens: a TCP address, or a unix socket path ("unix:/run/ringlb.sock").
 struct ControlListen {
@@ -155,6 +166,10 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
 std::string to_toml(const Config& config);
 // One rule as a [[rule]] table; two rules are the same iff their texts are equal (reload diff).
 std::string rule_to_toml(const RuleConfig& rule);
+
+// Settings that are valid but probably not what the operator wants, one sentence each (printed
+// by `--check` and logged at start-up): e.g. accept_proxy without proxy_from.
+std::vector<std::string> warnings(const Config& config);
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".
 std::string summarize(const Config& config);
