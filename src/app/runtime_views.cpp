@@ -55,6 +55,7 @@ admin::Snapshot Runtime::snapshot() {
     }
     // One worker at a time: each adds its counters to the same snapshot.
     on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
+    snapshot.handshakes_active = limits_.handshakes();
     return snapshot;
 }
 
@@ -112,6 +113,9 @@ admin::Reply Runtime::show_stats() {
         << "rejected_acl " << view.rejects.acl << "\n"
         << "rejected_limit " << view.rejects.limit << "\n"
         << "rejected_no_server " << view.rejects.no_server << "\n"
+        << "rejected_untrusted_proxy " << view.rejects.untrusted_proxy << "\n"
+        << "rejected_max_handshakes " << view.rejects.max_handshakes << "\n"
+        << "handshakes_active " << view.handshakes_active << "\n"
         << "limits_active " << limits_.active() << "\n"
         << "limits_tracked_ips " << limits_.tracked_ips() << "\n";
     return admin::Reply::success(out.str());
