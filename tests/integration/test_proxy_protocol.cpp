@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <poll.h>
 
+#include <algorithm>
+
 #include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
@@ -186,88 +188,127 @@ std::string name_via(UniqueFd& client, const std::string& first_bytes = "") {
 
 }  // namespace
 
-TEST_CASE("PROXY: connections awaiting their header are held to the per-IP limit and max_handshakes, not starving others") {
-    NameBackend proxied_backend("proxied");
+// A proxied rule (silent connections stay for the whole test) and a plain echo rule, with
+// max_sessions = 20, max_sessions_per_ip = 3 and an admin port.
+struct FloodSetup {
+    NameBackend proxied_backend{"proxied"};
     EchoBackend echo;
     const std::uint16_t proxy_port = find_free_port(), plain_port = find_free_port(), admin_port = find_free_port();
-    RuleSpec proxied;
-    proxied.id = "proxied";
-    proxied.listen = {loopback_endpoint(proxy_port)};
-    proxied.servers = {{proxied_backend.endpoint()}};
-    proxied.connect_timeout = "60s";  // the silent connections stay for the whole test
-    proxied.extra_lines = {"accept_proxy = true"};
-    RuleSpec plain;
-    plain.id = "plain";
-    plain.listen = {loopback_endpoint(plain_port)};
-    plain.servers = {{echo.endpoint()}};
-    GlobalSpec global;
-    global.max_sessions_per_ip = 3;
-    global.extra_lines = {"max_sessions = 20", "max_handshakes = 6"};
-    global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(admin_port) + "\""};
-    RinglbProcess ringlb(render_config(global, {proxied, plain}));
+
+    std::string config(const std::vector<std::string>& extra_global) const {
+        RuleSpec proxied;
+        proxied.id = "proxied";
+        proxied.listen = {loopback_endpoint(proxy_port)};
+        proxied.servers = {{proxied_backend.endpoint()}};
+        proxied.connect_timeout = "60s";
+        proxied.extra_lines = {"accept_proxy = true"};
+        RuleSpec plain;
+        plain.id = "plain";
+        plain.listen = {loopback_endpoint(plain_port)};
+        plain.servers = {{echo.endpoint()}};
+        GlobalSpec global;
+        global.max_sessions_per_ip = 3;
+        global.extra_lines = {"max_sessions = 20"};
+        global.extra_lines.insert(global.extra_lines.end(), extra_global.begin(), extra_global.end());
+        global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(admin_port) + "\""};
+        return render_config(global, {proxied, plain});
+    }
+};
+
+bool echoes(int fd, const std::string& line) {
+    return send_all(fd, line) && read_exactly(fd, line.size(), 3s).data == line;
+}
+
+TEST_CASE("PROXY: 20 silent connections from one address take 3 slots (its per-IP limit) and starve no one") {
+    FloodSetup setup;
+    RinglbProcess ringlb(setup.config({}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
+    const std::uint16_t admin_port = setup.admin_port;
 
-    // An established session from before the flood, on the plain listener.
-    UniqueFd established = connect_from("127.0.0.4", plain_port);
-    REQUIRE(send_all(established.get(), "before\n"));
-    REQUIRE(read_exactly(established.get(), 7).data == "before\n");
+    UniqueFd established = connect_from("127.0.0.4", setup.plain_port);
+    REQUIRE(echoes(established.get(), "before\n"));
 
-    // 20 silent connections from one address: 3 wait for their header (its per-IP limit), 17 are
-    // closed at once.
     std::vector<UniqueFd> silent;
     for (int i = 0; i < 20; ++i) {
-        silent.push_back(connect_to(proxy_port));
+        silent.push_back(connect_to(setup.proxy_port));
         REQUIRE(silent.back().valid());
     }
     CHECK(wait_for_stat(admin_port, "accepted", 21) == 21);
-    CHECK(wait_for_stat(admin_port, "handshakes_active", 3) == 3);
     CHECK(count_closed(silent, 17, 5s) == 17);
     CHECK(stat(admin_port, "rejected_limit") == 17);
+    CHECK(stat(admin_port, "handshakes_active") == 3);
 
-    // Everyone else is served: a proxied client from another address, new plain clients, the
-    // established session.
-    UniqueFd via_proxy = connect_from("127.0.0.2", proxy_port);
+    // Everyone else is served, at once: a proxied client from another address, a new plain
+    // client, the established session.
+    UniqueFd via_proxy = connect_from("127.0.0.2", setup.proxy_port);
     CHECK(name_via(via_proxy, v1_header("198.51.100.7", 4000)) == "proxied");
-    UniqueFd plain_client = connect_from("127.0.0.5", plain_port);
+    UniqueFd plain_client = connect_from("127.0.0.5", setup.plain_port);
     REQUIRE(plain_client.valid());
-    CHECK(send_all(plain_client.get(), "plain\n"));
-    CHECK(read_exactly(plain_client.get(), 6).data == "plain\n");
-    CHECK(send_all(established.get(), "during\n"));
-    CHECK(read_exactly(established.get(), 7).data == "during\n");
+    CHECK(echoes(plain_client.get(), "plain\n"));
+    CHECK(echoes(established.get(), "during\n"));
+    CHECK(stat(admin_port, "limits_active") == 6);  // 3 handshakes and 3 sessions
 
-    // Silent connections from ten more addresses: max_handshakes (6) holds, the rest are refused
-    // and counted; a proxied client is refused too while it is full, plain clients are not.
-    std::vector<UniqueFd> spread;
-    for (int i = 11; i <= 20; ++i) {
-        spread.push_back(connect_from(("127.0.0." + std::to_string(i)).c_str(), proxy_port));
-        REQUIRE(spread.back().valid());
-    }
-    CHECK(wait_for_stat(admin_port, "rejected_max_handshakes", 7) == 7);
-    CHECK(stat(admin_port, "handshakes_active") == 6);
-    CHECK(count_closed(spread, 7, 5s) == 7);
-    UniqueFd refused_proxied = connect_from("127.0.0.3", proxy_port);
-    CHECK(name_via(refused_proxied, v1_header("198.51.100.8", 4001)).starts_with("<"));
-    CHECK(stat(admin_port, "rejected_max_handshakes") == 8);
-    UniqueFd second_plain = connect_from("127.0.0.6", plain_port);
-    REQUIRE(second_plain.valid());
-    CHECK(send_all(second_plain.get(), "still\n"));
-    CHECK(read_exactly(second_plain.get(), 6).data == "still\n");
-    CHECK(send_all(established.get(), "after\n"));
-    CHECK(read_exactly(established.get(), 6).data == "after\n");
-
-    // Everything closed: every count is back to zero.
     silent.clear();
-    spread.clear();
     via_proxy.reset();
-    refused_proxied.reset();
     plain_client.reset();
-    second_plain.reset();
     established.reset();
     CHECK(wait_for_stat(admin_port, "limits_active", 0) == 0);
     CHECK(wait_for_stat(admin_port, "handshakes_active", 0) == 0);
     CHECK(wait_for_stat(admin_port, "limits_tracked_ips", 0) == 0);
     CHECK(wait_for_stat(admin_port, "active_sessions", 0) == 0);
+    CHECK(ringlb.running());
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("PROXY: max_handshakes caps silent connections from many addresses; sessions and plain listeners go on") {
+    FloodSetup setup;
+    RinglbProcess ringlb(setup.config({"max_handshakes = 6"}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    const std::uint16_t admin_port = setup.admin_port;
+
+    UniqueFd established = connect_from("127.0.0.4", setup.plain_port);
+    REQUIRE(echoes(established.get(), "before\n"));
+    UniqueFd proxied_session = connect_from("127.0.0.2", setup.proxy_port);
+    REQUIRE(name_via(proxied_session, v1_header("198.51.100.7", 4000)) == "proxied");
+
+    // One silent connection from each of ten addresses: six wait, four are refused and counted.
+    std::vector<UniqueFd> silent;
+    for (int i = 11; i <= 20; ++i) {
+        silent.push_back(connect_from(("127.0.0." + std::to_string(i)).c_str(), setup.proxy_port));
+        REQUIRE(silent.back().valid());
+    }
+    CHECK(wait_for_stat(admin_port, "rejected_max_handshakes", 4) == 4);
+    CHECK(stat(admin_port, "handshakes_active") == 6);
+    CHECK(count_closed(silent, 4, 5s) == 4);
+    // While it is full, a new proxied client is refused too; nothing else is.
+    UniqueFd refused = connect_from("127.0.0.3", setup.proxy_port);
+    CHECK(name_via(refused, v1_header("198.51.100.8", 4001)).starts_with("<"));
+    CHECK(stat(admin_port, "rejected_max_handshakes") == 5);
+    UniqueFd plain_client = connect_from("127.0.0.5", setup.plain_port);
+    REQUIRE(plain_client.valid());
+    CHECK(echoes(plain_client.get(), "plain\n"));
+    CHECK(echoes(established.get(), "during\n"));
+    CHECK(send_all(proxied_session.get(), "still there?"));  // the NameBackend keeps it open
+    CHECK_FALSE(wait_readable(proxied_session.get(), 100ms));
+    // A handshake that ends makes room for the next.
+    const auto waiting = std::find_if(silent.begin(), silent.end(), [](const UniqueFd& fd) { return !wait_readable(fd.get(), 0ms); });
+    REQUIRE(waiting != silent.end());
+    silent.erase(waiting);
+    CHECK(wait_for_stat(admin_port, "handshakes_active", 5) == 5);
+    UniqueFd next = connect_from("127.0.0.3", setup.proxy_port);
+    CHECK(name_via(next, v1_header("198.51.100.9", 4002)) == "proxied");
+
+    silent.clear();
+    refused.reset();
+    next.reset();
+    plain_client.reset();
+    proxied_session.reset();
+    established.reset();
+    CHECK(wait_for_stat(admin_port, "limits_active", 0) == 0);
+    CHECK(wait_for_stat(admin_port, "handshakes_active", 0) == 0);
+    CHECK(wait_for_stat(admin_port, "limits_tracked_ips", 0) == 0);
     CHECK(ringlb.running());
     CHECK_CLEAN_EXIT(ringlb);
 }
