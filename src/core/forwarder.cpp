@@ -338,8 +338,7 @@ void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, c
     timers_.add({now_ + deadline, *slot, sessions_.generation(*slot), 0, TimerKind::Connect});
 }
 
-// What a handshake from `peer` counts in the limits; nullopt when the peer may not send a PROXY
-// header at all. A trusted proxy (in proxy_from) sends the connections of every client, so it is
+// A trusted proxy (in proxy_from) sends the connections of every client, so it is
 // not held to the per-IP limits; any other peer is, and also to its rule's when the listener has
 // only one (before the header, the rule is known only then).
 std::optional<SessionLimits::Handshake> Forwarder::handshake_counts(const Listener& listener,

@@ -216,7 +216,9 @@ private:
     // accept_proxy: checks the peer against proxy_from and the handshake limits, then waits for
     // its header in a new session.
     void begin_handshake(uint16_t listener, net::UniqueFd client, const net::SocketAddress& peer);
-    std::optional<SessionLimits::Handshake> handshake_counts(const Listener& listener, const net::SocketAddress& peer);
+    // What a handshake from `peer` counts in the limits; nullopt: the peer may not send a header.
+    static std::optional<SessionLimits::Handshake> handshake_counts(const Listener& listener,
+                                                                    const net::SocketAddress& peer);
     // `is_proxy_peer`: `address` is the TCP peer of a connection on an accept_proxy listener, refused
     // before its PROXY header named the client.
     void log_rejected(uint16_t listener, const net::SocketAddress& address, EndCause cause, bool is_proxy_peer = false);
