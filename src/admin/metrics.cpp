@@ -146,6 +146,36 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
     out.family("ringlb_idle_timeouts_total", "counter", "Sessions ended by their rule's idle timeout.");
     out.sample("ringlb_idle_timeouts_total", {}, snapshot.idle_timeouts);
+    out.family("ringlb_sessions_abandoned_total", "counter",
+               "Closed sessions whose requests did not complete in time; the engine took their descriptors.");
+    out.sample("ringlb_sessions_abandoned_total", {}, snapshot.sessions_abandoned);
+}
+
+void render_buffers(Exposition& out, const Snapshot& snapshot) {
+    out.family("ringlb_receive_buffer_bytes", "gauge", "Bytes in one receive buffer.");
+    out.sample("ringlb_receive_buffer_bytes", {}, uint64_t{snapshot.buffer_size});
+    out.family("ringlb_receive_buffer_memory_cap_bytes", "gauge", "max_buffer_memory in force.");
+    out.sample("ringlb_receive_buffer_memory_cap_bytes", {}, snapshot.buffer_memory_cap);
+    out.family("ringlb_receive_buffer_memory_bytes", "gauge",
+               "Receive-buffer memory the workers have taken from the cap (held, offered or kept ready).");
+    out.sample("ringlb_receive_buffer_memory_bytes", {}, snapshot.buffer_memory_in_use);
+    out.family("ringlb_receive_buffer_cap_reached_total", "counter",
+               "Times a worker wanted a receive buffer and the memory cap was reached.");
+    out.sample("ringlb_receive_buffer_cap_reached_total", {}, snapshot.buffer_cap_reached);
+    const auto per_worker = [&](const char* name, const char* help, auto field) {
+        out.family(name, "gauge", help);
+        for (size_t i = 0; i < snapshot.workers.size(); ++i)
+            out.sample(name, {{"worker", std::to_string(i)}}, uint64_t{snapshot.workers[i].*field});
+    };
+    per_worker("ringlb_receive_buffers_held", "Receive buffers held by sessions (bytes not yet sent on), per worker.",
+               &WorkerBuffers::held);
+    per_worker("ringlb_receive_buffers_offered", "Receive buffers waiting in the kernel for bytes (io_uring), per worker.",
+               &WorkerBuffers::offered);
+    per_worker("ringlb_receive_buffers_made", "Receive buffers a worker's pool has made so far.", &WorkerBuffers::made);
+    per_worker("ringlb_receive_buffers_idle_resident", "Free receive buffers whose pages are not given back yet.",
+               &WorkerBuffers::resident_free);
+    per_worker("ringlb_receive_buffers_session_peak", "The most receive buffers one session of the worker held at once.",
+               &WorkerBuffers::peak_session);
 }
 
 // Samples of one family must be contiguous, so each family loops over every rule.
@@ -360,6 +390,7 @@ std::string http_response(std::string_view status, std::string_view body,
 std::string render_prometheus(const Snapshot& snapshot) {
     Exposition out;
     render_process(out, snapshot);
+    render_buffers(out, snapshot);
     render_rules(out, snapshot.rules);
     render_servers(out, snapshot.rules);
     return out.take();

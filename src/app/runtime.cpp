@@ -2,6 +2,8 @@
 // signals and the graceful stop.
 #include "ringlb/app/runtime.hpp"
 
+#include <unistd.h>
+
 #include <thread>
 
 #include "ringlb/admin/admin_server.hpp"
@@ -9,6 +11,7 @@
 #include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
 #include "ringlb/dns/resolver.hpp"
+#include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/dispatch.hpp"
 #include "ringlb/engine/factory.hpp"
 #include "ringlb/health/active.hpp"
@@ -23,12 +26,14 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kControlRound = std::chrono::milliseconds(250);
 // After the shutdown deadline, sessions are closed; this long is left for their requests to end.
 constexpr auto kCloseGrace = std::chrono::seconds(2);
+constexpr auto kCapReportInterval = std::chrono::seconds(10);
 
 // connections and health checks, and epoll also works where io_uring is refused.
 std::unique_ptr<engine::Engine> make_control_engine() {
     engine::EngineOptions options;
     options.buffer_size = 4096;
-    options.buffer_count = 64;
+    options.initial_buffers = 64;
+    options.max_buffers = 256;
     return engine::make_engine(config::EngineChoice::Epoll, options).engine;
 }
 
@@ -102,13 +107,15 @@ int Runtime::run() {
 }
 
 int Runtime::start_workers() {
+    const uint64_t physical = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    buffer_budget_ = std::make_shared<engine::BufferBudget>(config::buffer_memory_cap(config_.global, physical));
     const unsigned threads = config_.global.threads == 0 ? usable_cpus() : config_.global.threads;
     Logger* connection_log = config_.global.log_connections ? &log_ : nullptr;
     // Workers start one after the other, so the first one's bind error is the one reported.
     std::optional<StartReport> failure;
     std::vector<std::string> listening;
     for (unsigned i = 0; i < threads && !failure; ++i) {
-        Worker::Setup setup{i, &config_.global, &initial_plan_, &log_, connection_log, &limits_, threads > 1};
+        Worker::Setup setup{i, &config_.global, &initial_plan_, &log_, connection_log, &limits_, buffer_budget_, threads > 1};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
         if (report.exit_code != kExitOk) {
@@ -163,8 +170,22 @@ void Runtime::control_loop() {
         dispatcher_->run_once(kControlRound);
         handle_signals();
         apply_dns_updates();
+        report_buffer_cap();
     }
     drain_and_stop();
+}
+
+// At most one line per kCapReportInterval: how often workers found the receive-buffer memory cap
+// reached since the last line (each time a session that holds buffers had to wait).
+void Runtime::report_buffer_cap() {
+    const uint64_t reached = buffer_budget_->cap_reached();
+    const auto now = Clock::now();
+    if (reached == cap_reached_reported_ || now - cap_reported_at_ < kCapReportInterval) return;
+    log_.warn("receive buffer memory cap of ", buffer_budget_->max_bytes() / (1024 * 1024), " MiB reached ",
+              reached - cap_reached_reported_, " time(s) since the last report: sessions that hold buffers wait "
+              "for them; raise [global] max_buffer_memory if this persists");
+    cap_reached_reported_ = reached;
+    cap_reported_at_ = now;
 }
 
 void Runtime::handle_signals() {

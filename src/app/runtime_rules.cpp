@@ -47,6 +47,7 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
     if (a.max_handshakes != b.max_handshakes) changed.push_back("global.max_handshakes");
     if (a.buffer_size != b.buffer_size) changed.push_back("global.buffer_size");
     if (a.receive_buffers != b.receive_buffers) changed.push_back("global.receive_buffers");
+    if (a.max_buffer_memory != b.max_buffer_memory) changed.push_back("global.max_buffer_memory");
     if (a.multishot_recv != b.multishot_recv) changed.push_back("global.multishot_recv");
     if (a.log_connections != b.log_connections || a.log_format != b.log_format || a.log_file != b.log_file)
         changed.push_back("global.log_*");

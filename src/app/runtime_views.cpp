@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
@@ -56,6 +57,11 @@ admin::Snapshot Runtime::snapshot() {
     // One worker at a time: each adds its counters to the same snapshot.
     on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
     snapshot.handshakes_active = limits_.handshakes();
+    if (buffer_budget_) {
+        snapshot.buffer_memory_cap = buffer_budget_->max_bytes();
+        snapshot.buffer_memory_in_use = buffer_budget_->in_use_bytes();
+        snapshot.buffer_cap_reached = buffer_budget_->cap_reached();
+    }
     return snapshot;
 }
 
@@ -116,8 +122,18 @@ admin::Reply Runtime::show_stats() {
         << "rejected_untrusted_proxy " << view.rejects.untrusted_proxy << "\n"
         << "rejected_max_handshakes " << view.rejects.max_handshakes << "\n"
         << "handshakes_active " << view.handshakes_active << "\n"
+        << "sessions_abandoned " << view.sessions_abandoned << "\n"
+        << "buffer_memory_cap " << view.buffer_memory_cap << "\n"
+        << "buffer_memory_in_use " << view.buffer_memory_in_use << "\n"
+        << "buffer_cap_reached " << view.buffer_cap_reached << "\n"
         << "limits_active " << limits_.active() << "\n"
         << "limits_tracked_ips " << limits_.tracked_ips() << "\n";
+    for (size_t i = 0; i < view.workers.size(); ++i) {
+        const admin::WorkerBuffers& w = view.workers[i];
+        out << "worker " << i << " buffers_held=" << w.held << " buffers_offered=" << w.offered
+            << " buffers_made=" << w.made << " buffers_idle_resident=" << w.resident_free
+            << " session_peak_buffers=" << w.peak_session << "\n";
+    }
     return admin::Reply::success(out.str());
 }
 

@@ -1,16 +1,22 @@
 #include "ringlb/app/worker.hpp"
 
 #include "ringlb/app/server.hpp"
+#include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/engine/factory.hpp"
 
 namespace ringlb::app {
 
 namespace {
 
-engine::EngineOptions engine_options(const config::GlobalConfig& global) {
+engine::EngineOptions engine_options(const config::GlobalConfig& global,
+                                     const std::shared_ptr<engine::BufferBudget>& budget) {
     engine::EngineOptions options;
     options.buffer_size = std::min<uint32_t>(options.buffer_size, global.buffer_size);
-    options.buffer_count = global.receive_buffers;
+    options.initial_buffers = global.receive_buffers;
+    // One worker may take the whole process's cap, up to what 16-bit buffer ids can name.
+    options.max_buffers = static_cast<uint32_t>(
+        std::min<uint64_t>(engine::BufferPool::kMaxBuffers, std::max<uint64_t>(1, budget->max_bytes() / options.buffer_size)));
+    options.budget = budget;
     options.multishot_recv = global.multishot_recv;
     return options;
 }
@@ -86,7 +92,7 @@ void Worker::run(Setup setup) {
     std::unique_ptr<engine::Engine> engine;
     std::unique_ptr<core::Forwarder> forwarder;
     try {
-        auto selection = engine::make_engine(setup.global->engine, engine_options(*setup.global));
+        auto selection = engine::make_engine(setup.global->engine, engine_options(*setup.global, setup.buffer_budget));
         engine = std::move(selection.engine);
         forwarder = std::make_unique<core::Forwarder>(*setup.global, *setup.plan, *engine, *setup.log, *setup.limits,
                                                       setup.reuse_port, setup.index);

@@ -23,6 +23,8 @@ namespace {
 constexpr int64_t kMaxSessions = 10'000'000;
 constexpr uint64_t kMinBuffer = 1024;
 constexpr uint64_t kMaxBuffer = uint64_t{64} * 1024 * 1024;
+constexpr uint64_t kMinBufferMemory = uint64_t{1} * 1024 * 1024;
+constexpr uint64_t kMaxBufferMemory = uint64_t{1} << 40;
 constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
@@ -355,6 +357,8 @@ private:
                 if (auto n = read_size(value, key, kMinBuffer, kMaxBuffer)) global.buffer_size = static_cast<uint32_t>(*n);
             } else if (name == "receive_buffers") {
                 read_receive_buffers(value, key, global.receive_buffers);
+            } else if (name == "max_buffer_memory") {
+                if (auto n = read_size(value, key, kMinBufferMemory, kMaxBufferMemory)) global.max_buffer_memory = *n;
             } else if (name == "multishot_recv") read_bool_into(value, key, global.multishot_recv);
             else if (name == "log_level") read_log_level(value, key, global.log_level);
             else if (name == "shutdown_timeout") {
@@ -367,7 +371,7 @@ private:
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, max_handshakes, buffer_size, receive_buffers, "
-                                    "multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
+                                    "max_buffer_memory, multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
     }
@@ -1108,6 +1112,7 @@ std::string global_to_toml(const GlobalConfig& global) {
     if (global.max_handshakes != 0) put(out, "max_handshakes", std::to_string(global.max_handshakes));
     put(out, "buffer_size", std::to_string(global.buffer_size));
     put(out, "receive_buffers", std::to_string(global.receive_buffers));
+    if (global.max_buffer_memory != 0) put(out, "max_buffer_memory", std::to_string(global.max_buffer_memory));
     put(out, "multishot_recv", toml_bool(global.multishot_recv));
     put(out, "log_level", toml_string(to_string(global.log_level)));
     put(out, "shutdown_timeout", toml_duration(global.shutdown_timeout));
@@ -1224,6 +1229,13 @@ std::string summarize(const Config& config) {
     }
     return "ok: " + std::to_string(config.rules.size()) + " rules, " + std::to_string(listen.size()) +
            " listen addresses, " + std::to_string(servers) + " servers (" + config.source + ")";
+}
+
+uint64_t buffer_memory_cap(const GlobalConfig& global, uint64_t physical_memory) {
+    if (global.max_buffer_memory != 0) return global.max_buffer_memory;
+    constexpr uint64_t kBuffer = 32 * 1024;
+    const uint64_t one_per_direction = uint64_t{global.max_sessions} * 2 * kBuffer;
+    return std::max(kMinBufferMemory, std::min(one_per_direction, physical_memory / 4));
 }
 
 }  // namespace ringlb::config

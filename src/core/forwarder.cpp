@@ -14,6 +14,9 @@ namespace {
 constexpr auto kMaxPollWait = std::chrono::milliseconds(250);
 // After an accept error (EMFILE and friends) accepting pauses this long instead of spinning.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
+// A closed session waits at most this long for its cancelled requests (see abandon_pending()).
+constexpr auto kDefaultClosingGrace = std::chrono::milliseconds(5000);
+constexpr auto kMinClosingGrace = std::chrono::milliseconds(100);
 
 Op recv_op(Side source) { return source == Side::Client ? Op::RecvClient : Op::RecvServer; }
 Op send_op(Side destination) { return destination == Side::Client ? Op::SendClient : Op::SendServer; }
@@ -604,14 +607,23 @@ EndCause reset_of(Side side) { return side == Side::Client ? EndCause::ClientRes
 
 void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion) {
     Flow& flow = session.flow_from(source);
-    flow.recv_pending = false;
+    if (!completion.more) flow.recv_pending = false;  // a multishot receive stays armed until then
     if (session.state == Session::State::Handshake) {
         on_proxy_header(slot, session, completion);
         return;
     }
     if (completion.result > 0 && session.state != Session::State::Closing) {
-        flow.push({completion.buffer_id, 0, static_cast<uint16_t>(completion.result)});
-        flow.queued_bytes += static_cast<uint32_t>(completion.result);
+        if (flow.full() && flow.back().end + static_cast<uint32_t>(completion.result) > engine_.buffer_size()) {
+            // The room given to each receive makes this impossible; never lose bytes silently.
+            engine_.release_buffer(completion.buffer_id);
+            log_.error("session ", slot, ": a receive from the ", to_string(source),
+                       " found no room in its queue: session reset");
+            close_session(slot, session, true, EndCause::Error);
+            return;
+        }
+        queue_received(flow, completion);
+        const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
+        stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
         pump(slot, session, source);
         return;
@@ -627,6 +639,25 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
         log_.debug("session ", slot, ": recv from ", to_string(source), ": ", errno_text(completion.result));
         close_session(slot, session, true, reset_of(source));
     }
+}
+
+// Bytes that fit behind the last queued chunk are copied there and their buffer goes back at
+// once: a peer sending tiny segments then holds buffers by the bytes it has queued, not by the
+// number of its segments. Bulk arrivals fill whole buffers and are never copied. Appending is safe
+// while a send of that chunk is in flight: the send covers only the bytes queued when it began.
+void Forwarder::queue_received(Flow& flow, const engine::Completion& completion) {
+    const auto size = static_cast<uint32_t>(completion.result);
+    flow.queued_bytes += size;
+    if (flow.count > 0) {
+        Flow::Chunk& tail = flow.back();
+        if (tail.end + size <= engine_.buffer_size()) {
+            std::memcpy(engine_.buffer_data(tail.buffer) + tail.end, engine_.buffer_data(completion.buffer_id), size);
+            tail.end = static_cast<uint16_t>(tail.end + size);
+            engine_.release_buffer(completion.buffer_id);
+            return;
+        }
+    }
+    flow.push({completion.buffer_id, 0, static_cast<uint16_t>(size)});
 }
 
 void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int result) {
@@ -697,11 +728,11 @@ void Forwarder::on_shutdown(uint32_t slot, Session& session, Side destination) {
 void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     Flow& flow = session.flow_from(source);
     const Side destination = other(source);
-    if (!flow.recv_pending && !flow.eof && !flow.full() && flow.queued_bytes < global_.buffer_size) {
-        // The whole room: an engine that receives ahead (multishot) takes no more than this.
-        const uint32_t room = global_.buffer_size - flow.queued_bytes;
-        engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
-        flow.recv_pending = true;
+    if (!flow.recv_pending && !flow.eof) {
+        if (const uint32_t room = receive_room(flow); room > 0) {
+            engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
+            flow.recv_pending = true;
+        }
     }
     if (flow.send_pending || flow.shutdown_pending) return;
     if (flow.count > 0) {
@@ -721,6 +752,21 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     }
 }
 
+// The room a flow's next receive gets. At most what buffer_size leaves; at most what its free
+// chunk slots can take whatever the segment sizes (a receive of more than one buffer may
+// deliver one buffer past its room, and a chunk that cannot take an arrival whole starts a new
+// one, so two consecutive chunks always hold more than a buffer); and while the process's buffers
+// are under pressure, one buffer for a flow that holds none and nothing for one that holds some.
+uint32_t Forwarder::receive_room(const Flow& flow) const {
+    if (flow.queued_bytes >= global_.buffer_size || flow.full()) return 0;
+    const uint32_t buffer = engine_.buffer_size();
+    const uint32_t left = global_.buffer_size - flow.queued_bytes;
+    if (engine_.buffers_under_pressure()) return flow.count > 0 ? 0 : std::min(left, buffer);
+    const uint32_t pairs = (Flow::kMaxChunks - flow.count - 1u) / 2u;
+    const uint32_t slots_allow = pairs >= 2 ? pairs * buffer : buffer;
+    return std::min(left, slots_allow);
+}
+
 // ---- closing -----------------------------------------------------------------------------
 
 // Stops the session: pending requests are cancelled and the slot is released once the last of
@@ -733,6 +779,37 @@ void Forwarder::close_session(uint32_t slot, Session& session, bool abortive, En
     for (Side side : {Side::Client, Side::Server})
         if (session.has_pending(side)) engine_.cancel(session.fd(side).get());
     release_if_quiet(slot, session);
+    if (session.state == Session::State::Closing && session.has_pending())  // not released yet
+        timers_.add({now_ + closing_grace(session), slot, sessions_.generation(slot), 0, TimerKind::Closing});
+}
+
+// How long a closed session may wait for its cancelled requests: as long as a connect may take.
+std::chrono::milliseconds Forwarder::closing_grace(const Session& session) const {
+    if (session.admitted && rules_[session.rule]) return std::max(rules_[session.rule]->config.connect_timeout, kMinClosingGrace);
+    return kDefaultClosingGrace;
+}
+
+// Every cancelled request completes in a working engine; this is the bound if one does not. The
+// engine takes the descriptors that still have requests (and the buffers a send may still read),
+// closes each once the kernel holds none of its requests, and the slot and every count the session
+// held are released now.
+void Forwarder::abandon_pending(uint32_t slot, Session& session) {
+    ++stats_.sessions_abandoned;
+    log_.warn("session ", slot, ": ", describe(slot, session), ": requests still pending ",
+              as_ms(closing_grace(session)), " ms after it was closed; handed to the engine");
+    for (Side side : {Side::Client, Side::Server}) {
+        if (!session.has_pending(side) || !session.fd(side)) continue;
+        Flow& toward = session.flow_from(other(side));
+        std::vector<uint16_t> held;
+        if (toward.send_pending)
+            for (; toward.count > 0; toward.pop()) held.push_back(toward.front().buffer);
+        net::set_abortive_close(session.fd(side).get());
+        engine_.abandon(std::move(session.fd(side)), held);
+    }
+    for (Flow* flow : {&session.upstream, &session.downstream})
+        flow->recv_pending = flow->send_pending = flow->shutdown_pending = false;
+    session.connect_pending = false;
+    release(slot, session);
 }
 
 void Forwarder::release_if_quiet(uint32_t slot, Session& session) {
@@ -822,6 +899,10 @@ void Forwarder::on_timer(const TimerEntry& entry) {
     }
     if (!sessions_.is_current(entry.slot, entry.generation)) return;
     Session& session = sessions_[entry.slot];
+    if (entry.kind == TimerKind::Closing) {
+        if (session.state == Session::State::Closing && session.has_pending()) abandon_pending(entry.slot, session);
+        return;
+    }
     if (entry.kind == TimerKind::Connect) {
         if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
@@ -920,6 +1001,11 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.rejects.no_server += stats_.no_server_left;
     snapshot.rejects.untrusted_proxy += stats_.rejected_untrusted_proxy;
     snapshot.rejects.max_handshakes += stats_.rejected_max_handshakes;
+    snapshot.sessions_abandoned += stats_.sessions_abandoned;
+    const engine::BufferStats buffers = engine_.buffer_stats();
+    snapshot.buffer_size = engine_.buffer_size();
+    snapshot.workers.push_back({buffers.held, buffers.offered, buffers.made, buffers.resident_free,
+                                stats_.peak_session_buffers});
     for (size_t i = 0; i < slots.size() && i < snapshot.rules.size(); ++i) {
         if (slots[i] >= rules_.size() || !rules_[slots[i]]) continue;
         const Rule& rule = *rules_[slots[i]];

@@ -3,11 +3,11 @@
 // reads again it gets every byte.
 #include <sys/socket.h>
 
-#include <fstream>
 
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "prng_stream.hpp"
+#include "proc_stats.hpp"
 #include "stream_client.hpp"
 #include "test_helpers.hpp"
 
@@ -20,20 +20,6 @@ constexpr std::uint64_t kSlowId = 0x510E0001;
 constexpr unsigned kFastConnections = 10;
 constexpr std::uint64_t kFastFirstId = 0xFA570000;
 constexpr std::uint64_t kFastBytes = 2 * 1024 * 1024;
-
-long resident_kib(pid_t pid) {
-    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-    std::string key;
-    long value = -1;
-    while (status >> key) {
-        if (key == "VmRSS:") {
-            status >> value;
-            break;
-        }
-        std::getline(status, key);
-    }
-    return value;
-}
 
 std::string stream_bytes(std::uint64_t seed, std::uint64_t count) {
     std::string bytes(count, '\0');
@@ -60,7 +46,7 @@ TEST_CASE("a stalled reader holds back only its own session and gets every byte 
                                                       rule("fast", fast_port, fast_backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
-    const long rss_before = resident_kib(ringlb.pid());
+    const long rss_before = resident_kib_of(ringlb.pid()).value_or(0);
 
     // The slow client sends its whole stream but reads nothing for now.
     UniqueFd slow = connect_to(slow_port);
@@ -76,7 +62,7 @@ TEST_CASE("a stalled reader holds back only its own session and gets every byte 
     REQUIRE(fast.size() == kFastConnections);
     for (const auto& result : fast) CHECK_MESSAGE(result.ok(kFastBytes), result.describe());
 
-    const long rss_stalled = resident_kib(ringlb.pid());
+    const long rss_stalled = resident_kib_of(ringlb.pid()).value_or(0);
     INFO("ringlb RSS before ", rss_before, " KiB, while a reader is stalled ", rss_stalled, " KiB");
     // 16 MiB wait for the slow client; ringlb may hold only buffer_size (64 KiB) of them plus its
     // pool's warm buffers: the rest stays in the kernel's socket buffers or at the backend.

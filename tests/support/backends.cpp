@@ -254,6 +254,49 @@ private:
     bool replied_ = false;
 };
 
+class PullOrEchoSession final : public BackendSession {
+public:
+    explicit PullOrEchoSession(std::uint64_t pull_bytes) : pull_bytes_(pull_bytes) {}
+    void on_receive(std::span<const std::uint8_t> bytes) override {
+        if (mode_ == Mode::Echo) {
+            unsent_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+            return;
+        }
+        if (mode_ == Mode::Pull) return;  // anything after the request is ignored
+        head_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        if (head_[0] != 'P') {
+            mode_ = Mode::Echo;
+            unsent_ = std::move(head_);
+        } else if (head_.size() >= 9) {
+            std::uint64_t id = 0;
+            for (int i = 0; i < 8; ++i) id |= std::uint64_t{static_cast<std::uint8_t>(head_[1 + i])} << (8 * i);
+            stream_.emplace(server_to_client_seed(id));
+            mode_ = Mode::Pull;
+        }
+    }
+    void on_peer_eof() override { eof_ = true; }
+    std::size_t produce(std::span<std::uint8_t> out) override {
+        if (mode_ == Mode::Echo) return take_from(unsent_, out);
+        if (mode_ != Mode::Pull) return 0;
+        const auto count = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), pull_bytes_ - stream_->position()));
+        stream_->fill(out.first(count));
+        return count;
+    }
+    WhenDrained when_drained() override {
+        if (mode_ == Mode::Pull) return stream_->position() == pull_bytes_ ? WhenDrained::ShutdownWrite : WhenDrained::KeepOpen;
+        return eof_ && mode_ == Mode::Echo ? WhenDrained::ShutdownWrite : WhenDrained::KeepOpen;
+    }
+
+private:
+    enum class Mode { Undecided, Echo, Pull };
+    std::uint64_t pull_bytes_;
+    Mode mode_ = Mode::Undecided;
+    std::string head_;
+    std::string unsent_;
+    std::optional<PrngStream> stream_;
+    bool eof_ = false;
+};
+
 }  // namespace
 
 class WriteFirstSession final : public BackendSession {
@@ -338,6 +381,10 @@ NameBackend::NameBackend(std::string name, std::uint16_t port, std::string ipv4)
 EchoBackend::EchoBackend(std::string after_eof, std::chrono::milliseconds after_eof_delay)
     : after_eof_(std::move(after_eof)), after_eof_delay_(after_eof_delay) {
     start([this] { return std::make_unique<EchoSession>(after_eof_, after_eof_delay_); });
+}
+
+PullOrEchoBackend::PullOrEchoBackend(std::uint64_t pull_bytes) : pull_bytes_(pull_bytes) {
+    start([this] { return std::make_unique<PullOrEchoSession>(pull_bytes_); });
 }
 
 WriteFirstBackend::WriteFirstBackend(std::string greeting) : greeting_(std::move(greeting)) {

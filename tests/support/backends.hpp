@@ -127,6 +127,19 @@ private:
     std::vector<std::string> received_;
 };
 
+// Serves two kinds of client on one port, told apart by their first byte. 'P' and an 8-byte id
+// (little endian) ask for `pull_bytes` bytes of PrngStream(server_to_client_seed(id)), then a FIN;
+// any other first byte makes the connection an echo of every byte (that one included) until EOF.
+// For tests where clients that never read and fresh interactive clients share one rule.
+class PullOrEchoBackend final : public PollServer {
+public:
+    explicit PullOrEchoBackend(std::uint64_t pull_bytes);
+    ~PullOrEchoBackend() override { stop(); }
+
+private:
+    std::uint64_t pull_bytes_;
+};
+
 // Seeds of the two directions of one integrity connection, derived from its 8-byte id.
 std::uint64_t client_to_server_seed(std::uint64_t connection_id);
 std::uint64_t server_to_client_seed(std::uint64_t connection_id);

@@ -114,7 +114,8 @@ config::AdminConfig tcp_admin_config(const std::vector<std::string>& allow = {"1
 engine::EngineOptions small_engine() {
     engine::EngineOptions options;
     options.buffer_size = 4096;
-    options.buffer_count = 32;
+    options.initial_buffers = 32;
+    options.max_buffers = 32;
     options.queue_depth = 64;
     return options;
 }

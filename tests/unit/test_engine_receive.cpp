@@ -1,6 +1,7 @@
 // Receives as both engines perform them, on a socket pair: the room a receive is given bounds what
-// the engine takes from the socket, bytes arrive whole and in order, and forget() gives back
-// every buffer, including those a multishot receive took ahead of the caller.
+// the engine takes from the socket, bytes arrive whole and in order, every completion reaches the
+// caller (the engine keeps no received bytes of its own), a cancelled receive always completes,
+// and an abandoned descriptor is closed only once the kernel holds nothing on it.
 #include <doctest/doctest.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <fcntl.h>
 #include <functional>
 #include <memory>
 #include <string>
@@ -58,8 +60,8 @@ std::unique_ptr<Engine> make_or_skip(const Variant& variant, const EngineOptions
     }
 }
 
-// Whether the engine receives ahead with multishot requests (the features before "; not used").
-bool receives_ahead(const Engine& engine) {
+// Whether the engine receives with multishot requests (the features before "; not used").
+bool multishot(const Engine& engine) {
     const std::string features = engine.features();
     const std::string used = features.substr(0, features.find(';'));
     return used.find("multishot-recv") != std::string::npos;
@@ -99,6 +101,15 @@ size_t unread(int fd) {
     return static_cast<size_t>(bytes);
 }
 
+EngineOptions pool_of(uint32_t buffer_size, uint32_t count) {
+    EngineOptions options;
+    options.buffer_size = buffer_size;
+    options.initial_buffers = count;
+    options.max_buffers = count;
+    options.queue_depth = 256;
+    return options;
+}
+
 // Polls until `count` completions have come (or two seconds have passed).
 std::vector<Completion> poll_for(Engine& engine, size_t count) {
     Collector collector;
@@ -116,43 +127,52 @@ void settle(Engine& engine) {
 
 }  // namespace
 
-TEST_CASE("a receive takes no more from the socket than its room, and bytes arrive whole and in order") {
+TEST_CASE("a receive delivers no more than its room and one buffer, and bytes arrive whole and in order") {
     for (const Variant& variant : variants()) {
         const std::string name = variant.name;
         CAPTURE(name);
-        const auto engine = make_or_skip(variant, EngineOptions{kBuffer, 64, 256});
+        const auto engine = make_or_skip(variant, pool_of(kBuffer, 64));
         if (!engine) continue;
         Pair pair = socket_pair(*engine);
         const size_t written = fill(pair.writer.get());
         REQUIRE(written > 4 * kBuffer);
 
         const uint32_t room = 2 * kBuffer;
-        engine->recv(pair.reader.get(), room, 1);
-        const auto first = poll_for(*engine, 1);
-        REQUIRE(first.size() == 1);
-        CHECK(first[0].user_data == 1);
-        CHECK(first[0].result == static_cast<int32_t>(kBuffer));
-        REQUIRE(first[0].has_buffer);
-        settle(*engine);  // no further ask: an engine that receives ahead stops at the room
-        const size_t taken = receives_ahead(*engine) ? room : kBuffer;
+        std::string received;
+        // One receive: its completions until one says it is done (more = false).
+        const auto receive_once = [&](uint64_t user_data) {
+            engine->recv(pair.reader.get(), room, user_data);
+            size_t delivered = 0;
+            bool done = false;
+            bool eof = false;
+            const auto deadline = std::chrono::steady_clock::now() + 2s;
+            while (!done && std::chrono::steady_clock::now() < deadline) {
+                Collector collector;
+                engine->poll(20ms, collector);
+                for (const Completion& c : collector.completions) {
+                    REQUIRE(c.user_data == user_data);
+                    REQUIRE(c.result >= 0);
+                    done = !c.more;
+                    eof = eof || c.result == 0;
+                    if (!c.has_buffer) continue;
+                    received.append(reinterpret_cast<const char*>(engine->buffer_data(c.buffer_id)),
+                                    static_cast<size_t>(c.result));
+                    delivered += static_cast<size_t>(c.result);
+                    engine->release_buffer(c.buffer_id);
+                }
+            }
+            REQUIRE(done);
+            CHECK(delivered <= room + kBuffer);
+            return eof;
+        };
+        receive_once(1);
+        settle(*engine);  // nothing armed any more: nothing more is taken from the socket
+        const size_t taken = received.size();
+        CHECK(taken == (multishot(*engine) ? room : kBuffer));
         CHECK(unread(pair.reader.get()) == written - taken);
 
-        // Now read everything, one buffer per ask, giving each back: every byte in order.
-        std::string received(reinterpret_cast<const char*>(engine->buffer_data(first[0].buffer_id)), kBuffer);
-        engine->release_buffer(first[0].buffer_id);
         ::shutdown(pair.writer.get(), SHUT_WR);
-        bool eof = false;
-        while (!eof) {
-            engine->recv(pair.reader.get(), room, 2);
-            const auto next = poll_for(*engine, 1);
-            REQUIRE(next.size() == 1);
-            REQUIRE(next[0].result >= 0);
-            eof = next[0].result == 0;
-            if (next[0].has_buffer) {
-                const std::byte* data = engine->buffer_data(next[0].buffer_id);
-                received.append(reinterpret_cast<const char*>(data), static_cast<size_t>(next[0].result));
-                engine->release_buffer(next[0].buffer_id);
-            }
+        while (!receive_once(2)) {
         }
         REQUIRE(received.size() == written);
         size_t first_wrong = written;
@@ -163,41 +183,102 @@ TEST_CASE("a receive takes no more from the socket than its room, and bytes arri
     }
 }
 
-TEST_CASE("forget() gives back every buffer, also those taken ahead of the caller") {
+TEST_CASE("every received buffer reaches the caller: the engine holds none of its own") {
+    for (const Variant& variant : variants()) {
+        const std::string name = variant.name;
+        CAPTURE(name);
+        constexpr uint32_t kSmall = 4096;
+        const auto engine = make_or_skip(variant, pool_of(kSmall, 64));
+        if (!engine) continue;
+        Pair pair = socket_pair(*engine);
+        // A caller that keeps every buffer it gets, as a session whose destination stalled does.
+        std::vector<uint16_t> kept;
+        for (int round = 0; round < 20; ++round) {
+            for (int i = 0; i < 3; ++i) REQUIRE(::send(pair.writer.get(), "x", 1, MSG_NOSIGNAL) == 1);
+            engine->recv(pair.reader.get(), 8 * kSmall, 7);
+            bool done = false;
+            const auto deadline = std::chrono::steady_clock::now() + 2s;
+            while (!done && std::chrono::steady_clock::now() < deadline) {
+                Collector collector;
+                engine->poll(10ms, collector);
+                for (const Completion& c : collector.completions) {
+                    if (c.has_buffer) kept.push_back(c.buffer_id);
+                    done = !c.more;
+                }
+                if (!done && collector.completions.empty()) {  // a multishot still armed: end it
+                    engine->cancel(pair.reader.get());
+                }
+            }
+            REQUIRE(done);
+            CHECK(engine->buffer_stats().held == kept.size());
+        }
+        for (uint16_t id : kept) engine->release_buffer(id);
+        CHECK(engine->buffer_stats().held == 0);
+        engine->forget(pair.reader.get());
+    }
+}
+
+TEST_CASE("a receive cancelled while the buffer ring is empty completes as cancelled") {
     for (const Variant& variant : variants()) {
         const std::string name = variant.name;
         CAPTURE(name);
         constexpr uint32_t kCount = 16;
-        constexpr uint32_t kSmall = 4096;  // the whole pool fits in what a socket pair holds
-        const auto engine = make_or_skip(variant, EngineOptions{kSmall, kCount, 256});
+        constexpr uint32_t kSmall = 4096;
+        const auto engine = make_or_skip(variant, pool_of(kSmall, kCount));
         if (!engine) continue;
-        // A socket whose receive was answered once and then dropped, with more bytes waiting.
-        {
-            Pair first = socket_pair(*engine);
-            fill(first.writer.get());
-            engine->recv(first.reader.get(), 4 * kSmall, 1);
-            const auto got = poll_for(*engine, 1);
-            REQUIRE(got.size() == 1);
-            REQUIRE(got[0].has_buffer);
-            engine->release_buffer(got[0].buffer_id);
-            settle(*engine);
-            engine->forget(first.reader.get());
-        }
-        settle(*engine);
-        // Every buffer of the pool can be held at once again.
-        Pair second = socket_pair(*engine);
-        fill(second.writer.get());
+        // Every buffer of the pool is held.
+        Pair full = socket_pair(*engine);
+        fill(full.writer.get());
         std::vector<uint16_t> held;
         const auto deadline = std::chrono::steady_clock::now() + 3s;
         while (held.size() < kCount && std::chrono::steady_clock::now() < deadline) {
-            engine->recv(second.reader.get(), (kCount - static_cast<uint32_t>(held.size())) * kSmall, 2);
+            engine->recv(full.reader.get(), kSmall, 1);
             const auto got = poll_for(*engine, 1);
-            if (got.empty()) break;  // no buffer came back: one was lost
+            REQUIRE(got.size() == 1);
             REQUIRE(got[0].result > 0);
             held.push_back(got[0].buffer_id);
         }
-        CHECK(held.size() == kCount);
+        REQUIRE(held.size() == kCount);
+        // A receive and its cancel in the same round, on a socket whose peer says nothing.
+        Pair silent = socket_pair(*engine);
+        engine->recv(silent.reader.get(), kSmall, 2);
+        engine->cancel(silent.reader.get());
+        const auto got = poll_for(*engine, 1);
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].user_data == 2);
+        CHECK(got[0].result == -ECANCELED);
+        CHECK_FALSE(got[0].more);
         for (uint16_t id : held) engine->release_buffer(id);
+        engine->forget(silent.reader.get());
+        engine->forget(full.reader.get());
+    }
+}
+
+TEST_CASE("an abandoned descriptor is closed once nothing is pending on it, and its number's next socket is unaffected") {
+    for (const Variant& variant : variants()) {
+        const std::string name = variant.name;
+        CAPTURE(name);
+        const auto engine = make_or_skip(variant, pool_of(4096, 64));
+        if (!engine) continue;
+        Pair first = socket_pair(*engine);
+        const int number = first.reader.get();
+        engine->recv(number, 4096, 1);
+        settle(*engine);  // armed, nothing arrives
+        const uint16_t no_buffers[1] = {};
+        engine->abandon(std::move(first.reader), std::span<const uint16_t>(no_buffers, 0));
+        settle(*engine);  // the orphaned receive's completion reaches nobody
+        CHECK(::fcntl(number, F_GETFD) == -1);  // closed by the engine once the kernel let go
+        // The next socket may get the same number: its receives see only its own bytes.
+        Pair second = socket_pair(*engine);
+        REQUIRE(::send(second.writer.get(), "fresh", 5, MSG_NOSIGNAL) == 5);
+        engine->recv(second.reader.get(), 4096, 2);
+        const auto got = poll_for(*engine, 1);
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].user_data == 2);
+        REQUIRE(got[0].result == 5);
+        CHECK(std::string(reinterpret_cast<const char*>(engine->buffer_data(got[0].buffer_id)), 5) == "fresh");
+        engine->release_buffer(got[0].buffer_id);
+        settle(*engine);
         engine->forget(second.reader.get());
     }
 }

@@ -10,6 +10,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
+#include <algorithm>
 
 #include "ringlb/core/forwarder.hpp"
 
@@ -48,6 +50,12 @@ public:
     void shutdown_write(int fd, UserData ud) override { record(Kind::Shutdown, fd, ud); }
     void cancel(int fd) override { cancelled.insert(fd); }
     void forget(int) override {}
+    void abandon(net::UniqueFd fd, std::span<const uint16_t> held) override {
+        abandoned.push_back(fd.get());
+        for (const uint16_t id : held) released.push_back(id);
+    }
+    engine::BufferStats buffer_stats() const override { return {}; }
+    bool buffers_under_pressure() const override { return under_pressure; }
 
     std::byte* buffer_data(uint16_t id) override { return reinterpret_cast<std::byte*>(buffers[id]); }
     void release_buffer(uint16_t id) override { released.push_back(id); }
@@ -92,15 +100,17 @@ public:
     void complete(const Request& request, int result, bool more = false) {
         ready.push_back(Completion{request.user_data, result, more, false, 0});
     }
-    void complete_recv(const Request& request, const std::string& bytes, uint16_t buffer) {
+    void complete_recv(const Request& request, const std::string& bytes, uint16_t buffer, bool more = false) {
         std::memcpy(buffers[buffer], bytes.data(), bytes.size());
-        ready.push_back(Completion{request.user_data, static_cast<int32_t>(bytes.size()), false, true, buffer});
+        ready.push_back(Completion{request.user_data, static_cast<int32_t>(bytes.size()), more, true, buffer});
     }
 
     std::deque<Request> requests;
     std::deque<Completion> ready;
     std::set<int> cancelled;
     std::vector<uint16_t> released;
+    std::vector<int> abandoned;  // descriptors handed over by abandon()
+    bool under_pressure = false;
     char buffers[4][1024]{};
 };
 
@@ -228,33 +238,112 @@ TEST_CASE("chunks queued behind a send leave together in one gathered send") {
     Harness h(config_with_servers({"127.0.0.1:1"}));
     LoopbackPair pair;
     const auto [client_fd, server_fd] = h.establish(pair);
+    // 1000 bytes of a 1024-byte buffer: what follows cannot join them in their buffer.
+    const std::string one(1000, '1');
+    const std::string big(1000, 'b');
+    const std::string other(100, 'o');
 
-    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "one", 0);
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), one, 0);
     h.turn();
     auto first = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
-    CHECK(first.bytes == "one");
+    CHECK(first.bytes == one);
     // Two more chunks arrive while "one" is in flight: they wait, and then go out as one send.
-    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "two", 1);
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), big, 1);
     h.turn();
-    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "three", 2);
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), other, 2);
     h.turn();
     CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Send, server_fd));
-    h.engine.complete(first, 3);
+    h.engine.complete(first, 1000);
     h.turn();
     CHECK(h.engine.released == std::vector<uint16_t>{0});
     auto gathered = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
-    CHECK(gathered.bytes == "twothree");
+    CHECK(gathered.bytes == big + other);
 
     // A short send that ends inside the second chunk frees the first buffer only.
-    h.engine.complete(gathered, 5);
+    h.engine.complete(gathered, 1003);
     h.turn();
     CHECK(h.engine.released == std::vector<uint16_t>{0, 1});
     auto rest = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
-    CHECK(rest.bytes == "ree");
-    h.engine.complete(rest, 3);
+    CHECK(rest.bytes == other.substr(3));
+    h.engine.complete(rest, 97);
     h.turn();
     CHECK(h.engine.released == std::vector<uint16_t>{0, 1, 2});
     CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Send, server_fd));
+}
+
+TEST_CASE("tiny segments join the last queued chunk: a flow holds buffers by its bytes, not its segments") {
+    Harness h(config_with_servers({"127.0.0.1:1"}));
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+
+    h.engine.complete_recv(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), "a", 0);
+    h.turn();
+    auto stalled = h.engine.take(ScriptedEngine::Kind::Send, server_fd);  // never completes for now
+    // A multishot receive delivers 500 one-byte segments into buffers 1 and 2 in turn: each is
+    // copied behind the queued "a" and its buffer goes back at once.
+    const auto multishot = h.engine.take(ScriptedEngine::Kind::Recv, client_fd);
+    for (int i = 0; i < 500; ++i) {
+        h.engine.complete_recv(multishot, "x", static_cast<uint16_t>(1 + i % 2), true);
+        h.turn();
+    }
+    CHECK(h.engine.released.size() == 500);
+    CHECK(h.forwarder.stats().peak_session_buffers == 1);
+    CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Recv, client_fd));  // the multishot is still armed
+    h.engine.complete(stalled, 1);
+    h.turn();
+    CHECK(h.engine.take(ScriptedEngine::Kind::Send, server_fd).bytes == std::string(500, 'x'));
+}
+
+TEST_CASE("a receive's room fits the free chunk slots, and under pressure a flow holding a buffer waits") {
+    Harness h(config_with_servers({"127.0.0.1:1"}));
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+    // Eight slots, each a 1024-byte buffer: three buffers of room (a multishot may deliver one more,
+    // and every two consecutive chunks hold more than a buffer, so seven slots are enough).
+    auto recv = h.engine.take(ScriptedEngine::Kind::Recv, client_fd);
+    CHECK(recv.length == 3 * 1024);
+    h.engine.complete_recv(recv, std::string(1024, 'a'), 0);
+    h.turn();
+    auto send = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
+    recv = h.engine.take(ScriptedEngine::Kind::Recv, client_fd);
+    CHECK(recv.length == 3 * 1024);  // seven slots free
+
+    // Under pressure a flow that holds a buffer whose send is in flight asks for nothing more
+    // until that send completes; then for one buffer.
+    h.engine.under_pressure = true;
+    h.engine.complete_recv(recv, std::string(1024, 'b'), 1);
+    h.turn();
+    CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Recv, client_fd));
+    h.engine.complete(send, 1024);
+    h.turn();
+    send = h.engine.take(ScriptedEngine::Kind::Send, server_fd);
+    CHECK_FALSE(h.engine.has(ScriptedEngine::Kind::Recv, client_fd));  // "b" is still queued
+    h.engine.complete(send, 1024);
+    h.turn();
+    CHECK(h.engine.take(ScriptedEngine::Kind::Recv, client_fd).length == 1024);
+}
+
+TEST_CASE("a closed session whose requests never complete is released after its grace") {
+    config::Config config = config_with_servers({"127.0.0.1:1"});
+    config.rules[0].connect_timeout = std::chrono::milliseconds(100);
+    Harness h(config);
+    LoopbackPair pair;
+    const auto [client_fd, server_fd] = h.establish(pair);
+    const auto client_recv = h.engine.take(ScriptedEngine::Kind::Recv, client_fd);
+    h.engine.complete_recv(client_recv, "stuck", 3);
+    h.turn();
+    REQUIRE(h.engine.has(ScriptedEngine::Kind::Send, server_fd));  // its send never completes
+    h.engine.complete(h.engine.take(ScriptedEngine::Kind::Recv, client_fd), -ECONNRESET);
+    h.turn();
+    CHECK(h.engine.cancelled.count(server_fd) == 1);
+    CHECK(h.forwarder.active_sessions() == 1);  // waiting for the cancelled send and receive
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    h.turn();
+    CHECK(h.forwarder.active_sessions() == 0);
+    CHECK(h.forwarder.stats().sessions_abandoned == 1);
+    CHECK(h.engine.abandoned == std::vector<int>{server_fd});
+    // The buffer the stuck send was reading went to the engine with the descriptor, not to the pool.
+    CHECK(std::count(h.engine.released.begin(), h.engine.released.end(), 3) == 1);
 }
 
 TEST_CASE("a reset on one side cancels the other side and frees the slot only when all completed") {

@@ -328,6 +328,9 @@ public:
     void shutdown_write(int, engine::UserData) override {}
     void cancel(int) override {}
     void forget(int) override {}
+    void abandon(net::UniqueFd, std::span<const uint16_t>) override {}
+    engine::BufferStats buffer_stats() const override { return {}; }
+    bool buffers_under_pressure() const override { return false; }
     std::byte* buffer_data(uint16_t id) override { return reinterpret_cast<std::byte*>(buffers[id]); }
     void release_buffer(uint16_t) override {}
     uint32_t buffer_size() const override { return 1024; }

@@ -80,6 +80,15 @@ struct RuleSnapshot {
     std::vector<ServerSnapshot> servers;
 };
 
+// One worker's receive buffers.
+struct WorkerBuffers {
+    uint32_t held = 0;           // by sessions: bytes received and not yet sent on
+    uint32_t offered = 0;        // waiting in the kernel for bytes to arrive (io_uring)
+    uint32_t made = 0;           // buffers the worker's pool has made so far
+    uint32_t resident_free = 0;  // free buffers whose pages are not given back yet
+    uint32_t peak_session = 0;   // the most buffers one session of this worker held at once
+};
+
 struct Snapshot {
     std::string version;
     std::string engine;    // "uring" / "epoll"
@@ -93,6 +102,12 @@ struct Snapshot {
     uint64_t accept_errors = 0;
     uint64_t idle_timeouts = 0;
     RejectCounts rejects;  // including clients no rule took (acl)
+    uint64_t sessions_abandoned = 0;  // closed sessions whose requests had to be handed to the engine
+    uint32_t buffer_size = 0;               // bytes per receive buffer
+    uint64_t buffer_memory_cap = 0;         // max_buffer_memory in force
+    uint64_t buffer_memory_in_use = 0;      // taken from it by the workers' pools now
+    uint64_t buffer_cap_reached = 0;        // times a pool found the cap reached
+    std::vector<WorkerBuffers> workers;     // in worker order
     std::vector<RuleSnapshot> rules;
 };
 

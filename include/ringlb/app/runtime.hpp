@@ -25,6 +25,7 @@
 namespace ringlb::engine {
 class Engine;
 class Dispatcher;
+class BufferBudget;
 }  // namespace ringlb::engine
 namespace ringlb::admin {
 class AdminServer;
@@ -80,6 +81,7 @@ private:
     void control_loop();
     void handle_signals();
     void drain_and_stop();
+    void report_buffer_cap();
 
     // Turns `next` into a plan over the current slots and applies it everywhere; on success
     // `config_` becomes `next`. Returns an error message or "" on success.
@@ -117,6 +119,9 @@ private:
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
     core::SessionLimits limits_;
+    std::shared_ptr<engine::BufferBudget> buffer_budget_;  // max_buffer_memory, shared by the workers' engines
+    uint64_t cap_reached_reported_ = 0;
+    std::chrono::steady_clock::time_point cap_reported_at_{};
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;
     std::vector<std::unique_ptr<Worker>> workers_;

@@ -37,6 +37,7 @@ public:
         Logger* log = nullptr;
         Logger* connection_log = nullptr;  // null: log_connections off
         core::SessionLimits* limits = nullptr;
+        std::shared_ptr<engine::BufferBudget> buffer_budget;  // shared by every worker's engine
         bool reuse_port = false;
     };
 

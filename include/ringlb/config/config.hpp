@@ -87,7 +87,10 @@ struct GlobalConfig {
     // max_sessions, see handshake_limit().
     uint32_t max_handshakes = 0;
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
-    uint32_t receive_buffers = 2048;   // per worker: the pool receives draw from, 32 KiB each
+    uint32_t receive_buffers = 2048;   // per worker: receive buffers (32 KiB each) ready at start
+    // Receive-buffer memory the whole process may hold; 0 = enough for every session to hold one
+    // buffer per direction, at most a quarter of the machine's memory (see buffer_memory_cap()).
+    uint64_t max_buffer_memory = 0;
     bool multishot_recv = true;        // io_uring: capped multishot receives where the kernel has them
     LogLevel log_level = LogLevel::Info;
     std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};  // SIGTERM: time sessions get to finish
@@ -102,6 +105,10 @@ struct GlobalConfig {
 // max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
 constexpr uint32_t kMinDerivedHandshakes = 8;
 uint32_t handshake_limit(const GlobalConfig& global);
+
+// The receive-buffer memory cap in force: max_buffer_memory, or its default for this machine
+// (`physical_memory` bytes of RAM) when it is 0.
+uint64_t buffer_memory_cap(const GlobalConfig& global, uint64_t physical_memory);
 
 // Where a control endpoint listens: a TCP address, or a unix socket path ("unix:/run/ringlb.sock").
 struct ControlListen {

@@ -49,6 +49,10 @@ struct ForwarderStats {
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
     uint64_t sessions_ended = 0;
+    // Sessions whose requests had not all completed kClosingGrace after they were closed: the
+    // engine took their descriptors and the slot was released.
+    uint64_t sessions_abandoned = 0;
+    uint32_t peak_session_buffers = 0;  // the most receive buffers one session held at once
 
     uint64_t rejected_total() const {
         return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
@@ -228,6 +232,8 @@ private:
     void on_connect(uint32_t slot, Session& session, int result);
     void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
+    void queue_received(Flow& flow, const engine::Completion& completion);
+    uint32_t receive_room(const Flow& flow) const;
     void on_send(uint32_t slot, Session& session, Side destination, int result);
     void consume_sent(Flow& flow, uint32_t sent);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
@@ -235,6 +241,8 @@ private:
 
     void close_session(uint32_t slot, Session& session, bool abortive, EndCause cause);
     void release_if_quiet(uint32_t slot, Session& session);
+    void abandon_pending(uint32_t slot, Session& session);
+    std::chrono::milliseconds closing_grace(const Session& session) const;
     void release(uint32_t slot, Session& session);
     void log_connection(uint32_t slot, const Session& session);
 

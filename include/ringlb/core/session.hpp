@@ -18,7 +18,8 @@ constexpr const char* to_string(Side side) { return side == Side::Client ? "clie
 
 // Bytes flowing one way: received from one socket into engine buffers, queued in order, sent
 // on to the other socket. One receive and one send in flight at most, so order is kept and a
-// slow reader holds back only the direction that feeds it.
+// slow reader holds back only the direction that feeds it. Each chunk is one receive buffer, so
+// a flow never holds more than kMaxChunks buffers, whatever the sizes of the segments it gets.
 struct Flow {
     struct Chunk {
         uint16_t buffer = 0;
@@ -39,6 +40,7 @@ struct Flow {
     bool finished = false;  // that FIN was passed on to the destination
 
     Chunk& front() { return chunks[head]; }
+    Chunk& back() { return chunks[(head + count - 1) % kMaxChunks]; }
     const Chunk& at(uint8_t position) const { return chunks[(head + position) % kMaxChunks]; }
     void push(const Chunk& chunk) {
         chunks[(head + count) % kMaxChunks] = chunk;

@@ -13,7 +13,7 @@ namespace ringlb::core {
 
 using Clock = std::chrono::steady_clock;
 
-enum class TimerKind : uint8_t { Connect, Idle, AcceptRetry };
+enum class TimerKind : uint8_t { Connect, Idle, AcceptRetry, Closing };
 
 struct TimerEntry {
     Clock::time_point deadline;

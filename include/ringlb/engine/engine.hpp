@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "ringlb/net/address.hpp"
+#include "ringlb/net/socket.hpp"
 
 namespace ringlb::engine {
 
@@ -21,7 +22,7 @@ using UserData = uint64_t;  // opaque to the engine; the core packs slot, genera
 struct Completion {
     UserData user_data = 0;
     int32_t result = 0;       // >= 0: bytes moved or accepted fd; < 0: -errno
-    bool more = false;        // accept only: the request stays armed and will complete again
+    bool more = false;        // accept and recv: the request stays armed and will complete again
     bool has_buffer = false;  // recv only: result bytes are in buffer `buffer_id`
     uint16_t buffer_id = 0;
 };
@@ -33,6 +34,8 @@ struct SendPart {
 };
 constexpr size_t kMaxSendParts = 8;
 constexpr uint32_t kMaxReceiveBuffer = 32 * 1024;
+
+class BufferBudget;
 
 class CompletionHandler {
 public:
@@ -50,11 +53,23 @@ struct EngineOptions {
     // through a saturated worker moved 15-30 % more than with 16 KiB; a chunk's 16-bit offsets
     // allow no more.
     uint32_t buffer_size = kMaxReceiveBuffer;
-    uint32_t buffer_count = 2048;      // receive buffers shared by all sessions of one engine
-    uint32_t queue_depth = 1024;       // submission queue entries (io_uring)
+    uint32_t initial_buffers = 2048;  // receive buffers ready at start; more are made on demand
+    uint32_t max_buffers = 65536;     // the most this engine's pool may hold (at most 65,536)
+    // The receive-buffer memory the whole process may hold (max_buffer_memory), shared by every
+    // worker's engine; null: the engine's own, of max_buffers buffers.
+    std::shared_ptr<BufferBudget> budget;
+    uint32_t queue_depth = 1024;  // submission queue entries (io_uring)
     // io_uring: receive with multishot requests capped by the caller's room, where the kernel
     // takes such caps (a start-up probe tells); otherwise one request per receive.
     bool multishot_recv = true;
+};
+
+// What the receive buffers of one engine are doing, for the metrics.
+struct BufferStats {
+    uint32_t held = 0;     // by sessions: received bytes not yet sent on
+    uint32_t offered = 0;  // waiting in the kernel for bytes to arrive (io_uring)
+    uint32_t made = 0;     // buffers this engine's pool has made so far
+    uint32_t resident_free = 0;  // free buffers whose pages are not given back yet
 };
 
 class Engine {
@@ -70,11 +85,13 @@ public:
     // with more = false (an error, or the kernel ended it), after which the caller re-arms.
     virtual void accept(int listen_fd, UserData user_data) = 0;
     virtual void connect(int fd, const net::SocketAddress& to, UserData user_data) = 0;
-    // The engine takes a buffer only once bytes arrive: an idle connection holds none. The
-    // completion names the buffer (at most buffer_size() bytes); the caller gives it back with
-    // release_buffer(). max_bytes is the room the caller has: an engine may receive ahead into
-    // more buffers for the next calls, but from this call on it holds no more than max_bytes of
-    // bytes the caller has not taken.
+    // The engine takes a buffer only once bytes arrive: an idle connection holds none. Each
+    // completion names one buffer (at most buffer_size() bytes); the caller gives it back with
+    // release_buffer(). A receive may complete several times (more = true: it stays armed) until
+    // it has delivered max_bytes in total, reached the end of the stream or an error, or the
+    // engine ended it (more = false); the caller asks again only after that. So max_bytes is the
+    // room the caller has, and every completion must find a place in it: a caller may receive up
+    // to one buffer past max_bytes when max_bytes is more than one buffer.
     virtual void recv(int fd, uint32_t max_bytes, UserData user_data) = 0;
     // Sends the parts (at most kMaxSendParts) in order, as one write. The bytes must stay valid
     // until the completion arrives; the span itself only during the call. May complete short.
@@ -88,10 +105,19 @@ public:
     virtual void cancel(int fd) = 0;
     // Drops what the engine knows of fd; call with nothing pending on it, right before close().
     virtual void forget(int fd) = 0;
+    // For a session that must go although requests on fd have not completed: the engine takes
+    // the descriptor and the buffers those requests may still read (a send's), ends the requests,
+    // drops their completions and closes the descriptor once the kernel holds none of them, so
+    // its number is not reused while a request could still act on it.
+    virtual void abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) = 0;
 
     virtual std::byte* buffer_data(uint16_t buffer_id) = 0;
     virtual void release_buffer(uint16_t buffer_id) = 0;
     virtual uint32_t buffer_size() const = 0;
+    virtual BufferStats buffer_stats() const = 0;
+    // The process's receive-buffer memory is above about three quarters of its cap: sessions whose
+    // sends are not moving should take no more than one buffer per direction.
+    virtual bool buffers_under_pressure() const = 0;
 
     // Thread-safe, the one call another thread may make: a poll() waiting now (or the next one)
     // returns soon, without a completion. Workers use it to notice messages from the control thread.

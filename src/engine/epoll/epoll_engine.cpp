@@ -21,7 +21,11 @@ bool is_per_connection_accept_error(int error) {
 }  // namespace
 
 EpollEngine::EpollEngine(const EngineOptions& options)
-    : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)), memory_(options.buffer_size, options.buffer_count), events_(256) {
+    : epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
+      budget_(options.budget ? options.budget
+                             : std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size)),
+      pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
+      events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd_) throw net::SystemError("eventfd", errno);
@@ -30,13 +34,11 @@ EpollEngine::EpollEngine(const EngineOptions& options)
     event.data.fd = wake_fd_.get();
     if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &event) < 0)
         throw net::SystemError("epoll_ctl add eventfd", errno);
-    free_buffers_.reserve(options.buffer_count);
-    for (uint32_t id = options.buffer_count; id > 0; --id) free_buffers_.push_back(static_cast<uint16_t>(id - 1));
 }
 
 std::string EpollEngine::features() const {
-    return "edge-triggered, " + std::to_string(memory_.buffer_count()) + " buffers of " +
-           std::to_string(memory_.buffer_size()) + " bytes taken on arrival";
+    return "edge-triggered, " + std::to_string(pool_.made()) + " to " + std::to_string(pool_.max_count()) +
+           " buffers of " + std::to_string(pool_.buffer_size()) + " bytes taken on arrival";
 }
 
 EpollEngine::FdState& EpollEngine::state(int fd) {
@@ -127,7 +129,12 @@ void EpollEngine::forget(int fd) {
     st = FdState{};
 }
 
-void EpollEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
+// Nothing of fd is in the kernel: its requests end here without completions, and the buffers
+// its send was reading are free at once.
+void EpollEngine::abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) {
+    forget(fd.get());
+    for (const uint16_t buffer : held_buffers) pool_.give(buffer);
+}
 
 // ---- the syscalls, performed when the socket is ready --------------------------------------
 
@@ -156,17 +163,18 @@ void EpollEngine::try_connect_result(int fd, FdState& st) {
 }
 
 void EpollEngine::try_recv(int fd, FdState& st) {
-    if (free_buffers_.empty()) {
+    const auto taken = pool_.take();
+    if (!taken) {
         if (!st.waiting_for_buffer) buffer_waiters_.push_back(fd);
         st.waiting_for_buffer = true;
         return;
     }
-    const uint16_t buffer = free_buffers_.back();
-    const uint32_t wanted = std::min(st.recv_max, memory_.buffer_size());
-    const ssize_t n = ::recv(fd, memory_.data(buffer), wanted, 0);
+    const uint16_t buffer = *taken;
+    const uint32_t wanted = std::min(st.recv_max, pool_.buffer_size());
+    const ssize_t n = ::recv(fd, pool_.data(buffer), wanted, 0);
+    if (n <= 0) pool_.give(buffer);
     if (n > 0) {
         st.drained = static_cast<uint32_t>(n) < wanted && !st.peer_closed;
-        free_buffers_.pop_back();
         st.receiving = false;
         ready_.push_back(Completion{st.recv_data, static_cast<int32_t>(n), false, true, buffer});
         return;
@@ -186,14 +194,22 @@ void EpollEngine::try_send(int fd, FdState& st) {
     finish_send(st, n >= 0 ? static_cast<int32_t>(n) : -errno);
 }
 
+// Oldest first, and only while buffers are to be had: a receive that still finds none goes back
+// to the head of the line.
 void EpollEngine::retry_buffer_waiters() {
-    while (!buffer_waiters_.empty() && !free_buffers_.empty()) {
-        const int fd = buffer_waiters_.back();
-        buffer_waiters_.pop_back();
+    while (!buffer_waiters_.empty()) {
+        const int fd = buffer_waiters_.front();
+        buffer_waiters_.pop_front();
         FdState& st = state(fd);
         if (!st.waiting_for_buffer) continue;  // cancelled or forgotten meanwhile
         st.waiting_for_buffer = false;
-        if (st.receiving) try_recv(fd, st);
+        if (!st.receiving) continue;
+        try_recv(fd, st);
+        if (st.waiting_for_buffer) {  // none to be had: it stays first in line
+            buffer_waiters_.pop_back();
+            buffer_waiters_.push_front(fd);
+            return;
+        }
     }
 }
 
@@ -205,6 +221,7 @@ void EpollEngine::wake() {
 }
 
 void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
+    pool_.tick(std::chrono::steady_clock::now());
     retry_buffer_waiters();
     const int wait_ms = ready_.empty() ? static_cast<int>(timeout.count()) : 0;
     const int count = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()), wait_ms);

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <memory>
 #include <stdexcept>
 
 #include "ringlb/net/socket.hpp"
@@ -80,7 +81,18 @@ void prep_capped_multishot(io_uring_sqe* sqe, int fd, uint32_t buffer_size, uint
 
 }  // namespace
 
-UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_size, options.buffer_count) {
+namespace {
+
+std::shared_ptr<BufferBudget> budget_of(const EngineOptions& options) {
+    if (options.budget) return options.budget;
+    return std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size);
+}
+
+}  // namespace
+
+UringEngine::UringEngine(const EngineOptions& options)
+    : budget_(budget_of(options)),
+      pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_) {
     set_up_ring(options);
     try {
         set_up_buffer_ring();
@@ -90,12 +102,13 @@ UringEngine::UringEngine(const EngineOptions& options) : memory_(options.buffer_
         arm_wake_read();
     } catch (...) {
         io_uring_queue_exit(&ring_);
+        if (buffer_ring_) ::munmap(buffer_ring_, buffer_ring_bytes_);
         throw;
     }
     if (options.multishot_recv && !multishot_recv_) note_unavailable("capped-multishot-recv");
-    features_ += " bufring=" + std::to_string(memory_.buffer_count()) + "x" + std::to_string(memory_.buffer_size()) +
-                 " multishot-accept" + (multishot_recv_ ? " multishot-recv" : "") +
-                 " recv-poll-first send-gather direct-shutdown";
+    features_ += " bufring=" + std::to_string(pool_.made()) + "x" + std::to_string(pool_.buffer_size()) +
+                 "..." + std::to_string(pool_.max_count()) + " multishot-accept" +
+                 (multishot_recv_ ? " multishot-recv" : "") + " recv-poll-first send-gather direct-shutdown";
     if (!unavailable_.empty()) features_ += "; unavailable here: " + unavailable_;
     features_ += std::string("; not used: ") + (options.multishot_recv ? "" : "multishot-recv (by configuration) ") +
                  "recv-bundle send-zc splice";
@@ -138,41 +151,44 @@ void UringEngine::set_up_ring(const EngineOptions& options) {
     throw_unavailable("io_uring_setup", error);
 }
 
+// One provided-buffer ring with room for every buffer the pool may make (at most 32,768 at a
+// time, the kernel's limit), of which only a window is filled.
 void UringEngine::set_up_buffer_ring() {
-    const uint32_t count = memory_.buffer_count();
-    if (count == 0 || (count & (count - 1)) != 0 || count > 32768)
-        throw EngineUnavailable("io_uring buffer count must be a power of two up to 32768");
-    buffer_ring_bytes_ = count * sizeof(io_uring_buf);
+    ring_entries_ = 1;
+    while (ring_entries_ < pool_.max_count() && ring_entries_ < 32768) ring_entries_ *= 2;
+    buffer_ring_bytes_ = ring_entries_ * sizeof(io_uring_buf);
     void* memory = ::mmap(nullptr, buffer_ring_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED) throw net::SystemError("mmap of the provided buffer ring", errno);
     buffer_ring_ = static_cast<io_uring_buf_ring*>(memory);
     io_uring_buf_ring_init(buffer_ring_);
     io_uring_buf_reg registration{};
     registration.ring_addr = reinterpret_cast<uint64_t>(buffer_ring_);
-    registration.ring_entries = count;
+    registration.ring_entries = ring_entries_;
     registration.bgid = kBufferGroup;
     if (const int result = io_uring_register_buf_ring(&ring_, &registration, 0); result < 0) {
         ::munmap(buffer_ring_, buffer_ring_bytes_);
         buffer_ring_ = nullptr;
         throw_unavailable("registering a provided buffer ring", -result);
     }
-    free_buffers_.reserve(count);
-    for (uint32_t id = count; id > 0; --id) free_buffers_.push_back(static_cast<uint16_t>(id - 1));
-    window_ = std::min(window_, count);
+    window_ = std::min(window_, ring_entries_);
     offer_buffers();
 }
 
-// Tops the kernel's ring up to the window with the most recently returned (warmest) buffers.
+// Tops the kernel's ring up to the window with the warmest free buffers of the pool.
 void UringEngine::offer_buffers() {
-    const int mask = io_uring_buf_ring_mask(memory_.buffer_count());
+    const int mask = io_uring_buf_ring_mask(ring_entries_);
     int added = 0;
-    while (offered_ < window_ && !free_buffers_.empty()) {
-        const uint16_t id = free_buffers_.back();
-        free_buffers_.pop_back();
-        io_uring_buf_ring_add(buffer_ring_, memory_.data(id), memory_.buffer_size(), id, mask, added++);
+    while (offered_ < window_) {
+        const auto id = pool_.take();
+        if (!id) break;  // the pool is at its cap: receives wait for buffers to come back
+        io_uring_buf_ring_add(buffer_ring_, pool_.data(*id), pool_.buffer_size(), *id, mask, added++);
         ++offered_;
     }
     if (added > 0) io_uring_buf_ring_advance(buffer_ring_, added);
+}
+
+BufferStats UringEngine::buffer_stats() const {
+    return {pool_.in_use() - offered_, offered_, pool_.made(), pool_.resident_free()};
 }
 
 // Whether this kernel takes a multishot receive with per-turn and total limits: tried on a
@@ -185,7 +201,7 @@ bool UringEngine::probe_capped_multishot() {
     const char byte = 0;
     if (::write(writer.get(), &byte, 1) != 1) return false;
     io_uring_sqe* sqe = next_sqe();
-    prep_capped_multishot(sqe, reader.get(), memory_.buffer_size(), 2 * memory_.buffer_size());
+    prep_capped_multishot(sqe, reader.get(), pool_.buffer_size(), 2 * pool_.buffer_size());
     io_uring_sqe_set_data64(sqe, kProbeRequest);
     io_uring_submit(&ring_);
     bool received = false;
@@ -227,7 +243,13 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
         index = free_requests_.back();
         free_requests_.pop_back();
     }
-    requests_[index] = Request{user_data, fd, length, kind, kNoGather};
+    Request& request = requests_[index];
+    request = Request{};
+    request.user_data = user_data;
+    request.fd = fd;
+    request.length = length;
+    request.kind = kind;
+    request.serial = ++next_serial_;
     if (static_cast<size_t>(fd) >= live_by_fd_.size()) {
         std::array<uint32_t, 4> none;
         none.fill(kNoRequest);
@@ -243,20 +265,24 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
     throw std::logic_error("more than 4 requests in flight on fd " + std::to_string(fd));
 }
 
-// Drops the request from its fd's live list: cancel(fd) no longer names it.
-void UringEngine::unlink_from_fd(uint32_t index) {
-    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(requests_[index].fd)])
-        if (slot == index) slot = kNoRequest;
+bool UringEngine::has_live_requests(int fd) const {
+    if (static_cast<size_t>(fd) >= live_by_fd_.size()) return false;
+    const auto& live = live_by_fd_[static_cast<size_t>(fd)];
+    return std::any_of(live.begin(), live.end(), [](uint32_t request) { return request != kNoRequest; });
 }
 
 void UringEngine::release_request(uint32_t index) {
-    unlink_from_fd(index);
     Request& request = requests_[index];
+    for (uint32_t& slot : live_by_fd_[static_cast<size_t>(request.fd)])
+        if (slot == index) slot = kNoRequest;
     if (request.gather != kNoGather) {
         gathers_.release(request.gather);
         request.gather = kNoGather;
     }
+    const bool last_of_abandoned = request.orphaned && !has_live_requests(request.fd);
+    request.parked = false;
     free_requests_.push_back(index);
+    if (last_of_abandoned) finish_abandoned(request.fd);
 }
 
 // ---- requests ----------------------------------------------------------------------------
@@ -278,53 +304,30 @@ void UringEngine::connect(int fd, const net::SocketAddress& to, UserData user_da
 }
 
 // With multishot receives, a socket keeps one receive armed while bytes keep coming, instead of
-// one submission (and one poll armed and torn down in the kernel) per receive. A room of one
-// buffer or less (the core's queue for that direction is almost full) on a socket with nothing
-// armed gets a one-shot receive: receiving ahead would gain nothing there.
+// one submission (and one poll armed and torn down in the kernel) per buffer. A room of one
+// buffer or less gets a one-shot receive: receiving ahead would gain nothing there.
 void UringEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
-    if (multishot_recv_) {
-        Stream& s = stream(fd);
-        if (!s.early.empty()) {  // the bytes came before the ask: answered with the next poll
-            const Arrival arrival = s.early.front();
-            s.early.erase(s.early.begin());
-            completions_.push_back(Completion{user_data, arrival.result, false, arrival.has_buffer, arrival.buffer_id});
-            return;
-        }
-        if (s.multishot != kNoRequest || max_bytes > memory_.buffer_size()) {
-            s.has_waiter = true;
-            s.waiter = user_data;
-            s.room = max_bytes;
-            if (s.multishot == kNoRequest) arm_multishot(fd, max_bytes);
-            return;
-        }
-    }
-    submit_recv(new_request(Kind::Recv, fd, user_data, std::min(max_bytes, memory_.buffer_size())));
-}
-
-UringEngine::Stream& UringEngine::stream(int fd) {
-    const auto index = static_cast<size_t>(fd);
-    if (index >= streams_.size()) streams_.resize(index * 2 + 64);
-    return streams_[index];
-}
-
-void UringEngine::arm_multishot(int fd, uint32_t max_bytes) {
-    const uint32_t request = new_request(Kind::Multishot, fd, 0);
-    Stream& s = stream(fd);
-    s.multishot = request;
-    s.cancelling = false;
-    io_uring_sqe* sqe = next_sqe();
-    prep_capped_multishot(sqe, fd, memory_.buffer_size(), max_bytes);
-    if (drained_by_fd_[static_cast<size_t>(fd)]) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-    io_uring_sqe_set_data64(sqe, request + 1);
+    const bool multishot = multishot_recv_ && max_bytes > pool_.buffer_size();
+    const uint32_t request =
+        new_request(Kind::Recv, fd, user_data, multishot ? max_bytes : std::min(max_bytes, pool_.buffer_size()));
+    requests_[request].multishot = multishot;
+    submit_recv(request);
 }
 
 void UringEngine::submit_recv(uint32_t request) {
-    const Request& r = requests_[request];
+    Request& r = requests_[request];
+    r.parked = false;
+    // A multishot whose remaining total fits one buffer is not worth keeping armed.
+    if (r.multishot && r.length <= pool_.buffer_size()) r.multishot = false;
     io_uring_sqe* sqe = next_sqe();
-    io_uring_prep_recv(sqe, r.fd, nullptr, r.length, 0);
+    if (r.multishot) {
+        prep_capped_multishot(sqe, r.fd, pool_.buffer_size(), r.length);
+    } else {
+        io_uring_prep_recv(sqe, r.fd, nullptr, r.length, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = kBufferGroup;
+    }
     if (drained_by_fd_[static_cast<size_t>(r.fd)]) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = kBufferGroup;
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
@@ -347,77 +350,84 @@ void UringEngine::shutdown_write(int fd, UserData user_data) {
     completions_.push_back(Completion{user_data, result, false, false, 0});
 }
 
+// Receives parked for want of a buffer are not in the kernel: they complete here. The others are
+// cancelled in the kernel and marked, so that one the kernel answers with ENOBUFS (it found the
+// ring empty before the cancel reached it) completes as cancelled instead of being parked.
 void UringEngine::cancel(int fd) {
-    // Receives parked for want of a buffer are not in the kernel: finish them here.
-    auto parked_on_fd = [&](uint32_t request) { return requests_[request].fd == fd; };
-    for (uint32_t request : parked_recvs_) {
-        if (!parked_on_fd(request)) continue;
-        completions_.push_back(Completion{requests_[request].user_data, -ECANCELED, false, false, 0});
-        release_request(request);
-    }
-    std::erase_if(parked_recvs_, parked_on_fd);
-    if (static_cast<size_t>(fd) < streams_.size()) {
-        Stream& s = streams_[static_cast<size_t>(fd)];
-        if (s.has_waiter) {  // the core's receive on a multishot: it is answered here
-            completions_.push_back(Completion{s.waiter, -ECANCELED, false, false, 0});
-            s.has_waiter = false;
-        }
-        if (s.multishot != kNoRequest) s.cancelling = true;  // by the loop below
-    }
     if (static_cast<size_t>(fd) >= live_by_fd_.size()) return;
-    for (uint32_t request : live_by_fd_[static_cast<size_t>(fd)])
-        if (request != kNoRequest) cancel_request(request);
+    for (const uint32_t request : live_by_fd_[static_cast<size_t>(fd)]) {
+        if (request == kNoRequest) continue;
+        Request& r = requests_[request];
+        if (r.parked) {
+            completions_.push_back(Completion{r.user_data, -ECANCELED, false, false, 0});
+            release_request(request);
+        } else if (!r.cancelled) {
+            cancel_request(request);
+        }
+    }
 }
 
-// A multishot receive can outlive the core's interest in its socket (the core had no receive
-// pending, or its receive was already answered as cancelled): it is cancelled here and orphaned,
-// so that whatever it still delivers goes back to the pool, even once the fd number is reused.
 void UringEngine::forget(int fd) {
     if (static_cast<size_t>(fd) < drained_by_fd_.size()) drained_by_fd_[static_cast<size_t>(fd)] = false;
-    if (static_cast<size_t>(fd) >= streams_.size()) return;
-    Stream& s = streams_[static_cast<size_t>(fd)];
-    if (s.multishot != kNoRequest) {
-        if (!s.cancelling) cancel_request(s.multishot);
-        requests_[s.multishot].orphaned = true;
-        unlink_from_fd(s.multishot);
-        s.multishot = kNoRequest;
-    }
-    drop_early_arrivals(s);
-    s.cancelling = false;
-    s.has_waiter = false;
 }
 
-void UringEngine::drop_early_arrivals(Stream& stream) {
-    for (const Arrival& arrival : stream.early)
-        if (arrival.has_buffer) free_buffers_.push_back(arrival.buffer_id);
-    stream.early.clear();
+void UringEngine::abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) {
+    const int number = fd.get();
+    forget(number);
+    if (static_cast<size_t>(number) < live_by_fd_.size()) {
+        for (const uint32_t request : live_by_fd_[static_cast<size_t>(number)]) {
+            if (request == kNoRequest) continue;
+            Request& r = requests_[request];
+            r.orphaned = true;
+            if (r.parked) {
+                release_request(request);  // not in the kernel: nothing to wait for
+            } else if (!r.cancelled) {
+                cancel_request(request);
+            }
+        }
+    }
+    if (!has_live_requests(number)) {
+        for (const uint16_t buffer : held_buffers) pool_.give(buffer);
+        return;  // fd closes here
+    }
+    abandoned_.push_back(Abandoned{std::move(fd), {held_buffers.begin(), held_buffers.end()}});
+}
+
+// The last request of an abandoned descriptor has completed: its buffers are free and its
+// number may be reused.
+void UringEngine::finish_abandoned(int fd) {
+    const auto entry = std::find_if(abandoned_.begin(), abandoned_.end(),
+                                    [&](const Abandoned& a) { return a.fd.get() == fd; });
+    if (entry == abandoned_.end()) return;
+    for (const uint16_t buffer : entry->buffers) pool_.give(buffer);
+    abandoned_.erase(entry);  // closes it
 }
 
 void UringEngine::cancel_request(uint32_t request) {
+    requests_[request].cancelled = true;
     io_uring_sqe* sqe = next_sqe();
     io_uring_prep_cancel64(sqe, request + 1, 0);
     io_uring_sqe_set_data64(sqe, kInternalRequest);
 }
 
-void UringEngine::release_buffer(uint16_t buffer_id) { free_buffers_.push_back(buffer_id); }
+void UringEngine::park(uint32_t request) {
+    requests_[request].parked = true;
+    parked_.push_back({request, requests_[request].serial});
+}
 
 // Retries the receives that found the buffer ring empty, oldest first, and no more of them than
 // buffers were offered: each takes at least one, so retrying every one (a thousand sessions on a
 // pool of 16) would mostly meet an empty ring again and cost a round trip through the kernel each.
 void UringEngine::resubmit_parked_recvs() {
     uint32_t budget = offered_;
-    size_t retried = 0;
-    for (; retried < parked_recvs_.size() && budget > 0; ++retried, --budget) submit_recv(parked_recvs_[retried]);
-    parked_recvs_.erase(parked_recvs_.begin(), parked_recvs_.begin() + static_cast<std::ptrdiff_t>(retried));
-    size_t looked_at = 0;
-    for (; looked_at < parked_streams_.size() && budget > 0; ++looked_at) {
-        const int fd = parked_streams_[looked_at];
-        const Stream& s = stream(fd);
-        if (!s.has_waiter || s.multishot != kNoRequest) continue;  // cancelled, or armed since
-        arm_multishot(fd, s.room);
+    while (!parked_.empty() && budget > 0) {
+        const Parked entry = parked_.front();
+        parked_.pop_front();
+        const Request& r = requests_[entry.request];
+        if (r.serial != entry.serial || !r.parked) continue;  // cancelled or abandoned meanwhile
+        submit_recv(entry.request);
         --budget;
     }
-    parked_streams_.erase(parked_streams_.begin(), parked_streams_.begin() + static_cast<std::ptrdiff_t>(looked_at));
 }
 
 void UringEngine::arm_wake_read() {
@@ -437,25 +447,25 @@ void UringEngine::wake() {
 // a burst of a hundred would otherwise open the whole pool at once), and halves it after a
 // second in which sessions never held half of it, so the buffers the kernel cycles through,
 // each of which becomes resident once used, follow the load instead of its peak.
-void UringEngine::adjust_window() {
-    if (!short_of_buffers_ && window_ <= kMinWindow) return;  // nothing to change: no clock read
-    const auto now = std::chrono::steady_clock::now();
+void UringEngine::adjust_window(std::chrono::steady_clock::time_point now) {
     if (short_of_buffers_) {
         short_of_buffers_ = false;
-        window_ = std::min(window_ * 2, memory_.buffer_count());
-    } else if (now - last_window_change_ < std::chrono::seconds(1)) {
+        window_ = std::min(window_ * 2, ring_entries_);
+    } else if (window_ <= kMinWindow || now - last_window_change_ < std::chrono::seconds(1)) {
         return;
-    } else if (window_ > kMinWindow && peak_in_use_ * 2 < window_) {
+    } else if (peak_held_ * 2 < window_) {
         window_ = std::max(window_ / 2, kMinWindow);
     }
     last_window_change_ = now;
-    peak_in_use_ = 0;
+    peak_held_ = 0;
 }
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
-    adjust_window();
+    const auto now = std::chrono::steady_clock::now();
+    pool_.tick(now);
+    adjust_window(now);
     offer_buffers();
-    if ((!parked_recvs_.empty() || !parked_streams_.empty()) && offered_ > 0) resubmit_parked_recvs();
+    if (!parked_.empty() && offered_ > 0) resubmit_parked_recvs();
     const bool have_local = !completions_.empty();
     __kernel_timespec wait{};
     if (!have_local) {
@@ -476,8 +486,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         io_uring_cq_advance(&ring_, count);
         if (count < kCqeBatch) break;
     }
-    const auto in_use = static_cast<uint32_t>(memory_.buffer_count() - free_buffers_.size() - offered_);
-    peak_in_use_ = std::max(peak_in_use_, in_use);
+    peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
     // Handlers may cancel, which completes parked receives into completions_: those go next round.
     handler.on_batch_start();
     delivering_.swap(completions_);
@@ -496,74 +505,61 @@ std::optional<uint16_t> UringEngine::take_buffer(const io_uring_cqe& cqe) {
 void UringEngine::handle(const io_uring_cqe& cqe) {
     if (cqe.user_data == kInternalRequest) return;
     if (cqe.user_data == kProbeRequest) {
-        if (const auto buffer = take_buffer(cqe)) free_buffers_.push_back(*buffer);
+        if (const auto buffer = take_buffer(cqe)) pool_.give(*buffer);
         return;
     }
     if (cqe.user_data == kWakeRequest) {
         arm_wake_read();  // submitted with the next poll
         return;
     }
-    const uint32_t index = static_cast<uint32_t>(cqe.user_data - 1);
-    if (requests_[index].kind == Kind::Multishot) {
-        on_multishot(index, cqe);
+    const auto index = static_cast<uint32_t>(cqe.user_data - 1);
+    if (requests_[index].kind == Kind::Recv) {
+        handle_recv(index, cqe);
         return;
     }
     Request& request = requests_[index];
-    Completion completion{request.user_data, cqe.res, false, false, 0};
-    if (const auto buffer = take_buffer(cqe)) {
-        completion.has_buffer = true;
-        completion.buffer_id = *buffer;
-    }
-    if (request.kind == Kind::Recv && cqe.res == -ENOBUFS) {
-        // The window was too small for this burst: it widens before the next round, and the
-        // receive is retried once buffers are offered.
-        short_of_buffers_ = true;
-        parked_recvs_.push_back(index);
+    const bool more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
+    const Completion completion{request.user_data, cqe.res, more, false, 0};
+    const bool orphaned = request.orphaned;
+    if (!more) release_request(index);
+    if (orphaned) {
+        if (cqe.res >= 0 && request.kind == Kind::Accept) ::close(cqe.res);
         return;
     }
-    if (request.kind == Kind::Recv && cqe.res > 0)
-        drained_by_fd_[static_cast<size_t>(request.fd)] = static_cast<uint32_t>(cqe.res) < request.length;
-    completion.more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
-    if (!completion.more) release_request(index);
     completions_.push_back(completion);
 }
 
-// One completion of a multishot receive: it answers the core's waiting receive, or waits for the
-// core's next one. Without IORING_CQE_F_MORE the multishot has ended (end of stream, an error,
-// an empty buffer ring, a cancellation, or the kernel's own reasons) and is armed again when the
-// core next asks.
-void UringEngine::on_multishot(uint32_t index, const io_uring_cqe& cqe) {
-    const int fd = requests_[index].fd;
-    const bool more = (cqe.flags & IORING_CQE_F_MORE) != 0;
-    Arrival arrival{cqe.res, false, 0};
-    if (const auto buffer = take_buffer(cqe)) {
-        arrival.has_buffer = true;
-        arrival.buffer_id = *buffer;
-    }
-    if (requests_[index].orphaned) {
-        if (arrival.has_buffer) free_buffers_.push_back(arrival.buffer_id);
+// A receive's completion: bytes in a buffer, the end of the stream, an error, or ENOBUFS (the
+// window was too small for this burst: it widens before the next round, and the receive is
+// retried once buffers are offered, unless it was cancelled meanwhile).
+void UringEngine::handle_recv(uint32_t index, const io_uring_cqe& cqe) {
+    Request& request = requests_[index];
+    const bool more = request.multishot && (cqe.flags & IORING_CQE_F_MORE);
+    const auto buffer = take_buffer(cqe);
+    if (request.orphaned) {
+        if (buffer) pool_.give(*buffer);
         if (!more) release_request(index);
         return;
     }
-    Stream& s = stream(fd);
-    if (!more) {
-        s.multishot = kNoRequest;
-        s.cancelling = false;
-        release_request(index);
-    }
-    if (cqe.res == -ENOBUFS) {  // armed again once buffers are offered, if the core still asks
+    if (cqe.res == -ENOBUFS) {
         short_of_buffers_ = true;
-        if (s.has_waiter) parked_streams_.push_back(fd);
-        return;
+        if (!request.cancelled) {
+            park(index);
+            return;
+        }
     }
-    if (cqe.res == -ECANCELED && !arrival.has_buffer) return;  // by cancel(): its waiter was answered there
-    if (cqe.res > 0) drained_by_fd_[static_cast<size_t>(fd)] = static_cast<uint32_t>(cqe.res) < memory_.buffer_size();
-    if (s.has_waiter) {
-        s.has_waiter = false;
-        completions_.push_back(Completion{s.waiter, arrival.result, false, arrival.has_buffer, arrival.buffer_id});
-        return;
+    Completion completion{request.user_data, cqe.res == -ENOBUFS ? -ECANCELED : cqe.res, more, false, 0};
+    if (buffer) {
+        completion.has_buffer = true;
+        completion.buffer_id = *buffer;
     }
-    s.early.push_back(arrival);  // within the room the core had when the multishot was armed
+    if (cqe.res > 0) {
+        const auto received = static_cast<uint32_t>(cqe.res);
+        drained_by_fd_[static_cast<size_t>(request.fd)] = received < std::min(request.length, pool_.buffer_size());
+        request.length -= std::min(request.length, received);
+    }
+    if (!more) release_request(index);
+    completions_.push_back(completion);
 }
 
 }  // namespace ringlb::engine

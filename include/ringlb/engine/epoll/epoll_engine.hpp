@@ -4,6 +4,8 @@
 // is performed and reported as the same completion io_uring would give.
 #include <sys/epoll.h>
 
+#include <deque>
+#include <memory>
 #include <vector>
 
 #include "ringlb/engine/buffer_pool.hpp"
@@ -28,10 +30,13 @@ public:
     void shutdown_write(int fd, UserData user_data) override;
     void cancel(int fd) override;
     void forget(int fd) override;
+    void abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) override;
 
-    std::byte* buffer_data(uint16_t buffer_id) override { return memory_.data(buffer_id); }
-    void release_buffer(uint16_t buffer_id) override;
-    uint32_t buffer_size() const override { return memory_.buffer_size(); }
+    std::byte* buffer_data(uint16_t buffer_id) override { return pool_.data(buffer_id); }
+    void release_buffer(uint16_t buffer_id) override { pool_.give(buffer_id); }
+    uint32_t buffer_size() const override { return pool_.buffer_size(); }
+    BufferStats buffer_stats() const override { return {pool_.in_use(), 0, pool_.made(), pool_.resident_free()}; }
+    bool buffers_under_pressure() const override { return budget_->under_pressure(); }
 
     void wake() override;
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
@@ -72,13 +77,13 @@ private:
 
     net::UniqueFd epoll_fd_;
     net::UniqueFd wake_fd_;  // an eventfd in the epoll set: wake() writes to it
-    BufferMemory memory_;
-    std::vector<uint16_t> free_buffers_;  // a stack: the most recently used buffer is reused first
+    std::shared_ptr<BufferBudget> budget_;
+    BufferPool pool_;
     std::vector<FdState> fds_;
     // The parts of each send until its socket takes them: pooled, so the per-fd state (one per
     // descriptor, idle ones included) stays small.
     GatherPool gathers_;
-    std::vector<int> buffer_waiters_;
+    std::deque<int> buffer_waiters_;  // receives that found no buffer, oldest first
     std::vector<Completion> ready_;
     std::vector<Completion> delivering_;
     std::vector<epoll_event> events_;
