@@ -50,6 +50,7 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
     if (a.threads != b.threads) changed.push_back("global.threads");
     if (a.max_sessions != b.max_sessions) changed.push_back("global.max_sessions");
     if (a.max_sessions_per_ip != b.max_sessions_per_ip) changed.push_back("global.max_sessions_per_ip");
+    if (a.max_handshakes != b.max_handshakes) changed.push_back("global.max_handshakes");
     if (a.buffer_size != b.buffer_size) changed.push_back("global.buffer_size");
     if (a.receive_buffers != b.receive_buffers) changed.push_back("global.receive_buffers");
     if (a.max_buffer_memory != b.max_buffer_memory) changed.push_back("global.max_buffer_memory");

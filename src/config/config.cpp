@@ -220,6 +220,7 @@ public:
         index_listeners();
         check_accept_proxy_agreement(config.rules);
         warn_about_unreachable_rules(config.rules);
+        warn_about_open_proxy_headers(config.rules);
         check_control_listener_clashes(config);
         return config;
     }
@@ -437,6 +438,8 @@ private:
                 if (auto n = read_integer(value, key, 1, kMaxSessions)) global.max_sessions = static_cast<uint32_t>(*n);
             } else if (name == "max_sessions_per_ip") {
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) global.max_sessions_per_ip = static_cast<uint32_t>(*n);
+            } else if (name == "max_handshakes") {
+                if (auto n = read_integer(value, key, 1, kMaxSessions)) global.max_handshakes = static_cast<uint32_t>(*n);
             } else if (name == "buffer_size") {
                 if (auto n = read_size(value, key, kMinBuffer, kMaxBuffer)) global.buffer_size = static_cast<uint32_t>(*n);
             } else if (name == "receive_buffers") {
@@ -454,7 +457,7 @@ private:
             else if (name == "user") read_nonempty_string(value, key, global.user);
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
-                                    "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
+                                    "engine, threads, max_sessions, max_sessions_per_ip, max_handshakes, buffer_size, receive_buffers, "
                                     "max_buffer_memory, multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
@@ -563,16 +566,20 @@ private:
             } else if (name == "failback") read_bool_into(value, key, rule.failback);
             else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
+            else if (name == "proxy_from") read_clients(value, key, rule.proxy_from);
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, failback, send_proxy, "
-                                               "accept_proxy, health, servers");
+                                               "accept_proxy, proxy_from, health, servers");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
         if (!table.contains("servers")) report(table.source(), path + ".servers", "rule has no servers (servers is required)");
+        if (!rule.proxy_from.empty() && !rule.accept_proxy)
+            report(table.get("proxy_from")->source(), path + ".proxy_from",
+                   "applies only with accept_proxy = true (it lists the peers allowed to send a PROXY header)");
         if (rule.max_down_time < rule.down_time) {
             const toml::node* where = table.get("max_down_time");
             report(where ? where->source() : table.source(), path + ".max_down_time",
@@ -919,15 +926,21 @@ private:
 
     // ---- checks across tables ----
 
-    // Rules sharing a listen address share its socket, and whether clients start with a PROXY header
-    // is decided per socket: the first rule on an address sets it, later ones must agree.
+    // Rules sharing a listen address share its socket, and whether clients start with a PROXY header,
+    // and from which peers, is decided per socket: the first rule on an address sets it, later ones
+    // must agree.
     void check_accept_proxy_agreement(const std::vector<RuleConfig>& rules) {
         for (size_t later = 0; later < rules.size(); ++later) {
             for (const ListenSite& site : rule_sites_[later].listen) {
                 const auto earlier = first_rule_listening_on(site.address, later);
-                if (!earlier || rules[*earlier].accept_proxy == rules[later].accept_proxy) continue;
-                report_accept_proxy_disagreement(rules, *earlier, later, site);
-                break;  // one report per rule: the fix (its accept_proxy) is the same for every listener
+                if (!earlier) continue;
+                if (rules[*earlier].accept_proxy != rules[later].accept_proxy) {
+                    report_accept_proxy_disagreement(rules, *earlier, later, site);
+                    break;  // one report per rule: the fix (its accept_proxy) is the same for every listener
+                }
+                if (same_patterns(rules[*earlier].proxy_from, rules[later].proxy_from)) continue;
+                report_proxy_from_disagreement(rules, *earlier, later, site);
+                break;
             }
         }
     }
@@ -966,6 +979,50 @@ private:
             if (every_address && shadow) report_unreachable(rules, *shadow, later);
             if (takes_everyone(rules[later]))
                 for (const ListenSite& site : listen) taken.emplace(site.address, later);
+        }
+    }
+
+    // The same patterns in any order (as written: "10.0.0.1" and "10.0.0.1/32" differ).
+    static bool same_patterns(const std::vector<net::ClientPattern>& a, const std::vector<net::ClientPattern>& b) {
+        std::vector<std::string> a_texts, b_texts;
+        for (const auto& pattern : a) a_texts.push_back(pattern.text());
+        for (const auto& pattern : b) b_texts.push_back(pattern.text());
+        std::sort(a_texts.begin(), a_texts.end());
+        std::sort(b_texts.begin(), b_texts.end());
+        return a_texts == b_texts;
+    }
+
+    static std::string pattern_list(const std::vector<net::ClientPattern>& patterns) {
+        if (patterns.empty()) return "none (any peer)";
+        std::string out = "[";
+        for (size_t i = 0; i < patterns.size(); ++i) out += (i == 0 ? "" : ", ") + quoted(patterns[i].text());
+        return out + "]";
+    }
+
+    void report_proxy_from_disagreement(const std::vector<RuleConfig>& rules, size_t earlier, size_t later,
+                                        const ListenSite& shared) {
+        const RuleSites& sites = rule_sites_[later];
+        const toml::node* proxy_from = sites.table->get("proxy_from");
+        report(proxy_from ? proxy_from->source() : shared.where, proxy_from ? sites.path + ".proxy_from" : shared.key,
+               "proxy_from = " + pattern_list(rules[later].proxy_from) + " disagrees with rule " +
+                   quoted(rules[earlier].id) + " (" + rule_sites_[earlier].path + "), which also listens on " +
+                   shared.address.to_string() + " with proxy_from = " + pattern_list(rules[earlier].proxy_from) +
+                   "; who may send a PROXY header is decided per listening socket, so every rule on it must list "
+                   "the same peers");
+    }
+
+    // accept_proxy without proxy_from: valid (a PROXY header from any peer, as before proxy_from
+    // existed), but any client that can connect may then claim any address.
+    void warn_about_open_proxy_headers(const std::vector<RuleConfig>& rules) {
+        for (size_t i = 0; i < rules.size(); ++i) {
+            const RuleConfig& rule = rules[i];
+            if (!rule.accept_proxy || !rule.proxy_from.empty()) continue;
+            std::string listen;
+            for (const auto& address : rule.listen) listen += (listen.empty() ? "" : ", ") + address.to_string();
+            warn(rule_sites_[i].table->source(), rule_sites_[i].path,
+                 "rule " + quoted(rule.id) + ": accept_proxy = true without proxy_from: any client that can connect to " +
+                     listen + " may send a PROXY header and claim any address (for clients, deny, limits and logs); "
+                     "list your load balancers in proxy_from");
         }
     }
 
@@ -1268,6 +1325,8 @@ std::string global_to_toml(const GlobalConfig& global) {
     put(out, "threads", std::to_string(global.threads));
     put(out, "max_sessions", std::to_string(global.max_sessions));
     put(out, "max_sessions_per_ip", std::to_string(global.max_sessions_per_ip));
+    // 0 = derived from max_sessions: left out, so that the file keeps following max_sessions.
+    if (global.max_handshakes != 0) put(out, "max_handshakes", std::to_string(global.max_handshakes));
     put(out, "buffer_size", std::to_string(global.buffer_size));
     put(out, "receive_buffers", std::to_string(global.receive_buffers));
     if (global.max_buffer_memory != 0) put(out, "max_buffer_memory", std::to_string(global.max_buffer_memory));
@@ -1333,6 +1392,7 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "failback", toml_bool(rule.failback));
     put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
+    if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";
@@ -1357,6 +1417,11 @@ std::string to_toml(const Config& config) {
         if (!config.metrics.token.empty()) put(out, "token", toml_string(config.metrics.token));
     }
     return out;
+}
+
+uint32_t handshake_limit(const GlobalConfig& global) {
+    if (global.max_handshakes != 0) return std::min(global.max_handshakes, global.max_sessions);
+    return std::max(global.max_sessions / 4, std::min(kMinDerivedHandshakes, global.max_sessions));
 }
 
 std::string summarize(const Config& config) {

@@ -73,6 +73,9 @@ struct RuleConfig {
     bool failback = true;  // ms mode: return to an earlier server once it is up again
     ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
+    // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
+    // TCP peer, never against the address in the header; empty = any peer (warned about).
+    std::vector<net::ClientPattern> proxy_from;
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
     // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
@@ -85,6 +88,9 @@ struct GlobalConfig {
     unsigned threads = 1;  // 0 = one per CPU this process may use
     uint32_t max_sessions = 100000;
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
+    // Connections still in a handshake (waiting for a PROXY header) at most; 0 = derived from
+    // max_sessions, see handshake_limit().
+    uint32_t max_handshakes = 0;
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
     uint32_t receive_buffers = 2048;   // per worker: receive buffers (32 KiB each) ready at start
     // Receive-buffer memory the whole process may hold; 0 = enough for every session to hold one
@@ -99,6 +105,11 @@ struct GlobalConfig {
     std::string user;      // drop privileges to this user after binding; empty = stay
     std::vector<net::SocketAddress> resolvers;  // DNS servers for dns entries; empty = /etc/resolv.conf
 };
+
+// The effective max_handshakes: the configured value (never above max_sessions), or a quarter of
+// max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
+constexpr uint32_t kMinDerivedHandshakes = 8;
+uint32_t handshake_limit(const GlobalConfig& global);
 
 // The receive-buffer memory cap in force: max_buffer_memory, or its default for this machine
 // (`physical_memory` bytes of RAM) when it is 0.
@@ -171,6 +182,7 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
 std::string to_toml(const Config& config);
 // One rule as a [[rule]] table; two rules are equal (==) iff their texts are equal.
 std::string rule_to_toml(const RuleConfig& rule);
+
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".
 std::string summarize(const Config& config);
