@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ringlb/app/ctl.hpp"
+#include "ringlb/app/privileges.hpp"
 #include "ringlb/app/server.hpp"
 #include "ringlb/app/signals.hpp"
 #include "ringlb/config/config.hpp"
@@ -68,6 +69,17 @@ void apply_overrides(const Options& options, ringlb::config::Config& config) {
     if (options.log_level) config.global.log_level = *ringlb::parse_log_level(*options.log_level);
 }
 
+// What only this machine can tell: `user` must name an account here. "" when all is well.
+std::string system_problem(const ringlb::config::Config& config) {
+    if (config.global.user.empty()) return {};
+    try {
+        ringlb::app::check_user_exists(config.global.user);
+    } catch (const ringlb::app::PrivilegeError& e) {
+        return config.source + ": " + e.what();
+    }
+    return {};
+}
+
 void print_config_errors(const ringlb::config::ConfigError& error) {
     for (const auto& issue : error.issues()) std::cerr << issue.to_string() << '\n';
     const size_t count = error.issues().size();
@@ -120,7 +132,12 @@ int run(int argc, char** argv) {
         return ringlb::app::kExitBadConfig;
     }
     apply_overrides(options, config);
+    if (const std::string problem = system_problem(config); !problem.empty()) {
+        std::cerr << problem << "\nringlb: configuration rejected (1 problem)\n";
+        return ringlb::app::kExitBadConfig;
+    }
     if (options.check) {
+        for (const auto& warning : config.warnings) std::cerr << "warning: " << warning.to_string() << '\n';
         std::cout << ringlb::config::summarize(config) << '\n';
         return ringlb::app::kExitOk;
     }
@@ -133,6 +150,7 @@ int run(int argc, char** argv) {
             return ringlb::app::kExitBadConfig;
         }
     }
+    for (const auto& warning : config.warnings) log.warn("config: ", warning.to_string());
     return ringlb::app::serve(options.config_path, std::move(config), log,
                               [options](ringlb::config::Config& next) { apply_overrides(options, next); });
 }

@@ -301,7 +301,8 @@ void AdminServer::after_io(Connection& connection) {
     handle_input(connection);
     send_more(connection);
     if (connection.closing) return;
-    if (connection.close_when_flushed && connection.unsent_bytes == 0 && !connection.send_pending) {
+    if (connection.close_when_flushed && !connection.awaiting_reply && connection.unsent_bytes == 0 &&
+        !connection.send_pending) {
         begin_close(connection);
         return;
     }
@@ -313,7 +314,8 @@ bool AdminServer::wants_input(const Connection& connection) const {
 }
 
 bool AdminServer::may_handle_more(const Connection& connection) const {
-    return !connection.closing && !connection.close_when_flushed && connection.unsent_bytes < limits_.max_unsent_bytes;
+    return !connection.closing && !connection.close_when_flushed && !connection.awaiting_reply &&
+           connection.unsent_bytes < limits_.max_unsent_bytes;
 }
 
 // Handles complete lines in order until the input runs out or the unsent output reaches its
@@ -393,6 +395,8 @@ void AdminServer::handle_line(Connection& connection, std::string_view line) {
         reply = Reply::failure("authentication required");
     else if (command == nullptr)
         reply = Reply::failure(std::get<CommandError>(parsed).message);
+    else if (command->kind == CommandKind::Reload)
+        return start_reload(connection, line);
     else
         reply = execute(connection, *command, line);
     queue_output(connection, format_reply(reply));
@@ -446,7 +450,6 @@ Reply AdminServer::call_controller(const Command& command) {
             case CommandKind::SetWeight: return controller_.set_weight(command.rule, command.server, command.weight);
             case CommandKind::KillSession: return controller_.kill_session(command.session_id);
             case CommandKind::DumpRules: return controller_.dump_rules();
-            case CommandKind::Reload: return controller_.reload();
             default: return Reply::failure("internal error: command not dispatched");
         }
     } catch (const std::exception& error) {
@@ -454,6 +457,33 @@ Reply AdminServer::call_controller(const Command& command) {
         log_.error("admin: command failed: ", error.what());
         return Reply::failure(std::string("internal error: ") + error.what());
     }
+}
+
+// The reply comes once the file has been read and applied; the control thread serves other
+// clients meanwhile, and this connection's later lines wait, so replies keep their order.
+void AdminServer::start_reload(Connection& connection, std::string_view line) {
+    log_.info("admin: ", connection.peer, ": ", line);
+    connection.awaiting_reply = true;
+    connection.starting_command = true;
+    const uint32_t slot = slot_of(connection), generation = connection.generation;
+    try {
+        controller_.reload([this, slot, generation](Reply reply) { finish_deferred(slot, generation, std::move(reply)); });
+    } catch (const std::exception& error) {
+        log_.error("admin: command failed: ", error.what());
+        finish_deferred(slot, generation, Reply::failure(std::string("internal error: ") + error.what()));
+    }
+    connection.starting_command = false;
+}
+
+void AdminServer::finish_deferred(uint32_t slot, uint32_t generation, Reply reply) {
+    Connection& connection = connections_[slot];
+    // The client may have gone (and the slot been reused) meanwhile: the reply then has no reader.
+    if (!connection.open || connection.closing || connection.generation != generation || !connection.awaiting_reply)
+        return;
+    connection.awaiting_reply = false;
+    queue_output(connection, format_reply(reply));
+    // Answered at once: the line handler that asked goes on and sends it.
+    if (!connection.starting_command) after_io(connection);
 }
 
 // ---- sending -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "ringlb/config/units.hpp"
 #include "ringlb/net/address.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::admin {
 namespace {
@@ -101,7 +102,7 @@ std::string quoted(std::string_view text) {
     std::string out;
     out.reserve(std::min(text.size(), kMaxEcho) + 5);
     out += '"';
-    out += text.substr(0, kMaxEcho);
+    out += escaped(text.substr(0, kMaxEcho));
     if (shortened) out += "...";
     out += '"';
     return out;
@@ -175,14 +176,14 @@ private:
 
     void read_arguments(Command& command) {
         switch (command.kind) {
-            case CommandKind::ShowSessions: command.rule = std::string(words_.next().value_or("")); break;
+            case CommandKind::ShowSessions: command.rule = rule_id(words_.next().value_or("")); break;
             case CommandKind::AddRule:
             case CommandKind::ModifyRule:
                 command.text = required_rest("<inline TOML table>");
                 return;  // the rest of the line was the argument: nothing can follow
-            case CommandKind::Auth: command.text = trim_trailing(required_rest("<token>")); return;
+            case CommandKind::Auth: command.text = token(trim_trailing(required_rest("<token>"))); return;
             case CommandKind::RemoveRule:
-            case CommandKind::CleanSessions: command.rule = required("<rule>"); break;
+            case CommandKind::CleanSessions: command.rule = rule_id(required("<rule>")); break;
             case CommandKind::DisableServer:
                 read_rule_and_server(command);
                 if (auto word = words_.next()) command.duration = duration(*word);
@@ -200,7 +201,7 @@ private:
     }
 
     void read_rule_and_server(Command& command) {
-        command.rule = required("<rule>");
+        command.rule = rule_id(required("<rule>"));
         command.server = server_address(required("<server>"));
     }
 
@@ -217,6 +218,18 @@ private:
 
     void expect_end() {
         if (auto extra = words_.next()) fail("unexpected argument " + quoted(*extra) + usage_hint());
+    }
+
+    // Names and tokens never hold a control character (config files refuse them too).
+    std::string rule_id(std::string_view text) {
+        if (const std::string problem = control_byte_problem(text); !problem.empty())
+            fail("rule id " + quoted(text) + " " + problem);
+        return std::string(text);
+    }
+
+    std::string token(std::string text) {
+        if (const std::string problem = control_byte_problem(text); !problem.empty()) fail("the token " + problem);
+        return text;
     }
 
     std::string server_address(std::string_view text) {

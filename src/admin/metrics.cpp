@@ -138,6 +138,10 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_rejects_total", {{"reason", "acl"}}, snapshot.rejects.acl);
     out.sample("ringlb_rejects_total", {{"reason", "limit"}}, snapshot.rejects.limit);
     out.sample("ringlb_rejects_total", {{"reason", "no_server"}}, snapshot.rejects.no_server);
+    out.sample("ringlb_rejects_total", {{"reason", "untrusted_proxy"}}, snapshot.rejects.untrusted_proxy);
+    out.sample("ringlb_rejects_total", {{"reason", "max_handshakes"}}, snapshot.rejects.max_handshakes);
+    out.family("ringlb_handshakes_active", "gauge", "Connections waiting for their PROXY header now.");
+    out.sample("ringlb_handshakes_active", {}, snapshot.handshakes_active);
     out.family("ringlb_accept_errors_total", "counter", "Failed accepts (such as running out of file descriptors).");
     out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
     out.family("ringlb_idle_timeouts_total", "counter", "Sessions ended by their rule's idle timeout.");

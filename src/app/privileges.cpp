@@ -24,7 +24,7 @@ Account look_up(const std::string& user) {
     passwd* found = nullptr;
     const int error = ::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found);
     if (found == nullptr)
-        throw PrivilegeError("global.user: no user \"" + user + "\"" +
+        throw PrivilegeError("global.user: no user \"" + user + "\" on this system" +
                              (error != 0 ? std::string(": ") + std::strerror(error) : std::string()));
     return {entry.pw_uid, entry.pw_gid};
 }
@@ -35,6 +35,8 @@ Account look_up(const std::string& user) {
 }
 
 }  // namespace
+
+void check_user_exists(const std::string& user) { look_up(user); }
 
 void drop_privileges(const std::string& user, Logger& log) {
     const Account account = look_up(user);

@@ -57,6 +57,8 @@ Runtime::Runtime(std::string config_path, config::Config config, Logger& log,
 
 Runtime::~Runtime() {
     resolver_.reset();  // first: its thread wakes the control engine
+    reload_job_.reset();  // so does the reload's (joined here); nobody waits for its reply any more
+    reload_waiters_.clear();
     // Components first: they use the control engine. The metrics server is stopped and given a
     // moment for its cancelled requests to complete; the others wait for theirs themselves.
     if (metrics_server_) {
@@ -205,6 +207,7 @@ void Runtime::control_loop() {
             return;
         }
         handle_signals();
+        finish_reload_if_done();
         apply_dns_updates();
         report_buffer_cap();
     }
@@ -247,8 +250,9 @@ std::optional<size_t> Runtime::failed_worker() const {
 
 void Runtime::handle_signals() {
     if (signals_.reload.exchange(false)) {
-        const admin::Reply reply = reload();
-        if (!reply.ok) log_.error("reload failed, the running configuration is unchanged: ", reply.error);
+        reload([this](const admin::Reply& reply) {
+            if (!reply.ok) log_.error("reload failed, the running configuration is unchanged: ", reply.error);
+        });
     }
     if (signals_.reopen_log.exchange(false)) {
         log_.reopen();
@@ -279,6 +283,7 @@ void Runtime::drain_and_stop() {
         open_sessions = 0;  // from now on the workers' own counts, refreshed every round
         dispatcher_->run_once(std::chrono::milliseconds(100));
         handle_signals();
+        finish_reload_if_done();
     }
     if (active() > 0) {
         log_.info("closing ", active(), " session(s) still open");

@@ -9,14 +9,17 @@
 
 namespace ringlb::app {
 
-config::Config Runtime::expanded(const config::Config& written) const {
+config::Config Runtime::expanded(const config::Config& written) const { return expanded_with(written, resolved_); }
+
+config::Config Runtime::expanded_with(const config::Config& written, const dns::AddressSets& resolved) {
     config::Config out = written;
-    for (config::RuleConfig& rule : out.rules) rule = dns::expand_rule(rule, resolved_);
+    for (config::RuleConfig& rule : out.rules) rule = dns::expand_rule(rule, resolved);
     return out;
 }
 
 void Runtime::sync_dns_targets() {
     std::vector<dns::Target> targets = dns::targets_of(config_.rules);
+    ++resolved_version_;
     std::erase_if(resolved_, [&](const auto& entry) {
         return std::none_of(targets.begin(), targets.end(), [&](const dns::Target& t) { return t.endpoint == entry.first; });
     });
@@ -46,6 +49,7 @@ void Runtime::apply_dns_updates() {
         for (const net::SocketAddress& address : update.addresses) texts.push_back(address.to_string());
         changes.push_back(update.endpoint.to_string() + " resolves to " + join(texts, " "));
         resolved_[update.endpoint] = std::move(update.addresses);
+        ++resolved_version_;
     }
     // A rule whose expansion changed gets a new slot: its live sessions finish on the old one (the
     // servers that left are drained), new sessions see the new set. Rules without a changed name

@@ -1,6 +1,8 @@
 // Active health checks: the checker's targets follow the rules, its verdicts go to every worker.
 #include "ringlb/app/runtime.hpp"
 
+#include <unordered_map>
+
 #include "ringlb/health/active.hpp"
 
 namespace ringlb::app {
@@ -19,14 +21,22 @@ const health::CheckTarget* Runtime::health_target(uint32_t key) const {
     return nullptr;
 }
 
-// Whether the checker has `address` of rule `rule_id` UP right now.
-bool Runtime::checked_up(const std::string& rule_id, const net::SocketAddress& address) const {
-    const auto key = health_keys_.find(rule_id);
+// For each server of `rule`, whether the checker has it UP right now (by address, as the
+// checker keeps each server's state across changes of its rule).
+std::vector<bool> Runtime::checked_up(const config::RuleConfig& rule) const {
+    std::vector<bool> up(rule.servers.size(), false);
+    const auto key = health_keys_.find(rule.id);
     const health::CheckTarget* target = key == health_keys_.end() ? nullptr : health_target(key->second);
-    if (!target) return false;
-    for (size_t i = 0; i < target->servers.size(); ++i)
-        if (target->servers[i] == address) return checker_->is_up(key->second, i);
-    return false;
+    if (!target) return up;
+    // The first index of each address, as a scan of the target's list would find it; a map keeps
+    // this linear for rules with many servers.
+    std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> index;
+    for (size_t i = 0; i < target->servers.size(); ++i) index.emplace(target->servers[i], i);
+    for (size_t i = 0; i < rule.servers.size(); ++i) {
+        const auto found = index.find(rule.servers[i].address);
+        if (found != index.end()) up[i] = checker_->is_up(key->second, found->second);
+    }
+    return up;
 }
 
 void Runtime::update_health_targets() {

@@ -3,8 +3,12 @@
 #include "ringlb/app/runtime.hpp"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "ringlb/app/config_writer.hpp"
+#include "ringlb/engine/engine.hpp"
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
@@ -13,11 +17,13 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
     core::RulePlan plan;
     for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}, {}});
     std::vector<bool> keep(slots.size(), false);
+    std::unordered_map<std::string_view, size_t> live_by_id;  // linear in the number of rules
+    for (size_t slot = 0; slot < slots.size(); ++slot)
+        if (slots[slot].live) live_by_id.emplace(slots[slot].id, slot);
     for (const config::RuleConfig& rule : next.rules) {
-        const auto same_id = [&](const SlotRecord& record) { return record.live && record.id == rule.id; };
-        const auto existing = std::find_if(slots.begin(), slots.end(), same_id);
-        if (existing != slots.end() && config::rule_to_toml(*existing->live) == config::rule_to_toml(rule)) {
-            const auto slot = static_cast<size_t>(existing - slots.begin());
+        const auto existing = live_by_id.find(rule.id);
+        if (existing != live_by_id.end() && *slots[existing->second].live == rule) {
+            const size_t slot = existing->second;
             keep[slot] = true;
             plan.order.push_back(static_cast<uint16_t>(slot));
             continue;
@@ -44,6 +50,7 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
     if (a.threads != b.threads) changed.push_back("global.threads");
     if (a.max_sessions != b.max_sessions) changed.push_back("global.max_sessions");
     if (a.max_sessions_per_ip != b.max_sessions_per_ip) changed.push_back("global.max_sessions_per_ip");
+    if (a.max_handshakes != b.max_handshakes) changed.push_back("global.max_handshakes");
     if (a.buffer_size != b.buffer_size) changed.push_back("global.buffer_size");
     if (a.receive_buffers != b.receive_buffers) changed.push_back("global.receive_buffers");
     if (a.max_buffer_memory != b.max_buffer_memory) changed.push_back("global.max_buffer_memory");
@@ -63,23 +70,25 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
 }
 
 std::string Runtime::apply_config(config::Config next) {
+    const config::Config for_workers = expanded(next);
+    return apply_config(std::move(next), for_workers);
+}
+
+std::string Runtime::apply_config(config::Config next, const config::Config& for_workers) {
     if (next.rules.size() > UINT16_MAX) return "too many rules";
     std::vector<SlotRecord> slots = slots_;
-    core::RulePlan plan = plan_for(expanded(next), slots);
+    core::RulePlan plan = plan_for(for_workers, slots);
     if (slots.size() > UINT16_MAX)
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
     for (core::RulePlan::Slot& slot : plan.slots) {
         if (!slot.changed || !slot.rule) continue;
-        if (slot.rule->health.enabled)
-            for (const config::ServerConfig& server : slot.rule->servers)
-                slot.checked_up.push_back(checked_up(slot.rule->id, server.address));
+        if (slot.rule->health.enabled) slot.checked_up = checked_up(*slot.rule);
         // Servers the rule's previous version did not have join with slow start.
         if (const auto previous = live_slot(slot.rule->id)) {
-            const auto& before = slots_[*previous].live->servers;
+            std::unordered_set<net::SocketAddress, net::SocketAddressHash> before;
+            for (const config::ServerConfig& server : slots_[*previous].live->servers) before.insert(server.address);
             for (const config::ServerConfig& server : slot.rule->servers)
-                slot.joining.push_back(std::none_of(before.begin(), before.end(), [&](const config::ServerConfig& old) {
-                    return old.address == server.address;
-                }));
+                slot.joining.push_back(!before.contains(server.address));
         }
     }
     for (size_t slot = slots_.size(); slot < slots.size(); ++slot) {
@@ -120,17 +129,56 @@ config::Config Runtime::with_rules(std::vector<config::RuleConfig> rules) const 
     return next;
 }
 
-admin::Reply Runtime::reload() {
-    config::Config next;
-    try {
-        next = config::load_config_file(config_path_);
-    } catch (const config::ConfigError& e) {
-        return admin::Reply::failure("reload: " + std::string(e.what()));
-    }
-    if (overrides_) overrides_(next);
+// ---- reload: the file is read and checked on a thread of its own, then applied here ----
+
+void Runtime::reload(admin::ReplyCallback done) {
+    // A request made while a reading is under way gets the next one: the file may have changed
+    // after that reading began.
+    reload_waiters_.push_back(std::move(done));
+    if (!reload_job_) start_reload_job();
+}
+
+void Runtime::start_reload_job() {
+    auto job = std::make_unique<ReloadJob>();
+    job->waiters = std::exchange(reload_waiters_, {});
+    std::promise<LoadedConfig> promise;
+    job->result = promise.get_future();
+    engine::Engine* wake = control_engine_.get();
+    job->thread = std::jthread([path = config_path_, overrides = overrides_, resolved = resolved_,
+                                version = resolved_version_, promise = std::move(promise), wake]() mutable {
+        LoadedConfig loaded;
+        try {
+            loaded.config = config::load_config_file(path);
+            if (overrides) overrides(*loaded.config);
+            loaded.for_workers = expanded_with(*loaded.config, resolved);
+            loaded.resolved_version = version;
+        } catch (const std::exception& e) {  // ConfigError with every problem, or e.g. bad_alloc
+            loaded.config.reset();
+            loaded.error = e.what();
+        }
+        promise.set_value(std::move(loaded));
+        if (wake) wake->wake();  // the control loop applies it at once
+    });
+    reload_job_ = std::move(job);
+}
+
+void Runtime::finish_reload_if_done() {
+    if (!reload_job_ || reload_job_->result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
+    const std::unique_ptr<ReloadJob> job = std::move(reload_job_);
+    const admin::Reply reply = apply_reloaded(job->result.get());
+    for (const admin::ReplyCallback& done : job->waiters) done(reply);
+    if (!reload_job_ && !reload_waiters_.empty()) start_reload_job();
+}
+
+admin::Reply Runtime::apply_reloaded(LoadedConfig loaded) {
+    if (!loaded.config) return admin::Reply::failure("reload: " + loaded.error);
+    config::Config next = std::move(*loaded.config);
+    for (const config::ConfigIssue& warning : next.warnings) log_.warn("config: ", warning.to_string());
+    // A name that resolved differently while the file was read: expand again with the new sets.
+    if (loaded.resolved_version != resolved_version_) loaded.for_workers = expanded(next);
     const std::vector<std::string> needs_restart = restart_only_changes(next);
     const size_t before = config_.rules.size();
-    if (std::string error = apply_config(std::move(next)); !error.empty())
+    if (std::string error = apply_config(std::move(next), *loaded.for_workers); !error.empty())
         return admin::Reply::failure("reload: " + error);
     std::string body = "reloaded " + config_path_ + ": " + std::to_string(config_.rules.size()) + " rules (was " +
                        std::to_string(before) + ")\n";

@@ -56,6 +56,7 @@ admin::Snapshot Runtime::snapshot() {
     }
     // One worker at a time: each adds its counters to the same snapshot.
     on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
+    snapshot.handshakes_active = limits_.handshakes();
     if (buffer_budget_) {
         snapshot.buffer_memory_cap = buffer_budget_->max_bytes();
         snapshot.buffer_memory_in_use = buffer_budget_->in_use_bytes();
@@ -120,6 +121,9 @@ admin::Reply Runtime::show_stats() {
         << "rejected_acl " << view.rejects.acl << "\n"
         << "rejected_limit " << view.rejects.limit << "\n"
         << "rejected_no_server " << view.rejects.no_server << "\n"
+        << "rejected_untrusted_proxy " << view.rejects.untrusted_proxy << "\n"
+        << "rejected_max_handshakes " << view.rejects.max_handshakes << "\n"
+        << "handshakes_active " << view.handshakes_active << "\n"
         << "sessions_abandoned " << view.sessions_abandoned << "\n"
         << "buffer_memory_cap " << view.buffer_memory_cap << "\n"
         << "buffer_memory_in_use " << view.buffer_memory_in_use << "\n"

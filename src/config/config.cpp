@@ -12,10 +12,12 @@
 #include <memory>
 #include <set>
 #include <system_error>
+#include <unordered_map>
 #include <toml++/toml.h>
 
 #include "ringlb/config/toml_guard.hpp"
 #include "ringlb/config/units.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::config {
 namespace {
@@ -35,6 +37,7 @@ constexpr std::string_view kUnixPrefix = "unix:";
 constexpr std::string_view kDnsPrefix = "dns:";  // the string form of a DNS server entry
 constexpr size_t kMaxHostname = 253;             // DNS limit on a name's text, without a final dot
 constexpr size_t kMaxLabel = 63;
+constexpr size_t kMinTokenLength = 16;  // [admin] and [metrics] tokens
 constexpr std::chrono::milliseconds kMinResolveInterval{1000};  // no name is re-resolved more often
 // sun_path holds the path and its terminating NUL.
 constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
@@ -61,16 +64,51 @@ std::string_view type_name(toml::node_type type) {
     return "nothing";
 }
 
-std::string quoted(std::string_view text) {
-    std::string out;
-    out.reserve(text.size() + 2);
-    out += '"';
-    out += text;
-    out += '"';
-    return out;
-}
+// Values are echoed escaped: a control character in them must not reach a terminal or a log.
+std::string quoted(std::string_view text) { return quoted_escaped(text); }
 
 std::string indexed(const std::string& key, size_t index) { return key + "[" + std::to_string(index) + "]"; }
+
+// Levenshtein distance, case-insensitive and with '-' taken as '_': how far a typo is from a key.
+size_t edit_distance(std::string_view a, std::string_view b) {
+    const auto same = [](char x, char y) {
+        const auto fold = [](char c) { return c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+        return fold(x) == fold(y);
+    };
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            const size_t substitution = diagonal + (same(a[i - 1], b[j - 1]) ? 0 : 1);
+            diagonal = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitution});
+        }
+    }
+    return row[b.size()];
+}
+
+// The known key closest to `name` when it is close enough to be a typo of it ("" otherwise):
+// one edit for short names, two for longer ones, and names that differ only in case or in '-'.
+std::string nearest_key(std::string_view name, std::string_view known_keys) {
+    if (name.size() > 64) return {};  // no key is that long; spares the distance computation
+    const size_t allowed = name.size() < 5 ? 1 : 2;
+    std::string best;
+    size_t best_distance = allowed + 1;
+    size_t start = 0;
+    while (start < known_keys.size()) {
+        size_t end = known_keys.find(", ", start);
+        if (end == std::string_view::npos) end = known_keys.size();
+        const std::string_view key = known_keys.substr(start, end - start);
+        if (const size_t distance = edit_distance(name, key); distance < best_distance) {
+            best_distance = distance;
+            best = std::string(key);
+        }
+        start = end + 2;
+    }
+    return best;
+}
 
 // What [admin] and [metrics] accept when `allow` is absent, and what counts as a loopback
 // address for the admin hardening check: 127.0.0.0/8 and ::1 (IPv4-mapped 127.x included).
@@ -112,6 +150,7 @@ bool valid_rule_id(std::string_view id) {
 // and hyphens, no label starting or ending with a hyphen, 253 characters at most; one final dot
 // (a fully qualified name) is allowed. An IP address is refused: it needs no resolving.
 std::string hostname_problem(std::string_view name) {
+    if (std::string problem = control_byte_problem(name); !problem.empty()) return "the name " + problem;
     if (!name.empty() && name.back() == '.') name.remove_suffix(1);
     if (name.empty()) return "the name is empty";
     if (name.size() > kMaxHostname) return "the name is longer than 253 characters";
@@ -149,12 +188,12 @@ std::optional<DnsEndpoint> parse_dns_endpoint(std::string_view text, std::string
                         std::all_of(port_text.begin(), port_text.end(), [](unsigned char c) { return std::isdigit(c); });
     if (digits) port = std::stoul(std::string(port_text));
     if (!digits || port < 1 || port > 65535) {
-        *error = "invalid port '" + std::string(port_text) + "' (expected 1..65535)";
+        *error = "invalid port '" + escaped(port_text) + "' (expected 1..65535)";
         return std::nullopt;
     }
     const std::string_view name = text.substr(0, colon);
     if (std::string problem = hostname_problem(name); !problem.empty()) {
-        *error = "invalid host name '" + std::string(name) + "': " + problem;
+        *error = "invalid host name '" + escaped(name) + "': " + problem;
         return std::nullopt;
     }
     return DnsEndpoint{std::string(name), static_cast<uint16_t>(port)};
@@ -175,11 +214,13 @@ public:
             else if (name == "admin") read_admin(node, config.admin);
             else if (name == "metrics") read_metrics(node, config.metrics);
             else
-                report(name.source(), std::string(name.str()),
-                       "unknown top-level key (expected [global], [[rule]], [admin] or [metrics])");
+                report_unknown_table(name);
         }
         if (!root.contains("rule")) report(root.source(), "rule", "no [[rule]] defined");
+        index_listeners();
         check_accept_proxy_agreement(config.rules);
+        warn_about_unreachable_rules(config.rules);
+        warn_about_open_proxy_headers(config.rules);
         check_control_listener_clashes(config);
         return config;
     }
@@ -202,22 +243,42 @@ public:
         return rule;
     }
 
-    std::vector<ConfigIssue> take_issues() {
-        // toml++ iterates tables in key order; report in file order instead (unknown positions last).
-        std::stable_sort(issues_.begin(), issues_.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+    void report_unknown_table(const toml::key& name) {
+        const std::string nearest = nearest_key(name.str(), "global, rule, admin, metrics");
+        const std::string table = nearest == "rule" ? "[[rule]]" : "[" + nearest + "]";
+        report(name.source(), std::string(name.str()),
+               "unknown top-level key" + (nearest.empty() ? std::string() : "; did you mean " + table + "?") +
+                   " (expected [global], [[rule]], [admin] or [metrics])");
+    }
+
+    std::vector<ConfigIssue> take_warnings() { return sorted_by_position(std::move(warnings_)); }
+
+    std::vector<ConfigIssue> take_issues() { return sorted_by_position(std::move(issues_)); }
+
+private:
+    // toml++ iterates tables in key order; report in file order instead (unknown positions last).
+    static std::vector<ConfigIssue> sorted_by_position(std::vector<ConfigIssue> issues) {
+        std::stable_sort(issues.begin(), issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
             auto position = [](const ConfigIssue& i) { return std::pair(i.line == 0 ? ~0u : i.line, i.column); };
             return position(a) < position(b);
         });
-        return std::move(issues_);
+        return issues;
     }
 
-private:
-    void report(const toml::source_region& where, std::string key, std::string message) {
-        issues_.push_back({file_, where.begin.line, where.begin.column, std::move(key), std::move(message)});
+    void report(const toml::source_region& where, const std::string& key, std::string message) {
+        // A quoted TOML key may hold any character: escaped like values.
+        issues_.push_back({file_, where.begin.line, where.begin.column, escaped(key), std::move(message)});
     }
 
     void report_unknown_key(const toml::key& name, const std::string& key, std::string_view expected) {
-        report(name.source(), key, "unknown key (expected one of: " + std::string(expected) + ")");
+        const std::string nearest = nearest_key(name.str(), expected);
+        report(name.source(), key,
+               "unknown key" + (nearest.empty() ? std::string() : "; did you mean " + nearest + "?") +
+                   " (expected one of: " + std::string(expected) + ")");
+    }
+
+    void warn(const toml::source_region& where, const std::string& key, std::string message) {
+        warnings_.push_back({file_, where.begin.line, where.begin.column, escaped(key), std::move(message)});
     }
 
     void report_type(const toml::node& node, const std::string& key, std::string_view expected) {
@@ -232,12 +293,38 @@ private:
         return std::nullopt;
     }
 
-    // For values where an empty string could only be a mistake (a path, a user name, a token).
-    void read_nonempty_string(const toml::node& node, const std::string& key, std::string& out) {
+    // For values where an empty string or a control character could only be a mistake (a path, a
+    // user name, a token). `secret`: the value is never echoed in a message.
+    std::optional<std::string> read_name_string(const toml::node& node, const std::string& key, bool secret = false) {
         auto text = read_string(node, key);
-        if (!text) return;
-        if (text->empty()) return report(node.source(), key, "must not be empty (leave the key out instead)");
-        out = std::move(*text);
+        if (!text) return std::nullopt;
+        if (text->empty()) {
+            report(node.source(), key, "must not be empty (leave the key out instead)");
+            return std::nullopt;
+        }
+        if (const std::string problem = control_byte_problem(*text); !problem.empty()) {
+            report(node.source(), key, (secret ? "the value " : quoted(*text) + " ") + problem +
+                                           " (paths, names and tokens must not hold control characters)");
+            return std::nullopt;
+        }
+        return text;
+    }
+
+    void read_nonempty_string(const toml::node& node, const std::string& key, std::string& out) {
+        if (auto text = read_name_string(node, key)) out = std::move(*text);
+    }
+
+    // [admin] and [metrics] tokens: long enough that guessing is hopeless, never echoed.
+    void read_token(const toml::node& node, const std::string& key, std::string& out) {
+        auto token = read_name_string(node, key, true);
+        if (!token) return;
+        const bool blank = std::all_of(token->begin(), token->end(), [](unsigned char c) { return std::isspace(c); });
+        if (blank) return report(node.source(), key, "is only whitespace: use at least 16 random characters");
+        if (token->size() < kMinTokenLength)
+            return report(node.source(), key,
+                          "is " + std::to_string(token->size()) + " characters long: use at least " +
+                              std::to_string(kMinTokenLength) + " (e.g. the output of `openssl rand -hex 16`)");
+        out = std::move(*token);
     }
 
     std::optional<bool> read_bool(const toml::node& node, const std::string& key) {
@@ -351,6 +438,8 @@ private:
                 if (auto n = read_integer(value, key, 1, kMaxSessions)) global.max_sessions = static_cast<uint32_t>(*n);
             } else if (name == "max_sessions_per_ip") {
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) global.max_sessions_per_ip = static_cast<uint32_t>(*n);
+            } else if (name == "max_handshakes") {
+                if (auto n = read_integer(value, key, 1, kMaxSessions)) global.max_handshakes = static_cast<uint32_t>(*n);
             } else if (name == "buffer_size") {
                 if (auto n = read_size(value, key, kMinBuffer, kMaxBuffer)) global.buffer_size = static_cast<uint32_t>(*n);
             } else if (name == "receive_buffers") {
@@ -368,7 +457,7 @@ private:
             else if (name == "user") read_nonempty_string(value, key, global.user);
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
-                                    "engine, threads, max_sessions, max_sessions_per_ip, buffer_size, receive_buffers, "
+                                    "engine, threads, max_sessions, max_sessions_per_ip, max_handshakes, buffer_size, receive_buffers, "
                                     "max_buffer_memory, multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
@@ -462,7 +551,8 @@ private:
                 if (auto n = read_integer(value, key, 0, kMaxConnRate)) rule.max_conn_rate_per_ip = static_cast<uint32_t>(*n);
             } else if (name == "deny") read_clients(value, key, rule.deny);
             else if (name == "timeout") {
-                if (auto d = read_timeout(value, key)) rule.timeout = *d;
+                // 0: no idle timeout (as a G5 rule without `timeout`).
+                if (auto d = read_timeout(value, key, true)) rule.timeout = *d;
             } else if (name == "connect_timeout") {
                 if (auto d = read_timeout(value, key)) rule.connect_timeout = *d;
             } else if (name == "down_time") {
@@ -476,16 +566,20 @@ private:
             } else if (name == "failback") read_bool_into(value, key, rule.failback);
             else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
+            else if (name == "proxy_from") read_clients(value, key, rule.proxy_from);
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, failback, send_proxy, "
-                                               "accept_proxy, health, servers");
+                                               "accept_proxy, proxy_from, health, servers");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
         if (!table.contains("servers")) report(table.source(), path + ".servers", "rule has no servers (servers is required)");
+        if (!rule.proxy_from.empty() && !rule.accept_proxy)
+            report(table.get("proxy_from")->source(), path + ".proxy_from",
+                   "applies only with accept_proxy = true (it lists the peers allowed to send a PROXY header)");
         if (rule.max_down_time < rule.down_time) {
             const toml::node* where = table.get("max_down_time");
             report(where ? where->source() : table.source(), path + ".max_down_time",
@@ -606,21 +700,74 @@ private:
     }
 
     void read_servers(const toml::node& node, const std::string& key, std::vector<ServerConfig>& servers) {
+        ServerSites sites;  // for the duplicate check, linear in the number of servers
         for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
             const auto* text = item.as_string();
+            std::optional<ServerConfig> server;
             if (text && text->get().starts_with(kDnsPrefix)) {
-                ServerConfig server;
-                if (read_dns(item, std::string_view(text->get()).substr(kDnsPrefix.size()), item_key, server))
-                    servers.push_back(server);
+                ServerConfig entry;
+                if (read_dns(item, std::string_view(text->get()).substr(kDnsPrefix.size()), item_key, entry)) server = entry;
             } else if (text) {
-                if (auto address = read_address(item, item_key)) servers.push_back({*address, 1});
+                if (auto address = read_server_address(item, item_key, "\"dns:")) server = ServerConfig{*address, 1};
             } else if (const auto* table = item.as_table()) {
-                if (auto server = read_server_table(*table, item_key)) servers.push_back(*server);
+                server = read_server_table(*table, item_key);
             } else {
                 report_type(item, item_key,
                             "an address string, \"dns:name:port\" or a table { address = ..., weight = ... }");
             }
+            if (!server) return;
+            warn_if_listed_before(*server, item, item_key, sites);
+            servers.push_back(std::move(*server));
         });
+        warn_if_all_weights_zero(node, key, servers);
+    }
+
+    // Where each server of one rule was first written: address (or dns name:port) -> its key.
+    struct ServerSites {
+        std::unordered_map<net::SocketAddress, std::string, net::SocketAddressHash> addresses;
+        std::unordered_map<std::string, std::string> dns;
+    };
+
+    // The second entry for one address is ignored: the rule has the server once.
+    void warn_if_listed_before(const ServerConfig& server, const toml::node& item, const std::string& key,
+                               ServerSites& sites) {
+        const std::string* first = nullptr;
+        if (server.is_dns()) {
+            const auto [entry, added] = sites.dns.emplace(server.dns_endpoint(), key);
+            if (!added) first = &entry->second;
+        } else {
+            const auto [entry, added] = sites.addresses.emplace(server.address, key);
+            if (!added) first = &entry->second;
+        }
+        if (!first) return;
+        const std::string what = server.is_dns() ? "dns:" + server.dns_endpoint() : server.address.to_string();
+        warn(item.source(), key,
+             "duplicate server " + what + " (also " + *first + "): the rule uses it once, with the first "
+             "entry's settings");
+    }
+
+    void warn_if_all_weights_zero(const toml::node& node, const std::string& key, const std::vector<ServerConfig>& servers) {
+        if (servers.empty() || !std::all_of(servers.begin(), servers.end(), [](const ServerConfig& s) { return s.weight == 0; }))
+            return;
+        warn(node.source(), key,
+             "every server has weight 0, so this rule takes no new session (give one a weight, or `set weight` at runtime)");
+    }
+
+    // A server address; a host name gets a hint at the form that resolves it (`dns_form` opens it).
+    std::optional<net::SocketAddress> read_server_address(const toml::node& node, const std::string& key,
+                                                          std::string_view dns_form) {
+        const auto* text = node.as_string();
+        if (text && !net::SocketAddress::parse(text->get())) {
+            std::string unused;
+            if (parse_dns_endpoint(text->get(), &unused)) {
+                report(node.source(), key,
+                       "bad address " + quoted(text->get()) + ": a host name needs the dns form, " +
+                           std::string(dns_form) + escaped(text->get()) +
+                           "\" (resolved in the background; each of its addresses is a server)");
+                return std::nullopt;
+            }
+        }
+        return read_address(node, key);
     }
 
     std::optional<ServerConfig> read_server_table(const toml::table& table, const std::string& path) {
@@ -629,7 +776,7 @@ private:
         for (auto&& [name, value] : table) {
             const std::string key = path + "." + std::string(name.str());
             if (name == "address") {
-                auto address = read_address(value, key);
+                auto address = read_server_address(value, key, "dns = \"");
                 if (address) server.address = *address;
                 ok = ok && address.has_value();
             } else if (name == "dns") {
@@ -711,7 +858,7 @@ private:
             const std::string key = "admin." + std::string(name.str());
             if (name == "listen") admin_site_ = read_control_listen(value, key, admin.listen);
             else if (name == "allow") read_clients(value, key, admin.allow);
-            else if (name == "token") read_nonempty_string(value, key, admin.token);
+            else if (name == "token") read_token(value, key, admin.token);
             else if (name == "insecure") read_bool_into(value, key, admin.insecure);
             else report_unknown_key(name, key, "listen, allow, token, insecure");
         }
@@ -726,7 +873,7 @@ private:
             const std::string key = "metrics." + std::string(name.str());
             if (name == "listen") metrics_site_ = read_control_listen(value, key, metrics.listen);
             else if (name == "allow") read_clients(value, key, metrics.allow);
-            else if (name == "token") read_nonempty_string(value, key, metrics.token);
+            else if (name == "token") read_token(value, key, metrics.token);
             else report_unknown_key(name, key, "listen, allow, token");
         }
         finish_control_table(*table, "metrics", metrics.allow);
@@ -743,6 +890,10 @@ private:
         const auto* text = node.as_string();
         if (text && text->get().starts_with(kUnixPrefix)) {
             std::string path = text->get().substr(kUnixPrefix.size());
+            if (const std::string problem = control_byte_problem(path); !problem.empty()) {
+                report(node.source(), key, "unix socket path " + quoted(path) + " " + problem);
+                return std::nullopt;
+            }
             if (path.empty() || path.front() != '/') {
                 report(node.source(), key, "unix socket path must be absolute, as in \"unix:/run/ringlb.sock\"");
                 return std::nullopt;
@@ -775,26 +926,121 @@ private:
 
     // ---- checks across tables ----
 
-    // Rules sharing a listen address share its socket, and whether clients start with a PROXY header
-    // is decided per socket: the first rule on an address sets it, later ones must agree.
+    // Rules sharing a listen address share its socket, and whether clients start with a PROXY header,
+    // and from which peers, is decided per socket: the first rule on an address sets it, later ones
+    // must agree.
     void check_accept_proxy_agreement(const std::vector<RuleConfig>& rules) {
         for (size_t later = 0; later < rules.size(); ++later) {
             for (const ListenSite& site : rule_sites_[later].listen) {
                 const auto earlier = first_rule_listening_on(site.address, later);
-                if (!earlier || rules[*earlier].accept_proxy == rules[later].accept_proxy) continue;
-                report_accept_proxy_disagreement(rules, *earlier, later, site);
-                break;  // one report per rule: the fix (its accept_proxy) is the same for every listener
+                if (!earlier) continue;
+                if (rules[*earlier].accept_proxy != rules[later].accept_proxy) {
+                    report_accept_proxy_disagreement(rules, *earlier, later, site);
+                    break;  // one report per rule: the fix (its accept_proxy) is the same for every listener
+                }
+                if (same_patterns(rules[*earlier].proxy_from, rules[later].proxy_from)) continue;
+                report_proxy_from_disagreement(rules, *earlier, later, site);
+                break;
             }
         }
     }
 
-    std::optional<size_t> first_rule_listening_on(const net::SocketAddress& address, size_t before) const {
-        for (size_t i = 0; i < before; ++i) {
-            const auto& listen = rule_sites_[i].listen;
-            if (std::any_of(listen.begin(), listen.end(), [&](const ListenSite& s) { return s.address == address; }))
-                return i;
+    // The first rule listening on each address, so that the checks across rules stay linear in
+    // the number of rules (a file may have thousands).
+    void index_listeners() {
+        first_listener_.clear();
+        for (size_t i = 0; i < rule_sites_.size(); ++i)
+            for (const ListenSite& site : rule_sites_[i].listen) first_listener_.emplace(site.address, i);
+    }
+
+    // A rule that takes every client (no clients, or "*"; no deny): later rules on its listen
+    // addresses never see a client there.
+    static bool takes_everyone(const RuleConfig& rule) {
+        return rule.deny.empty() && (rule.clients.empty() || std::any_of(rule.clients.begin(), rule.clients.end(),
+                                                                          [](const auto& p) { return p.matches_everyone(); }));
+    }
+
+    // A rule whose every listen address has an earlier rule taking every client can never match:
+    // valid, but almost surely rules in the wrong order or a forgotten `clients`.
+    void warn_about_unreachable_rules(const std::vector<RuleConfig>& rules) {
+        std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> taken;  // address -> first such rule
+        for (size_t later = 0; later < rules.size(); ++later) {
+            const std::vector<ListenSite>& listen = rule_sites_[later].listen;
+            std::optional<std::pair<size_t, net::SocketAddress>> shadow;
+            bool every_address = !listen.empty();
+            for (const ListenSite& site : listen) {
+                const auto earlier = taken.find(site.address);
+                if (earlier == taken.end()) {
+                    every_address = false;
+                    break;
+                }
+                if (!shadow) shadow = std::pair(earlier->second, site.address);
+            }
+            if (every_address && shadow) report_unreachable(rules, *shadow, later);
+            if (takes_everyone(rules[later]))
+                for (const ListenSite& site : listen) taken.emplace(site.address, later);
         }
-        return std::nullopt;
+    }
+
+    // The same patterns in any order (as written: "10.0.0.1" and "10.0.0.1/32" differ).
+    static bool same_patterns(const std::vector<net::ClientPattern>& a, const std::vector<net::ClientPattern>& b) {
+        std::vector<std::string> a_texts, b_texts;
+        for (const auto& pattern : a) a_texts.push_back(pattern.text());
+        for (const auto& pattern : b) b_texts.push_back(pattern.text());
+        std::sort(a_texts.begin(), a_texts.end());
+        std::sort(b_texts.begin(), b_texts.end());
+        return a_texts == b_texts;
+    }
+
+    static std::string pattern_list(const std::vector<net::ClientPattern>& patterns) {
+        if (patterns.empty()) return "none (any peer)";
+        std::string out = "[";
+        for (size_t i = 0; i < patterns.size(); ++i) out += (i == 0 ? "" : ", ") + quoted(patterns[i].text());
+        return out + "]";
+    }
+
+    void report_proxy_from_disagreement(const std::vector<RuleConfig>& rules, size_t earlier, size_t later,
+                                        const ListenSite& shared) {
+        const RuleSites& sites = rule_sites_[later];
+        const toml::node* proxy_from = sites.table->get("proxy_from");
+        report(proxy_from ? proxy_from->source() : shared.where, proxy_from ? sites.path + ".proxy_from" : shared.key,
+               "proxy_from = " + pattern_list(rules[later].proxy_from) + " disagrees with rule " +
+                   quoted(rules[earlier].id) + " (" + rule_sites_[earlier].path + "), which also listens on " +
+                   shared.address.to_string() + " with proxy_from = " + pattern_list(rules[earlier].proxy_from) +
+                   "; who may send a PROXY header is decided per listening socket, so every rule on it must list "
+                   "the same peers");
+    }
+
+    // accept_proxy without proxy_from: valid (a PROXY header from any peer, as before proxy_from
+    // existed), but any client that can connect may then claim any address.
+    void warn_about_open_proxy_headers(const std::vector<RuleConfig>& rules) {
+        for (size_t i = 0; i < rules.size(); ++i) {
+            const RuleConfig& rule = rules[i];
+            if (!rule.accept_proxy || !rule.proxy_from.empty()) continue;
+            std::string listen;
+            for (const auto& address : rule.listen) listen += (listen.empty() ? "" : ", ") + address.to_string();
+            warn(rule_sites_[i].table->source(), rule_sites_[i].path,
+                 "rule " + quoted(rule.id) + ": accept_proxy = true without proxy_from: any client that can connect to " +
+                     listen + " may send a PROXY header and claim any address (for clients, deny, limits and logs); "
+                     "list your load balancers in proxy_from");
+        }
+    }
+
+    void report_unreachable(const std::vector<RuleConfig>& rules, const std::pair<size_t, net::SocketAddress>& shadow,
+                            size_t later) {
+        const auto& [earlier, address] = shadow;
+        const std::string others = rule_sites_[later].listen.size() > 1 ? " (and on every other listen address of this rule)" : "";
+        warn(rule_sites_[later].table->source(), rule_sites_[later].path,
+             "rule " + quoted(rules[later].id) + " can never match: rule " + quoted(rules[earlier].id) + " (" +
+                 rule_sites_[earlier].path + ") comes first on " + address.to_string() + others +
+                 " and takes every client (it has no clients or deny); put " + quoted(rules[later].id) +
+                 " first or give " + quoted(rules[earlier].id) + " clients");
+    }
+
+    std::optional<size_t> first_rule_listening_on(const net::SocketAddress& address, size_t before) const {
+        const auto first = first_listener_.find(address);
+        if (first == first_listener_.end() || first->second >= before) return std::nullopt;
+        return first->second;
     }
 
     void report_accept_proxy_disagreement(const std::vector<RuleConfig>& rules, size_t earlier, size_t later,
@@ -834,8 +1080,10 @@ private:
 
     std::string file_;
     std::vector<ConfigIssue> issues_;
+    std::vector<ConfigIssue> warnings_;
     std::map<std::string, uint32_t> rule_id_lines_;  // rule id -> line of its first definition
     std::vector<RuleSites> rule_sites_;              // parallel to Config::rules
+    std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> first_listener_;  // address -> rule index
     std::optional<ListenSite> admin_site_;           // where [admin] listen was written, when valid
     std::optional<ListenSite> metrics_site_;
 };
@@ -932,6 +1180,36 @@ toml::table parse_toml(std::string_view text, const std::string& file) {
     }
 }
 
+// The line of a `[rule.health]` header written before any `[[rule]]`, 0 when there is none.
+unsigned health_before_any_rule(std::string_view text) {
+    unsigned line = 0;
+    for (size_t start = 0; start < text.size(); ++line) {
+        const size_t end = std::min(text.find('\n', start), text.size());
+        std::string header;  // the line without blanks, so that "[ rule . health ]" is found too
+        for (const char c : text.substr(start, end - start))
+            if (c != ' ' && c != '\t' && c != '\r') header += c;
+        if (header.starts_with("[[rule]]")) return 0;
+        if (header.starts_with("[rule.health]")) return line + 1;
+        start = end + 1;
+    }
+    return 0;
+}
+
+// TOML reads a [rule.health] above every [[rule]] as a table `rule`, which the [[rule]] array
+// cannot then extend: the resulting messages do not say what to do, so a hint goes with them.
+ConfigError with_health_order_hint(const ConfigError& error, std::string_view text, const std::string& file) {
+    const unsigned line = health_before_any_rule(text);
+    if (line == 0) return error;
+    std::vector<ConfigIssue> issues = error.issues();
+    issues.push_back({file, line, 1, "rule.health",
+                      "[rule.health] comes before any [[rule]]: it belongs after the [[rule]] whose servers it checks "
+                      "(write [[rule]] and its keys first, then [rule.health])"});
+    std::stable_sort(issues.begin(), issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+        return std::pair(a.line == 0 ? ~0u : a.line, a.column) < std::pair(b.line == 0 ? ~0u : b.line, b.column);
+    });
+    return ConfigError(std::move(issues));
+}
+
 // parse_rule_inline() parses "<prefix><text>" on one line: columns on that line are shifted back
 // so that they count within the text the caller gave.
 std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues, size_t prefix_length) {
@@ -945,12 +1223,17 @@ std::vector<ConfigIssue> without_prefix_columns(std::vector<ConfigIssue> issues,
 
 Config parse_config(std::string_view toml_text, std::string_view source_name) {
     const std::string file(source_name);
-    const toml::table root = parse_toml(toml_text, file);
-    Validator validator(file);
-    Config config = validator.run(root);
-    auto issues = validator.take_issues();
-    if (!issues.empty()) throw ConfigError(std::move(issues));
-    return config;
+    try {
+        const toml::table root = parse_toml(toml_text, file);
+        Validator validator(file);
+        Config config = validator.run(root);
+        auto issues = validator.take_issues();
+        if (!issues.empty()) throw ConfigError(std::move(issues));
+        config.warnings = validator.take_warnings();
+        return config;
+    } catch (const ConfigError& error) {
+        throw with_health_order_hint(error, toml_text, file);
+    }
 }
 
 RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view source_name) {
@@ -985,32 +1268,7 @@ namespace {
 
 // A TOML basic string. Quotes, backslashes and control characters are escaped; other bytes go
 // out as they are, since TOML text is UTF-8 and every string parse_config() read was UTF-8.
-std::string toml_string(std::string_view text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\b': out += "\\b"; break;
-            case '\t': out += "\\t"; break;
-            case '\n': out += "\\n"; break;
-            case '\f': out += "\\f"; break;
-            case '\r': out += "\\r"; break;
-            default: {
-                const auto byte = static_cast<unsigned char>(c);
-                if (byte >= 0x20 && byte != 0x7f) {
-                    out += c;
-                    break;
-                }
-                char escaped[8];
-                std::snprintf(escaped, sizeof escaped, "\\u%04X", static_cast<unsigned>(byte));
-                out += escaped;
-            }
-        }
-    }
-    out += '"';
-    return out;
-}
+std::string toml_string(std::string_view text) { return "\"" + escaped(text) + "\""; }
 
 // Whole seconds as "300s", anything else as "250ms": both read back exactly.
 std::string toml_duration(std::chrono::milliseconds duration) {
@@ -1067,6 +1325,8 @@ std::string global_to_toml(const GlobalConfig& global) {
     put(out, "threads", std::to_string(global.threads));
     put(out, "max_sessions", std::to_string(global.max_sessions));
     put(out, "max_sessions_per_ip", std::to_string(global.max_sessions_per_ip));
+    // 0 = derived from max_sessions: left out, so that the file keeps following max_sessions.
+    if (global.max_handshakes != 0) put(out, "max_handshakes", std::to_string(global.max_handshakes));
     put(out, "buffer_size", std::to_string(global.buffer_size));
     put(out, "receive_buffers", std::to_string(global.receive_buffers));
     if (global.max_buffer_memory != 0) put(out, "max_buffer_memory", std::to_string(global.max_buffer_memory));
@@ -1132,6 +1392,7 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "failback", toml_bool(rule.failback));
     put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
+    if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";
@@ -1156,6 +1417,11 @@ std::string to_toml(const Config& config) {
         if (!config.metrics.token.empty()) put(out, "token", toml_string(config.metrics.token));
     }
     return out;
+}
+
+uint32_t handshake_limit(const GlobalConfig& global) {
+    if (global.max_handshakes != 0) return std::min(global.max_handshakes, global.max_sessions);
+    return std::max(global.max_sessions / 4, std::min(kMinDerivedHandshakes, global.max_sessions));
 }
 
 std::string summarize(const Config& config) {

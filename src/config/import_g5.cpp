@@ -2,8 +2,10 @@
 //
 // Mapping decisions:
 // - A forwarding rule becomes a [[rule]] with id, mode (the G5 code in lower case: ms, rr, lc,
-//   rt, rd, hs), listen, servers, clients and, from ( timeout N ), timeout = "Ns". ringlb's
-//   defaults cover what G5 had no setting for (connect_timeout, down_time, retries, ...).
+//   rt, rd, hs), listen, servers, clients and, from ( timeout N ), timeout = "Ns". A rule without
+//   ( timeout ) (or with 0) never times out in G5: it gets timeout = "0", ringlb's "no idle
+//   timeout", rather than ringlb's default. ringlb's defaults cover what G5 had no setting for
+//   (connect_timeout, down_time, retries, ...).
 // - Client patterns are kept as written: ringlb matches G5 wildcards ('*', '?', an optional
 //   ":port" glob) the same way, whereas turning them into CIDR blocks would change the meaning
 //   of patterns such as "10.1*" that do not stop at an octet boundary. "*" and "*:*" match every
@@ -23,10 +25,13 @@
 //   (ringlb's admin port has one; the others are named in a comment) and allow = its client
 //   patterns as written. G5's port had no authentication; ringlb refuses an admin listener
 //   outside loopback without a token, so such a listener gets insecure = true and a comment
-//   telling the operator to set a token instead. More than one G rule is an error.
+//   telling the operator to set a token instead. More than one G rule is an error. G5's own
+//   examples put ( timeout N ) and ( maxclients N ) on the G rule; ringlb's admin port has fixed
+//   limits of its own (idle connections closed after 5 minutes, 64 connections), so these are
+//   dropped with a comment saying so.
 // - Everything else ringlb cannot express faithfully is an error naming line and column:
-//   unknown modes and options, malformed rules, bad addresses or patterns, servers or options
-//   on the G rule, duplicate or invalid ids, a config without forwarding rules. Every problem
+//   unknown modes and options, malformed rules, bad addresses or patterns, servers on the G
+//   rule, duplicate or invalid ids, a config without forwarding rules. Every problem
 //   is collected before ConfigError is thrown. G5's comments are not carried over.
 #include "ringlb/config/import_g5.hpp"
 
@@ -41,6 +46,7 @@
 
 #include "ringlb/net/address.hpp"
 #include "ringlb/net/client_pattern.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::config {
 namespace {
@@ -55,7 +61,8 @@ std::string lowercase(std::string_view text) {
     return out;
 }
 
-std::string quoted(std::string_view text) { return "'" + std::string(text) + "'"; }
+// G5 text echoed in a message, its control characters escaped.
+std::string quoted(std::string_view text) { return "'" + escaped(text) + "'"; }
 
 // ---- tokens ----
 
@@ -180,6 +187,7 @@ struct G5Rule {
     std::vector<G5Pattern> clients;
     std::vector<net::SocketAddress> listen;
     std::vector<net::SocketAddress> servers;
+    std::vector<std::string> dropped;  // G rule: the options [admin] cannot express, as written
     bool is_management() const { return mode == "g"; }
 };
 
@@ -399,21 +407,21 @@ private:
     }
 
     void apply_timeout(G5Rule& rule, const Option& option) {
-        if (rule.is_management())
-            return report(option.keyword, rule.id, "ringlb's [admin] port has no idle timeout: remove ( timeout ) from the G rule");
         if (rule.timeout_seconds) return report(option.keyword, rule.id, "timeout is set twice in this rule");
-        rule.timeout_seconds = parse_number(option.value, rule.id, 1, kMaxTimeoutSeconds);
+        rule.timeout_seconds = parse_number(option.value, rule.id, 0, kMaxTimeoutSeconds);  // 0: none
+        if (rule.is_management() && rule.timeout_seconds)
+            rule.dropped.push_back("( timeout " + std::to_string(*rule.timeout_seconds) + " )");
     }
 
     void apply_max_clients(G5Rule& rule, const Option& option) {
         if (rule.clients.empty())
             return report(option.keyword, rule.id, "( maxclients N ) must follow the client pattern it limits");
-        if (rule.is_management())
-            return report(option.keyword, rule.id, "ringlb's [admin] port has no client limit: remove ( maxclients ) from the G rule");
         G5Pattern& pattern = rule.clients.back();
         if (pattern.max_clients)
             return report(option.keyword, rule.id, "maxclients is set twice for " + quoted(pattern.text));
         pattern.max_clients = parse_number(option.value, rule.id, 0, kMaxLimit);
+        if (rule.is_management() && pattern.max_clients)
+            rule.dropped.push_back("( maxclients " + std::to_string(*pattern.max_clients) + " ) after " + pattern.text);
     }
 
     // Listen addresses up to the '>' or, for a G rule, the ';'; returns which of the two ended them.
@@ -553,14 +561,8 @@ void check_split_ids(const G5Config& config, const std::vector<PlannedRule>& pla
 
 // ---- TOML text ----
 
-std::string toml_string(std::string_view text) {
-    std::string out = "\"";
-    for (const char c : text) {
-        if (c == '"' || c == '\\') out += '\\';
-        out += c;
-    }
-    return out + "\"";
-}
+// A TOML basic string: quotes, backslashes and every control character escaped (\uXXXX).
+std::string toml_string(std::string_view text) { return "\"" + escaped(text) + "\""; }
 
 template <typename Items, typename ToText>
 std::string toml_array(const Items& items, ToText to_text) {
@@ -596,6 +598,9 @@ std::string render_global(const G5Config& config) {
 
 std::string render_admin(const G5Rule& rule) {
     std::string out = "\n# The management port (G5 rule " + quoted(rule.id) + ", line " + std::to_string(rule.line) + ").\n";
+    for (const std::string& option : rule.dropped)
+        out += "# G5's " + option + " is dropped: ringlb's admin port closes connections idle for 5 minutes\n"
+               "# and takes 64 connections at most.\n";
     out += "[admin]\n";
     if (rule.listen.size() > 1) {
         std::vector<net::SocketAddress> dropped(rule.listen.begin() + 1, rule.listen.end());
@@ -624,7 +629,10 @@ std::string render_rule(const PlannedRule& part) {
     out += "listen = " + toml_array(rule.listen, address_text) + "\n";
     if (!part.clients.empty()) out += "clients = " + toml_array(part.clients, [](const std::string& s) { return s; }) + "\n";
     if (part.max_clients > 0) out += "max_clients = " + std::to_string(part.max_clients) + "\n";
-    if (rule.timeout_seconds) out += "timeout = " + toml_string(std::to_string(*rule.timeout_seconds) + "s") + "\n";
+    if (rule.timeout_seconds.value_or(0) > 0)
+        out += "timeout = " + toml_string(std::to_string(*rule.timeout_seconds) + "s") + "\n";
+    else
+        out += "timeout = \"0\"  # none in G5: sessions are never closed for being idle\n";
     out += "servers = " + toml_array(rule.servers, address_text) + "\n";
     return out;
 }

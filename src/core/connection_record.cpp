@@ -72,6 +72,7 @@ std::string format_text(const ConnectionRecord& record) {
     std::string out = format_utc_timestamp(record.end_time);
     out += " conn";
     append_text_field(out, "client", record.client);
+    if (!record.peer.empty()) append_text_field(out, "peer", record.peer);
     append_text_field(out, "listener", record.listener);
     append_text_field(out, "rule", record.rule);
     append_text_field(out, "server", record.server);
@@ -146,6 +147,7 @@ std::string format_json(const ConnectionRecord& record) {
     append_json_field(out, "time", format_utc_timestamp(record.end_time));
     append_json_field(out, "event", "conn");
     append_json_field(out, "client", record.client);
+    if (!record.peer.empty()) append_json_field(out, "peer", record.peer);
     append_json_field(out, "listener", record.listener);
     append_json_field(out, "rule", record.rule);
     if (record.server.empty()) {
@@ -183,6 +185,7 @@ std::string_view to_string(EndCause cause) {
         case EndCause::Shutdown: return "shutdown";
         case EndCause::Admin: return "admin";
         case EndCause::Error: return "error";
+        case EndCause::UntrustedProxy: return "untrusted-proxy";
     }
     return "error";  // a value cast from a corrupt byte: still one of the documented words
 }

@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cstring>
 #include <span>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "ringlb/net/proxy_protocol.hpp"
 
@@ -95,24 +97,21 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
 
 void Forwarder::apply(const RulePlan& plan) {
     // The addresses the new plan listens on; those not open yet are bound first, so that a
-    // bind error leaves everything as it was.
-    std::vector<net::SocketAddress> wanted;
-    for (uint16_t slot : plan.order)
-        for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen)
-            if (std::find(wanted.begin(), wanted.end(), address) == wanted.end()) wanted.push_back(address);
-    const auto open_listener = [&](const net::SocketAddress& address) {
-        return std::find_if(listeners_.begin(), listeners_.end(),
-                            [&](const Listener& l) { return !l.closing && l.address == address; });
-    };
+    // bind error leaves everything as it was. Sets keep this linear: a plan may have thousands.
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> open, wanted;
+    for (const Listener& listener : listeners_)
+        if (!listener.closing) open.insert(listener.address);
     std::vector<Listener> added;
-    for (const net::SocketAddress& address : wanted) {
-        if (open_listener(address) != listeners_.end()) continue;
-        try {
-            added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
-        } catch (const net::SystemError& e) {
-            throw ListenError(e.what());
+    for (uint16_t slot : plan.order) {
+        for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
+            if (!wanted.insert(address).second || open.contains(address)) continue;
+            try {
+                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
+            } catch (const net::SystemError& e) {
+                throw ListenError(e.what());
+            }
+            log_.debug("listening on ", address, reuse_port_ ? " (SO_REUSEPORT)" : "");
         }
-        log_.debug("listening on ", address, reuse_port_ ? " (SO_REUSEPORT)" : "");
     }
 
     if (rules_.size() < plan.slots.size()) rules_.resize(plan.slots.size());
@@ -128,7 +127,7 @@ void Forwarder::apply(const RulePlan& plan) {
     }
     for (size_t i = 0; i < listeners_.size(); ++i) {
         Listener& listener = listeners_[i];
-        if (!listener.closing && std::find(wanted.begin(), wanted.end(), listener.address) == wanted.end())
+        if (!listener.closing && !wanted.contains(listener.address))
             close_listener(static_cast<uint16_t>(i));
     }
     const size_t first_added = listeners_.size();
@@ -140,16 +139,24 @@ void Forwarder::apply(const RulePlan& plan) {
 }
 
 void Forwarder::rebuild_listener_rules() {
-    for (Listener& listener : listeners_) {
+    std::unordered_map<net::SocketAddress, uint16_t, net::SocketAddressHash> open;  // address -> listener
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        Listener& listener = listeners_[i];
         listener.rules.clear();
         listener.accept_proxy = false;
-        if (listener.closing) continue;
-        for (uint16_t slot : order_) {
-            const config::RuleConfig& config = rules_[slot]->config;
-            if (std::find(config.listen.begin(), config.listen.end(), listener.address) == config.listen.end())
-                continue;
+        listener.proxy_from.clear();
+        if (!listener.closing) open.emplace(listener.address, static_cast<uint16_t>(i));
+    }
+    for (uint16_t slot : order_) {
+        const config::RuleConfig& config = rules_[slot]->config;
+        for (const net::SocketAddress& address : config.listen) {
+            const auto found = open.find(address);
+            if (found == open.end()) continue;
+            Listener& listener = listeners_[found->second];
+            if (!listener.rules.empty() && listener.rules.back() == slot) continue;
             listener.rules.push_back(slot);
             listener.accept_proxy = listener.accept_proxy || config.accept_proxy;
+            if (config.accept_proxy) listener.proxy_from = config.proxy_from;  // every rule on it has the same
         }
     }
 }
@@ -299,26 +306,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         return;
     }
     if (listeners_[listener].accept_proxy) {
-        // The real client is only known from its PROXY header: take a slot to read it, and
-        // match rules and limits once it has arrived.
-        const auto slot = sessions_.acquire();
-        if (!slot) {
-            ++stats_.rejected_max_sessions;
-            log_rejected(listener, peer, EndCause::Limit, client.get());
-            return;
-        }
-        Session& session = sessions_[*slot];
-        session.state = Session::State::Handshake;
-        session.client_fd = std::move(client);
-        session.client_address = peer;
-        session.listener = listener;
-        session.started = session.last_activity = now_;
-        engine_.recv(session.client_fd.get(), engine_.buffer_size(), token(*slot, Op::RecvClient));
-        session.upstream.recv_pending = true;
-        std::chrono::milliseconds deadline{0};
-        for (uint16_t rule : listeners_[listener].rules)
-            deadline = std::max(deadline, rules_[rule]->config.connect_timeout);
-        timers_.arm({*slot, TimerKind::Connect}, now_ + deadline);
+        begin_handshake(listener, std::move(client), peer);
         return;
     }
     EndCause cause = EndCause::Acl;
@@ -344,8 +332,79 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     start_session(*slot, session, *rule);
 }
 
+// The real client is only known from its PROXY header: the connection waits for it in a session,
+// counted as a handshake (its peer in the per-IP limits, unless a trusted proxy), and rules and
+// limits for the client apply once the header has arrived.
+void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, const net::SocketAddress& peer) {
+    const Listener& listener = listeners_[listener_index];
+    const auto counts = handshake_counts(listener, peer);
+    if (!counts) {
+        ++stats_.rejected_untrusted_proxy;
+        log_.debug("peer ", peer, " on ", listener.address, " is not in proxy_from and may not send a PROXY header: closed");
+        log_rejected(listener_index, peer, EndCause::UntrustedProxy, client.get(), true);
+        return;
+    }
+    const char* over = nullptr;
+    switch (limits_.try_begin_handshake(*counts)) {
+        case SessionLimits::Verdict::Admitted: break;
+        case SessionLimits::Verdict::OverMaxHandshakes: ++stats_.rejected_max_handshakes; over = "max_handshakes"; break;
+        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
+        case SessionLimits::Verdict::OverRulePerIp:
+            ++stats_.rejected_rule_per_ip;
+            ++rules_[*counts->rule]->rejects.limit;
+            over = "max_sessions_per_ip";
+            break;
+        case SessionLimits::Verdict::OverMaxSessions:
+        case SessionLimits::Verdict::OverMaxClients:  // not checked for a handshake
+        case SessionLimits::Verdict::OverRate: ++stats_.rejected_max_sessions; over = "max_sessions"; break;
+    }
+    std::optional<uint32_t> slot;
+    if (!over) {
+        slot = sessions_.acquire();
+        if (!slot) {
+            limits_.abandon_handshake(*counts);
+            ++stats_.rejected_max_sessions;
+            over = "max_sessions";
+        }
+    }
+    if (!slot) {
+        log_.debug("peer ", peer, " on ", listener.address, " over ", over, " while its PROXY header is awaited: closed");
+        log_rejected(listener_index, peer, EndCause::Limit, client.get(), true);
+        return;
+    }
+    Session& session = sessions_[*slot];
+    session.state = Session::State::Handshake;
+    session.client_fd = std::move(client);
+    session.client_address = peer;
+    session.listener = listener_index;
+    session.started = session.last_activity = now_;
+    proxied_[*slot] = {peer, counts, false};
+    engine_.recv(session.client_fd.get(), engine_.buffer_size(), token(*slot, Op::RecvClient));
+    session.upstream.recv_pending = true;
+    std::chrono::milliseconds deadline{0};
+    for (uint16_t rule : listener.rules) deadline = std::max(deadline, rules_[rule]->config.connect_timeout);
+    timers_.arm({*slot, TimerKind::Connect}, now_ + deadline);
+}
+
+// A trusted proxy (in proxy_from) sends the connections of every client, so it is
+// not held to the per-IP limits; any other peer is, and also to its rule's when the listener has
+// only one (before the header, the rule is known only then).
+std::optional<SessionLimits::Handshake> Forwarder::handshake_counts(const Listener& listener,
+                                                                    const net::SocketAddress& peer) {
+    SessionLimits::Handshake counts{net::IpKey::of(peer), true, std::nullopt};
+    if (!listener.proxy_from.empty()) {
+        const bool trusted = std::any_of(listener.proxy_from.begin(), listener.proxy_from.end(),
+                                         [&](const net::ClientPattern& pattern) { return pattern.matches(peer); });
+        if (!trusted) return std::nullopt;
+        counts.per_ip = false;
+        return counts;
+    }
+    if (listener.rules.size() == 1) counts.rule = listener.rules.front();
+    return counts;
+}
+
 std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::SocketAddress& client,
-                                                 EndCause* cause) {
+                                                 EndCause* cause, std::optional<SessionLimits::Handshake>* handshake) {
     bool denied = false;
     const auto rule = match_rule(listeners_[listener], client, &denied);
     if (!rule) {
@@ -357,7 +416,10 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
     }
     // Every limit is checked before anything is counted, so a refused client leaves no count
     // behind; an admitted one is released exactly once, in release().
-    const auto verdict = limits_.try_admit(net::IpKey::of(client), *rule, now_);
+    const net::IpKey key = net::IpKey::of(client);
+    const auto verdict = handshake && *handshake ? limits_.finish_handshake(**handshake, key, *rule, now_)
+                                                  : limits_.try_admit(key, *rule, now_);
+    if (handshake) handshake->reset();  // its counts are gone, whatever the verdict
     const char* over = nullptr;
     switch (verdict) {
         case SessionLimits::Verdict::Admitted: return rule;
@@ -366,6 +428,7 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
         case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
         case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
         case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
+        case SessionLimits::Verdict::OverMaxHandshakes: over = "max_handshakes"; break;  // not returned here
     }
     ++rules_[*rule]->rejects.limit;
     *cause = EndCause::Limit;
@@ -405,7 +468,7 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     const auto fail = [&](const std::string& why) {
         if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
         ++stats_.rejected_proxy_header;
-        log_.debug("client ", session.client_address, " on ",
+        log_.debug("peer ", session.client_address, " on ",
                    listeners_[session.listener].address, ": ", why, ": closed");
         // The header bytes read so far (proxy_in_, dropped on release) make the ending a cut.
         const bool failed = completion.result < 0;
@@ -436,10 +499,14 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
         engine_.release_buffer(completion.buffer_id);
     }
     proxy_in_.erase(slot);
+    Proxied& proxied = proxied_.at(slot);
+    proxied.header_read = true;
     if (parsed.source) session.client_address = *parsed.source;
+    log_.debug("session ", slot, ": peer ", proxied.peer, " on ", listeners_[session.listener].address,
+               " sent a PROXY header for client ", session.client_address);
     session.state = Session::State::Connecting;
     EndCause cause = EndCause::Acl;
-    const auto rule = admit_to_rule(session.listener, session.client_address, &cause);
+    const auto rule = admit_to_rule(session.listener, session.client_address, &cause, &proxied.handshake);
     if (!rule) {
         close_session(slot, session, false, cause);
         return;
@@ -447,11 +514,13 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     start_session(slot, session, *rule);
 }
 
-void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause, int client_fd) {
+void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& address, EndCause cause, int client_fd,
+                             bool is_proxy_peer) {
     if (!connection_log_) return;
     ConnectionRecord record;
     record.end_time = std::chrono::system_clock::now();
-    record.client = client.to_string();
+    // A proxy peer refused before its header: the client it would have named is unknown.
+    (is_proxy_peer ? record.peer : record.client) = address.to_string();
     record.listener = listeners_[listener].address.to_string();
     record.cause = cause;
     // Refused before a byte is read: closing sends a FIN, or a reset when the client's bytes wait unread.
@@ -578,7 +647,7 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     rule.balancer->session_taken(session.server);
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
-    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " established");
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(slot, session), " established");
     timers_.cancel({slot, TimerKind::Connect});
     arm_idle_timer(slot, session);
     if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
@@ -806,7 +875,7 @@ std::chrono::milliseconds Forwarder::closing_grace(const Session& session) const
 // held are released now.
 void Forwarder::abandon_pending(uint32_t slot, Session& session) {
     ++stats_.sessions_abandoned;
-    log_.warn("session ", slot, ": ", describe(session), ": requests still pending ",
+    log_.warn("session ", slot, ": ", describe(slot, session), ": requests still pending ",
               as_ms(closing_grace(session)), " ms after it was closed; handed to the engine");
     hand_over_and_release(slot, session);
 }
@@ -875,6 +944,11 @@ void Forwarder::release(uint32_t slot, Session& session) {
     timers_.cancel({slot, TimerKind::Connect});
     timers_.cancel({slot, TimerKind::Idle});
     timers_.cancel({slot, TimerKind::Closing});
+    const auto proxied = proxied_.find(slot);
+    if (proxied != proxied_.end() && proxied->second.handshake) {  // closed before its header was taken
+        limits_.abandon_handshake(*proxied->second.handshake);
+        proxied->second.handshake.reset();
+    }
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
         give_back_connection(rule, session);
@@ -889,20 +963,25 @@ void Forwarder::release(uint32_t slot, Session& session) {
     }
     ++stats_.sessions_ended;
     if (log_.enabled(LogLevel::Debug))  // describe() builds text: not for every session unless asked
-        log_.debug("session ", slot, ": ", describe(session), " ended", session.abortive ? " by reset" : "",
+        log_.debug("session ", slot, ": ", describe(slot, session), " ended", session.abortive ? " by reset" : "",
                    ", bytes up ", session.upstream.delivered_bytes, " down ", session.downstream.delivered_bytes,
                    ", ", as_ms(Clock::now() - session.started), " ms");
-    log_connection(session);
+    log_connection(slot, session);
+    if (proxied != proxied_.end()) proxied_.erase(proxied);
     if (session.admitted && rules_[session.rule]->retired && rules_[session.rule]->active_sessions == 0)
         rules_[session.rule].reset();  // the last session of a removed rule
     sessions_.release(slot);
 }
 
-void Forwarder::log_connection(const Session& session) {
+void Forwarder::log_connection(uint32_t slot, const Session& session) {
     if (!connection_log_) return;
     ConnectionRecord record;
     record.end_time = std::chrono::system_clock::now();
     record.client = session.client_address.to_string();
+    if (const auto proxied = proxied_.find(slot); proxied != proxied_.end()) {
+        record.peer = proxied->second.peer.to_string();
+        if (!proxied->second.header_read) record.client.clear();  // no header: the client is unknown
+    }
     record.listener = listeners_[session.listener].address.to_string();
     if (session.admitted) {
         const Rule& rule = *rules_[session.rule];
@@ -958,7 +1037,7 @@ void Forwarder::on_timer(TimerKey key) {
     if (key.kind == TimerKind::Connect) {
         if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
-            log_.debug("client ", session.client_address, ": no PROXY header in time: closed");
+            log_.debug("peer ", session.client_address, ": no PROXY header in time: closed");
             close_session(slot, session, false, EndCause::Error);
         } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
@@ -966,18 +1045,20 @@ void Forwarder::on_timer(TimerKey key) {
         }
         return;
     }
-    if (session.state != Session::State::Established) return;
+    // timeout = 0: the rule has no idle timeout (no timer is armed for it; this guards the rest).
+    if (session.state != Session::State::Established || rules_[session.rule]->config.timeout.count() == 0) return;
     const auto deadline = session.last_activity + rules_[session.rule]->config.timeout;
     if (deadline > Clock::now()) {
         timers_.arm({slot, TimerKind::Idle}, deadline);
         return;
     }
     ++stats_.idle_timeouts;
-    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(session), " idle timeout");
+    if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(slot, session), " idle timeout");
     close_session(slot, session, false, EndCause::IdleTimeout);
 }
 
 void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
+    if (rules_[session.rule]->config.timeout.count() == 0) return;  // no idle timeout for this rule
     timers_.arm({slot, TimerKind::Idle}, session.last_activity + rules_[session.rule]->config.timeout);
 }
 
@@ -988,9 +1069,13 @@ std::string Forwarder::server_name(const Session& session) const {
     return session.server < servers.size() ? servers[session.server].address.to_string() : "-";
 }
 
-std::string Forwarder::describe(const Session& session) const {
+std::string Forwarder::describe(uint32_t slot, const Session& session) const {
     const std::string rule = session.admitted ? rules_[session.rule]->config.id : std::string("-");
-    return session.client_address.to_string() + " -> " + listeners_[session.listener].address.to_string() + " -> " +
+    std::string client = session.client_address.to_string();
+    if (const auto proxied = proxied_.find(slot); proxied != proxied_.end())
+        client = proxied->second.header_read ? client + " via " + proxied->second.peer.to_string()
+                                             : "peer " + client + " (no PROXY header yet)";
+    return client + " -> " + listeners_[session.listener].address.to_string() + " -> " +
            server_name(session) + " (rule " + rule + ")";
 }
 
@@ -1048,6 +1133,8 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;
     snapshot.rejects.no_server += stats_.no_server_left;
+    snapshot.rejects.untrusted_proxy += stats_.rejected_untrusted_proxy;
+    snapshot.rejects.max_handshakes += stats_.rejected_max_handshakes;
     snapshot.sessions_abandoned += stats_.sessions_abandoned;
     const engine::BufferStats buffers = engine_.buffer_stats();
     snapshot.buffer_size = engine_.buffer_size();
@@ -1118,7 +1205,7 @@ bool Forwarder::kill_session(uint64_t id) {
     bool in_use = false;
     sessions_.for_each_in_use([&](uint32_t used, const Session&) { in_use = in_use || used == slot; });
     if (!in_use) return false;
-    log_.info("session ", id, ": ", describe(session), " closed by the operator");
+    log_.info("session ", id, ": ", describe(slot, session), " closed by the operator");
     close_session(slot, session, false, EndCause::Admin);
     return true;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <unordered_set>
 
 namespace ringlb::dns {
 
@@ -36,9 +37,11 @@ config::RuleConfig expand_rule(const config::RuleConfig& written, const AddressS
     config::RuleConfig expanded = written;
     expanded.servers.clear();
     if (origin) origin->clear();
+    // A set of the addresses taken so far keeps this linear: rules may list 100,000 servers.
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> taken;
+    taken.reserve(written.servers.size());
     const auto add = [&](const config::ServerConfig& server, size_t from) {
-        const auto same = [&](const config::ServerConfig& s) { return s.address == server.address; };
-        if (std::any_of(expanded.servers.begin(), expanded.servers.end(), same)) return;
+        if (!taken.insert(server.address).second) return;
         expanded.servers.push_back(server);
         if (origin) origin->push_back(from);
     };

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <variant>
 
+#include "ringlb/util/text.hpp"
+
 namespace ringlb::net {
 namespace {
 
@@ -78,6 +80,8 @@ ParseOutcome parse_v4(std::string_view text) {
 
 ParseOutcome parse_outcome(std::string_view text) {
     if (text.empty()) return std::string("empty address");
+    // inet_pton reads a C string: whatever followed a NUL would be ignored without this.
+    if (std::string problem = control_byte_problem(text); !problem.empty()) return problem;
     if (text.front() == '[') return parse_bracketed_v6(text);
     return parse_v4(text);
 }

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "ringlb/util/text.hpp"
+
 namespace ringlb::net {
 namespace {
 
@@ -144,13 +146,16 @@ bool glob_match(std::string_view pattern, std::string_view text) {
 std::optional<ClientPattern> ClientPattern::parse(std::string_view text, std::string* error) {
     std::string reason;
     auto fail = [&]() -> std::optional<ClientPattern> {
-        if (error) *error = "client pattern '" + std::string(text) + "': " + reason;
+        if (error) *error = "client pattern '" + escaped(text) + "': " + reason;
         return std::nullopt;
     };
     if (text.empty()) {
         reason = "empty pattern";
         return fail();
     }
+    // Addresses go to inet_pton as C strings: whatever followed a NUL would be ignored without this.
+    reason = control_byte_problem(text);
+    if (!reason.empty()) return fail();
     const auto parts = split_port(text, &reason);
     if (!parts) return fail();
     if (parts->has_port && !valid_port_glob(parts->port, &reason)) return fail();

@@ -184,13 +184,13 @@ TEST_CASE("admin: pipelined commands, CRLF, unknown commands and oversized lines
 TEST_CASE("admin: a token is required first, compared exactly") {
     NameBackend a("a");
     AdminSetup setup;
-    RinglbProcess ringlb(admin_config(setup, {{a.endpoint()}}, {"token = \"s3cret\""}));
+    RinglbProcess ringlb(admin_config(setup, {{a.endpoint()}}, {"token = \"s3cret-0123456789\""}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
 
     CHECK(contains(admin_command(setup.admin_port, "show rules").last, "error: authentication required"));
     CHECK(contains(admin_command(setup.admin_port, "show rules", "wrong").last, "error: authentication failed"));
-    CHECK(admin_command(setup.admin_port, "show rules", "s3cret").ok());
+    CHECK(admin_command(setup.admin_port, "show rules", "s3cret-0123456789").ok());
     CHECK_CLEAN_EXIT(ringlb);
 }
 

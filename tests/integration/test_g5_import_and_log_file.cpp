@@ -56,6 +56,40 @@ TEST_CASE("import-g5: a G5 config becomes TOML that ringlb runs, G rule as the a
     CHECK(bad.output.find("XX") != std::string::npos);
 }
 
+// G5's own example configs put ( timeout ) and ( maxclients ) on the G rule, and a G5 rule
+// without ( timeout ) never closes an idle session: the import keeps both meanings.
+TEST_CASE("import-g5: options on the G rule are dropped, and a rule without timeout keeps idle sessions") {
+    EchoBackend echo;
+    const std::uint16_t quiet_port = find_free_port(), short_port = find_free_port(), admin_port = find_free_port();
+    const std::string g5 =
+        "admin G ( timeout 300 ) 127.0.0.1:* ( maxclients 2 ) - " + loopback_endpoint(admin_port) + " ;\n"
+        "quiet RR *:* - " + loopback_endpoint(quiet_port) + " > " + echo.endpoint() + " ;\n"
+        "short RR ( timeout 1 ) *:* - " + loopback_endpoint(short_port) + " > " + echo.endpoint() + " ;\n";
+    TempFile g5_file(g5, ".conf");
+    RunResult converted = run_to_exit({"import-g5", g5_file.path()});
+    INFO(converted.output);
+    REQUIRE(converted.status.code == 0);
+    CHECK(converted.output.find("# G5's ( timeout 300 ) is dropped") != std::string::npos);
+    CHECK(converted.output.find("# G5's ( maxclients 2 ) after 127.0.0.1:* is dropped") != std::string::npos);
+    CHECK(converted.output.find("timeout = \"0\"") != std::string::npos);
+
+    RinglbProcess ringlb(converted.output);
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    CHECK(admin_command(admin_port, "show stats").ok());
+    UniqueFd quiet = connect_to(quiet_port), timed = connect_to(short_port);
+    REQUIRE(quiet.valid());
+    REQUIRE(timed.valid());
+    // Both silent: the rule with ( timeout 1 ) closes its session, the other keeps it.
+    const ReadResult ended = read_until_closed(timed.get(), 5s);
+    CHECK(ended.closed());
+    CHECK_FALSE(wait_readable(quiet.get(), 1s));
+    REQUIRE(send_all(quiet.get(), "still here"));
+    CHECK(read_exactly(quiet.get(), 10, 2s).data == "still here");
+    quiet.reset();  // the imported config keeps the default 30 s for sessions to end at a stop
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
 TEST_CASE("log file: lines go to log_file; SIGUSR1 reopens it after rotation") {
     NameBackend a("a");
     const std::uint16_t port = find_free_port();

@@ -112,7 +112,7 @@ TEST_CASE("metrics: with a token, /metrics needs the bearer token; /healthz stay
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
     GlobalSpec global;
     global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\"",
-                             "token = \"scrape-me\""};
+                             "token = \"scrape-me-0123456789\""};
     RinglbProcess ringlb(simple_config(port, {{a.endpoint()}}, global));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
@@ -124,7 +124,7 @@ TEST_CASE("metrics: with a token, /metrics needs the bearer token; /healthz stay
         return read_until_closed(fd.get(), 5s).data;
     };
     CHECK(with_header("Authorization: Bearer wrong").find(" 401 ") != std::string::npos);
-    const std::string ok = with_header("authorization: bearer scrape-me");
+    const std::string ok = with_header("authorization: bearer scrape-me-0123456789");
     CHECK(ok.find(" 200 ") != std::string::npos);
     CHECK(ok.find("ringlb_info{") != std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);

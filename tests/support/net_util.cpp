@@ -157,6 +157,23 @@ UniqueFd connect_to(std::uint16_t port, Family family, std::chrono::milliseconds
     return fd;
 }
 
+UniqueFd connect_from(const char* source_ipv4, std::uint16_t port, std::chrono::milliseconds timeout) {
+    UniqueFd fd = new_tcp_socket(Family::V4);
+    if (!fd.valid()) return fd;
+    sockaddr_in source{};
+    source.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source_ipv4, &source.sin_addr) != 1) return {};
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&source), sizeof source) != 0) return {};
+    LoopbackAddress address = make_loopback(port, Family::V4);
+    if (::connect(fd.get(), address.ptr(), address.length) != 0 && errno != EINPROGRESS) return {};
+    pollfd p{fd.get(), POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return {};
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &length) != 0 || error != 0) return {};
+    return fd;
+}
+
 bool send_all(int fd, std::string_view data, std::chrono::milliseconds timeout) {
     auto deadline = Clock::now() + timeout;
     while (!data.empty()) {

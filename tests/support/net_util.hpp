@@ -59,6 +59,9 @@ UniqueFd connect_to(std::uint16_t port, Family family = Family::V4,
                     std::chrono::milliseconds timeout = 5000ms);
 // Starts a non-blocking connect and returns at once (for opening many connections together).
 UniqueFd start_connect(std::uint16_t port, Family family = Family::V4);
+// connect_to() 127.0.0.1:port from another loopback source address (such as "127.0.0.2"), so that
+// ringlb sees a peer of the test's choice.
+UniqueFd connect_from(const char* source_ipv4, std::uint16_t port, std::chrono::milliseconds timeout = 5000ms);
 
 // Sends every byte before the deadline. False on error or timeout.
 bool send_all(int fd, std::string_view data, std::chrono::milliseconds timeout = 5000ms);

@@ -67,7 +67,16 @@ public:
     }
     Reply kill_session(uint64_t id) override { return record("kill_session " + std::to_string(id), Reply::success()); }
     Reply dump_rules() override { return record("dump_rules", Reply::success("[[rule]]\nid = \"web\"\n")); }
-    Reply reload() override { return record("reload", Reply::success()); }
+    void reload(admin::ReplyCallback done) override {
+        if (defer_reload) {
+            pending_reload = std::move(done);
+            calls.emplace_back("reload (deferred)");
+            return;
+        }
+        done(record("reload", Reply::success()));
+    }
+    bool defer_reload = false;           // keep the reply back until the test calls pending_reload
+    admin::ReplyCallback pending_reload;
 
 private:
     Reply record(std::string call, Reply reply) {
@@ -641,4 +650,56 @@ TEST_CASE("ringlb ctl: a client refused by the allow list is exit 2") {
     // Refused after connecting: either the send or the first read notices, both name the address.
     CHECK(err.str().find(h.server->listen_address()) != std::string::npos);
     h.stop_thread();
+}
+
+TEST_CASE("admin server: reload answers later; other clients are served meanwhile and replies keep their order") {
+    Harness h(tcp_admin_config());
+    h.controller.defer_reload = true;
+    TestClient reloader(h.server->listen_address());
+    TestClient other(h.server->listen_address());
+    reloader.send("reload\nversion\n");
+    REQUIRE(pump(h, reloader, [&] { return static_cast<bool>(h.controller.pending_reload); }));
+    // While the reload is under way: another client is answered, the reloader's next line waits.
+    other.send("show stats\n");
+    CHECK(read_replies(h, other, 1) == "accepted 5\nactive 2\nok\n");
+    pump(h, reloader, [] { return false; }, 100ms);
+    CHECK(reloader.received.empty());
+    h.controller.pending_reload(Reply::success("reloaded test.toml\n"));
+    CHECK(read_replies(h, reloader, 2) == "reloaded test.toml\nok\nringlb 9.9.9-test\nok\n");
+}
+
+TEST_CASE("admin server: a reload asked for as the last line before the client's end of input is still answered") {
+    Harness h(tcp_admin_config());
+    h.controller.defer_reload = true;
+    TestClient client(h.server->listen_address());
+    client.send("reload");
+    REQUIRE(::shutdown(client.fd(), SHUT_WR) == 0);
+    REQUIRE(pump(h, client, [&] { return static_cast<bool>(h.controller.pending_reload); }));
+    pump(h, client, [] { return false; }, 100ms);
+    CHECK_FALSE(client.closed);
+    h.controller.pending_reload(Reply::failure("reload: broken"));
+    CHECK(read_replies(h, client, 1) == "error: reload: broken\n");
+    CHECK(wait_closed(h, client));
+}
+
+TEST_CASE("admin server: a reload reply for a connection closed meanwhile does not reach the slot's next owner") {
+    admin::AdminLimits limits;
+    limits.max_connections = 1;
+    limits.idle_timeout = 300ms;  // closes the reloader's connection before its reply comes
+    Harness h(tcp_admin_config(), limits);
+    h.controller.defer_reload = true;
+    admin::ReplyCallback late;
+    {
+        TestClient client(h.server->listen_address());
+        client.send("reload\n");
+        REQUIRE(pump(h, client, [&] { return static_cast<bool>(h.controller.pending_reload); }));
+        late = std::move(h.controller.pending_reload);
+        REQUIRE(wait_closed(h, client));
+    }
+    TestClient next(h.server->listen_address());  // the only slot: the one the reloader had
+    next.send("version\n");
+    CHECK(read_replies(h, next, 1) == "ringlb 9.9.9-test\nok\n");
+    late(Reply::success("nobody reads this\n"));
+    next.send("version\n");
+    CHECK(read_replies(h, next, 1) == "ringlb 9.9.9-test\nok\n");
 }

@@ -135,7 +135,8 @@ TEST_CASE("bad addresses carry the parse reason and the array index") {
         "          \"::1:80\"]\n"                                        // 4
         "servers = [\"127.0.0.1:2\", \"backend.local:80\"]\n");          // 5
     CHECK_MESSAGE(has_issue(issues, "rule[0].listen[1]", 4, "brackets"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[1]", 5, "hostnames are not supported"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[1]", 5, "a host name needs the dns form, \"dns:backend.local:80\""),
+                  dump(issues));
     CHECK(issues.size() == 2);
 }
 

@@ -134,7 +134,7 @@ TEST_CASE("new rule keys: bad values are reported at their line") {
     CHECK_MESSAGE(has_issue(issues, "rule[0].failback", 5, "expected a boolean, got integer"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].send_proxy", 6, "\"v3\" (supported: v1, v2, off)"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].accept_proxy", 7, "expected a boolean, got string"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "rule[0].send_prxy", 8, "failback, send_proxy, accept_proxy, health"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].send_prxy", 8, "failback, send_proxy, accept_proxy, proxy_from, health"), dump(issues));
     CHECK(issues.size() == 4);
 }
 
@@ -195,7 +195,7 @@ TEST_CASE("[rule.health]: bad values are reported at their line") {
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.fall", 9, "between 1 and 100"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.send", 10, "expected a string, got integer"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].health.expct",
-                            11, "unknown key (expected one of: interval, timeout, rise, fall, send, expect)"),
+                            11, "unknown key; did you mean expect? (expected one of: interval, timeout, rise, fall, send, expect)"),
                   dump(issues));
     CHECK(issues.size() == 6);
 
@@ -241,6 +241,114 @@ TEST_CASE("rules sharing a listener must agree on accept_proxy") {
     CHECK(fine.rules.size() == 3);
 }
 
+// ---- proxy_from and max_handshakes ----
+
+TEST_CASE("proxy_from: the peers allowed to send a PROXY header, matched against the peer address") {
+    const Config config = parse(
+        "[[rule]]\nid = \"lb\"\nlisten = \"127.0.0.1:8080\"\naccept_proxy = true\n"
+        "proxy_from = [\"127.0.0.9\", \"10.0.0.0/8\"]\nclients = [\"203.0.113.0/24\"]\nservers = [\"127.0.0.1:9001\"]\n"
+        "[[rule]]\nid = \"one\"\nlisten = \"127.0.0.1:8081\"\naccept_proxy = true\nproxy_from = \"::1\"\n"
+        "servers = [\"127.0.0.1:9001\"]\n");
+    const RuleConfig& lb = config.rules.at(0);
+    CHECK(texts_of(lb.proxy_from) == std::vector<std::string>{"127.0.0.9", "10.0.0.0/8"});
+    CHECK(lb.proxy_from[0].matches(*ringlb::net::SocketAddress::parse("127.0.0.9:41000")));
+    CHECK_FALSE(lb.proxy_from[0].matches(*ringlb::net::SocketAddress::parse("127.0.0.2:41000")));
+    CHECK(texts_of(config.rules.at(1).proxy_from) == std::vector<std::string>{"::1"});  // a single string is a list of one
+    CHECK(config.warnings.empty());
+
+    // Read the same from an admin `add rule` line, and written back as it was read.
+    const RuleConfig inline_rule = parse_rule_inline(
+        R"({ id = "x", listen = "127.0.0.1:1", accept_proxy = true, proxy_from = ["127.0.0.9"], servers = ["127.0.0.1:2"] })",
+        "admin");
+    CHECK(texts_of(inline_rule.proxy_from) == std::vector<std::string>{"127.0.0.9"});
+    const std::string written = rule_to_toml(inline_rule);
+    CHECK(written.find("proxy_from = [\"127.0.0.9\"]\n") != std::string::npos);
+    CHECK(rule_to_toml(parse(written).rules.at(0)) == written);
+    // A rule that differs only in proxy_from is a different rule (a reload replaces it).
+    CHECK(written != rule_to_toml(parse_rule_inline(
+                         R"({ id = "x", listen = "127.0.0.1:1", accept_proxy = true, servers = ["127.0.0.1:2"] })", "admin")));
+}
+
+TEST_CASE("proxy_from: bad patterns, without accept_proxy, and disagreeing rules on one listener are errors") {
+    const auto bad = issues_of(std::string(kRule) + "accept_proxy = true\nproxy_from = [\"10.0.0.0/40\", 5]\n");
+    CHECK_MESSAGE(has_issue(bad, "rule[0].proxy_from[0]", 6, ""), dump(bad));
+    CHECK_MESSAGE(has_issue(bad, "rule[0].proxy_from[1]", 6, "expected a string"), dump(bad));
+    CHECK(bad.size() == 2);
+    const auto empty = issues_of(std::string(kRule) + "accept_proxy = true\nproxy_from = []\n");
+    CHECK_MESSAGE(has_issue(empty, "rule[0].proxy_from", 6, "must not be empty"), dump(empty));
+
+    const auto without = issues_of(std::string(kRule) + "proxy_from = [\"127.0.0.9\"]\n");
+    CHECK_MESSAGE(has_issue(without, "rule[0].proxy_from", 5, "applies only with accept_proxy = true"), dump(without));
+    CHECK(without.size() == 1);
+    const auto inline_without = inline_issues_of(
+        R"({ id = "x", listen = "127.0.0.1:1", proxy_from = ["127.0.0.9"], servers = ["127.0.0.1:2"] })");
+    CHECK_MESSAGE(has_issue(inline_without, "rule.proxy_from", 1, "applies only with accept_proxy = true"),
+                  dump(inline_without));
+
+    const auto issues = issues_of(
+        "[[rule]]\n"                                                 // 1
+        "id = \"a\"\n"                                               // 2
+        "listen = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\n"        // 3
+        "accept_proxy = true\n"                                      // 4
+        "proxy_from = [\"127.0.0.9\", \"10.0.0.1\"]\n"               // 5
+        "servers = [\"127.0.0.1:9001\"]\n"                           // 6
+        "[[rule]]\n"                                                 // 7
+        "id = \"b\"\n"                                               // 8
+        "listen = [\"127.0.0.1:8081\"]\n"                            // 9
+        "accept_proxy = true\n"                                      // 10
+        "proxy_from = [\"127.0.0.9\"]\n"                             // 11
+        "servers = [\"127.0.0.1:9002\"]\n"                           // 12
+        "[[rule]]\n"                                                 // 13
+        "id = \"c\"\n"                                               // 14
+        "listen = [\"127.0.0.1:8082\", \"127.0.0.1:8080\"]\n"        // 15
+        "accept_proxy = true\n"                                      // 16
+        "servers = [\"127.0.0.1:9003\"]\n"                           // 17
+        "[[rule]]\n"                                                 // 18
+        "id = \"d\"\n"                                               // 19
+        "listen = [\"127.0.0.1:8080\"]\n"                            // 20
+        "accept_proxy = true\n"                                      // 21
+        "proxy_from = [\"10.0.0.1\", \"127.0.0.9\"]\n"               // 22: the same peers in another order
+        "servers = [\"127.0.0.1:9004\"]\n");                         // 23
+    // On the later rule's proxy_from when it has one, else on the shared listen address.
+    CHECK_MESSAGE(has_issue(issues, "rule[1].proxy_from", 11, "disagrees with rule \"a\" (rule[0])"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[1].proxy_from", 11, "127.0.0.1:8081 with proxy_from = [\"127.0.0.9\", \"10.0.0.1\"]"),
+                  dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[2].listen[1]", 15, "proxy_from = none (any peer) disagrees with rule \"a\""),
+                  dump(issues));
+    CHECK(issues.size() == 2);
+}
+
+TEST_CASE("accept_proxy without proxy_from is accepted with a warning naming the rule and its listeners") {
+    const Config config = parse(
+        "[[rule]]\nid = \"open\"\nlisten = [\"127.0.0.1:8080\", \"[::1]:8080\"]\naccept_proxy = true\n"
+        "servers = [\"127.0.0.1:9001\"]\n"
+        "[[rule]]\nid = \"plain\"\nlisten = \"127.0.0.1:8081\"\nservers = [\"127.0.0.1:9001\"]\n");
+    const std::vector<ConfigIssue>& found = config.warnings;
+    REQUIRE(found.size() == 1);
+    CHECK(found[0].message.find("rule \"open\": accept_proxy = true without proxy_from") == 0);
+    CHECK(found[0].message.find("127.0.0.1:8080, [::1]:8080") != std::string::npos);
+    CHECK(parse(kRule).warnings.empty());
+}
+
+TEST_CASE("max_handshakes: explicit, or a quarter of max_sessions with a floor, never above max_sessions") {
+    const auto global_of = [](const std::string& lines) { return parse("[global]\n" + lines + std::string(kRule)).global; };
+    CHECK(global_of("").max_handshakes == 0);
+    CHECK(handshake_limit(global_of("")) == 25000);  // max_sessions 100000
+    CHECK(handshake_limit(global_of("max_sessions = 20\n")) == 8);  // a quarter is 5: the floor
+    CHECK(handshake_limit(global_of("max_sessions = 40\n")) == 10);
+    CHECK(handshake_limit(global_of("max_sessions = 5\n")) == 5);  // the floor, never above max_sessions
+    CHECK(handshake_limit(global_of("max_sessions = 1\n")) == 1);
+    CHECK(handshake_limit(global_of("max_sessions = 20\nmax_handshakes = 6\n")) == 6);
+    CHECK(handshake_limit(global_of("max_sessions = 20\nmax_handshakes = 50\n")) == 20);
+
+    const auto zero = issues_of("[global]\nmax_handshakes = 0\n" + std::string(kRule));
+    CHECK_MESSAGE(has_issue(zero, "global.max_handshakes", 2, "between 1 and 10000000"), dump(zero));
+    const auto text = issues_of("[global]\nmax_handshakes = \"5\"\n" + std::string(kRule));
+    CHECK_MESSAGE(has_issue(text, "global.max_handshakes", 2, "expected an integer"), dump(text));
+    const auto typo = issues_of("[global]\nmax_handshake = 5\n" + std::string(kRule));
+    CHECK_MESSAGE(has_issue(typo, "global.max_handshake", 2, "max_sessions_per_ip, max_handshakes, buffer_size"), dump(typo));
+}
+
 // ---- [admin] and [metrics] ----
 
 TEST_CASE("[admin] and [metrics]: values and defaults") {
@@ -259,12 +367,12 @@ TEST_CASE("[admin] and [metrics]: values and defaults") {
 
     const Config unix_admin = parse(std::string(kRule) +
                                     "[admin]\nlisten = \"unix:/run/ringlb/admin.sock\"\nallow = [\"10.0.0.0/8\"]\n"
-                                    "token = \"s3cret\"\ninsecure = true\n");
+                                    "token = \"s3cret-0123456789\"\ninsecure = true\n");
     CHECK(unix_admin.admin.listen.enabled);
     CHECK(unix_admin.admin.listen.unix_path == "/run/ringlb/admin.sock");
     CHECK(unix_admin.admin.listen.to_string() == "unix:/run/ringlb/admin.sock");
     CHECK(texts_of(unix_admin.admin.allow) == std::vector<std::string>{"10.0.0.0/8"});
-    CHECK(unix_admin.admin.token == "s3cret");
+    CHECK(unix_admin.admin.token == "s3cret-0123456789");
     CHECK(unix_admin.admin.insecure);
     CHECK_FALSE(unix_admin.metrics.listen.enabled);
 }
@@ -284,7 +392,7 @@ TEST_CASE("[admin]: a non-loopback listener needs a token or insecure = true") {
     }
 
     const std::string open_admin = std::string(kRule) + "[admin]\nlisten = \"0.0.0.0:9900\"\n";
-    CHECK(parse(open_admin + "token = \"s3cret\"\n").admin.token == "s3cret");
+    CHECK(parse(open_admin + "token = \"s3cret-0123456789\"\n").admin.token == "s3cret-0123456789");
     CHECK(parse(open_admin + "insecure = true\n").admin.insecure);
     // Loopback anywhere in 127.0.0.0/8, ::1 and unix sockets need neither.
     CHECK(parse(std::string(kRule) + "[admin]\nlisten = \"127.1.2.3:9900\"\n").admin.listen.enabled);
@@ -416,6 +524,7 @@ engine = "epoll"
 threads = 4
 max_sessions = 5000
 max_sessions_per_ip = 10
+max_handshakes = 300
 buffer_size = "16k"
 receive_buffers = 512
 multishot_recv = false
@@ -444,6 +553,7 @@ retries = 2
 failback = false
 send_proxy = "V2"
 accept_proxy = true
+proxy_from = ["10.0.0.5", "10.1.0.0/16", "2001:db8::/64"]
 servers = ["127.0.0.1:9001",
            { address = "[::1]:9002", weight = 3, max_connections = 50 },
            { address = "127.0.0.1:9003", backup = true, weight = 0 }]
@@ -464,7 +574,7 @@ servers = ["10.1.1.1:22"]
 
 [admin]
 listen = "unix:/run/ringlb/admin.sock"
-token = "t0k\"en"
+token = "t0k\"en-0123456789"
 insecure = true
 
 [metrics]
@@ -487,6 +597,7 @@ TEST_CASE("to_toml writes a config that reads back to the same config") {
     CHECK(global.threads == 4);
     CHECK(global.max_sessions == 5000);
     CHECK(global.max_sessions_per_ip == 10);
+    CHECK(global.max_handshakes == 300);
     CHECK(global.buffer_size == 16 * 1024);
     CHECK(global.receive_buffers == 512);
     CHECK_FALSE(global.multishot_recv);
@@ -518,6 +629,7 @@ TEST_CASE("to_toml writes a config that reads back to the same config") {
     CHECK_FALSE(web.failback);
     CHECK(web.send_proxy == ProxyProtocol::V2);
     CHECK(web.accept_proxy);
+    CHECK(texts_of(web.proxy_from) == std::vector<std::string>{"10.0.0.5", "10.1.0.0/16", "2001:db8::/64"});
     REQUIRE(web.servers.size() == 3);
     CHECK(web.servers[0].address.to_string() == "127.0.0.1:9001");
     CHECK(web.servers[0].weight == 1);
@@ -540,10 +652,11 @@ TEST_CASE("to_toml writes a config that reads back to the same config") {
     CHECK(plain.clients.empty());
     CHECK(plain.deny.empty());
     CHECK(plain.failback);
+    CHECK(plain.proxy_from.empty());
     CHECK_FALSE(plain.health.enabled);
 
     CHECK(reread.admin.listen.unix_path == "/run/ringlb/admin.sock");
-    CHECK(reread.admin.token == "t0k\"en");
+    CHECK(reread.admin.token == "t0k\"en-0123456789");
     CHECK(reread.admin.insecure);
     CHECK(texts_of(reread.admin.allow) == std::vector<std::string>{"127.0.0.0/8", "::1"});
     CHECK(reread.metrics.listen.address.to_string() == "[::1]:9100");
@@ -571,6 +684,8 @@ TEST_CASE("to_toml of a minimal config writes every default and reads back") {
     CHECK(text.find("log_file") == std::string::npos);
     CHECK(text.find("\nclients") == std::string::npos);
     CHECK(text.find("\ndeny") == std::string::npos);
+    CHECK(text.find("proxy_from") == std::string::npos);
+    CHECK(text.find("max_handshakes") == std::string::npos);  // derived from max_sessions: left to follow it
     CHECK(text.find("[rule.health]") == std::string::npos);
     CHECK(text.find("[admin]") == std::string::npos);
     CHECK(to_toml(parse_config(text, "dump.toml")) == text);

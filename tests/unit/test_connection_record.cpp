@@ -42,6 +42,7 @@ TEST_CASE("end causes have their documented names") {
     CHECK(to_string(EndCause::Shutdown) == "shutdown");
     CHECK(to_string(EndCause::Admin) == "admin");
     CHECK(to_string(EndCause::Error) == "error");
+    CHECK(to_string(EndCause::UntrustedProxy) == "untrusted-proxy");
 }
 
 TEST_CASE("text record lists every field in order") {
@@ -101,7 +102,7 @@ TEST_CASE("json record escapes quotes, backslashes and control characters") {
 TEST_CASE("no end cause is 0: sessions use 0 for a cause not noted yet") {
     for (auto cause : {EndCause::ClientFin, EndCause::ServerFin, EndCause::ClientReset, EndCause::ServerReset,
                        EndCause::IdleTimeout, EndCause::ConnectFailed, EndCause::Limit, EndCause::Acl,
-                       EndCause::Shutdown, EndCause::Admin, EndCause::Error})
+                       EndCause::Shutdown, EndCause::Admin, EndCause::Error, EndCause::UntrustedProxy})
         CHECK(static_cast<uint8_t>(cause) != 0);
 }
 
@@ -121,4 +122,27 @@ TEST_CASE("each side's ending is in the text and the JSON line") {
     CHECK(text.ends_with(" end=idle-timeout client_end=reset server_end=peer"));
     const std::string json = format_record(record, config::LogFormat::Json);
     CHECK(json.ends_with(R"("end":"idle-timeout","client_end":"reset","server_end":"peer"})"));
+}
+
+TEST_CASE("behind a PROXY header the record names the TCP peer after the client, in text and JSON") {
+    ConnectionRecord record = full_record();
+    record.client = "203.0.113.9:5555";
+    record.peer = "127.0.0.9:41000";
+    CHECK(format_record(record, config::LogFormat::Text) ==
+          "2026-11-27T10:00:00.123Z conn client=203.0.113.9:5555 peer=127.0.0.9:41000 listener=0.0.0.0:80 rule=web "
+          "server=127.0.0.1:9001 up=123 down=456 connect_us=250 duration_ms=1234 end=client-fin client_end=fin "
+          "server_end=fin");
+    CHECK(format_record(record, config::LogFormat::Json)
+              .find(R"("client":"203.0.113.9:5555","peer":"127.0.0.9:41000","listener":)") != std::string::npos);
+    // Refused before any header: the client is unknown.
+    record.client.clear();
+    record.rule.clear();
+    record.server.clear();
+    record.connect_time.reset();
+    record.cause = EndCause::UntrustedProxy;
+    const std::string text = format_record(record, config::LogFormat::Text);
+    CHECK(text.find(" conn client=- peer=127.0.0.9:41000 listener=") != std::string::npos);
+    CHECK(text.find(" end=untrusted-proxy ") != std::string::npos);
+    // Elsewhere there is no peer field at all.
+    CHECK(format_record(full_record(), config::LogFormat::Json).find("peer") == std::string::npos);
 }

@@ -112,3 +112,21 @@ TEST_CASE("fuzz regression: toml++ non-ASCII character where whitespace may be")
         saved("add rule {idten=[\"127.0.0.1:80)1\"], servers\xCB\xA4" "001\"]}")));
     CHECK_THROWS_AS(ringlb::config::parse_rule_inline("{a\xCB\xA4 = 1}", "test"), ringlb::config::ConfigError);
 }
+
+// fuzz_import_g5, found after 111 s: a NUL inside a G5 client pattern ("1.2.3.4\0") passed the
+// pattern check, since inet_pton read it as a C string and stopped at the NUL, and the import
+// copied the byte raw into a TOML string, which ringlb then refused. Client patterns (and
+// addresses) now refuse control characters, so the import reports the pattern instead of
+// writing a file ringlb cannot load; its TOML strings escape every control character.
+TEST_CASE("fuzz regression: a NUL inside a G5 client pattern") {
+    const std::string_view input = saved("w RR 1.2.3.4\0 - 0.0.0.0:80 > 127.0.0.1:81 ;");
+    CHECK_NOTHROW(ringlb::fuzz::check_import_g5(input));
+    try {
+        ringlb::config::import_g5(input, "g5.conf");
+        FAIL("the import accepted a client pattern holding a NUL");
+    } catch (const ringlb::config::ConfigError& error) {
+        const std::string text = error.what();
+        CHECK(text.find("g5.conf:1:6: w: bad client pattern '1.2.3.4\\u0000': contains the control character") !=
+              std::string::npos);
+    }
+}

@@ -108,7 +108,7 @@ TEST_CASE("g5 import: '*' and '*:*' mean any client, so clients is left out") {
     REQUIRE(config.rules.size() == 2);
     CHECK(config.rules[0].clients.empty());
     CHECK(config.rules[1].clients.empty());
-    CHECK(config.rules[0].timeout == 300s);  // no ( timeout ): ringlb's default
+    CHECK(config.rules[0].timeout == 0ms);  // no ( timeout ): never idle-closed, as in G5
 }
 
 TEST_CASE("g5 import: global maxsessions_per_ip, comments and liberal whitespace") {
@@ -256,16 +256,44 @@ TEST_CASE("g5 import: bad addresses and patterns carry the reason") {
     CHECK(issues.size() == 4);
 }
 
-TEST_CASE("g5 import: G rules take no servers or options, and there is only one") {
+TEST_CASE("g5 import: G rules take no servers, and there is only one") {
     const auto issues = import_issues(
         "admin G *:* - 127.0.0.1:8060 > 10.0.0.1:1 ;\n"              // 1
         "admin2 G (timeout 5) *:* (maxclients 2) - 127.0.0.1:8061 ;\n"  // 2
         "web RR *:* - 0.0.0.0:80 > 10.0.0.1:80 ;\n");                 // 3
     CHECK_MESSAGE(has_issue(issues, "admin", 1, "a G rule (management port) takes no servers"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "admin2", 2, "a second G rule (the first is at line 1)"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "admin2", 2, "no idle timeout"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "admin2", 2, "no client limit"), dump(issues));
-    CHECK(issues.size() == 4);
+    CHECK(issues.size() == 2);
+}
+
+// G5's own demo.conf, as its author wrote it: timeout and maxclients on the management rule.
+TEST_CASE("g5 import: G5's example config imports; the G rule's timeout and maxclients are dropped with a comment") {
+    const std::string g5 =
+        "admin G ( timeout 300 ) 192.168.1.54:* ( maxclients 2 ) - 192.168.1.54:8060 ;\n"
+        "webdog MS ( timeout 120 ) 192.168.1.54:* 192.168.1.79:* - 192.168.1.54:8070 > 192.168.1.79:8071 ;\n"
+        "webdog2 RR *.*.*.*:* ( maxclients 1 ) - 192.168.1.54:8080 > 192.168.1.79:8089 192.168.1.79:8090 "
+        "192.168.1.79:8091 ;\n"
+        "( maxsessions_per_ip 1 )\n";
+    const std::string toml = import_g5(g5, "demo.conf");
+    CHECK(contains(toml, "# G5's ( timeout 300 ) is dropped: ringlb's admin port closes connections idle for 5 minutes\n"));
+    CHECK(contains(toml, "# G5's ( maxclients 2 ) after 192.168.1.54:* is dropped"));
+    const Config config = import_and_load(g5);
+    CHECK(config.admin.listen.address.to_string() == "192.168.1.54:8060");
+    CHECK(pattern_texts(config.admin.allow) == Strings{"192.168.1.54:*"});
+    CHECK(config.admin.insecure);  // G5's port had no password
+    REQUIRE(config.rules.size() == 2);
+    CHECK(config.rules[0].timeout == 120s);
+    CHECK(config.rules[1].timeout == 0ms);  // no ( timeout ) in G5: no idle timeout
+    CHECK(config.rules[1].max_clients == 1);
+    CHECK(config.global.max_sessions_per_ip == 1);
+}
+
+TEST_CASE("g5 import: ( timeout 0 ) and no timeout both mean no idle timeout") {
+    const std::string toml = import_g5("a RR ( timeout 0 ) *:* - 0.0.0.0:1 > 10.0.0.1:1 ;\nb RR *:* - 0.0.0.0:2 > 10.0.0.1:2 ;\n", "x");
+    CHECK(contains(toml, "timeout = \"0\"  # none in G5: sessions are never closed for being idle\n"));
+    const Config config = import_and_load("a RR ( timeout 0 ) *:* - 0.0.0.0:1 > 10.0.0.1:1 ;\nb RR *:* - 0.0.0.0:2 > 10.0.0.1:2 ;\n");
+    CHECK(config.rules[0].timeout == 0ms);
+    CHECK(config.rules[1].timeout == 0ms);
 }
 
 TEST_CASE("g5 import: duplicate ids, bad options and numbers, and a file without forwarding rules") {
@@ -273,12 +301,12 @@ TEST_CASE("g5 import: duplicate ids, bad options and numbers, and a file without
         "web RR *:* - 0.0.0.0:80 > 10.0.0.1:80 ;\n"                         // 1
         "web RR *:* - 0.0.0.0:81 > 10.0.0.1:80 ;\n"                         // 2
         "x RR ( idle 5 ) *:* - 0.0.0.0:82 > 10.0.0.1:80 ;\n"                // 3
-        "y RR ( timeout 0 ) (maxclients 3) *:* - 0.0.0.0:83 > 10.0.0.1:80 ;\n"  // 4
+        "y RR ( timeout 2147483648 ) (maxclients 3) *:* - 0.0.0.0:83 > 10.0.0.1:80 ;\n"  // 4
         "( maxsessions_per_ip lots )\n"                                     // 5
         "( maxsessions 5 )\n");                                             // 6
     CHECK_MESSAGE(has_issue(issues, "web", 2, "duplicate rule id 'web' (first defined at line 1)"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "x", 3, "unknown option 'idle'"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "y", 4, "expected a whole number from 1 to 2147483647, found '0'"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "y", 4, "expected a whole number from 0 to 2147483647, found '2147483648'"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "y", 4, "must follow the client pattern"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "maxsessions_per_ip", 5, "expected a whole number"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "maxsessions", 6, "unknown global setting"), dump(issues));

@@ -1,12 +1,16 @@
 // Limits shared by all workers (core::SessionLimits): per-rule max_clients and per-IP sessions,
 // the per-IP connection rate buckets, and exact release: nothing counted for a refused client,
-// everything released once when a session ends, also when every connect failed.
+// everything released once when a session ends, also when every connect failed. Connections
+// awaiting a PROXY header count as handshakes (for their peer) and move to their client once.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cstring>
 #include <deque>
+#include <thread>
 #include <optional>
 #include <vector>
 
@@ -172,6 +176,66 @@ TEST_CASE("a client refused by a later check leaves nothing counted") {
     }
 }
 
+// ---- handshakes ------------------------------------------------------------------------------
+
+TEST_CASE("handshakes: counted for the peer, moved to the client in one step, capped by max_handshakes") {
+    SessionLimits limits(10, 2, {{0, 1, 0}}, 3);
+    const auto peer = ip("10.0.0.1"), client = ip("203.0.113.9");
+    const SessionLimits::Handshake in_rule{peer, true, uint16_t{0}};
+    const SessionLimits::Handshake global_only{peer, true, std::nullopt};
+    const SessionLimits::Handshake trusted{peer, false, uint16_t{0}};  // a proxy in proxy_from
+
+    REQUIRE(limits.try_begin_handshake(in_rule) == Verdict::Admitted);
+    CHECK(limits.count(peer) == 1);
+    CHECK(limits.rule_count(peer, 0) == 1);
+    CHECK(limits.rule_active(0) == 0);  // no session in the rule yet
+    CHECK(limits.handshakes() == 1);
+    CHECK(limits.active() == 1);
+    CHECK(limits.try_begin_handshake(in_rule) == Verdict::OverRulePerIp);
+    REQUIRE(limits.try_begin_handshake(global_only) == Verdict::Admitted);
+    CHECK(limits.try_begin_handshake(global_only) == Verdict::OverPerIp);
+    CHECK(limits.count(peer) == 2);
+    REQUIRE(limits.try_begin_handshake(trusted) == Verdict::Admitted);  // no per-IP count for a trusted proxy
+    CHECK(limits.count(peer) == 2);
+    CHECK(limits.try_begin_handshake(trusted) == Verdict::OverMaxHandshakes);
+    CHECK(limits.handshakes() == 3);
+    CHECK(limits.active() == 3);
+
+    // The header names the client: the peer's counts go, the client's come, in one step.
+    CHECK(limits.finish_handshake(in_rule, client, 0, t0) == Verdict::Admitted);
+    CHECK(limits.count(peer) == 1);
+    CHECK(limits.rule_count(peer, 0) == 0);
+    CHECK(limits.count(client) == 1);
+    CHECK(limits.rule_count(client, 0) == 1);
+    CHECK(limits.rule_active(0) == 1);
+    CHECK(limits.handshakes() == 2);
+    CHECK(limits.active() == 3);
+    // Refused after the header (the client's rule per-IP limit): the handshake is gone all the same.
+    CHECK(limits.finish_handshake(trusted, client, 0, t0) == Verdict::OverRulePerIp);
+    CHECK(limits.handshakes() == 1);
+    CHECK(limits.active() == 2);
+    limits.abandon_handshake(global_only);
+    CHECK(limits.count(peer) == 0);
+    CHECK(limits.handshakes() == 0);
+    limits.release(client, 0);
+    CHECK(limits.active() == 0);
+    CHECK(limits.tracked_ips() == 0);
+    CHECK(limits.rule_count(client, 0) == 0);
+    CHECK(limits.rule_active(0) == 0);
+
+    SUBCASE("handshakes count in max_sessions, so they and sessions never exceed it together") {
+        SessionLimits small(2, 0, {}, 0);  // 0: only max_sessions bounds handshakes
+        REQUIRE(small.try_begin_handshake(global_only) == Verdict::Admitted);
+        REQUIRE(small.try_admit(client, 0, t0) == Verdict::Admitted);
+        CHECK(small.try_begin_handshake(global_only) == Verdict::OverMaxSessions);
+        CHECK(small.try_admit(client, 0, t0) == Verdict::OverMaxSessions);
+        // Moving a handshake to its client never needs a free slot: it frees its own first.
+        CHECK(small.finish_handshake(global_only, ip("198.51.100.1"), 0, t0) == Verdict::Admitted);
+        CHECK(small.active() == 2);
+        CHECK(small.handshakes() == 0);
+    }
+}
+
 // ---- configuration of the rule-level keys -------------------------------------------------------
 
 TEST_CASE("config: deny, max_clients, max_sessions_per_ip and max_conn_rate_per_ip in [[rule]]") {
@@ -259,7 +323,7 @@ public:
     bool wants_nonblocking_sockets() const override { return true; }
     void accept(int fd, engine::UserData ud) override { requests.push_back({false, fd, ud}); }
     void connect(int fd, const net::SocketAddress&, engine::UserData ud) override { requests.push_back({true, fd, ud}); }
-    void recv(int, uint32_t, engine::UserData) override {}
+    void recv(int fd, uint32_t, engine::UserData ud) override { recvs.push_back({false, fd, ud}); }
     void send_parts(int, std::span<const engine::SendPart>, engine::UserData) override {}
     void shutdown_write(int, engine::UserData) override {}
     void cancel(int) override {}
@@ -267,7 +331,7 @@ public:
     void abandon(net::UniqueFd, std::span<const uint16_t>) override {}
     engine::BufferStats buffer_stats() const override { return {}; }
     bool buffers_under_pressure() const override { return false; }
-    std::byte* buffer_data(uint16_t) override { return nullptr; }
+    std::byte* buffer_data(uint16_t id) override { return reinterpret_cast<std::byte*>(buffers[id]); }
     void release_buffer(uint16_t) override {}
     uint32_t buffer_size() const override { return 1024; }
     void wake() override {}
@@ -288,14 +352,33 @@ public:
             }
         return std::nullopt;
     }
+    // Completes the oldest receive with `bytes` (0 bytes: the peer closed; negative: that error).
+    // One buffer: handle the completion (turn) before the next one is given bytes.
+    void complete_recv(const std::string& bytes, int error = 0) {
+        REQUIRE(!recvs.empty());
+        const Request request = recvs.front();
+        recvs.pop_front();
+        if (error != 0 || bytes.empty()) {
+            ready.push_back({request.user_data, error, false, false, 0});
+            return;
+        }
+        std::memcpy(buffers[0], bytes.data(), bytes.size());
+        ready.push_back({request.user_data, static_cast<int32_t>(bytes.size()), false, true, 0});
+    }
     std::deque<Request> requests;
+    std::deque<Request> recvs;
     std::deque<engine::Completion> ready;
+    char buffers[1][1024]{};
 };
 
 // Returns the accepted end of a fresh loopback connection (the client end is closed at once:
 // the core only reads the peer address, which stays readable).
-int accepted_loopback_socket(int listener, const net::SocketAddress& address) {
+int accepted_loopback_socket(int listener, const net::SocketAddress& address, const char* source = "127.0.0.1") {
     net::UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+    REQUIRE(::bind(client.get(), reinterpret_cast<const sockaddr*>(&from), sizeof from) == 0);
     REQUIRE(::connect(client.get(), address.sockaddr_ptr(), address.length()) == 0);
     const int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     REQUIRE(accepted >= 0);
@@ -356,4 +439,164 @@ TEST_CASE("forwarder: sessions whose every connect fails, and clients over a lim
     }
     CHECK(forwarder.stats().rejected_rule_per_ip == 50);
     CHECK(forwarder.stats().sessions_ended == 100);
+}
+
+namespace {
+
+// One accept_proxy rule with two dead servers, driven by hand: accepts, headers, connects.
+struct ProxyHarness {
+    config::Config config;
+    ManualEngine engine;
+    Logger log{LogLevel::Error};
+    std::unique_ptr<SessionLimits> limits;
+    std::unique_ptr<core::Forwarder> forwarder;
+    net::UniqueFd listener;
+    net::SocketAddress address;
+
+    explicit ProxyHarness(std::vector<std::string> proxy_from = {}, std::chrono::milliseconds connect_timeout = 5s) {
+        config.source = "test";
+        config::RuleConfig rule;
+        rule.id = "lb";
+        rule.listen.push_back(*net::SocketAddress::parse("127.0.0.1:0"));
+        rule.servers.push_back({*net::SocketAddress::parse("127.0.0.1:1"), 1});
+        rule.servers.push_back({*net::SocketAddress::parse("127.0.0.1:2"), 1});
+        rule.accept_proxy = true;
+        for (const std::string& text : proxy_from) rule.proxy_from.push_back(*net::ClientPattern::parse(text));
+        rule.max_sessions_per_ip = 1;
+        rule.connect_timeout = connect_timeout;
+        config.rules.push_back(rule);
+        config.global.max_sessions = 16;
+        config.global.max_sessions_per_ip = 2;
+        limits = std::make_unique<SessionLimits>(config);
+        forwarder = std::make_unique<core::Forwarder>(config, engine, log, *limits);
+        forwarder->start_accepting();
+        listener = net::listen_tcp(*net::SocketAddress::parse("127.0.0.1:0"));
+        net::set_nonblocking(listener.get(), false);
+        address = net::local_address(listener.get());
+    }
+    void turn() { forwarder->run_once(0ms); }
+    // A connection from `source` reaches the forwarder.
+    void accept_from(const char* source) {
+        const auto accept = engine.take(false);
+        REQUIRE(accept);
+        engine.ready.push_back({accept->user_data, accepted_loopback_socket(listener.get(), address, source), true, false, 0});
+        engine.requests.push_front(*accept);  // multishot: the accept stays armed
+        turn();
+    }
+    void fail_every_connect() {
+        for (int guard = 0; guard < 100; ++guard) {
+            const auto connect = engine.take(true);
+            if (!connect) return;
+            engine.ready.push_back({connect->user_data, -ECONNREFUSED, false, false, 0});
+            turn();
+        }
+    }
+    void check_all_released(const net::IpKey& peer) const {
+        CHECK(forwarder->active_sessions() == 0);
+        CHECK(limits->active() == 0);
+        CHECK(limits->handshakes() == 0);
+        CHECK(limits->count(peer) == 0);
+        CHECK(limits->rule_count(peer, 0) == 0);
+        CHECK(limits->tracked_ips() == 0);
+        CHECK(limits->rule_active(0) == 0);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("forwarder: a handshake's counts move from the peer to the client once, and go on every path") {
+    ProxyHarness h;
+    const net::IpKey peer = ip("127.0.0.1");
+    const net::IpKey client = ip("203.0.113.9");
+    for (int round = 0; round < 20; ++round) {
+        CAPTURE(round);
+        // Waiting for its header: counted for the peer (global and its only rule).
+        h.accept_from("127.0.0.1");
+        CHECK(h.limits->handshakes() == 1);
+        CHECK(h.limits->count(peer) == 1);
+        CHECK(h.limits->rule_count(peer, 0) == 1);
+        // The header names the client: the counts move to it.
+        h.engine.complete_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5555 80\r\nhello");
+        h.turn();
+        CHECK(h.limits->handshakes() == 0);
+        CHECK(h.limits->count(peer) == 0);
+        CHECK(h.limits->count(client) == 1);
+        CHECK(h.limits->rule_count(client, 0) == 1);
+        CHECK(h.limits->active() == 1);
+        // The same client again: over its rule per-IP limit after the header; nothing left counted.
+        h.accept_from("127.0.0.1");
+        h.engine.complete_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5556 80\r\n");
+        h.turn();
+        CHECK(h.limits->active() == 1);
+        CHECK(h.limits->count(peer) == 0);
+        // A malformed header, a peer that closes, a reset: the handshake's counts go with them.
+        for (const auto& [bytes, error] : std::vector<std::pair<std::string, int>>{
+                 {"GET / HTTP/1.0\r\n\r\n", 0}, {"", 0}, {"", -ECONNRESET}}) {
+            h.accept_from("127.0.0.1");
+            CHECK(h.limits->handshakes() == 1);
+            h.engine.complete_recv(bytes, error);
+            h.turn();
+            CHECK(h.limits->handshakes() == 0);
+            CHECK(h.limits->count(peer) == 0);
+        }
+        // The admitted session ends when every connect fails: nothing is left counted.
+        h.fail_every_connect();
+        h.check_all_released(peer);
+        CHECK(h.limits->count(client) == 0);
+    }
+    CHECK(h.forwarder->stats().rejected_rule_per_ip == 20);
+    CHECK(h.forwarder->stats().rejected_proxy_header == 60);
+    CHECK(h.forwarder->stats().sessions_ended == 100);
+}
+
+TEST_CASE("forwarder: per-IP limits hold for a peer awaiting its header; a handshake that times out or is closed releases") {
+    ProxyHarness h({}, 1ms);
+    const net::IpKey peer = ip("127.0.0.1");
+    h.accept_from("127.0.0.1");
+    h.accept_from("127.0.0.1");  // the rule's per-IP limit (1) holds for the peer: refused
+    CHECK(h.limits->handshakes() == 1);
+    CHECK(h.forwarder->stats().rejected_rule_per_ip == 1);
+    CHECK(h.engine.recvs.size() == 1);
+    h.accept_from("127.0.0.2");
+    CHECK(h.limits->handshakes() == 2);
+    // Both time out: closed (their receives cancelled), then released.
+    std::this_thread::sleep_for(10ms);
+    h.turn();
+    CHECK(h.forwarder->stats().rejected_proxy_header == 2);
+    CHECK(h.limits->handshakes() == 2);  // the receives have not completed yet
+    h.engine.complete_recv("", -ECANCELED);
+    h.engine.complete_recv("", -ECANCELED);
+    h.turn();
+    h.check_all_released(peer);
+
+    // Closed by the operator or a stop while waiting.
+    h.accept_from("127.0.0.3");
+    CHECK(h.limits->handshakes() == 1);
+    h.forwarder->close_all_sessions(core::EndCause::Shutdown);
+    h.engine.complete_recv("", -ECANCELED);
+    h.turn();
+    h.check_all_released(ip("127.0.0.3"));
+}
+
+TEST_CASE("forwarder: with proxy_from, other peers are refused before their header and the proxy is not held per IP") {
+    ProxyHarness h({"127.0.0.9"});
+    h.accept_from("127.0.0.2");
+    CHECK(h.forwarder->stats().rejected_untrusted_proxy == 1);
+    CHECK(h.engine.recvs.empty());  // its header is never read
+    CHECK(h.limits->active() == 0);
+    CHECK(h.forwarder->active_sessions() == 0);
+    // Three handshakes from the proxy at once, over the global per-IP limit (2): all wait.
+    for (int i = 0; i < 3; ++i) h.accept_from("127.0.0.9");
+    CHECK(h.limits->handshakes() == 3);
+    CHECK(h.limits->count(ip("127.0.0.9")) == 0);
+    for (int i = 0; i < 3; ++i) {  // one at a time: the engine here has a single buffer
+        h.engine.complete_recv("PROXY TCP4 203.0.113." + std::to_string(i + 1) + " 192.0.2.1 5555 80\r\n");
+        h.turn();
+    }
+    CHECK(h.limits->handshakes() == 0);
+    CHECK(h.limits->active() == 3);
+    CHECK(h.limits->count(ip("203.0.113.2")) == 1);
+    h.fail_every_connect();
+    h.check_all_released(ip("127.0.0.9"));
+    CHECK(h.forwarder->stats().rejected_total() == 1);
 }

@@ -209,7 +209,8 @@ Snapshot two_rules_three_servers() {
     snapshot.accepted = 1000;
     snapshot.active_sessions = 7;
     snapshot.sessions_ended = 993;
-    snapshot.rejects = {3, 4, 5};
+    snapshot.rejects = {3, 4, 5, 8, 9};
+    snapshot.handshakes_active = 2;
 
     RuleSnapshot web;
     web.id = "web";
@@ -275,6 +276,10 @@ TEST_CASE("prometheus output carries the snapshot's values") {
     CHECK(value_of(parsed, "ringlb_sessions_ended_total") == "993");
     CHECK(value_of(parsed, "ringlb_rejects_total", {{"reason", "acl"}}) == "3");
     CHECK(value_of(parsed, "ringlb_rejects_total", {{"reason", "no_server"}}) == "5");
+    CHECK(value_of(parsed, "ringlb_rejects_total", {{"reason", "untrusted_proxy"}}) == "8");
+    CHECK(value_of(parsed, "ringlb_rejects_total", {{"reason", "max_handshakes"}}) == "9");
+    CHECK(value_of(parsed, "ringlb_handshakes_active") == "2");
+    CHECK(parsed.types.at("ringlb_handshakes_active") == "gauge");
 
     CHECK(value_of(parsed, "ringlb_rule_sessions_active", {{"rule", "web"}}) == "5");
     CHECK(value_of(parsed, "ringlb_rule_sessions_total", {{"rule", "web"}}) == "600");

@@ -75,6 +75,8 @@ private:
         bool authenticated = false;
         unsigned auth_failures = 0;
         bool skipping_long_line = false;  // discarding up to the next '\n'
+        bool awaiting_reply = false;      // a command answers later (reload): later lines wait for it
+        bool starting_command = false;    // inside the call that may answer at once
         std::string input;                // received, not yet handled
         std::deque<std::string> output;   // queued replies; front() is sent from front_sent on
         size_t front_sent = 0;
@@ -111,6 +113,8 @@ private:
     Reply execute(Connection& connection, const Command& command, std::string_view line);
     Reply authenticate(Connection& connection, std::string_view token);
     Reply call_controller(const Command& command);
+    void start_reload(Connection& connection, std::string_view line);
+    void finish_deferred(uint32_t slot, uint32_t generation, Reply reply);
 
     void wait_for_pending_requests();
     engine::UserData tag(const Connection& connection, Op op) const;

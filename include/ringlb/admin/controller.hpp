@@ -5,6 +5,7 @@
 // `error: <error>`.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,9 @@ struct Reply {
     static Reply success(std::string body = {}) { return Reply{true, std::move(body), {}}; }
     static Reply failure(std::string error) { return Reply{false, {}, std::move(error)}; }
 };
+
+// Delivers a reply that is not ready when the call returns.
+using ReplyCallback = std::function<void(Reply)>;
 
 // The administrative state of one server, as `show rules` prints it.
 enum class ServerAdminState { Enabled, Disabled, Draining };
@@ -44,7 +48,10 @@ public:
     virtual Reply kill_session(uint64_t session_id) = 0;
 
     virtual Reply dump_rules() = 0;
-    virtual Reply reload() = 0;
+    // Reads the configuration file again. The reading runs off the control thread, so `done` is
+    // called later on the control thread (or at once, when the reload cannot start); it is never
+    // called after the controller is destroyed.
+    virtual void reload(ReplyCallback done) = 0;
 };
 
 }  // namespace ringlb::admin

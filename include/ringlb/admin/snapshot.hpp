@@ -48,6 +48,10 @@ struct RejectCounts {
     uint64_t acl = 0;        // no rule takes the client, or denied
     uint64_t limit = 0;      // max_sessions, per-IP, max_clients, rate
     uint64_t no_server = 0;  // every server down or failed
+    // Before any rule is known (global counts only): a peer not in proxy_from, and a connection
+    // over max_handshakes.
+    uint64_t untrusted_proxy = 0;
+    uint64_t max_handshakes = 0;
 };
 
 struct ConnectFailureCounts {
@@ -94,6 +98,7 @@ struct Snapshot {
     uint64_t accepted = 0;
     uint64_t active_sessions = 0;
     uint64_t sessions_ended = 0;
+    uint64_t handshakes_active = 0;  // connections waiting for their PROXY header now
     uint64_t accept_errors = 0;
     uint64_t idle_timeouts = 0;
     uint64_t timers_armed = 0;  // connect and idle timers of live sessions, accept retries

@@ -18,4 +18,8 @@ public:
 // process already runs as that user (else a warning: nothing can be switched, nothing is gained).
 void drop_privileges(const std::string& user, Logger& log);
 
+// Throws PrivilegeError when this system has no user `user`: `--check` and the start find out
+// before anything is bound.
+void check_user_exists(const std::string& user);
+
 }  // namespace ringlb::app

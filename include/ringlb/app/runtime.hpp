@@ -6,10 +6,12 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringlb/admin/controller.hpp"
@@ -63,7 +65,7 @@ public:
     admin::Reply set_weight(std::string_view rule_id, std::string_view server, unsigned weight) override;
     admin::Reply kill_session(uint64_t session_id) override;
     admin::Reply dump_rules() override;
-    admin::Reply reload() override;
+    void reload(admin::ReplyCallback done) override;
 
     admin::Snapshot snapshot();
 
@@ -71,6 +73,21 @@ private:
     struct SlotRecord {
         std::string id;                          // the rule id this slot was made for
         std::optional<config::RuleConfig> live;  // nullopt once retired
+    };
+    // A configuration file read and checked off the control thread, for a reload.
+    struct LoadedConfig {
+        std::optional<config::Config> config;  // nullopt: `error` says why
+        std::string error;
+        // `config` expanded with the address sets of resolved_version (see expanded()), so that
+        // the control thread need not do it when no set changed meanwhile.
+        std::optional<config::Config> for_workers;
+        uint64_t resolved_version = 0;
+    };
+    // One reading of the file under way, and the replies waiting for its outcome.
+    struct ReloadJob {
+        std::future<LoadedConfig> result;
+        std::vector<admin::ReplyCallback> waiters;
+        std::jthread thread;  // last: joined before the rest is destroyed
     };
     struct ServerRef {
         uint16_t slot = 0;
@@ -83,18 +100,23 @@ private:
     std::optional<size_t> failed_worker() const;  // the first worker whose loop failed
     void report_open_files_limit() const;
     void handle_signals();
+    void start_reload_job();
+    // On the control thread: applies a finished reading and answers those waiting for it.
+    void finish_reload_if_done();
+    admin::Reply apply_reloaded(LoadedConfig loaded);
     void drain_and_stop();
     void report_buffer_cap();
 
     // Turns `next` into a plan over the current slots and applies it everywhere; on success
     // `config_` becomes `next`. Returns an error message or "" on success.
     std::string apply_config(config::Config next);
+    std::string apply_config(config::Config next, const config::Config& for_workers);  // for_workers = expanded(next)
     core::RulePlan plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const;
     void update_health_targets();
     void on_health_report(uint32_t key, size_t server, bool up);
     uint32_t health_key(const std::string& rule_id);
     const health::CheckTarget* health_target(uint32_t key) const;
-    bool checked_up(const std::string& rule_id, const net::SocketAddress& address) const;
+    std::vector<bool> checked_up(const config::RuleConfig& rule) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
@@ -107,6 +129,7 @@ private:
     // `dump rules` writes and admin commands edit); the workers, the slots and the health checks
     // get them expanded with the latest address sets (see dns/expand.hpp).
     config::Config expanded(const config::Config& written) const;
+    static config::Config expanded_with(const config::Config& written, const dns::AddressSets& resolved);
     // Starts, restarts (new [global] resolvers) or retargets the resolver after a config change.
     void sync_dns_targets();
     // On the control thread: takes the resolver's changed sets and applies the rules they change.
@@ -145,7 +168,10 @@ private:
     std::unique_ptr<dns::Resolver> resolver_;          // only while some rule has a dns entry
     std::vector<net::SocketAddress> resolver_servers_;  // the [global] resolvers resolver_ asks
     dns::AddressSets resolved_;                         // latest good set per dns entry
+    uint64_t resolved_version_ = 0;                     // counts changes of resolved_
     std::atomic<bool> control_stop_{false};
+    std::unique_ptr<ReloadJob> reload_job_;              // the reading under way, if any
+    std::vector<admin::ReplyCallback> reload_waiters_;  // asked while it ran: they get the next reading
 };
 
 }  // namespace ringlb::app

@@ -37,6 +37,7 @@ struct ServerConfig {
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
     bool is_dns() const { return !dns_name.empty(); }
     std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
+    bool operator==(const ServerConfig&) const = default;
 };
 
 // [rule.health]: active checks. With them on, a server starts DOWN and is UP after `rise`
@@ -49,6 +50,7 @@ struct HealthCheckConfig {
     unsigned fall = 3;   // 1..100
     std::string send;    // sent after connecting; empty = plain TCP connect check
     std::string expect;  // the reply must start with this; empty = any reply (or none) passes
+    bool operator==(const HealthCheckConfig&) const = default;
 };
 
 struct RuleConfig {
@@ -71,8 +73,14 @@ struct RuleConfig {
     bool failback = true;  // ms mode: return to an earlier server once it is up again
     ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
+    // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
+    // TCP peer, never against the address in the header; empty = any peer (warned about).
+    std::vector<net::ClientPattern> proxy_from;
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
+    // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
+    // than writing them (a reload compares every rule of the file with the running one).
+    bool operator==(const RuleConfig&) const = default;
 };
 
 struct GlobalConfig {
@@ -80,6 +88,9 @@ struct GlobalConfig {
     unsigned threads = 1;  // 0 = one per CPU this process may use
     uint32_t max_sessions = 100000;
     uint32_t max_sessions_per_ip = 0;  // 0 = unlimited
+    // Connections still in a handshake (waiting for a PROXY header) at most; 0 = derived from
+    // max_sessions, see handshake_limit().
+    uint32_t max_handshakes = 0;
     uint32_t buffer_size = 64 * 1024;  // bytes in flight per direction per session
     uint32_t receive_buffers = 2048;   // per worker: receive buffers (32 KiB each) ready at start
     // Receive-buffer memory the whole process may hold; 0 = enough for every session to hold one
@@ -94,6 +105,11 @@ struct GlobalConfig {
     std::string user;      // drop privileges to this user after binding; empty = stay
     std::vector<net::SocketAddress> resolvers;  // DNS servers for dns entries; empty = /etc/resolv.conf
 };
+
+// The effective max_handshakes: the configured value (never above max_sessions), or a quarter of
+// max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
+constexpr uint32_t kMinDerivedHandshakes = 8;
+uint32_t handshake_limit(const GlobalConfig& global);
 
 // The receive-buffer memory cap in force: max_buffer_memory, or its default for this machine
 // (`physical_memory` bytes of RAM) when it is 0.
@@ -122,14 +138,6 @@ struct MetricsConfig {
     std::string token;  // when set, GET /metrics needs "Authorization: Bearer <token>"
 };
 
-struct Config {
-    std::string source;  // file name, for messages
-    GlobalConfig global;
-    std::vector<RuleConfig> rules;
-    AdminConfig admin;
-    MetricsConfig metrics;
-};
-
 // One problem found in a config: "etc/x.toml:12:10: rule[1].listen[0]: bad address ...".
 struct ConfigIssue {
     std::string file;
@@ -138,6 +146,18 @@ struct ConfigIssue {
     std::string key;      // dotted path such as "global.buffer_size" or "rule[0].servers[1].weight"
     std::string message;
     std::string to_string() const;
+};
+
+struct Config {
+    std::string source;  // file name, for messages
+    GlobalConfig global;
+    std::vector<RuleConfig> rules;
+    AdminConfig admin;
+    MetricsConfig metrics;
+    // What is valid but likely a mistake (a rule that can never match, a server listed twice, a
+    // rule whose servers all have weight 0): `--check` prints these and the start-up log shows
+    // them; they do not stop ringlb.
+    std::vector<ConfigIssue> warnings;
 };
 
 // Thrown with every problem found (not just the first). what() joins them, one per line.
@@ -160,8 +180,9 @@ RuleConfig parse_rule_inline(std::string_view inline_table, std::string_view sou
 
 // The whole config as TOML that parse_config() reads back to an equal config (`dump rules`).
 std::string to_toml(const Config& config);
-// One rule as a [[rule]] table; two rules are the same iff their texts are equal (reload diff).
+// One rule as a [[rule]] table; two rules are equal (==) iff their texts are equal.
 std::string rule_to_toml(const RuleConfig& rule);
+
 
 // One line for `--check`: "ok: 2 rules, 3 listeners, 4 servers (etc/ringlb.toml)".
 std::string summarize(const Config& config);

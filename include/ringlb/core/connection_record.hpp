@@ -25,10 +25,11 @@ enum class EndCause : uint8_t {
     Shutdown,       // ringlb stopped before the session ended
     Admin,          // killed from the admin port (kill session, clean sessions)
     Error,          // anything else (resource exhaustion, internal error)
+    UntrustedProxy,  // accept_proxy: the peer is not in proxy_from, so may not send a PROXY header
 };
 
 // "client-fin", "server-fin", "client-reset", "server-reset", "idle-timeout", "connect-failed",
-// "limit", "acl", "shutdown", "admin", "error".
+// "limit", "acl", "shutdown", "admin", "error", "untrusted-proxy".
 std::string_view to_string(EndCause cause);
 
 // What one peer (the client, or the server) was told when its connection ended: a FIN means the
@@ -46,6 +47,9 @@ std::string_view to_string(PeerEnd end);
 struct ConnectionRecord {
     std::chrono::system_clock::time_point end_time;
     std::string client;    // "1.2.3.4:5555"
+    // accept_proxy listeners only: the TCP peer (a load balancer) that sent the PROXY header naming
+    // `client` (empty when no header was read); empty elsewhere, and then left out of the line.
+    std::string peer;
     std::string listener;  // the address it connected to
     std::string rule;      // empty when no rule took it
     std::string server;    // empty when none was connected
@@ -63,9 +67,9 @@ struct ConnectionRecord {
 //   server=127.0.0.1:9001 up=123 down=456 connect_us=250 duration_ms=1234 end=client-fin
 //   client_end=fin server_end=fin
 // (on one line; an empty field prints "-", a value with spaces, quotes, '=' or control
-// characters is quoted with C-style escapes). JSON: the same fields as one object, with
-// "time" and "event":"conn" first, numbers as numbers, null for an absent server, connect time
-// or server end.
+// characters is quoted with C-style escapes; on accept_proxy listeners "peer=..." follows
+// client). JSON: the same fields as one object, with "time" and "event":"conn" first, numbers as
+// numbers, null for an absent server, connect time or server end, "peer" only where the text has it.
 std::string format_record(const ConnectionRecord& record, config::LogFormat format);
 
 }  // namespace ringlb::core

@@ -46,6 +46,8 @@ struct ForwarderStats {
     uint64_t rejected_rule_per_ip = 0;  // rule max_sessions_per_ip
     uint64_t rejected_rate = 0;         // rule max_conn_rate_per_ip
     uint64_t rejected_proxy_header = 0;  // accept_proxy: missing, malformed or late header
+    uint64_t rejected_untrusted_proxy = 0;  // accept_proxy: a peer not in proxy_from
+    uint64_t rejected_max_handshakes = 0;   // accept_proxy: max_handshakes connections await their header
     uint64_t connect_failures = 0;
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
@@ -61,7 +63,8 @@ struct ForwarderStats {
 
     uint64_t rejected_total() const {
         return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
-               rejected_rule_per_ip + rejected_rate + rejected_proxy_header;
+               rejected_rule_per_ip + rejected_rate + rejected_proxy_header + rejected_untrusted_proxy +
+               rejected_max_handshakes;
     }
 };
 
@@ -208,6 +211,7 @@ private:
         net::SocketAddress address;
         std::vector<uint16_t> rules;  // live rule slots, in file order
         bool accept_proxy = false;    // clients must begin with a PROXY header
+        std::vector<net::ClientPattern> proxy_from{};  // the peers that may send it; empty = any
         bool closing = false;         // removed: waiting for its accept request to end
         bool accept_armed = false;
         bool paused = false;          // its accept was cancelled for want of descriptors
@@ -232,10 +236,22 @@ private:
                                        bool* denied = nullptr) const;
     // Matches a rule and counts the client in every limit; nullopt (with the reason in *cause)
     // when no rule takes it or a limit refuses it.
-    std::optional<uint16_t> admit_to_rule(uint16_t listener, const net::SocketAddress& client, EndCause* cause);
+    // `handshake`: the counts of the handshake that named the client, moved to it in the same step
+    // (and gone whatever the outcome: reset here).
+    std::optional<uint16_t> admit_to_rule(uint16_t listener, const net::SocketAddress& client, EndCause* cause,
+                                          std::optional<SessionLimits::Handshake>* handshake = nullptr);
     void start_session(uint32_t slot, Session& session, uint16_t rule);
     void on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion);
-    void log_rejected(uint16_t listener, const net::SocketAddress& client, EndCause cause, int client_fd);
+    // accept_proxy: checks the peer against proxy_from and the handshake limits, then waits for
+    // its header in a new session.
+    void begin_handshake(uint16_t listener, net::UniqueFd client, const net::SocketAddress& peer);
+    // What a handshake from `peer` counts in the limits; nullopt: the peer may not send a header.
+    static std::optional<SessionLimits::Handshake> handshake_counts(const Listener& listener,
+                                                                    const net::SocketAddress& peer);
+    // `is_proxy_peer`: `address` is the TCP peer of a connection on an accept_proxy listener, refused
+    // before its PROXY header named the client.
+    void log_rejected(uint16_t listener, const net::SocketAddress& address, EndCause cause, int client_fd,
+                      bool is_proxy_peer = false);
 
     void connect_next_server(uint32_t slot, Session& session);
     void refresh_servers(Rule& rule, const Session& session);
@@ -261,7 +277,7 @@ private:
     void hand_over_and_release(uint32_t slot, Session& session);
     std::chrono::milliseconds closing_grace(const Session& session) const;
     void release(uint32_t slot, Session& session);
-    void log_connection(const Session& session);
+    void log_connection(uint32_t slot, const Session& session);
 
     void fire_due_timers();
     void on_timer(TimerKey key);
@@ -271,7 +287,7 @@ private:
     uint64_t session_id(uint32_t slot) const {
         return (uint64_t{worker_} << 56) | (uint64_t{sessions_.generation(slot) & Token::kGenerationMask} << 32) | slot;
     }
-    std::string describe(const Session& session) const;
+    std::string describe(uint32_t slot, const Session& session) const;
     std::string server_name(const Session& session) const;
 
     engine::Engine& engine_;
@@ -292,6 +308,14 @@ private:
     // slot itself stays small.
     std::unordered_map<uint32_t, std::string> proxy_in_;
     std::unordered_map<uint32_t, std::string> proxy_out_;
+    // Sessions on accept_proxy listeners, by slot: the TCP peer (the client is the address its
+    // header named) and, until the header is read, the handshake's counts in the limits.
+    struct Proxied {
+        net::SocketAddress peer;
+        std::optional<SessionLimits::Handshake> handshake;
+        bool header_read = false;
+    };
+    std::unordered_map<uint32_t, Proxied> proxied_;
     Logger* connection_log_ = nullptr;
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions

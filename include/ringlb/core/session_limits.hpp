@@ -8,9 +8,16 @@
 // Admission checks every limit first and counts only when all of them pass, under one lock, so a
 // client refused by any limit leaves no count behind; release() undoes exactly what an admission
 // counted.
+//
+// A connection that must finish a handshake before its client is known (a PROXY header names
+// the client) is counted as a handshake first: in max_sessions, in max_handshakes, and in the
+// per-IP limits for its TCP peer unless the peer is a trusted proxy. finish_handshake() then
+// moves it to the client the handshake named in one step (under the same lock), or
+// abandon_handshake() drops it: each undoes the handshake's counts exactly once.
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "ringlb/config/config.hpp"
@@ -32,16 +39,37 @@ class SessionLimits {
 public:
     using Clock = std::chrono::steady_clock;
     // In the order they are checked; the first that fails is the verdict.
-    enum class Verdict { Admitted, OverRate, OverMaxSessions, OverMaxClients, OverPerIp, OverRulePerIp };
+    enum class Verdict {
+        Admitted,
+        OverRate,
+        OverMaxSessions,
+        OverMaxClients,
+        OverPerIp,
+        OverRulePerIp,
+        OverMaxHandshakes,  // try_begin_handshake() only, checked right after max_sessions
+    };
+
+    // What one connection in its handshake holds: given to try_begin_handshake(), then to
+    // exactly one of finish_handshake() and abandon_handshake().
+    struct Handshake {
+        net::IpKey peer;
+        bool per_ip = false;           // the peer counts in the global per-IP limit (not a trusted proxy)
+        std::optional<uint16_t> rule;  // and in this rule's per-IP limit (the only rule its listener has)
+    };
 
     // `rules[i]` holds for rule index i; a rule index without an entry has no rule limits.
-    SessionLimits(uint32_t max_sessions, uint32_t max_sessions_per_ip, const std::vector<RuleLimits>& rules = {})
-        : max_sessions_(max_sessions), per_ip_(max_sessions_per_ip) {
+    // `max_handshakes` 0 = only max_sessions bounds connections in their handshake.
+    SessionLimits(uint32_t max_sessions, uint32_t max_sessions_per_ip, const std::vector<RuleLimits>& rules = {},
+                  uint32_t max_handshakes = 0)
+        : max_sessions_(max_sessions),
+          max_handshakes_(max_handshakes == 0 ? max_sessions : max_handshakes),
+          per_ip_(max_sessions_per_ip) {
         rules_.reserve(rules.size());
         for (const RuleLimits& limits : rules) rules_.emplace_back(limits);
     }
     explicit SessionLimits(const config::Config& config)
-        : SessionLimits(config.global.max_sessions, config.global.max_sessions_per_ip, rule_limits(config)) {}
+        : SessionLimits(config.global.max_sessions, config.global.max_sessions_per_ip, rule_limits(config),
+                        config::handshake_limit(config.global)) {}
 
     static std::vector<RuleLimits> rule_limits(const config::Config& config) {
         std::vector<RuleLimits> out;
@@ -71,24 +99,38 @@ public:
     // Global and rule limits; `now` feeds the rule's connection rate buckets.
     Verdict try_admit(const net::IpKey& ip, uint16_t rule, Clock::time_point now) {
         std::lock_guard lock(mutex_);
-        RuleState* state = rule < rules_.size() ? &rules_[rule] : nullptr;
-        if (state && state->rate.enabled()) {
-            if (now - last_sweep_ >= kSweepInterval) sweep(now);
-            if (!state->rate.allows(ip, now)) return Verdict::OverRate;
-        }
+        return admit_locked(ip, rule, now);
+    }
+
+    // A connection starts its handshake: counted in max_sessions, max_handshakes and, as
+    // `handshake` says, in the per-IP limits for its peer; nothing is counted when refused.
+    Verdict try_begin_handshake(const Handshake& handshake) {
+        std::lock_guard lock(mutex_);
+        RuleState* state = handshake.per_ip && handshake.rule ? rule_state(*handshake.rule) : nullptr;
         if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
-        if (state && state->max_clients != 0 && state->active >= state->max_clients) return Verdict::OverMaxClients;
-        if (!per_ip_.has_room(ip)) return Verdict::OverPerIp;
-        if (state && !state->per_ip.has_room(ip)) return Verdict::OverRulePerIp;
-        // Everything passed: count it all.
-        per_ip_.try_acquire(ip);
+        if (handshakes_ >= max_handshakes_) return Verdict::OverMaxHandshakes;
+        if (handshake.per_ip && !per_ip_.has_room(handshake.peer)) return Verdict::OverPerIp;
+        if (state && !state->per_ip.has_room(handshake.peer)) return Verdict::OverRulePerIp;
+        if (handshake.per_ip) per_ip_.try_acquire(handshake.peer);
+        if (state) state->per_ip.try_acquire(handshake.peer);
         ++active_;
-        if (state) {
-            state->rate.take(ip, now);
-            state->per_ip.try_acquire(ip);
-            ++state->active;
-        }
+        ++handshakes_;
         return Verdict::Admitted;
+    }
+
+    // The handshake named `client`: the handshake's counts go and the client is admitted to
+    // `rule` as try_admit() would, in one step. Whatever the verdict, the handshake is over (its
+    // counts are gone); when Admitted, release(client, rule) ends the session.
+    Verdict finish_handshake(const Handshake& handshake, const net::IpKey& client, uint16_t rule, Clock::time_point now) {
+        std::lock_guard lock(mutex_);
+        drop_handshake_locked(handshake);
+        return admit_locked(client, rule, now);
+    }
+
+    // The handshake failed or timed out, or the connection closed before it ended.
+    void abandon_handshake(const Handshake& handshake) {
+        std::lock_guard lock(mutex_);
+        drop_handshake_locked(handshake);
     }
 
     void release(const net::IpKey& ip) {
@@ -107,9 +149,14 @@ public:
         }
     }
 
+    // Sessions and connections in their handshake.
     uint32_t active() const {
         std::lock_guard lock(mutex_);
         return active_;
+    }
+    uint32_t handshakes() const {
+        std::lock_guard lock(mutex_);
+        return handshakes_;
     }
     // Client IPs holding at least one session (global count): 0 once every session ended.
     size_t tracked_ips() const {
@@ -151,14 +198,47 @@ private:
         ConnRateLimiter rate;
     };
 
+    RuleState* rule_state(uint16_t rule) { return rule < rules_.size() ? &rules_[rule] : nullptr; }
+
+    Verdict admit_locked(const net::IpKey& ip, uint16_t rule, Clock::time_point now) {
+        RuleState* state = rule_state(rule);
+        if (state && state->rate.enabled()) {
+            if (now - last_sweep_ >= kSweepInterval) sweep(now);
+            if (!state->rate.allows(ip, now)) return Verdict::OverRate;
+        }
+        if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
+        if (state && state->max_clients != 0 && state->active >= state->max_clients) return Verdict::OverMaxClients;
+        if (!per_ip_.has_room(ip)) return Verdict::OverPerIp;
+        if (state && !state->per_ip.has_room(ip)) return Verdict::OverRulePerIp;
+        // Everything passed: count it all.
+        per_ip_.try_acquire(ip);
+        ++active_;
+        if (state) {
+            state->rate.take(ip, now);
+            state->per_ip.try_acquire(ip);
+            ++state->active;
+        }
+        return Verdict::Admitted;
+    }
+
+    void drop_handshake_locked(const Handshake& handshake) {
+        if (handshake.per_ip) per_ip_.release(handshake.peer);
+        if (RuleState* state = handshake.per_ip && handshake.rule ? rule_state(*handshake.rule) : nullptr)
+            state->per_ip.release(handshake.peer);
+        --active_;
+        --handshakes_;
+    }
+
     void sweep(Clock::time_point now) {
         for (RuleState& state : rules_) state.rate.sweep(now);
         last_sweep_ = now;
     }
 
     const uint32_t max_sessions_;
+    const uint32_t max_handshakes_;
     mutable std::mutex mutex_;
-    uint32_t active_ = 0;
+    uint32_t active_ = 0;      // sessions and connections in their handshake
+    uint32_t handshakes_ = 0;  // connections in their handshake
     IpLimiter per_ip_;
     std::vector<RuleState> rules_;
     Clock::time_point last_sweep_{};

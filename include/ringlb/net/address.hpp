@@ -66,4 +66,13 @@ struct IpKeyHash {
     }
 };
 
+// Hashes what operator== compares (family, IP, port), for sets of addresses.
+struct SocketAddressHash {
+    size_t operator()(const SocketAddress& address) const noexcept {
+        const size_t ip = IpKeyHash{}(IpKey::of(address));
+        return ip ^ ((static_cast<size_t>(address.port()) << 16 | static_cast<size_t>(address.family())) *
+                     0xD6E8FEB86659FD93ULL);
+    }
+};
+
 }  // namespace ringlb::net

@@ -16,7 +16,11 @@ public:
     static std::optional<ClientPattern> parse(std::string_view text, std::string* error = nullptr);
 
     bool matches(const SocketAddress& client) const;
+    // "*" and "*:*" (any address, any port): the pattern every client matches.
+    bool matches_everyone() const { return kind_ == Kind::Any && (port_glob_.empty() || port_glob_ == "*"); }
     const std::string& text() const { return text_; }
+    // The text decides everything else a pattern holds.
+    bool operator==(const ClientPattern& other) const { return text_ == other.text_; }
 
 private:
     enum class Kind { Any, Cidr, Wildcard };

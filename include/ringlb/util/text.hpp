@@ -1,6 +1,9 @@
 #pragma once
-// Small text helpers shared by the views and log lines.
+// Small text helpers shared by the views, log lines and parsers.
+#include <algorithm>
+#include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ringlb {
@@ -9,6 +12,55 @@ inline std::string join(const std::vector<std::string>& items, const char* separ
     std::string out;
     for (const std::string& item : items) out += (out.empty() ? "" : separator) + item;
     return out;
+}
+
+// A control character: bytes 0x00-0x1F and 0x7F. Names, addresses, tokens and paths never hold
+// one: C APIs would stop at a NUL, and a terminal would act on the others.
+inline bool is_control_byte(char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte < 0x20 || byte == 0x7F;
+}
+
+inline bool has_control_byte(std::string_view text) { return std::any_of(text.begin(), text.end(), is_control_byte); }
+
+// The text of a TOML basic string without its quotes: '"' and '\' escaped, control characters
+// as \b \t \n \f \r or \uXXXX, every other byte as it is. Safe to show inside quotes on one line,
+// and exactly what a config file would say.
+inline std::string escaped(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\b': out += "\\b"; break;
+            case '\t': out += "\\t"; break;
+            case '\n': out += "\\n"; break;
+            case '\f': out += "\\f"; break;
+            case '\r': out += "\\r"; break;
+            default:
+                if (!is_control_byte(c)) {
+                    out += c;
+                    break;
+                }
+                char code[8];
+                std::snprintf(code, sizeof code, "\\u%04X", static_cast<unsigned>(static_cast<unsigned char>(c)));
+                out += code;
+        }
+    }
+    return out;
+}
+
+// "\"text\"" with escaped(): how messages quote a value that came from outside.
+inline std::string quoted_escaped(std::string_view text) { return "\"" + escaped(text) + "\""; }
+
+// Why `text` may not be used as a name, address, token or path ("" when it may): the first
+// control character and where it is.
+inline std::string control_byte_problem(std::string_view text) {
+    const auto found = std::find_if(text.begin(), text.end(), is_control_byte);
+    if (found == text.end()) return {};
+    return "contains the control character " + escaped(std::string_view(&*found, 1)) + " at byte " +
+           std::to_string(found - text.begin() + 1);
 }
 
 }  // namespace ringlb
