@@ -1,7 +1,7 @@
 // How sessions that ringlb ends itself end, as each peer sees it: a FIN only when nothing was lost
 // (the session was quiescent), a reset whenever the stream was cut, whatever the cause (idle
-// timeout, no server left, kill session, clean sessions, the end of a graceful stop). The
-// connection log says which ending each side got.
+// timeout, no server left, kill session, clean sessions, the end of a graceful stop, a worker's
+// fatal error). The connection log says which ending each side got.
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -34,8 +34,10 @@ struct Setup {
 };
 
 std::string endings_config(const Setup& setup, const std::vector<ServerSpec>& servers,
-                           const std::string& timeout = "300s", std::vector<std::string> rule_lines = {}) {
+                           const std::string& timeout = "300s", std::vector<std::string> rule_lines = {},
+                           unsigned threads = 1) {
     GlobalSpec global;
+    global.threads = threads;
     global.extra_lines = {"log_connections = true"};
     global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(setup.admin_port) + "\""};
     RuleSpec rule;
@@ -331,4 +333,50 @@ TEST_CASE("graceful stop: at the deadline a half-closed session is reset, a quie
     INFO("connection log:\n", waiting_line, "\n", quiet_line);
     CHECK(has(waiting_line, " end=shutdown client_end=reset server_end=reset"));
     CHECK(has(quiet_line, " end=shutdown client_end=fin server_end=fin"));
+}
+
+TEST_CASE("a worker's fatal error: its half-closed sessions are reset, its quiet ones get FINs, and so on every worker") {
+    // Worker 1's engine fails for good after 40 polls (a few seconds: an idle worker polls four
+    // times a second); ringlb then exits 1, worker 0 stopping with it.
+    ManualServer backend;
+    Setup setup;
+    RinglbOptions options;
+    options.environment = {"RINGLB_FAULT=engine-poll-fails-after:40@1"};
+    RinglbProcess ringlb(options, endings_config(setup, {{backend.endpoint()}}, "300s", {}, 2));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    // Sessions land on either worker (the kernel spreads them); a few of each kind.
+    std::vector<HalfClosedSession> waiting;
+    std::vector<QuietSession> quiet;
+    for (int i = 0; i < 4; ++i) {
+        waiting.push_back(open_half_closed(setup.port, backend));
+        quiet.push_back(open_quiet(setup.port, backend));
+    }
+    const ExitStatus status = ringlb.wait_exit(20s);
+    INFO("ringlb ended with ", status.describe());
+    CHECK(status.exited);
+    CHECK(status.code == 1);
+    REQUIRE(ringlb.log_text().find(" worker 1 failed: ") != std::string::npos);
+
+    for (HalfClosedSession& session : waiting) {
+        CAPTURE(session.client_port);
+        CHECK(read_until_closed(session.client.get(), 5s).end == ReadEnd::Reset);
+        CHECK(reset_after_eof(session.server.get()));
+        const std::string line = connection_line(ringlb, session.client_port);
+        INFO("connection log: ", line);
+        CHECK((has(line, " end=error client_end=reset server_end=reset") ||
+               has(line, " end=shutdown client_end=reset server_end=reset")));
+    }
+    for (QuietSession& session : quiet) {
+        CAPTURE(session.client_port);
+        CHECK(read_until_closed(session.client.get(), 5s).end == ReadEnd::Eof);
+        CHECK(read_until_closed(session.server.get(), 5s).end == ReadEnd::Eof);
+        const std::string line = connection_line(ringlb, session.client_port);
+        INFO("connection log: ", line);
+        CHECK((has(line, " end=error client_end=fin server_end=fin") ||
+               has(line, " end=shutdown client_end=fin server_end=fin")));
+    }
+    // The failing worker's own sessions were ended by it, as an error.
+    CHECK(ringlb.log_text().find(" end=error client_end=") != std::string::npos);
 }

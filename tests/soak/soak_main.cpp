@@ -276,7 +276,7 @@ void Soak::settle(ProcessFigures& figures) {
 }
 
 // About 4 % of streams stall; each holds its client slot for the timeout and more. Runs of 30 s
-// with 300 clients saw 160 to 353 cuts (fewer on a busier machine); one per second per 300
+// with 300 clients saw 160 to 432 cuts (fewer on a busier machine); one per second per 300
 // clients, at least 10, leaves room for a loaded machine and still proves the case is exercised.
 std::uint64_t Soak::minimum_stall_cuts() const {
     const std::uint64_t floor = std::uint64_t{options_.seconds} * options_.clients / 300;
