@@ -44,14 +44,6 @@ struct SilentBackend {
     std::string endpoint() const { return "127.0.0.1:" + std::to_string(port); }
 };
 
-RuleSpec rule(const std::string& id, std::uint16_t port, const std::string& server) {
-    RuleSpec spec;
-    spec.id = id;
-    spec.listen = {"127.0.0.1:" + std::to_string(port)};
-    spec.servers = {{server}};
-    return spec;
-}
-
 GlobalSpec with_admin(std::uint16_t admin_port, std::vector<std::string> global_lines = {}) {
     GlobalSpec global;
     global.extra_lines = std::move(global_lines);
@@ -258,8 +250,8 @@ TEST_CASE("one client trickling one-byte segments into a stalled path does not s
     const std::uint16_t hog_port = find_free_port();
     const std::uint16_t victim_port = find_free_port();
     const std::uint16_t admin_port = find_free_port();
-    RinglbProcess ringlb(render_config(with_admin(admin_port), {rule("hog", hog_port, stalled.endpoint()),
-                                                                rule("victim", victim_port, echo.endpoint())}));
+    RinglbProcess ringlb(render_config(with_admin(admin_port), {one_server_rule("hog", hog_port, stalled.endpoint()),
+                                                                one_server_rule("victim", victim_port, echo.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     if (!runs_multishot_or_says_why(ringlb)) return;
@@ -284,7 +276,7 @@ TEST_CASE("8 clients that never read do not take a 16-buffer starting pool from 
     PullOrEchoBackend backend(kBytes);
     const std::uint16_t port = find_free_port();
     RinglbProcess ringlb(render_config(with_admin(find_free_port(), {"receive_buffers = 16"}),
-                                       {rule("pull", port, backend.endpoint())}));
+                                       {one_server_rule("pull", port, backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     auto pullers = start_pullers(port, 8, 0x5160000);
@@ -304,7 +296,7 @@ TEST_CASE("clients that never read cannot take the buffers of the others; the ca
     const std::uint16_t admin_port = find_free_port();
     // 64 buffers of 32 KiB for the whole process.
     RinglbProcess ringlb(render_config(with_admin(admin_port, {"max_buffer_memory = \"2m\""}),
-                                       {rule("pull", port, backend.endpoint())}));
+                                       {one_server_rule("pull", port, backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     const long rss_before = resident_kib_of(ringlb.pid()).value_or(0);
@@ -334,8 +326,8 @@ TEST_CASE("100 hogs trickling into stalled paths on a pool of 256 buffers: 50 ot
     const std::uint16_t victim_port = find_free_port();
     const std::uint16_t admin_port = find_free_port();
     RinglbProcess ringlb(render_config(with_admin(admin_port, {"max_buffer_memory = \"8m\""}),
-                                       {rule("hog", hog_port, stalled.endpoint()),
-                                        rule("victim", victim_port, echo.endpoint())}));
+                                       {one_server_rule("hog", hog_port, stalled.endpoint()),
+                                        one_server_rule("victim", victim_port, echo.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     if (!runs_multishot_or_says_why(ringlb)) return;
@@ -367,8 +359,8 @@ TEST_CASE("1,500 and then 5,000 clients that never read: fresh sessions are echo
     const std::uint16_t port = find_free_port();
     const std::uint16_t other_port = find_free_port();
     const std::uint16_t admin_port = find_free_port();
-    RinglbProcess ringlb(render_config(with_admin(admin_port), {rule("pull", port, backend.endpoint()),
-                                                                rule("other", other_port, other_backend.endpoint())}));
+    RinglbProcess ringlb(render_config(with_admin(admin_port), {one_server_rule("pull", port, backend.endpoint()),
+                                                                one_server_rule("other", other_port, other_backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
 

@@ -27,14 +27,6 @@ std::string stream_bytes(std::uint64_t seed, std::uint64_t count) {
     return bytes;
 }
 
-RuleSpec rule(const std::string& id, std::uint16_t port, const std::string& server) {
-    RuleSpec spec;
-    spec.id = id;
-    spec.listen = {"127.0.0.1:" + std::to_string(port)};
-    spec.servers = {{server}};
-    return spec;
-}
-
 }  // namespace
 
 TEST_CASE("a stalled reader holds back only its own session and gets every byte later") {
@@ -42,8 +34,8 @@ TEST_CASE("a stalled reader holds back only its own session and gets every byte 
     StreamCheckBackend fast_backend(kFastBytes);
     const std::uint16_t slow_port = find_free_port();
     const std::uint16_t fast_port = find_free_port();
-    RinglbProcess ringlb(render_config(GlobalSpec{}, {rule("slow", slow_port, slow_backend.endpoint()),
-                                                      rule("fast", fast_port, fast_backend.endpoint())}));
+    RinglbProcess ringlb(render_config(GlobalSpec{}, {one_server_rule("slow", slow_port, slow_backend.endpoint()),
+                                                      one_server_rule("fast", fast_port, fast_backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
     const long rss_before = resident_kib_of(ringlb.pid()).value_or(0);

@@ -57,6 +57,14 @@ std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>&
     return out.str();
 }
 
+RuleSpec one_server_rule(const std::string& id, std::uint16_t port, const std::string& server) {
+    RuleSpec spec;
+    spec.id = id;
+    spec.listen = {"127.0.0.1:" + std::to_string(port)};
+    spec.servers = {{server}};
+    return spec;
+}
+
 std::string simple_config(std::uint16_t listen_port, const std::vector<ServerSpec>& servers,
                           const GlobalSpec& global) {
     RuleSpec rule;

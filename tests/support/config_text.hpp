@@ -37,6 +37,9 @@ struct GlobalSpec {
 
 std::string render_config(const GlobalSpec& global, const std::vector<RuleSpec>& rules);
 
+// A rule `id` listening on 127.0.0.1:port with the one server `server` ("127.0.0.1:9001").
+RuleSpec one_server_rule(const std::string& id, std::uint16_t port, const std::string& server);
+
 // The most common shape: one rule listening on 127.0.0.1:listen_port.
 std::string simple_config(std::uint16_t listen_port, const std::vector<ServerSpec>& servers,
                           const GlobalSpec& global = {});
