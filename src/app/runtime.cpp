@@ -220,7 +220,7 @@ void Runtime::report_buffer_cap() {
     const uint64_t reached = buffer_budget_->cap_reached();
     const auto now = Clock::now();
     if (reached == cap_reached_reported_ || now - cap_reported_at_ < kCapReportInterval) return;
-    log_.warn("receive buffer memory cap of ", buffer_budget_->max_bytes() / (1024 * 1024), " MiB reached ",
+    log_.warn("receive buffer memory cap of ", buffer_budget_->max_bytes() / (uint64_t{1024} * 1024), " MiB reached ",
               reached - cap_reached_reported_, " time(s) since the last report: sessions that hold buffers wait "
               "for them; raise [global] max_buffer_memory if this persists");
     cap_reached_reported_ = reached;

@@ -1437,7 +1437,7 @@ std::string summarize(const Config& config) {
 
 uint64_t buffer_memory_cap(const GlobalConfig& global, uint64_t physical_memory) {
     if (global.max_buffer_memory != 0) return global.max_buffer_memory;
-    constexpr uint64_t kBuffer = 32 * 1024;
+    constexpr uint64_t kBuffer = uint64_t{32} * 1024;
     const uint64_t one_per_direction = uint64_t{global.max_sessions} * 2 * kBuffer;
     return std::max(kMinBufferMemory, std::min(one_per_direction, physical_memory / 4));
 }
