@@ -30,8 +30,9 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
         }
         // New or changed: a fresh slot; live sessions of the old one finish on the old rule.
         plan.order.push_back(static_cast<uint16_t>(slots.size()));
-        slots.push_back({rule.id, rule});
-        plan.slots.push_back({rule, true, {}, {}});
+        auto shared = std::make_shared<const config::RuleConfig>(rule);
+        slots.push_back({rule.id, shared});
+        plan.slots.push_back({std::move(shared), true, {}, {}});
         keep.push_back(true);
     }
     for (size_t slot = 0; slot < keep.size(); ++slot) {
