@@ -467,7 +467,7 @@ void AdminServer::start_reload(Connection& connection, std::string_view line) {
     connection.starting_command = true;
     const uint32_t slot = slot_of(connection), generation = connection.generation;
     try {
-        controller_.reload([this, slot, generation](Reply reply) { finish_deferred(slot, generation, std::move(reply)); });
+        controller_.reload([this, slot, generation](const Reply& reply) { finish_deferred(slot, generation, reply); });
     } catch (const std::exception& error) {
         log_.error("admin: command failed: ", error.what());
         finish_deferred(slot, generation, Reply::failure(std::string("internal error: ") + error.what()));
@@ -475,7 +475,7 @@ void AdminServer::start_reload(Connection& connection, std::string_view line) {
     connection.starting_command = false;
 }
 
-void AdminServer::finish_deferred(uint32_t slot, uint32_t generation, Reply reply) {
+void AdminServer::finish_deferred(uint32_t slot, uint32_t generation, const Reply& reply) {
     Connection& connection = connections_[slot];
     // The client may have gone (and the slot been reused) meanwhile: the reply then has no reader.
     if (!connection.open || connection.closing || connection.generation != generation || !connection.awaiting_reply)

@@ -114,7 +114,7 @@ private:
     Reply authenticate(Connection& connection, std::string_view token);
     Reply call_controller(const Command& command);
     void start_reload(Connection& connection, std::string_view line);
-    void finish_deferred(uint32_t slot, uint32_t generation, Reply reply);
+    void finish_deferred(uint32_t slot, uint32_t generation, const Reply& reply);
 
     void wait_for_pending_requests();
     engine::UserData tag(const Connection& connection, Op op) const;
