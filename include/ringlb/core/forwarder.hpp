@@ -69,7 +69,7 @@ struct RulePlan {
         // null: retired (or never used). Shared and never changed: a plan is cheap to copy however
         // many servers its rules have.
         std::shared_ptr<const config::RuleConfig> rule;
-        bool changed = false;                    // new in this plan: build fresh state for it
+        bool changed = false;  // new in this plan: build fresh state for it
         // With active checks: each server's state so far (a rule changed by a reload or by DNS
         // keeps its servers' verdicts); empty = every server starts DOWN.
         std::vector<bool> checked_up;
