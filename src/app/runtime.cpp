@@ -50,9 +50,13 @@ Runtime::Runtime(std::string config_path, config::Config config, Logger& log,
       overrides_(std::move(overrides)),
       limits_(config_) {
     // No name is resolved yet: a rule's dns entries contribute servers once their first answer arrives.
-    const config::Config for_workers = expanded(config_);
-    initial_plan_ = core::Forwarder::initial_plan(for_workers);
-    for (const config::RuleConfig& rule : for_workers.rules) slots_.push_back({rule.id, rule});
+    config::Config for_workers = expanded(config_);
+    for (config::RuleConfig& rule : for_workers.rules) {
+        auto shared = std::make_shared<const config::RuleConfig>(std::move(rule));
+        initial_plan_.order.push_back(static_cast<uint16_t>(slots_.size()));
+        initial_plan_.slots.push_back({shared, true, {}, {}});
+        slots_.push_back({shared->id, shared});
+    }
 }
 
 Runtime::~Runtime() {

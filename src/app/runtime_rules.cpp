@@ -30,8 +30,9 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
         }
         // New or changed: a fresh slot; live sessions of the old one finish on the old rule.
         plan.order.push_back(static_cast<uint16_t>(slots.size()));
-        slots.push_back({rule.id, rule});
-        plan.slots.push_back({rule, true, {}, {}});
+        auto shared = std::make_shared<const config::RuleConfig>(rule);
+        slots.push_back({rule.id, shared});
+        plan.slots.push_back({std::move(shared), true, {}, {}});
         keep.push_back(true);
     }
     for (size_t slot = 0; slot < keep.size(); ++slot) {
@@ -80,13 +81,16 @@ std::string Runtime::apply_config(config::Config next, const config::Config& for
     core::RulePlan plan = plan_for(for_workers, slots);
     if (slots.size() > UINT16_MAX)
         return "too many rule changes since start (" + std::to_string(slots.size()) + " rule slots): restart ringlb";
+    std::unordered_map<std::string_view, size_t> running;  // rule id -> its slot before this change
+    for (size_t slot = 0; slot < slots_.size(); ++slot)
+        if (slots_[slot].live) running.emplace(slots_[slot].id, slot);
     for (core::RulePlan::Slot& slot : plan.slots) {
         if (!slot.changed || !slot.rule) continue;
         if (slot.rule->health.enabled) slot.checked_up = checked_up(*slot.rule);
         // Servers the rule's previous version did not have join with slow start.
-        if (const auto previous = live_slot(slot.rule->id)) {
+        if (const auto previous = running.find(slot.rule->id); previous != running.end()) {
             std::unordered_set<net::SocketAddress, net::SocketAddressHash> before;
-            for (const config::ServerConfig& server : slots_[*previous].live->servers) before.insert(server.address);
+            for (const config::ServerConfig& server : slots_[previous->second].live->servers) before.insert(server.address);
             for (const config::ServerConfig& server : slot.rule->servers)
                 slot.joining.push_back(!before.contains(server.address));
         }

@@ -64,7 +64,10 @@ admin::Reply Runtime::set_weight(std::string_view rule_id, std::string_view serv
     if (!on_every_worker([&](core::Forwarder& forwarder) { forwarder.set_server_weight(ref->slot, ref->index, weight); }))
         return admin::Reply::failure("a worker did not answer");
     // The running config follows, so `dump rules` writes the weight and a reload compares with it.
-    slots_[ref->slot].live->servers[ref->index].weight = weight;
+    // The rule is shared with plans the workers may still read: change a copy.
+    auto changed = std::make_shared<config::RuleConfig>(*slots_[ref->slot].live);
+    changed->servers[ref->index].weight = weight;
+    slots_[ref->slot].live = std::move(changed);
     written->weight = weight;
     log_.info("server ", rule_id, "/", server, " weight set to ", weight, " by the operator");
     return admin::Reply::success();

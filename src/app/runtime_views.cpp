@@ -2,6 +2,8 @@
 #include "ringlb/app/runtime.hpp"
 
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
 
 #include "ringlb/engine/buffer_pool.hpp"
 #include "ringlb/util/text.hpp"
@@ -24,7 +26,7 @@ std::string format_age(std::chrono::milliseconds age) {
 
 }  // namespace
 
-admin::Snapshot Runtime::snapshot() {
+admin::Snapshot Runtime::snapshot(bool with_rules) {
     admin::Snapshot snapshot;
     snapshot.version = RINGLB_VERSION;
     snapshot.engine = engine_name_;
@@ -33,8 +35,12 @@ admin::Snapshot Runtime::snapshot() {
     snapshot.uptime_seconds =
         static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count());
     std::vector<uint16_t> order;
+    std::unordered_map<std::string_view, uint16_t> live;  // rule id -> slot, once for all rules
+    for (size_t slot = 0; with_rules && slot < slots_.size(); ++slot)
+        if (slots_[slot].live) live.emplace(slots_[slot].id, static_cast<uint16_t>(slot));
     for (const config::RuleConfig& rule : config_.rules) {
-        order.push_back(*live_slot(rule.id));
+        if (!with_rules) break;
+        order.push_back(live.at(rule.id));
         admin::RuleSnapshot out;
         out.id = rule.id;
         out.mode = std::string(config::to_string(rule.mode));
@@ -105,7 +111,7 @@ admin::Reply Runtime::show_sessions(std::string_view rule_id) {
 }
 
 admin::Reply Runtime::show_stats() {
-    const admin::Snapshot view = snapshot();
+    const admin::Snapshot view = snapshot(false);
     std::ostringstream out;
     out << "version " << view.version << "\n"
         << "engine " << view.engine << " (" << view.features << ")\n"

@@ -41,7 +41,7 @@ RulePlan Forwarder::initial_plan(const config::Config& config) {
     RulePlan plan;
     for (const config::RuleConfig& rule : config.rules) {
         plan.order.push_back(static_cast<uint16_t>(plan.slots.size()));
-        plan.slots.push_back({rule, true, {}, {}});
+        plan.slots.push_back({std::make_shared<const config::RuleConfig>(rule), true, {}, {}});
     }
     return plan;
 }

@@ -67,12 +67,14 @@ public:
     admin::Reply dump_rules() override;
     void reload(admin::ReplyCallback done) override;
 
-    admin::Snapshot snapshot();
+    // Everything the views and the metrics show. Without `with_rules`, only the totals: cheap
+    // whatever the number of servers (show stats).
+    admin::Snapshot snapshot(bool with_rules = true);
 
 private:
     struct SlotRecord {
         std::string id;                          // the rule id this slot was made for
-        std::optional<config::RuleConfig> live;  // nullopt once retired
+        std::shared_ptr<const config::RuleConfig> live;  // null once retired; shared with the plans
     };
     // A configuration file read and checked off the control thread, for a reload.
     struct LoadedConfig {

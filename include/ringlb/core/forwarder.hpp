@@ -80,8 +80,10 @@ public:
 // every worker.
 struct RulePlan {
     struct Slot {
-        std::optional<config::RuleConfig> rule;  // nullopt: retired (or never used)
-        bool changed = false;                    // new in this plan: build fresh state for it
+        // null: retired (or never used). Shared and never changed: a plan is cheap to copy however
+        // many servers its rules have.
+        std::shared_ptr<const config::RuleConfig> rule;
+        bool changed = false;  // new in this plan: build fresh state for it
         // With active checks: each server's state so far (a rule changed by a reload or by DNS
         // keeps its servers' verdicts); empty = every server starts DOWN.
         std::vector<bool> checked_up;
