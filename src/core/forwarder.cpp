@@ -287,7 +287,7 @@ void Forwarder::pause_accepting(uint16_t index) {
 }
 
 // A client dropped (or, for a failed accept, left waiting) for want of a descriptor: counted, and
-// logged at most once per kShortageLogInterval with the number since the last line.
+// logged at most once every 10 s (descriptor_shortages_) with the number since the last line.
 void Forwarder::note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
                                          const char* reason) {
     ++(at_accept ? stats_.dropped_no_fd_accept : stats_.dropped_no_fd_server);
