@@ -46,6 +46,10 @@ Runtime::Runtime(std::string config_path, config::Config config, Logger& log,
     const config::Config for_workers = expanded(config_);
     initial_plan_ = core::Forwarder::initial_plan(for_workers);
     for (const config::RuleConfig& rule : for_workers.rules) slots_.push_back({rule.id, rule});
+    // The file read at start is the first successful load.
+    reload_status_.last_success_unix = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    reload_status_.last_attempt_unix = reload_status_.last_success_unix;
 }
 
 Runtime::~Runtime() {
@@ -166,10 +170,7 @@ void Runtime::control_loop() {
 }
 
 void Runtime::handle_signals() {
-    if (signals_.reload.exchange(false)) {
-        const admin::Reply reply = reload();
-        if (!reply.ok) log_.error("reload failed, the running configuration is unchanged: ", reply.error);
-    }
+    if (signals_.reload.exchange(false)) reload();  // logs its outcome either way
     if (signals_.reopen_log.exchange(false)) {
         log_.reopen();
         log_.info("log file reopened (SIGUSR1)");

@@ -3,6 +3,8 @@
 
 #include <sstream>
 
+#include "ringlb/admin/admin_server.hpp"
+#include "ringlb/admin/metrics.hpp"
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
@@ -10,6 +12,10 @@ namespace ringlb::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+std::chrono::system_clock::time_point unix_time(uint64_t seconds) {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+}
 
 constexpr size_t kMaxListedSessions = 10000;
 
@@ -20,6 +26,28 @@ std::string format_age(std::chrono::milliseconds age) {
     return std::to_string(seconds / 3600) + "h" + std::to_string(seconds / 60 % 60) + "m";
 }
 
+
+// The management and metrics ports' defences, and the last reload's outcome.
+void write_control_stats(std::ostream& out, const admin::Snapshot& view) {
+    const admin::AdminPortCounters& admin_port = view.admin_port;
+    const admin::MetricsPortCounters& metrics_port = view.metrics_port;
+    const admin::ReloadStatus& reload = view.reload;
+    out << "admin_refused_not_allowed " << admin_port.refused_not_allowed << "\n"
+        << "admin_refused_full " << admin_port.refused_full << "\n"
+        << "admin_evicted_unauthenticated " << admin_port.evicted_unauthenticated << "\n"
+        << "admin_auth_timeouts " << admin_port.auth_timeouts << "\n"
+        << "admin_auth_failures " << admin_port.auth_failures << "\n"
+        << "metrics_refused_not_allowed " << metrics_port.refused_not_allowed << "\n"
+        << "metrics_refused_per_ip " << metrics_port.refused_per_ip << "\n"
+        << "metrics_refused_full " << metrics_port.refused_full << "\n"
+        << "metrics_request_timeouts " << metrics_port.request_timeouts << "\n"
+        << "reloads " << reload.reloads << "\n"
+        << "reload_failures " << reload.failures << "\n"
+        << "last_reload_successful " << (reload.last_successful ? 1 : 0) << "\n"
+        << "last_reload_time " << format_utc_timestamp(unix_time(reload.last_attempt_unix)) << "\n"
+        << "last_reload_success_time " << format_utc_timestamp(unix_time(reload.last_success_unix)) << "\n";
+    if (!reload.last_successful) out << "last_reload_error " << escape_control(reload.last_error) << "\n";
+}
 
 }  // namespace
 
@@ -55,6 +83,10 @@ admin::Snapshot Runtime::snapshot() {
     }
     // One worker at a time: each adds its counters to the same snapshot.
     on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
+    // The control components live on this thread: read directly.
+    if (admin_server_) snapshot.admin_port = admin_server_->counters();
+    if (metrics_server_) snapshot.metrics_port = metrics_server_->counters();
+    snapshot.reload = reload_status_;
     return snapshot;
 }
 
@@ -114,6 +146,7 @@ admin::Reply Runtime::show_stats() {
         << "rejected_no_server " << view.rejects.no_server << "\n"
         << "limits_active " << limits_.active() << "\n"
         << "limits_tracked_ips " << limits_.tracked_ips() << "\n";
+    write_control_stats(out, view);
     return admin::Reply::success(out.str());
 }
 

@@ -60,7 +60,8 @@ public:
                                   std::optional<std::chrono::milliseconds> duration) override;
     admin::Reply set_weight(std::string_view rule_id, std::string_view server, unsigned weight) override;
     admin::Reply kill_session(uint64_t session_id) override;
-    admin::Reply dump_rules() override;
+    admin::Reply show_config() override;
+    admin::Reply write_config() override;
     admin::Reply reload() override;
 
     admin::Snapshot snapshot();
@@ -91,6 +92,8 @@ private:
     const health::CheckTarget* health_target(uint32_t key) const;
     bool checked_up(const std::string& rule_id, const net::SocketAddress& address) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
+    // Reload outcome, for show stats and the metrics; the message is logged too.
+    admin::Reply reload_failed(std::string message);
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
     std::optional<ServerRef> find_server(std::string_view rule_id, std::string_view server, std::string* error) const;
@@ -99,7 +102,7 @@ private:
     config::Config with_rules(std::vector<config::RuleConfig> rules) const;
 
     // DNS server entries. config_ keeps the rules as written (dns entries included: what
-    // `dump rules` writes and admin commands edit); the workers, the slots and the health checks
+    // `write config` writes and admin commands edit); the workers, the slots and the health checks
     // get them expanded with the latest address sets (see dns/expand.hpp).
     config::Config expanded(const config::Config& written) const;
     // Starts, restarts (new [global] resolvers) or retargets the resolver after a config change.
@@ -115,6 +118,7 @@ private:
     Logger& log_;
     std::function<void(config::Config&)> overrides_;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+    admin::ReloadStatus reload_status_;
 
     core::SessionLimits limits_;
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
