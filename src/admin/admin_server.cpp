@@ -259,12 +259,13 @@ void AdminServer::admit(net::UniqueFd fd) {
         }
     }
     // Every newcomer starts unauthenticated when a token is set.
-    if (!token_.empty()) make_room_for_unauthenticated(now);
-    Connection* connection = live_count() < limits_.max_connections ? free_slot() : nullptr;
+    const bool has_room =
+        token_.empty() ? live_count() < limits_.max_connections : make_room_for_unauthenticated(now);
+    Connection* connection = has_room ? free_slot() : nullptr;
     if (connection == nullptr) {
         ++counters_.refused_full;
-        full_log_.event(now, "admin: refused connection from ", peer, ": already ", limits_.max_connections,
-                        " admin connections");
+        full_log_.event(now, "admin: refused connection from ", peer, ": no admin slot free (", live_count(),
+                        " connections, ", unauthenticated_count(), " not authenticated yet)");
         send_notice(fd.get(), "error: too many admin connections\n");
         return;
     }
@@ -273,6 +274,7 @@ void AdminServer::admit(net::UniqueFd fd) {
     connection->ip = ip;
     connection->open = true;
     connection->authenticated = token_.empty();
+    connection->line_waiting = !connection->authenticated && has_whole_line_queued(connection->fd.get());
     connection->opened_at = now;
     connection->last_activity = now;
     log_.debug("admin: connection from ", connection->peer);
@@ -282,6 +284,16 @@ void AdminServer::admit(net::UniqueFd fd) {
 // Best effort, never blocking: tell a human why the connection ends (the fd closes after).
 void AdminServer::send_notice(int fd, std::string_view notice) {
     [[maybe_unused]] const ssize_t sent = ::send(fd, notice.data(), notice.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// Whether a whole line already waits in the socket. Only peeked (MSG_PEEK): the engine's receive
+// still gets every byte; nothing is pending on the fd yet, so this cannot race with it. It lets
+// eviction tell a client that came to talk from one that trickles, before the first receive
+// completes (a burst of connects in the same round must not push that client out).
+bool AdminServer::has_whole_line_queued(int fd) {
+    char peeked[1024];
+    const ssize_t n = ::recv(fd, peeked, sizeof peeked, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 && std::string_view(peeked, static_cast<size_t>(n)).find('\n') != std::string_view::npos;
 }
 
 bool AdminServer::peer_allowed(const net::SocketAddress& peer) const {
@@ -307,26 +319,31 @@ size_t AdminServer::unauthenticated_count() const {
 
 // A newcomer will be unauthenticated: when such connections already hold their share of the
 // slots, or when every slot is taken, the oldest of them goes. Authenticated clients are never
-// closed for a newcomer, and the newcomer is never refused while an unauthenticated one could go.
-void AdminServer::make_room_for_unauthenticated(Clock::time_point now) {
+// closed for a newcomer. False when none may go: the newcomer is refused.
+bool AdminServer::make_room_for_unauthenticated(Clock::time_point now) {
     const size_t share = std::max<size_t>(limits_.max_unauthenticated, 1);
-    if (unauthenticated_count() < share && live_count() < limits_.max_connections) return;
+    if (unauthenticated_count() < share && live_count() < limits_.max_connections) return true;
     Connection* victim = eviction_candidate();
-    if (victim == nullptr) return;  // every slot is held by authenticated clients
+    if (victim == nullptr) return false;
     ++counters_.evicted_unauthenticated;
     evicted_log_.event(now, "admin: closed unauthenticated connection from ", victim->peer,
                        " to make room for a new one (", share, " unauthenticated at most)");
     close_with_notice(*victim, kEvictedNotice);
+    return true;
 }
 
-// The oldest unauthenticated connection, preferring those not waiting for a held line: a client
-// whose `auth` line waits out the back-off (an operator on a guesser's address) is the last to go.
+// The oldest unauthenticated connection, preferring those without a whole line to be handled: a
+// client whose line arrived with its connect (`ringlb ctl`), or whose `auth` line waits out the
+// back-off (an operator on a guesser's address), goes last. Clients that trickle bytes never
+// have a whole line, so however many there are and however fast they reconnect, they only push
+// each other out.
 AdminServer::Connection* AdminServer::eviction_candidate() {
     Connection* oldest_idle = nullptr;
     Connection* oldest_waiting = nullptr;
     for (Connection& connection : connections_) {
         if (!connection.open || connection.closing || connection.authenticated) continue;
-        Connection*& oldest = connection.held_until ? oldest_waiting : oldest_idle;
+        const bool line_pending = connection.line_waiting || connection.held_until;
+        Connection*& oldest = line_pending ? oldest_waiting : oldest_idle;
         if (oldest == nullptr || connection.opened_at < oldest->opened_at) oldest = &connection;
     }
     return oldest_idle != nullptr ? oldest_idle : oldest_waiting;
@@ -348,6 +365,7 @@ void AdminServer::arm_recv(Connection& connection) {
 
 void AdminServer::on_recv(Connection& connection, const engine::Completion& completion) {
     connection.recv_pending = false;
+    connection.line_waiting = false;  // from now on the input itself says what arrived
     if (completion.has_buffer) {
         // Copied out at once: an engine buffer is shared by every component and must not wait
         // on a slow admin client.

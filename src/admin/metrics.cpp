@@ -234,8 +234,8 @@ void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
 void render_control(Exposition& out, const Snapshot& snapshot) {
     const AdminPortCounters& admin_port = snapshot.admin_port;
     out.family("ringlb_admin_connections_refused_total", "counter",
-               "Management port connections closed at once, by reason (allow: peer not allowed; full: every slot "
-               "held by authenticated clients).");
+               "Management port connections closed at once, by reason (allow: peer not allowed; full: no slot "
+               "free).");
     out.sample("ringlb_admin_connections_refused_total", {{"reason", "allow"}}, admin_port.refused_not_allowed);
     out.sample("ringlb_admin_connections_refused_total", {{"reason", "full"}}, admin_port.refused_full);
     out.family("ringlb_admin_unauthenticated_evicted_total", "counter",

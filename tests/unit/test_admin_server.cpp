@@ -782,6 +782,21 @@ TEST_CASE("admin server: wrong tokens slow further attempts from that IP, growin
     CHECK(h.server->counters().auth_failures == 3);
 }
 
+TEST_CASE("admin server: a burst of silent connects does not push out a client whose line has arrived") {
+    admin::AdminLimits limits;
+    limits.max_unauthenticated = 2;
+    Harness h(token_config(), limits);
+    // All of them wait in the accept queue and are accepted in one round, before any receive.
+    TestClient operator_client(h.server->listen_address());
+    operator_client.send("auth s3cret-admin-token\nversion\n");
+    std::vector<std::unique_ptr<TestClient>> silent;
+    for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<TestClient>(h.server->listen_address()));
+    CHECK(read_replies(h, operator_client, 2) == "ok\nringlb 9.9.9-test\nok\n");
+    CHECK(h.server->counters().evicted_unauthenticated == 3);
+    CHECK(wait_closed(h, *silent[0]));
+    CHECK(wait_closed(h, *silent[2]));
+}
+
 TEST_CASE("admin server: a client waiting out the back-off is evicted last") {
     admin::AdminLimits limits;
     limits.max_unauthenticated = 2;

@@ -94,6 +94,9 @@ private:
         bool authenticated = false;
         unsigned auth_failures = 0;
         bool skipping_long_line = false;  // discarding up to the next '\n'
+        // A whole line had already arrived when the connection was accepted (and has not been
+        // received yet): a client that came to talk, such as `ringlb ctl`.
+        bool line_waiting = false;
         // A line of an unauthenticated client from an IP with recent failures waits in `input`
         // until then (nothing more is read meanwhile); `backoff_served` lets it go once.
         std::optional<Clock::time_point> held_until;
@@ -112,11 +115,12 @@ private:
     void on_accept(const engine::Completion& completion);
     void admit(net::UniqueFd fd);
     bool peer_allowed(const net::SocketAddress& peer) const;
+    static bool has_whole_line_queued(int fd);
     void send_notice(int fd, std::string_view notice);
     Connection* free_slot();
     size_t live_count() const;
     size_t unauthenticated_count() const;
-    void make_room_for_unauthenticated(Clock::time_point now);
+    bool make_room_for_unauthenticated(Clock::time_point now);
     Connection* eviction_candidate();
     void close_with_notice(Connection& connection, std::string_view notice);
 

@@ -79,7 +79,8 @@ struct RuleSnapshot {
 // The management port's defences at work (counted since start).
 struct AdminPortCounters {
     uint64_t refused_not_allowed = 0;      // peer not in [admin] allow
-    uint64_t refused_full = 0;             // every slot held by authenticated clients
+    uint64_t refused_full = 0;             // no slot free: held by authenticated clients, or by
+                                           // unauthenticated ones too young to be closed
     uint64_t evicted_unauthenticated = 0;  // the oldest unauthenticated one made room for a newcomer
     uint64_t auth_timeouts = 0;            // not authenticated in time
     uint64_t auth_failures = 0;            // wrong tokens
