@@ -226,7 +226,8 @@ private:
 
     std::string server_address(std::string_view text) {
         const std::string reason = net::SocketAddress::parse_error(text);
-        if (!reason.empty()) fail("bad server address " + quoted(text) + ": " + reason);
+        // The reason may quote the address too: escaped as well.
+        if (!reason.empty()) fail("bad server address " + quoted(text) + ": " + escape_control(reason));
         return std::string(text);  // as typed: the controller matches it against the config's text
     }
 
