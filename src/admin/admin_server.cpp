@@ -19,7 +19,9 @@
 namespace ringlb::admin {
 namespace {
 
-constexpr int kListenBacklog = 64;
+// Deep enough for bursts of connects (clients reconnecting together) not to overflow the accept
+// queue, which would drop the SYN of an operator arriving at that moment.
+constexpr int kListenBacklog = 1024;
 constexpr auto kAcceptRetryDelay = std::chrono::seconds(1);
 // How long the destructor waits for the engine to finish cancelled requests.
 constexpr auto kShutdownGrace = std::chrono::seconds(2);

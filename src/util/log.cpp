@@ -85,8 +85,11 @@ std::string Logger::format_entry(std::string_view level, std::string_view text) 
 
 void Logger::write_raw_line(std::string_view text) {
     std::string line;
-    if (format_ == Format::Json && !(text.starts_with('{') && text.ends_with('}'))) {
-        line = format_entry("info", text);
+    if (format_ == Format::Json) {
+        // A record already made JSON passes as it is; anything else becomes the message of one.
+        const bool one_object = text.starts_with('{') && text.ends_with('}') &&
+                                std::none_of(text.begin(), text.end(), [](char c) { return c >= 0 && c < 0x20; });
+        line = one_object ? std::string(text) + '\n' : format_entry("info", text);
     } else {
         line = escape_control(text);
         line += '\n';

@@ -85,8 +85,9 @@ TEST_CASE("in the JSON format every line is one JSON object, raw lines included"
     memory.log.error("reload failed: line 1\nline \"2\"\x1b");
     memory.log.write_raw_line("{\"time\":\"2026-01-01T00:00:00.000Z\",\"event\":\"conn\"}");
     memory.log.write_raw_line("not an object");
+    memory.log.write_raw_line("{\"broken\":\"\nrecord\"}");
     const std::string text = memory.text();
-    CHECK(count_lines(text) == 4);
+    CHECK(count_lines(text) == 5);
     const std::regex object(R"re(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","level":"(info|error)","msg":"[^"\\\x00-\x1f]*(\\.[^"\\\x00-\x1f]*)*"\})re");
     size_t start = 0;
     std::vector<std::string> lines;
@@ -94,7 +95,7 @@ TEST_CASE("in the JSON format every line is one JSON object, raw lines included"
         lines.push_back(text.substr(start, end - start));
         start = end + 1;
     }
-    REQUIRE(lines.size() == 4);
+    REQUIRE(lines.size() == 5);
     CHECK(std::regex_match(lines[0], object));
     CHECK(lines[0].ends_with(",\"level\":\"info\",\"msg\":\"ready: listening on 127.0.0.1:80\"}"));
     CHECK(std::regex_match(lines[1], object));
@@ -102,6 +103,8 @@ TEST_CASE("in the JSON format every line is one JSON object, raw lines included"
     CHECK(lines[2] == "{\"time\":\"2026-01-01T00:00:00.000Z\",\"event\":\"conn\"}");
     CHECK(std::regex_match(lines[3], object));
     CHECK(lines[3].ends_with("\"msg\":\"not an object\"}"));
+    CHECK(std::regex_match(lines[4], object));
+    CHECK(lines[4].ends_with("\"msg\":\"{\\\"broken\\\":\\\"\\nrecord\\\"}\"}"));
 }
 
 TEST_CASE("a throttled log writes the first event, then one summary per interval") {

@@ -63,7 +63,8 @@ public:
     void reopen();
     // Writes `line` plus '\n', whatever the level: pre-formatted lines such as connection
     // records, which carry their own timestamp (and are JSON objects in the JSON format). Control
-    // bytes are escaped here too; in the JSON format a line that is not an object is wrapped in one.
+    // bytes are escaped here too; in the JSON format a line that is not an object on one line is
+    // wrapped in one.
     void write_raw_line(std::string_view line);
 
 private:
