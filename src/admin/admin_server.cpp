@@ -93,6 +93,21 @@ constexpr std::string_view kAuthTimeoutNotice = "error: closed: not authenticate
 
 std::string milliseconds_text(std::chrono::milliseconds duration) { return std::to_string(duration.count()) + " ms"; }
 
+// Best effort, never blocking: tell a human why the connection ends (the fd closes after).
+void send_notice(int fd, std::string_view notice) {
+    [[maybe_unused]] const ssize_t sent = ::send(fd, notice.data(), notice.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// Whether a whole line already waits in the socket. Only peeked (MSG_PEEK): the engine's receive
+// still gets every byte; nothing is pending on the fd yet, so this cannot race with it. It lets
+// eviction tell a client that came to talk from one that trickles, before the first receive
+// completes (a burst of connects in the same round must not push that client out).
+bool has_whole_line_queued(int fd) {
+    char peeked[1024];
+    const ssize_t n = ::recv(fd, peeked, sizeof peeked, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 && std::string_view(peeked, static_cast<size_t>(n)).find('\n') != std::string_view::npos;
+}
+
 }  // namespace
 
 // ---- construction and teardown -------------------------------------------------------------
@@ -281,21 +296,6 @@ void AdminServer::admit(net::UniqueFd fd) {
     connection->last_activity = now;
     log_.debug("admin: connection from ", connection->peer);
     arm_recv(*connection);
-}
-
-// Best effort, never blocking: tell a human why the connection ends (the fd closes after).
-void AdminServer::send_notice(int fd, std::string_view notice) {
-    [[maybe_unused]] const ssize_t sent = ::send(fd, notice.data(), notice.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-}
-
-// Whether a whole line already waits in the socket. Only peeked (MSG_PEEK): the engine's receive
-// still gets every byte; nothing is pending on the fd yet, so this cannot race with it. It lets
-// eviction tell a client that came to talk from one that trickles, before the first receive
-// completes (a burst of connects in the same round must not push that client out).
-bool AdminServer::has_whole_line_queued(int fd) {
-    char peeked[1024];
-    const ssize_t n = ::recv(fd, peeked, sizeof peeked, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 && std::string_view(peeked, static_cast<size_t>(n)).find('\n') != std::string_view::npos;
 }
 
 bool AdminServer::peer_allowed(const net::SocketAddress& peer) const {

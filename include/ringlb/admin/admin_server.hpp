@@ -115,8 +115,6 @@ private:
     void on_accept(const engine::Completion& completion);
     void admit(net::UniqueFd fd);
     bool peer_allowed(const net::SocketAddress& peer) const;
-    static bool has_whole_line_queued(int fd);
-    void send_notice(int fd, std::string_view notice);
     Connection* free_slot();
     size_t live_count() const;
     size_t unauthenticated_count() const;
