@@ -147,7 +147,7 @@ std::string keep_previous(const std::string& path, unsigned backups) {
     for (unsigned n = backups - 1; n >= 1; --n)
         if (::rename(numbered(n).c_str(), numbered(n + 1).c_str()) != 0 && errno != ENOENT)
             throw WriteFailure{"cannot move " + numbered(n) + " to " + numbered(n + 1) + ": " + errno_text(errno)};
-    const std::string newest = numbered(1);
+    std::string newest = numbered(1);
     if (::link(path.c_str(), newest.c_str()) != 0) {
         // Left over when backups is 1, or made since the rename: replace it.
         if (errno != EEXIST || ::unlink(newest.c_str()) != 0 || ::link(path.c_str(), newest.c_str()) != 0)

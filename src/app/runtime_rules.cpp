@@ -153,7 +153,7 @@ admin::Reply Runtime::reload() {
     return admin::Reply::success(body);
 }
 
-admin::Reply Runtime::reload_failed(std::string message) {
+admin::Reply Runtime::reload_failed(const std::string& message) {
     reload_status_.failures++;
     reload_status_.last_successful = false;
     reload_status_.last_error = message;

@@ -93,7 +93,7 @@ private:
     bool checked_up(const std::string& rule_id, const net::SocketAddress& address) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
     // Reload outcome, for show stats and the metrics; the message is logged too.
-    admin::Reply reload_failed(std::string message);
+    admin::Reply reload_failed(const std::string& message);
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
     std::optional<ServerRef> find_server(std::string_view rule_id, std::string_view server, std::string* error) const;
