@@ -135,6 +135,13 @@ private:
     std::thread thread_;
 };
 
+// Runs `ringlb ctl ...` and returns its result with its wall time.
+std::pair<RunResult, std::chrono::milliseconds> timed_ctl(const std::vector<std::string>& args) {
+    const auto start = Clock::now();
+    RunResult result = run_to_exit(args, 5s);
+    return {std::move(result), std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)};
+}
+
 std::string admin_config(std::uint16_t port, std::uint16_t admin_port, const std::string& backend) {
     GlobalSpec global;
     global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(admin_port) + "\"",
@@ -156,18 +163,26 @@ TEST_CASE("admin: 64 trickling clients and a token guesser on the operator's add
         TokenGuesser guesser(admin_port);
         std::this_thread::sleep_for(1500ms);  // every slot the tricklers can take is theirs by now
         std::chrono::milliseconds slowest{0};
+        std::chrono::milliseconds slowest_answer{0};
         for (int i = 0; i < 10; ++i) {
-            const auto start = Clock::now();
-            const RunResult stats = run_to_exit({"ctl", "--admin", admin, "--token", kToken, "show", "stats"}, 5s);
-            const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-            INFO("ctl run ", i, " took ", took.count(), " ms, ", stats.status.describe(), ":\n", stats.output);
+            // The same binary starting and exiting without a conversation (nothing listens there):
+            // what the process itself costs, about 40 ms for a Release build on an idle machine
+            // but far more for a sanitizer build on a busy one. The bound is on ringlb's answer.
+            const auto start_only = timed_ctl({"ctl", "--admin", loopback_endpoint(find_free_port()), "version"});
+            REQUIRE(start_only.first.status.code == 2);
+            const auto [stats, took] = timed_ctl({"ctl", "--admin", admin, "--token", kToken, "show", "stats"});
+            const auto answer = took - std::min(took, start_only.second);
+            INFO("ctl run ", i, " took ", took.count(), " ms (the process alone ", start_only.second.count(), " ms), ",
+                 stats.status.describe(), ":\n", stats.output);
             CHECK(stats.status.code == 0);
             CHECK(contains(stats.output, "accepted "));
-            CHECK(took < 1s);
+            CHECK(answer < 1s);
             slowest = std::max(slowest, took);
+            slowest_answer = std::max(slowest_answer, answer);
             std::this_thread::sleep_for(300ms);
         }
-        MESSAGE("slowest of 10 `ringlb ctl show stats` under attack: ", slowest.count(), " ms");
+        MESSAGE("slowest of 10 `ringlb ctl show stats` under attack: ", slowest.count(), " ms in all, ",
+                slowest_answer.count(), " ms beyond the process's own start and exit");
         CHECK(tricklers.connects() > 64);  // ringlb closed tricklers, and they came back
         CHECK(guesser.answered() > 0);
     }
