@@ -55,3 +55,14 @@ TEST_CASE("auth throttle: the table of IPs stays bounded") {
     CHECK(throttle.delay_for(ip("10.0.0.1"), t0 + 3ms) == 0ms);  // the oldest went
     CHECK(throttle.delay_for(ip("10.0.0.4"), t0 + 3ms) == 50ms);
 }
+
+TEST_CASE("auth throttle: the defaults wait 50 ms after a failure, doubling to 250 ms, for 10 s") {
+    AuthThrottle throttle;
+    const AuthThrottle::Clock::time_point t0{};
+    const std::chrono::milliseconds expected[] = {50ms, 100ms, 200ms, 250ms, 250ms};
+    for (const auto delay : expected) {
+        throttle.note_failure(ip("192.0.2.1"), t0);
+        CHECK(throttle.delay_for(ip("192.0.2.1"), t0) == delay);
+    }
+    CHECK(throttle.delay_for(ip("192.0.2.1"), t0 + 10s) == 0ms);
+}
