@@ -142,6 +142,8 @@ int run(int argc, char** argv) {
         return ringlb::app::kExitOk;
     }
     ringlb::Logger log(config.global.log_level);
+    // Every line of the stream in one format, so that a JSON log collector never sees a text line.
+    if (config.global.log_format == ringlb::config::LogFormat::Json) log.set_format(ringlb::Logger::Format::Json);
     if (!config.global.log_file.empty()) {
         try {
             log.open_file(config.global.log_file);
@@ -151,8 +153,13 @@ int run(int argc, char** argv) {
         }
     }
     for (const auto& warning : config.warnings) log.warn("config: ", warning.to_string());
-    return ringlb::app::serve(options.config_path, std::move(config), log,
-                              [options](ringlb::config::Config& next) { apply_overrides(options, next); });
+    try {
+        return ringlb::app::serve(options.config_path, std::move(config), log,
+                                  [options](ringlb::config::Config& next) { apply_overrides(options, next); });
+    } catch (const std::exception& e) {  // a last resort, written in the log's own format
+        log.error("stopping: ", e.what());
+        return ringlb::app::kExitRuntimeFailure;
+    }
 }
 
 }  // namespace

@@ -14,11 +14,14 @@
 #include <variant>
 
 #include "ringlb/net/unix_socket.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::admin {
 namespace {
 
-constexpr int kListenBacklog = 64;
+// Deep enough for bursts of connects (clients reconnecting together) not to overflow the accept
+// queue, which would drop the SYN of an operator arriving at that moment.
+constexpr int kListenBacklog = 1024;
 constexpr auto kAcceptRetryDelay = std::chrono::seconds(1);
 // How long the destructor waits for the engine to finish cancelled requests.
 constexpr auto kShutdownGrace = std::chrono::seconds(2);
@@ -32,13 +35,9 @@ constexpr size_t kCoalesceLimit = size_t{64} * 1024;
 std::string errno_text(int negative_errno) { return std::generic_category().message(-negative_errno); }
 
 // A reply's last line must be `ok` or one `error:` line: a message with line breaks would let
-// a client mistake its second half for a new reply.
-std::string single_line(std::string_view text) {
-    std::string line(text.empty() ? "failed" : text);
-    std::replace_if(
-        line.begin(), line.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-    return line;
-}
+// a client mistake its second half for a new reply, and one that echoes a client's control bytes
+// (ESC sequences, NUL) could rewrite the operator's terminal or cut the line short.
+std::string single_line(std::string_view text) { return text.empty() ? std::string("failed") : escape_control(text); }
 
 std::string format_reply(const Reply& reply) {
     std::string text = reply.body;
@@ -63,6 +62,7 @@ bool changes_state(CommandKind kind) {
         case CommandKind::DrainServer:
         case CommandKind::SetWeight:
         case CommandKind::KillSession:
+        case CommandKind::WriteConfig:
         case CommandKind::Reload: return true;
         default: return false;
     }
@@ -84,6 +84,30 @@ struct Token {
 // The listener's requests use a slot no connection can have.
 constexpr uint16_t kListenerSlot = 0xFFFF;
 
+// How often IPs whose failed tokens are old enough are forgotten.
+constexpr auto kThrottleCleanupPeriod = std::chrono::seconds(1);
+
+// Told (best effort) to clients closed by the limits on unauthenticated connections.
+constexpr std::string_view kEvictedNotice = "error: closed to make room: too many unauthenticated admin connections\n";
+constexpr std::string_view kAuthTimeoutNotice = "error: closed: not authenticated in time\n";
+
+std::string milliseconds_text(std::chrono::milliseconds duration) { return std::to_string(duration.count()) + " ms"; }
+
+// Best effort, never blocking: tell a human why the connection ends (the fd closes after).
+void send_notice(int fd, std::string_view notice) {
+    [[maybe_unused]] const ssize_t sent = ::send(fd, notice.data(), notice.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// Whether a whole line already waits in the socket. Only peeked (MSG_PEEK): the engine's receive
+// still gets every byte; nothing is pending on the fd yet, so this cannot race with it. It lets
+// eviction tell a client that came to talk from one that trickles, before the first receive
+// completes (a burst of connects in the same round must not push that client out).
+bool has_whole_line_queued(int fd) {
+    char peeked[1024];
+    const ssize_t n = ::recv(fd, peeked, sizeof peeked, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 && std::string_view(peeked, static_cast<size_t>(n)).find('\n') != std::string_view::npos;
+}
+
 }  // namespace
 
 // ---- construction and teardown -------------------------------------------------------------
@@ -98,7 +122,15 @@ AdminServer::AdminServer(engine::Dispatcher& dispatcher, const config::AdminConf
       limits_(limits),
       allow_(config.allow),
       token_(config.token),
-      connections_(std::min<size_t>(limits.max_connections, kListenerSlot)) {
+      connections_(std::min<size_t>(2 * limits.max_connections, kListenerSlot)),
+      throttle_(limits.auth_backoff),
+      not_allowed_log_(log, LogLevel::Warn, "admin connections refused (not in [admin] allow)", limits.log_interval),
+      full_log_(log, LogLevel::Warn, "admin connections refused (every slot in use)", limits.log_interval),
+      evicted_log_(log, LogLevel::Warn, "unauthenticated admin connections closed to make room",
+                   limits.log_interval),
+      auth_timeout_log_(log, LogLevel::Warn, "admin connections closed for not authenticating in time",
+                        limits.log_interval),
+      auth_failure_log_(log, LogLevel::Warn, "failed admin authentication attempts", limits.log_interval) {
     if (!config.listen.enabled) throw std::invalid_argument("admin server: [admin] listen is not enabled");
     bind_listener(config.listen);
     // Registered only once nothing below can throw: the dispatcher would keep a dangling pointer.
@@ -229,29 +261,39 @@ void AdminServer::on_accept(const engine::Completion& completion) {
 }
 
 void AdminServer::admit(net::UniqueFd fd) {
+    const auto now = Clock::now();
     std::string peer = "unix";
+    net::IpKey ip{};  // unix socket clients share one key
     if (unix_path_.empty()) {
         const net::SocketAddress address = net::peer_address(fd.get());
         if (address.family() == 0) return;  // reset before we could look: nothing to serve
         peer = address.to_string();
+        ip = net::IpKey::of(address);
         if (!peer_allowed(address)) {
-            log_.warn("admin: refused connection from ", peer, ": not in [admin] allow");
+            ++counters_.refused_not_allowed;
+            not_allowed_log_.event(now, "admin: refused connection from ", peer, ": not in [admin] allow");
             return;
         }
     }
-    Connection* connection = free_slot();
+    // Every newcomer starts unauthenticated when a token is set.
+    const bool has_room =
+        token_.empty() ? live_count() < limits_.max_connections : make_room_for_unauthenticated(now);
+    Connection* connection = has_room ? free_slot() : nullptr;
     if (connection == nullptr) {
-        log_.warn("admin: refused connection from ", peer, ": already ", connections_.size(), " admin connections");
-        // Best effort, never blocking: tell a human why the connection ends.
-        static constexpr std::string_view kBusy = "error: too many admin connections\n";
-        [[maybe_unused]] const ssize_t sent = ::send(fd.get(), kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        ++counters_.refused_full;
+        full_log_.event(now, "admin: refused connection from ", peer, ": no admin slot free (", live_count(),
+                        " connections, ", unauthenticated_count(), " not authenticated yet)");
+        send_notice(fd.get(), "error: too many admin connections\n");
         return;
     }
     connection->fd = std::move(fd);
     connection->peer = std::move(peer);
+    connection->ip = ip;
     connection->open = true;
     connection->authenticated = token_.empty();
-    connection->last_activity = Clock::now();
+    connection->line_waiting = !connection->authenticated && has_whole_line_queued(connection->fd.get());
+    connection->opened_at = now;
+    connection->last_activity = now;
     log_.debug("admin: connection from ", connection->peer);
     arm_recv(*connection);
 }
@@ -265,6 +307,57 @@ AdminServer::Connection* AdminServer::free_slot() {
     return it == connections_.end() ? nullptr : &*it;
 }
 
+// Connections that count against the limits: open and not on their way out.
+size_t AdminServer::live_count() const {
+    return static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(),
+                                             [](const Connection& c) { return c.open && !c.closing; }));
+}
+
+size_t AdminServer::unauthenticated_count() const {
+    return static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(), [](const Connection& c) {
+        return c.open && !c.closing && !c.authenticated;
+    }));
+}
+
+// A newcomer will be unauthenticated: when such connections already hold their share of the
+// slots, or when every slot is taken, the oldest of them goes. Authenticated clients are never
+// closed for a newcomer. False when none may go: the newcomer is refused.
+bool AdminServer::make_room_for_unauthenticated(Clock::time_point now) {
+    const size_t share = std::max<size_t>(limits_.max_unauthenticated, 1);
+    if (unauthenticated_count() < share && live_count() < limits_.max_connections) return true;
+    Connection* victim = eviction_candidate();
+    if (victim == nullptr) return false;
+    ++counters_.evicted_unauthenticated;
+    evicted_log_.event(now, "admin: closed unauthenticated connection from ", victim->peer,
+                       " to make room for a new one (", share, " unauthenticated at most)");
+    close_with_notice(*victim, kEvictedNotice);
+    return true;
+}
+
+// The oldest unauthenticated connection, preferring those without a whole line to be handled: a
+// client whose line arrived with its connect (`ringlb ctl`), or whose `auth` line waits out the
+// back-off (an operator on a guesser's address), goes last. Clients that trickle bytes never
+// have a whole line, so however many there are and however fast they reconnect, they only push
+// each other out.
+AdminServer::Connection* AdminServer::eviction_candidate() {
+    Connection* oldest_idle = nullptr;
+    Connection* oldest_waiting = nullptr;
+    for (Connection& connection : connections_) {
+        if (!connection.open || connection.closing || connection.authenticated) continue;
+        const bool line_pending = connection.line_waiting || connection.held_until;
+        Connection*& oldest = line_pending ? oldest_waiting : oldest_idle;
+        if (oldest == nullptr || connection.opened_at < oldest->opened_at) oldest = &connection;
+    }
+    return oldest_idle != nullptr ? oldest_idle : oldest_waiting;
+}
+
+void AdminServer::close_with_notice(Connection& connection, std::string_view notice) {
+    // Only when nothing else is on its way out, so that the notice cannot land inside a reply.
+    if (!connection.send_pending && connection.output.empty())
+        send_notice(connection.fd.get(), notice);
+    begin_close(connection);
+}
+
 // ---- receiving and handling lines ----------------------------------------------------------
 
 void AdminServer::arm_recv(Connection& connection) {
@@ -274,6 +367,7 @@ void AdminServer::arm_recv(Connection& connection) {
 
 void AdminServer::on_recv(Connection& connection, const engine::Completion& completion) {
     connection.recv_pending = false;
+    connection.line_waiting = false;  // from now on the input itself says what arrived
     if (completion.has_buffer) {
         // Copied out at once: an engine buffer is shared by every component and must not wait
         // on a slow admin client.
@@ -315,6 +409,7 @@ bool AdminServer::wants_input(const Connection& connection) const {
 
 bool AdminServer::may_handle_more(const Connection& connection) const {
     return !connection.closing && !connection.close_when_flushed && !connection.awaiting_reply &&
+           !connection.held_until &&
            connection.unsent_bytes < limits_.max_unsent_bytes;
 }
 
@@ -340,6 +435,7 @@ void AdminServer::handle_input(Connection& connection) {
             input_exhausted = true;
             break;
         }
+        if (held_by_backoff(connection)) break;  // the line stays in `input` until its wait is over
         std::string_view line(input.data() + consumed, newline - consumed);
         consumed = newline + 1;
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
@@ -350,6 +446,23 @@ void AdminServer::handle_input(Connection& connection) {
     }
     input.erase(0, consumed);
     if (input_exhausted && connection.peer_finished) finish_input(connection);
+}
+
+// Before an unauthenticated client's next line is looked at: true when it must wait first,
+// because its IP sent wrong tokens recently (see AuthThrottle). on_tick lets it go when the wait
+// is over. Every such line waits, not only `auth` ones, so that no reply tells a guesser early
+// whether a held token was right.
+bool AdminServer::held_by_backoff(Connection& connection) {
+    if (connection.authenticated) return false;
+    if (connection.backoff_served) {
+        connection.backoff_served = false;
+        return false;
+    }
+    const auto now = Clock::now();
+    const std::chrono::milliseconds delay = throttle_.delay_for(connection.ip, now);
+    if (delay.count() <= 0) return false;
+    connection.held_until = now + delay;
+    return true;
 }
 
 // Drops input up to the end of an over-long line. False while that end has not arrived yet.
@@ -367,6 +480,7 @@ bool AdminServer::skip_rest_of_long_line(Connection& connection, size_t& consume
 // After the client's end of input: a last line without '\n' still counts, as with most
 // line-based tools; then the connection closes once the replies are out.
 void AdminServer::finish_input(Connection& connection) {
+    if (!connection.input.empty() && !connection.skipping_long_line && held_by_backoff(connection)) return;
     std::string line = std::exchange(connection.input, {});
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (connection.skipping_long_line) {
@@ -421,9 +535,12 @@ Reply AdminServer::authenticate(Connection& connection, std::string_view token) 
         connection.authenticated = true;
         return Reply::success();
     }
+    const auto now = Clock::now();
     ++connection.auth_failures;
-    log_.warn("admin: ", connection.peer, ": authentication failed (", connection.auth_failures, " of ",
-              limits_.max_auth_failures, " attempts)");
+    ++counters_.auth_failures;
+    throttle_.note_failure(connection.ip, now);
+    auth_failure_log_.event(now, "admin: ", connection.peer, ": authentication failed (", connection.auth_failures,
+                            " of ", limits_.max_auth_failures, " attempts on this connection)");
     if (connection.auth_failures >= limits_.max_auth_failures) connection.close_when_flushed = true;
     return Reply::failure("authentication failed");
 }
@@ -449,7 +566,8 @@ Reply AdminServer::call_controller(const Command& command) {
                                                     std::nullopt);
             case CommandKind::SetWeight: return controller_.set_weight(command.rule, command.server, command.weight);
             case CommandKind::KillSession: return controller_.kill_session(command.session_id);
-            case CommandKind::DumpRules: return controller_.dump_rules();
+            case CommandKind::ShowConfig: return controller_.show_config();
+            case CommandKind::WriteConfig: return controller_.write_config();
             default: return Reply::failure("internal error: command not dispatched");
         }
     } catch (const std::exception& error) {
@@ -561,16 +679,52 @@ std::optional<engine::Component::Clock::time_point> AdminServer::on_tick(Clock::
     if (shutting_down_) return std::nullopt;
     if (accept_retry_at_ && *accept_retry_at_ <= now) arm_accept();
     std::optional<Clock::time_point> next = accept_retry_at_;
-    for (Connection& connection : connections_) {
-        if (!connection.open || connection.closing) continue;
-        const auto deadline = connection.last_activity + limits_.idle_timeout;
-        if (deadline <= now) {
-            log_.info("admin: closing idle connection from ", connection.peer);
-            begin_close(connection);
-        } else if (!next || deadline < *next) {
-            next = deadline;
-        }
+    const auto keep_earliest = [&next](std::optional<Clock::time_point> due) {
+        if (due && (!next || *due < *next)) next = due;
+    };
+    for (Connection& connection : connections_) keep_earliest(check_deadlines(connection, now));
+    if (throttle_.tracked_ips() > 0 && now >= next_throttle_cleanup_) {
+        throttle_.forget_expired(now);
+        next_throttle_cleanup_ = now + kThrottleCleanupPeriod;
     }
+    keep_earliest(flush_throttled_logs(now));
+    return next;
+}
+
+// Ends a held line's wait, and closes a connection past its authentication deadline or idle for
+// too long. Returns when this connection next needs a look.
+std::optional<engine::Component::Clock::time_point> AdminServer::check_deadlines(Connection& connection,
+                                                                                  Clock::time_point now) {
+    if (!connection.open || connection.closing) return std::nullopt;
+    if (!connection.authenticated && connection.opened_at + limits_.auth_timeout <= now) {
+        ++counters_.auth_timeouts;
+        auth_timeout_log_.event(now, "admin: closed connection from ", connection.peer, ": not authenticated within ",
+                                milliseconds_text(limits_.auth_timeout));
+        close_with_notice(connection, kAuthTimeoutNotice);
+        return std::nullopt;
+    }
+    if (connection.held_until && *connection.held_until <= now) {
+        connection.held_until.reset();
+        connection.backoff_served = true;
+        after_io(connection);  // handles the held line (and maybe holds the next one)
+        if (!connection.open || connection.closing) return std::nullopt;
+    }
+    const auto idle_deadline = connection.last_activity + limits_.idle_timeout;
+    if (idle_deadline <= now) {
+        log_.info("admin: closing idle connection from ", connection.peer);
+        begin_close(connection);
+        return std::nullopt;
+    }
+    Clock::time_point due = idle_deadline;
+    if (!connection.authenticated) due = std::min(due, connection.opened_at + limits_.auth_timeout);
+    if (connection.held_until) due = std::min(due, *connection.held_until);
+    return due;
+}
+
+std::optional<engine::Component::Clock::time_point> AdminServer::flush_throttled_logs(Clock::time_point now) {
+    std::optional<Clock::time_point> next;
+    for (ThrottledLog* log : {&not_allowed_log_, &full_log_, &evicted_log_, &auth_timeout_log_, &auth_failure_log_})
+        if (const auto due = log->flush(now); due && (!next || *due < *next)) next = due;
     return next;
 }
 

@@ -33,14 +33,17 @@ constexpr CommandSpec kCommands[] = {
     {CommandKind::AddRule, "add rule", "<inline TOML table>", "", "add a rule: add rule { id = \"x\", ... }"},
     {CommandKind::ModifyRule, "modify rule", "<inline TOML table>", "", "replace the rule with the same id"},
     {CommandKind::RemoveRule, "remove rule", "<rule>", "", "remove a rule"},
-    {CommandKind::CleanSessions, "clean sessions", "<rule>", "clean forwards", "close every session of a rule"},
+    {CommandKind::CleanSessions, "clean sessions", "[rule]", "clean forwards",
+     "close the sessions still on earlier versions (modified or removed) of a rule, or of every rule"},
     {CommandKind::DisableServer, "disable server", "<rule> <server> [duration]", "",
      "send a server no new sessions; enabled again after the duration (30s, 5m) if given"},
     {CommandKind::EnableServer, "enable server", "<rule> <server>", "", "send a server new sessions again"},
     {CommandKind::DrainServer, "drain server", "<rule> <server>", "", "send a server no new sessions and let its current ones finish"},
     {CommandKind::SetWeight, "set weight", "<rule> <server> <0..1000>", "", "change a server's weight"},
     {CommandKind::KillSession, "kill session", "<id>", "", "close one session (ids from show sessions)"},
-    {CommandKind::DumpRules, "dump rules", "", "", "the running rules as TOML"},
+    {CommandKind::ShowConfig, "show config", "", "", "print the running configuration as TOML (tokens hidden)"},
+    {CommandKind::WriteConfig, "write config", "", "dump rules (deprecated)",
+     "replace the configuration file with the running configuration; the last 5 files are kept as FILE.1..FILE.5"},
     {CommandKind::Reload, "reload", "", "", "read the configuration file again"},
     {CommandKind::Quit, "quit", "", "exit", "close this connection"},
     {CommandKind::Auth, "auth", "<token>", "", "authenticate with the [admin] token"},
@@ -60,6 +63,8 @@ constexpr Alias kAliases[] = {
     {"list sessions", CommandKind::ShowSessions},
     {"show forwards", CommandKind::ShowSessions},
     {"clean forwards", CommandKind::CleanSessions},
+    // G5's name. It never printed anything: it writes, as it always did.
+    {"dump rules", CommandKind::WriteConfig},
     {"exit", CommandKind::Quit},
 };
 
@@ -95,14 +100,13 @@ std::string lowercase(std::string_view text) {
     return out;
 }
 
-// Echoes user input in messages, shortened so that a pasted blob cannot make a huge error line.
+// Echoes user input in messages, shortened so that a pasted blob cannot make a huge error line,
+// with control bytes escaped: the message goes back to a terminal and into the log, and a NUL
+// would end it early wherever it passes through a C string (an exception's what()).
 std::string quoted(std::string_view text) {
     constexpr size_t kMaxEcho = 64;
     const bool shortened = text.size() > kMaxEcho;
-    std::string out;
-    out.reserve(std::min(text.size(), kMaxEcho) + 5);
-    out += '"';
-    out += escaped(text.substr(0, kMaxEcho));
+    std::string out = "\"" + escape_control(text.substr(0, kMaxEcho));
     if (shortened) out += "...";
     out += '"';
     return out;
@@ -176,14 +180,14 @@ private:
 
     void read_arguments(Command& command) {
         switch (command.kind) {
-            case CommandKind::ShowSessions: command.rule = rule_id(words_.next().value_or("")); break;
+            case CommandKind::ShowSessions:
+            case CommandKind::CleanSessions: command.rule = rule_id(words_.next().value_or("")); break;
             case CommandKind::AddRule:
             case CommandKind::ModifyRule:
                 command.text = required_rest("<inline TOML table>");
                 return;  // the rest of the line was the argument: nothing can follow
             case CommandKind::Auth: command.text = token(trim_trailing(required_rest("<token>"))); return;
-            case CommandKind::RemoveRule:
-            case CommandKind::CleanSessions: command.rule = rule_id(required("<rule>")); break;
+            case CommandKind::RemoveRule: command.rule = rule_id(required("<rule>")); break;
             case CommandKind::DisableServer:
                 read_rule_and_server(command);
                 if (auto word = words_.next()) command.duration = duration(*word);
@@ -234,7 +238,8 @@ private:
 
     std::string server_address(std::string_view text) {
         const std::string reason = net::SocketAddress::parse_error(text);
-        if (!reason.empty()) fail("bad server address " + quoted(text) + ": " + reason);
+        // The reason may quote the address too: escaped as well.
+        if (!reason.empty()) fail("bad server address " + quoted(text) + ": " + escape_control(reason));
         return std::string(text);  // as typed: the controller matches it against the config's text
     }
 

@@ -270,9 +270,54 @@ void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
     });
 }
 
+// The management and metrics ports' defences, and the outcome of configuration reloads.
+void render_control(Exposition& out, const Snapshot& snapshot) {
+    const AdminPortCounters& admin_port = snapshot.admin_port;
+    out.family("ringlb_admin_connections_refused_total", "counter",
+               "Management port connections closed at once, by reason (allow: peer not allowed; full: no slot "
+               "free).");
+    out.sample("ringlb_admin_connections_refused_total", {{"reason", "allow"}}, admin_port.refused_not_allowed);
+    out.sample("ringlb_admin_connections_refused_total", {{"reason", "full"}}, admin_port.refused_full);
+    out.family("ringlb_admin_unauthenticated_evicted_total", "counter",
+               "Unauthenticated management connections closed to make room for a newcomer.");
+    out.sample("ringlb_admin_unauthenticated_evicted_total", {}, admin_port.evicted_unauthenticated);
+    out.family("ringlb_admin_auth_timeouts_total", "counter",
+               "Management connections closed for not authenticating in time.");
+    out.sample("ringlb_admin_auth_timeouts_total", {}, admin_port.auth_timeouts);
+    out.family("ringlb_admin_auth_failures_total", "counter", "Wrong tokens given to the management port.");
+    out.sample("ringlb_admin_auth_failures_total", {}, admin_port.auth_failures);
+
+    const MetricsPortCounters& metrics_port = snapshot.metrics_port;
+    out.family("ringlb_metrics_connections_refused_total", "counter",
+               "Metrics endpoint connections closed at once, by reason (allow, per_ip, full).");
+    out.sample("ringlb_metrics_connections_refused_total", {{"reason", "allow"}}, metrics_port.refused_not_allowed);
+    out.sample("ringlb_metrics_connections_refused_total", {{"reason", "per_ip"}}, metrics_port.refused_per_ip);
+    out.sample("ringlb_metrics_connections_refused_total", {{"reason", "full"}}, metrics_port.refused_full);
+    out.family("ringlb_metrics_request_timeouts_total", "counter",
+               "Metrics endpoint connections closed without a complete request in time.");
+    out.sample("ringlb_metrics_request_timeouts_total", {}, metrics_port.request_timeouts);
+
+    const ReloadStatus& reload = snapshot.reload;
+    out.family("ringlb_config_reloads_total", "counter", "Reloads of the configuration file (SIGHUP or reload).");
+    out.sample("ringlb_config_reloads_total", {}, reload.reloads);
+    out.family("ringlb_config_reload_failures_total", "counter",
+               "Reloads that failed; the running configuration stayed as it was.");
+    out.sample("ringlb_config_reload_failures_total", {}, reload.failures);
+    out.family("ringlb_config_last_reload_successful", "gauge", "1 when the last reload (or the start) succeeded.");
+    out.sample("ringlb_config_last_reload_successful", {}, uint64_t{reload.last_successful});
+    out.family("ringlb_config_last_reload_timestamp_seconds", "gauge",
+               "Unix time of the last reload attempt (or of the start).");
+    out.sample("ringlb_config_last_reload_timestamp_seconds", {}, reload.last_attempt_unix);
+    out.family("ringlb_config_last_reload_success_timestamp_seconds", "gauge",
+               "Unix time of the last successful reload (or of the start).");
+    out.sample("ringlb_config_last_reload_success_timestamp_seconds", {}, reload.last_success_unix);
+}
+
 // ==== HTTP =================================================================================
 
-constexpr int kListenBacklog = 64;
+// Deep enough that a burst of connects (a reconnect flood) does not overflow the kernel's
+// accept queue before the control thread has closed the surplus, which would drop a scraper's SYN.
+constexpr int kListenBacklog = 1024;
 constexpr uint32_t kSendPiece = 64 * 1024;   // bytes per send request: large bodies go in pieces
 constexpr uint32_t kDrainRead = 16 * 1024;
 constexpr size_t kMaxDrainBytes = size_t{64} * 1024;  // a client still sending this much after the reply is cut off
@@ -399,6 +444,7 @@ std::string render_prometheus(const Snapshot& snapshot) {
     render_buffers(out, snapshot);
     render_rules(out, snapshot.rules);
     render_servers(out, snapshot.rules);
+    render_control(out, snapshot);
     return out.take();
 }
 
@@ -407,14 +453,21 @@ std::string render_prometheus(const Snapshot& snapshot) {
 // user_data value: op in bits 0..7, connection slot in 8..23, generation in 24..55.
 
 MetricsServer::MetricsServer(engine::Dispatcher& dispatcher, const config::MetricsConfig& config,
-                             std::function<Snapshot()> snapshot, Logger& log)
+                             std::function<Snapshot()> snapshot, Logger& log, MetricsLimits limits)
     : dispatcher_(dispatcher),
       allow_(config.allow),
       token_(config.token),
       unix_path_(config.listen.unix_path),
       snapshot_(std::move(snapshot)),
       log_(log),
-      connections_(kMaxConnections) {
+      limits_(limits),
+      connections_(std::min<size_t>(limits.max_connections, 0xFFFF)),  // the slot has 16 bits in a tag
+      not_allowed_log_(log, LogLevel::Info, "metrics connections refused (not in [metrics] allow)",
+                       limits.log_interval),
+      refused_log_(log, LogLevel::Warn, "metrics connections refused (per-IP share or every slot in use)",
+                   limits.log_interval),
+      timeout_log_(log, LogLevel::Info, "metrics connections closed without a complete request in time",
+                   limits.log_interval) {
     if (unix_path_.empty()) {
         listen_fd_ = net::listen_tcp(config.listen.address, kListenBacklog);
         bound_address_ = net::local_address(listen_fd_.get());
@@ -499,29 +552,48 @@ void MetricsServer::close_listener() {
     if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
-bool MetricsServer::allowed(int fd) const {
-    if (!unix_path_.empty()) return true;  // the socket file's permissions decide who gets here
-    const net::SocketAddress peer = net::peer_address(fd);
-    if (peer.family() != AF_INET && peer.family() != AF_INET6) return false;  // reset before we looked
+bool MetricsServer::allowed(const net::SocketAddress& peer) const {
     return std::any_of(allow_.begin(), allow_.end(), [&](const net::ClientPattern& p) { return p.matches(peer); });
+}
+
+size_t MetricsServer::connections_from(const net::IpKey& ip) const {
+    return static_cast<size_t>(std::count_if(connections_.begin(), connections_.end(),
+                                             [&](const Connection& connection) { return connection.ip == ip; }));
 }
 
 void MetricsServer::admit(net::UniqueFd fd) {
     if (stopping_) return;  // accepted while the cancel was on its way: fd closes here
-    if (!allowed(fd.get())) {
-        log_.info("metrics: closed a connection from ", net::peer_address(fd.get()).to_string(), " (not in allow)");
-        return;
+    const auto now = Clock::now();
+    std::optional<net::IpKey> ip;  // unix socket: the socket file's permissions decide who gets here
+    if (unix_path_.empty()) {
+        const net::SocketAddress peer = net::peer_address(fd.get());
+        if (peer.family() != AF_INET && peer.family() != AF_INET6) return;  // reset before we looked
+        if (!allowed(peer)) {
+            ++counters_.refused_not_allowed;
+            not_allowed_log_.event(now, "metrics: closed a connection from ", peer.to_string(), " (not in allow)");
+            return;
+        }
+        ip = net::IpKey::of(peer);
+        if (connections_from(*ip) >= limits_.max_connections_per_ip) {
+            ++counters_.refused_per_ip;
+            refused_log_.event(now, "metrics: closed a connection from ", peer.to_string(), ": that IP already has ",
+                               limits_.max_connections_per_ip, " connections open");
+            return;
+        }
     }
     const auto free_slot = std::find_if(connections_.begin(), connections_.end(),
                                         [](const Connection& connection) { return !connection.fd; });
     if (free_slot == connections_.end()) {
-        log_.debug("metrics: closed a connection: already ", kMaxConnections, " open");
+        ++counters_.refused_full;
+        refused_log_.event(now, "metrics: closed a connection: already ", connections_.size(), " open");
         return;
     }
     Connection& connection = *free_slot;
     connection.fd = std::move(fd);
+    connection.ip = ip;
     connection.phase = Phase::ReadingHead;
-    connection.deadline = Clock::now() + kConnectionTimeout;
+    connection.deadline = now + limits_.connection_timeout;
+    connection.head_deadline = now + limits_.head_timeout;
     receive(connection, static_cast<uint32_t>(free_slot - connections_.begin()), kMaxRequestHead + 1);
 }
 
@@ -648,6 +720,7 @@ void MetricsServer::close_connection(Connection& connection) {
 void MetricsServer::finish_close(Connection& connection) {
     engine().forget(connection.fd.get());
     connection.fd.reset();
+    connection.ip.reset();
     ++connection.generation;  // 32 bits: exactly fills bits 24..55 of the tag
     connection.phase = Phase::ReadingHead;
     connection.request_pending = false;
@@ -663,15 +736,34 @@ std::optional<MetricsServer::Clock::time_point> MetricsServer::on_tick(Clock::ti
         arm_accept();
     }
     std::optional<Clock::time_point> next = accept_retry_at_;
+    const auto keep_earliest = [&next](std::optional<Clock::time_point> due) {
+        if (due && (!next || *due < *next)) next = due;
+    };
     for (Connection& connection : connections_) {
         if (!connection.fd || connection.phase == Phase::Closing) continue;
-        if (connection.deadline <= now) {
-            log_.debug("metrics: connection timed out");
+        const bool reading_head = connection.phase == Phase::ReadingHead;
+        const Clock::time_point deadline =
+            reading_head ? std::min(connection.deadline, connection.head_deadline) : connection.deadline;
+        if (deadline <= now) {
+            if (reading_head) {
+                ++counters_.request_timeouts;
+                timeout_log_.event(now, "metrics: closed a connection without a complete request in time");
+            } else {
+                log_.debug("metrics: connection timed out");
+            }
             close_connection(connection);
             continue;
         }
-        if (!next || connection.deadline < *next) next = connection.deadline;
+        keep_earliest(deadline);
     }
+    keep_earliest(flush_throttled_logs(now));
+    return next;
+}
+
+std::optional<MetricsServer::Clock::time_point> MetricsServer::flush_throttled_logs(Clock::time_point now) {
+    std::optional<Clock::time_point> next;
+    for (ThrottledLog* log : {&not_allowed_log_, &refused_log_, &timeout_log_})
+        if (const auto due = log->flush(now); due && (!next || *due < *next)) next = due;
     return next;
 }
 

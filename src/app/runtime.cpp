@@ -57,6 +57,10 @@ Runtime::Runtime(std::string config_path, config::Config config, Logger& log,
         initial_plan_.slots.push_back({shared, true, {}, {}});
         slots_.push_back({shared->id, shared});
     }
+    // The file read at start is the first successful load.
+    reload_status_.last_success_unix = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    reload_status_.last_attempt_unix = reload_status_.last_success_unix;
 }
 
 Runtime::~Runtime() {
@@ -253,11 +257,8 @@ std::optional<size_t> Runtime::failed_worker() const {
 }
 
 void Runtime::handle_signals() {
-    if (signals_.reload.exchange(false)) {
-        reload([this](const admin::Reply& reply) {
-            if (!reply.ok) log_.error("reload failed, the running configuration is unchanged: ", reply.error);
-        });
-    }
+    // The outcome is logged either way (see reload_failed); nobody waits for the reply.
+    if (signals_.reload.exchange(false)) reload([](const admin::Reply&) {});
     if (signals_.reopen_log.exchange(false)) {
         log_.reopen();
         log_.info("log file reopened (SIGUSR1)");

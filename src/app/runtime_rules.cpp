@@ -3,6 +3,7 @@
 #include "ringlb/app/runtime.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -12,6 +13,15 @@
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
+
+namespace {
+
+uint64_t unix_time_now() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+}  // namespace
 
 core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRecord>& slots) const {
     core::RulePlan plan;
@@ -143,6 +153,8 @@ void Runtime::reload(admin::ReplyCallback done) {
 }
 
 void Runtime::start_reload_job() {
+    reload_status_.reloads++;
+    reload_status_.last_attempt_unix = unix_time_now();
     auto job = std::make_unique<ReloadJob>();
     job->waiters = std::exchange(reload_waiters_, {});
     std::promise<LoadedConfig> promise;
@@ -175,7 +187,7 @@ void Runtime::finish_reload_if_done() {
 }
 
 admin::Reply Runtime::apply_reloaded(LoadedConfig loaded) {
-    if (!loaded.config) return admin::Reply::failure("reload: " + loaded.error);
+    if (!loaded.config) return reload_failed(loaded.error);
     config::Config next = std::move(*loaded.config);
     for (const config::ConfigIssue& warning : next.warnings) log_.warn("config: ", warning.to_string());
     // A name that resolved differently while the file was read: expand again with the new sets.
@@ -183,13 +195,24 @@ admin::Reply Runtime::apply_reloaded(LoadedConfig loaded) {
     const std::vector<std::string> needs_restart = restart_only_changes(next);
     const size_t before = config_.rules.size();
     if (std::string error = apply_config(std::move(next), *loaded.for_workers); !error.empty())
-        return admin::Reply::failure("reload: " + error);
+        return reload_failed(error);
+    reload_status_.last_successful = true;
+    reload_status_.last_success_unix = reload_status_.last_attempt_unix;
+    reload_status_.last_error.clear();
     std::string body = "reloaded " + config_path_ + ": " + std::to_string(config_.rules.size()) + " rules (was " +
                        std::to_string(before) + ")\n";
     if (!needs_restart.empty())
         body += "not applied until restart: " + join(needs_restart, ", ") + "\n";
     log_.info(body.substr(0, body.size() - 1));
     return admin::Reply::success(body);
+}
+
+admin::Reply Runtime::reload_failed(const std::string& message) {
+    reload_status_.failures++;
+    reload_status_.last_successful = false;
+    reload_status_.last_error = message;
+    log_.error("reload failed, the running configuration is unchanged: ", message);
+    return admin::Reply::failure("reload: " + message);
 }
 
 admin::Reply Runtime::add_rule(std::string_view inline_table) {
@@ -250,22 +273,35 @@ admin::Reply Runtime::remove_rule(std::string_view rule_id) {
 }
 
 admin::Reply Runtime::clean_sessions(std::string_view rule_id) {
+    const bool every_rule = rule_id.empty();
     std::vector<uint16_t> retired;
     for (size_t slot = 0; slot < slots_.size(); ++slot)
-        if (slots_[slot].id == rule_id && !slots_[slot].live) retired.push_back(static_cast<uint16_t>(slot));
-    if (retired.empty() && !live_slot(rule_id))
+        if (!slots_[slot].live && (every_rule || slots_[slot].id == rule_id))
+            retired.push_back(static_cast<uint16_t>(slot));
+    if (!every_rule && retired.empty() && !live_slot(rule_id))
         return admin::Reply::failure("clean sessions: no rule \"" + std::string(rule_id) + "\"");
     size_t closed = 0;
     on_every_worker([&](core::Forwarder& forwarder) { closed += forwarder.close_sessions_in(retired); });
-    return admin::Reply::success("closed " + std::to_string(closed) + " session(s) of earlier versions of rule " +
-                                 std::string(rule_id) + "\n");
+    const std::string whose = every_rule ? std::string("every rule") : "rule " + std::string(rule_id);
+    return admin::Reply::success("closed " + std::to_string(closed) + " session(s) of earlier versions of " + whose +
+                                 "\n");
 }
-admin::Reply Runtime::dump_rules() {
-    const std::string text = config::to_toml(config_);
-    if (std::string error = write_config_file(config_path_, text); !error.empty())
-        return admin::Reply::failure("dump rules: " + error);
-    log_.info("running configuration written to ", config_path_, " (previous kept as ", config_path_, ".bak)");
-    return admin::Reply::success("written to " + config_path_ + "\n");
+
+admin::Reply Runtime::show_config() {
+    config::Config shown = config_;
+    // Secrets stay off terminals and out of pasted output; the file keeps them.
+    constexpr std::string_view kHidden = "(hidden)";
+    if (!shown.admin.token.empty()) shown.admin.token = kHidden;
+    if (!shown.metrics.token.empty()) shown.metrics.token = kHidden;
+    return admin::Reply::success(config::to_toml(shown));
+}
+
+admin::Reply Runtime::write_config() {
+    const ConfigWriteResult result = write_config_file(config_path_, config::to_toml(config_));
+    if (!result.ok()) return admin::Reply::failure("write config: " + result.error);
+    const std::string kept = result.backup.empty() ? "" : " (previous file kept as " + result.backup + ")";
+    log_.info("running configuration written to ", config_path_, kept);
+    return admin::Reply::success("written to " + config_path_ + kept + "\n");
 }
 
 }  // namespace ringlb::app

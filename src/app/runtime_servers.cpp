@@ -63,7 +63,7 @@ admin::Reply Runtime::set_weight(std::string_view rule_id, std::string_view serv
     if (!written) return admin::Reply::failure(error);
     if (!on_every_worker([&](core::Forwarder& forwarder) { forwarder.set_server_weight(ref->slot, ref->index, weight); }))
         return admin::Reply::failure("a worker did not answer");
-    // The running config follows, so `dump rules` writes the weight and a reload compares with it.
+    // The running config follows, so `write config` writes the weight and a reload compares with it.
     // The rule is shared with plans the workers may still read: change a copy.
     auto changed = std::make_shared<config::RuleConfig>(*slots_[ref->slot].live);
     changed->servers[ref->index].weight = weight;

@@ -6,6 +6,8 @@
 #include <unordered_map>
 
 #include "ringlb/engine/buffer_pool.hpp"
+#include "ringlb/admin/admin_server.hpp"
+#include "ringlb/admin/metrics.hpp"
 #include "ringlb/util/text.hpp"
 
 namespace ringlb::app {
@@ -13,6 +15,10 @@ namespace ringlb::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+std::chrono::system_clock::time_point unix_time(uint64_t seconds) {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(seconds));
+}
 
 constexpr size_t kMaxListedSessions = 10000;
 
@@ -23,6 +29,28 @@ std::string format_age(std::chrono::milliseconds age) {
     return std::to_string(seconds / 3600) + "h" + std::to_string(seconds / 60 % 60) + "m";
 }
 
+
+// The management and metrics ports' defences, and the last reload's outcome.
+void write_control_stats(std::ostream& out, const admin::Snapshot& view) {
+    const admin::AdminPortCounters& admin_port = view.admin_port;
+    const admin::MetricsPortCounters& metrics_port = view.metrics_port;
+    const admin::ReloadStatus& reload = view.reload;
+    out << "admin_refused_not_allowed " << admin_port.refused_not_allowed << "\n"
+        << "admin_refused_full " << admin_port.refused_full << "\n"
+        << "admin_evicted_unauthenticated " << admin_port.evicted_unauthenticated << "\n"
+        << "admin_auth_timeouts " << admin_port.auth_timeouts << "\n"
+        << "admin_auth_failures " << admin_port.auth_failures << "\n"
+        << "metrics_refused_not_allowed " << metrics_port.refused_not_allowed << "\n"
+        << "metrics_refused_per_ip " << metrics_port.refused_per_ip << "\n"
+        << "metrics_refused_full " << metrics_port.refused_full << "\n"
+        << "metrics_request_timeouts " << metrics_port.request_timeouts << "\n"
+        << "reloads " << reload.reloads << "\n"
+        << "reload_failures " << reload.failures << "\n"
+        << "last_reload_successful " << (reload.last_successful ? 1 : 0) << "\n"
+        << "last_reload_time " << format_utc_timestamp(unix_time(reload.last_attempt_unix)) << "\n"
+        << "last_reload_success_time " << format_utc_timestamp(unix_time(reload.last_success_unix)) << "\n";
+    if (!reload.last_successful) out << "last_reload_error " << escape_control(reload.last_error) << "\n";
+}
 
 }  // namespace
 
@@ -68,6 +96,10 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
         snapshot.buffer_memory_in_use = buffer_budget_->in_use_bytes();
         snapshot.buffer_cap_reached = buffer_budget_->cap_reached();
     }
+    // The control components live on this thread: read directly.
+    if (admin_server_) snapshot.admin_port = admin_server_->counters();
+    if (metrics_server_) snapshot.metrics_port = metrics_server_->counters();
+    snapshot.reload = reload_status_;
     return snapshot;
 }
 
@@ -142,6 +174,7 @@ admin::Reply Runtime::show_stats() {
             << " buffers_made=" << w.made << " buffers_idle_resident=" << w.resident_free
             << " session_peak_buffers=" << w.peak_session << "\n";
     }
+    write_control_stats(out, view);
     return admin::Reply::success(out.str());
 }
 

@@ -1401,7 +1401,7 @@ std::string rule_to_toml(const RuleConfig& rule) {
 }
 
 std::string to_toml(const Config& config) {
-    std::string out = "# Written by ringlb `dump rules`: the running configuration, defaults included.\n\n";
+    std::string out = "# Written by ringlb: the running configuration, defaults included.\n\n";
     out += global_to_toml(config.global);
     for (const auto& rule : config.rules) {
         out += '\n';

@@ -9,6 +9,8 @@
 #include <system_error>
 #include <utility>
 
+#include "ringlb/util/text.hpp"
+
 namespace ringlb {
 namespace {
 
@@ -58,19 +60,40 @@ std::string format_utc_timestamp(std::chrono::system_clock::time_point time) {
 
 void Logger::write_line(LogLevel level, std::string_view text) {
     // The whole line is built first so that one fwrite keeps lines from threads whole.
-    std::string line = format_utc_timestamp(std::chrono::system_clock::now());
-    line += ' ';
-    line += to_string(level);
-    line += ' ';
-    line += text;
-    line += '\n';
+    const std::string line = format_entry(to_string(level), text);
     std::lock_guard lock(mutex_);
     write_locked(line);
 }
 
-void Logger::write_raw_line(std::string_view text) {
-    std::string line(text);
+std::string Logger::format_entry(std::string_view level, std::string_view text) const {
+    const std::string time = format_utc_timestamp(std::chrono::system_clock::now());
+    std::string line;
+    if (format_ == Format::Json) {
+        line = "{\"time\":\"" + time + "\",\"level\":\"" + std::string(level) + "\",\"msg\":";
+        append_json_string(line, text);
+        line += "}\n";
+        return line;
+    }
+    line = time;
+    line += ' ';
+    line += level;
+    line += ' ';
+    line += escape_control(text);
     line += '\n';
+    return line;
+}
+
+void Logger::write_raw_line(std::string_view text) {
+    std::string line;
+    if (format_ == Format::Json) {
+        // A record already made JSON passes as it is; anything else becomes the message of one.
+        const bool one_object = text.starts_with('{') && text.ends_with('}') &&
+                                std::none_of(text.begin(), text.end(), [](char c) { return c >= 0 && c < 0x20; });
+        line = one_object ? std::string(text) + '\n' : format_entry("info", text);
+    } else {
+        line = escape_control(text);
+        line += '\n';
+    }
     std::lock_guard lock(mutex_);
     write_locked(line);
 }
@@ -105,11 +128,9 @@ void Logger::reopen() {
         std::swap(owned_file_, file);
     } catch (const std::runtime_error& failure) {
         // Losing lines would be worse than writing on into the renamed file: keep the old stream.
-        std::string line = format_utc_timestamp(std::chrono::system_clock::now());
-        line += " error log rotation failed, still writing to the previous file: ";
-        line += failure.what();
-        line += '\n';
-        write_locked(line);
+        write_locked(format_entry(to_string(LogLevel::Error),
+                                  std::string("log rotation failed, still writing to the previous file: ") +
+                                      failure.what()));
     }
 }
 

@@ -1,6 +1,7 @@
-// The management port against the real binary: views, server states, rule changes, dump, auth,
-// hostile lines, and `ringlb ctl`.
+// The management port against the real binary: views, server states, rule changes, show and
+// write config, auth, hostile lines, and `ringlb ctl`.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -35,6 +36,19 @@ std::map<std::string, unsigned> tally(std::uint16_t port, unsigned count) {
 }
 
 bool contains(const std::string& text, std::string_view needle) { return text.find(needle) != std::string::npos; }
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+mode_t mode_of(const std::string& path) {
+    struct stat status {};
+    REQUIRE(::lstat(path.c_str(), &status) == 0);
+    return status.st_mode & 07777;
+}
 
 }  // namespace
 
@@ -85,7 +99,7 @@ TEST_CASE("admin: show rules, then disable, enable, drain and set weight steer n
     CHECK_CLEAN_EXIT(ringlb);
 }
 
-TEST_CASE("admin: add, modify and remove a rule, dump it, and start again from the dump") {
+TEST_CASE("admin: add, modify and remove a rule, write the config, and start again from the file") {
     NameBackend a("a"), b("b");
     AdminSetup setup;
     const std::uint16_t extra_port = find_free_port();
@@ -119,17 +133,12 @@ TEST_CASE("admin: add, modify and remove a rule, dump it, and start again from t
     CHECK(contains(bad.last, "error: "));
     CHECK(contains(bad.last, "mode"));
 
-    REQUIRE(admin_command(setup.admin_port, "dump rules").ok());
-    const std::string dumped = [&] {
-        std::ifstream in(ringlb.config_path());
-        std::stringstream text;
-        text << in.rdbuf();
-        return text.str();
-    }();
+    REQUIRE(admin_command(setup.admin_port, "write config").ok());
+    const std::string dumped = read_file(ringlb.config_path());
     CHECK(contains(dumped, "id = \"x\""));
-    struct stat bak {};
-    CHECK(::stat((ringlb.config_path() + ".bak").c_str(), &bak) == 0);
-    ::unlink((ringlb.config_path() + ".bak").c_str());
+    struct stat backup {};
+    CHECK(::stat((ringlb.config_path() + ".1").c_str(), &backup) == 0);
+    ::unlink((ringlb.config_path() + ".1").c_str());
 
     REQUIRE(admin_command(setup.admin_port, "remove rule x").ok());
     CHECK(!connect_to(extra_port, Family::V4, 1s).valid());
@@ -280,5 +289,78 @@ TEST_CASE("admin: per-IP counts return to zero after thousands of refused, faile
     CHECK(contains(stats.body, "limits_active 0\n"));
     CHECK(contains(stats.body, "limits_tracked_ips 0\n"));
     CHECK(!contains(stats.body, "rejected_limit 0\n"));
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("admin: show config only prints; write config keeps the mode, never follows FILE.tmp, keeps backups") {
+    NameBackend a("a");
+    AdminSetup setup;
+    const std::string token = "operator-token-5f2c9a41e7";
+    RinglbProcess ringlb(admin_config(setup, {{a.endpoint()}}, {"token = \"" + token + "\""}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    const std::string path = ringlb.config_path();
+    REQUIRE(mode_of(path) == 0600);  // it holds the admin token
+    const std::string original = read_file(path);
+
+    const AdminReply shown = admin_command(setup.admin_port, "show config", token);
+    INFO("show config: ", shown.last, "\n", shown.body);
+    REQUIRE(shown.ok());
+    CHECK(contains(shown.body, "[[rule]]\nid = \"test\""));
+    CHECK(contains(shown.body, "token = \"(hidden)\""));
+    CHECK(!contains(shown.body, token));
+    CHECK(read_file(path) == original);
+    CHECK(::access((path + ".1").c_str(), F_OK) != 0);
+
+    // A file planted where the temporary file used to be: a symlink to something outside.
+    TempFile victim("precious\n");
+    REQUIRE(::symlink(victim.path().c_str(), (path + ".tmp").c_str()) == 0);
+    const AdminReply written = admin_command(setup.admin_port, "write config", token);
+    INFO("write config: ", written.last, "\n", written.body);
+    CHECK(written.ok());
+    CHECK(contains(written.body, "written to " + path + " (previous file kept as " + path + ".1)"));
+    CHECK(victim.read() == "precious\n");
+    struct stat status {};
+    REQUIRE(::lstat(path.c_str(), &status) == 0);
+    CHECK(S_ISREG(status.st_mode));
+    CHECK(mode_of(path) == 0600);
+    CHECK(contains(read_file(path), "token = \"" + token + "\""));  // the file keeps the real token
+    CHECK(read_file(path + ".1") == original);
+
+    // The old name writes too, and the backups shift.
+    CHECK(admin_command(setup.admin_port, "dump rules", token).ok());
+    CHECK(read_file(path + ".2") == original);
+    for (const char* suffix : {".tmp", ".1", ".2"}) ::unlink((path + suffix).c_str());
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("admin: clean sessions without a rule closes the sessions of earlier versions of every rule") {
+    NameBackend a("a"), b("b");
+    AdminSetup setup;
+    const std::uint16_t extra_port = find_free_port();
+    RinglbProcess ringlb(admin_config(setup, {{a.endpoint()}}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    const auto rule = [&](const std::string& id, std::uint16_t port, const std::string& server) {
+        return "{id=\"" + id + "\", mode=\"rr\", listen=[\"" + loopback_endpoint(port) + "\"], servers=[\"" + server +
+               "\"]}";
+    };
+    REQUIRE(admin_command(setup.admin_port, "add rule " + rule("x", extra_port, a.endpoint())).ok());
+
+    UniqueFd old_test, old_x, current;
+    REQUIRE(open_session(setup.port, old_test) == "a");
+    REQUIRE(open_session(extra_port, old_x) == "a");
+    REQUIRE(admin_command(setup.admin_port, "modify rule " + rule("test", setup.port, b.endpoint())).ok());
+    REQUIRE(admin_command(setup.admin_port, "modify rule " + rule("x", extra_port, b.endpoint())).ok());
+    REQUIRE(open_session(setup.port, current) == "b");
+
+    const AdminReply cleaned = admin_command(setup.admin_port, "clean forwards");
+    INFO(cleaned.body, cleaned.last);
+    CHECK(cleaned.ok());
+    CHECK(contains(cleaned.body, "closed 2 session(s) of earlier versions of every rule"));
+    CHECK(read_until_closed(old_test.get(), 5s).closed());
+    CHECK(read_until_closed(old_x.get(), 5s).closed());
+    CHECK(!read_until_closed(current.get(), 300ms).closed());  // the current version's session is not touched
+    CHECK(contains(admin_command(setup.admin_port, "show sessions").body, "server=" + b.endpoint()));
     CHECK_CLEAN_EXIT(ringlb);
 }

@@ -43,7 +43,10 @@ TEST_CASE("commands without arguments and their aliases") {
     CHECK(kind_of("show rules") == CommandKind::ShowRules);
     CHECK(kind_of("list rules") == CommandKind::ShowRules);
     CHECK(kind_of("show stats") == CommandKind::ShowStats);
-    CHECK(kind_of("dump rules") == CommandKind::DumpRules);
+    CHECK(kind_of("show config") == CommandKind::ShowConfig);
+    CHECK(kind_of("write config") == CommandKind::WriteConfig);
+    // G5's name for writing the file stays, as a deprecated alias of the command that writes.
+    CHECK(kind_of("dump rules") == CommandKind::WriteConfig);
     CHECK(kind_of("reload") == CommandKind::Reload);
     CHECK(kind_of("quit") == CommandKind::Quit);
     CHECK(kind_of("exit") == CommandKind::Quit);
@@ -90,13 +93,16 @@ TEST_CASE("add and modify rule take the rest of the line verbatim") {
           "modify rule: missing <inline TOML table> (usage: modify rule <inline TOML table>)");
 }
 
-TEST_CASE("remove rule and clean sessions need a rule id") {
+TEST_CASE("remove rule needs a rule id; clean sessions takes an optional one, as G5's clean forwards") {
     CHECK(parsed("remove rule web").rule == "web");
     CHECK(parsed("clean sessions web").kind == CommandKind::CleanSessions);
     CHECK(parsed("clean sessions web").rule == "web");
     CHECK(parsed("clean forwards web").kind == CommandKind::CleanSessions);
+    CHECK(parsed("clean forwards").kind == CommandKind::CleanSessions);
+    CHECK(parsed("clean forwards").rule.empty());
+    CHECK(parsed("clean sessions").rule.empty());
     CHECK(rejected("remove rule") == "remove rule: missing <rule> (usage: remove rule <rule>)");
-    CHECK(rejected("clean forwards") == "clean sessions: missing <rule> (usage: clean sessions <rule>)");
+    CHECK(rejected("clean sessions a b") == "clean sessions: unexpected argument \"b\" (usage: clean sessions [rule])");
     CHECK(rejected("remove rule a b") == "remove rule: unexpected argument \"b\" (usage: remove rule <rule>)");
 }
 
@@ -171,7 +177,8 @@ TEST_CASE("commands without arguments reject extra words") {
     CHECK(rejected("show stats now") == "show stats: unexpected argument \"now\" (usage: show stats)");
     CHECK(rejected("quit now") == "quit: unexpected argument \"now\" (usage: quit)");
     CHECK(rejected("reload all") == "reload: unexpected argument \"all\" (usage: reload)");
-    CHECK(rejected("dump rules x") == "dump rules: unexpected argument \"x\" (usage: dump rules)");
+    CHECK(rejected("show config x") == "show config: unexpected argument \"x\" (usage: show config)");
+    CHECK(rejected("dump rules x") == "write config: unexpected argument \"x\" (usage: write config)");
 }
 
 TEST_CASE("unknown and incomplete commands say so") {
@@ -181,6 +188,15 @@ TEST_CASE("unknown and incomplete commands say so") {
     CHECK(rejected("show") == "\"show\" needs a second word (try help)");
     CHECK(rejected("") == "empty command (try help)");
     CHECK(rejected(" \t ") == "empty command (try help)");
+}
+
+TEST_CASE("control bytes of the input are escaped in messages, never passed on") {
+    // ESC [2K erases a terminal line, CR returns to its start, NUL ends a C string.
+    const std::string line = std::string("bogus\x1b[2K\r2026-01-01T00:00:00.000Z warn FAKE") + '\0' + "tail";
+    const std::string message = rejected(line);
+    CHECK(message == "unknown command \"bogus\\u001B[2K\\r2026-01-01T00:00:00.000Z\" (try help)");
+    CHECK(rejected(std::string("show \x1b\x07") + '\0') == "unknown command \"show \\u001B\\u0007\\u0000\" (try help)");
+    for (const char c : message) CHECK(static_cast<unsigned char>(c) >= 0x20);
 }
 
 TEST_CASE("long input is shortened in messages") {
@@ -194,15 +210,20 @@ TEST_CASE("help lists every command with a description") {
     const std::string help = ringlb::admin::help_text();
     for (const char* usage :
          {"help", "version", "show rules", "show sessions [rule]", "show stats", "add rule <inline TOML table>",
-          "modify rule <inline TOML table>", "remove rule <rule>", "clean sessions <rule>",
+          "modify rule <inline TOML table>", "remove rule <rule>", "clean sessions [rule]",
           "disable server <rule> <server> [duration]", "enable server <rule> <server>", "drain server <rule> <server>",
-          "set weight <rule> <server> <0..1000>", "kill session <id>", "dump rules", "reload", "quit",
+          "set weight <rule> <server> <0..1000>", "kill session <id>", "show config", "write config", "reload", "quit",
           "auth <token>"}) {
         CAPTURE(usage);
         const bool listed = ("\n" + help).find("\n" + std::string(usage) + " ") != std::string::npos;
         CHECK(listed);
     }
     CHECK(help.find("(alias: list forwards)") != std::string::npos);
+    CHECK(help.find("(alias: dump rules (deprecated))") != std::string::npos);
+    // What clean sessions really does: earlier versions of a rule, not its current sessions.
+    CHECK(help.find("clean sessions [rule]") != std::string::npos);
+    CHECK(help.find("earlier versions") != std::string::npos);
+    CHECK(help.find("close every session of a rule") == std::string::npos);
     CHECK(help.back() == '\n');
     // Never a line the client could take for the end of a reply.
     CHECK(help.find("\nok\n") == std::string::npos);

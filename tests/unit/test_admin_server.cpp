@@ -66,7 +66,8 @@ public:
                       Reply::success());
     }
     Reply kill_session(uint64_t id) override { return record("kill_session " + std::to_string(id), Reply::success()); }
-    Reply dump_rules() override { return record("dump_rules", Reply::success("[[rule]]\nid = \"web\"\n")); }
+    Reply show_config() override { return record("show_config", Reply::success("[[rule]]\nid = \"web\"\n")); }
+    Reply write_config() override { return record("write_config", Reply::success("written to x.toml\n")); }
     void reload(admin::ReplyCallback done) override {
         if (defer_reload) {
             pending_reload = std::move(done);
@@ -292,8 +293,9 @@ TEST_CASE("admin server: every command reaches the controller with its arguments
         "list forwards web\nshow sessions\nadd rule { id = \"x\" }\nmodify rule { id = \"x\", mode = \"lc\" }\n"
         "remove rule x\nclean forwards web\ndisable server web 127.0.0.1:9001 30s\n"
         "disable server web 127.0.0.1:9001\nenable server web 127.0.0.1:9001\ndrain server web [::1]:9002\n"
-        "set weight web 127.0.0.1:9001 250\nkill session 18446744073709551615\ndump rules\nreload\n");
-    const std::string replies = read_replies(h, client, 14);
+        "set weight web 127.0.0.1:9001 250\nkill session 18446744073709551615\nshow config\nwrite config\n"
+        "dump rules\nclean sessions\nreload\n");
+    const std::string replies = read_replies(h, client, 17);
     CHECK(replies.find("error") == std::string::npos);
     CHECK(h.controller.calls == std::vector<std::string>{
                                     "show_sessions web",
@@ -308,7 +310,10 @@ TEST_CASE("admin server: every command reaches the controller with its arguments
                                     "set_server_state web [::1]:9002 draining",
                                     "set_weight web 127.0.0.1:9001 250",
                                     "kill_session 18446744073709551615",
-                                    "dump_rules",
+                                    "show_config",
+                                    "write_config",
+                                    "write_config",
+                                    "clean_sessions ",
                                     "reload",
                                 });
     // State changes leave an audit line naming the client.
@@ -702,4 +707,213 @@ TEST_CASE("admin server: a reload reply for a connection closed meanwhile does n
     late(Reply::success("nobody reads this\n"));
     next.send("version\n");
     CHECK(read_replies(h, next, 1) == "ringlb 9.9.9-test\nok\n");
+}
+
+// ---- defences against clients that do not authenticate -------------------------------------
+
+namespace {
+
+config::AdminConfig token_config() {
+    config::AdminConfig config = tcp_admin_config();
+    config.token = "s3cret-admin-token";
+    return config;
+}
+
+// Sends without failing the test when the server has already closed the connection.
+void send_quietly(const TestClient& client, std::string_view text) {
+    [[maybe_unused]] const ssize_t sent = ::send(client.fd(), text.data(), text.size(), MSG_NOSIGNAL);
+}
+
+// Runs the dispatcher for a while, reading nothing.
+void run_for(Harness& harness, std::chrono::milliseconds duration) {
+    const auto until = std::chrono::steady_clock::now() + duration;
+    while (std::chrono::steady_clock::now() < until) harness.dispatcher.run_once(5ms);
+}
+
+// Connects and runs the loop until the server has taken the connection, so that connections
+// opened one after the other are also accepted in that order.
+std::unique_ptr<TestClient> connect_accepted(Harness& harness) {
+    const size_t before = harness.server->connection_count();
+    auto client = std::make_unique<TestClient>(harness.server->listen_address());
+    for (int round = 0; round < 200 && harness.server->connection_count() == before; ++round)
+        harness.dispatcher.run_once(5ms);
+    return client;
+}
+
+size_t count_occurrences(const std::string& text, std::string_view needle) {
+    size_t count = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++count;
+    return count;
+}
+
+}  // namespace
+
+TEST_CASE("admin server: a client that trickles bytes but never authenticates is closed at the deadline") {
+    admin::AdminLimits limits;
+    limits.auth_timeout = 300ms;
+    Harness h(token_config(), limits);
+    TestClient trickler(h.server->listen_address());
+    const auto start = std::chrono::steady_clock::now();
+    // One byte every 50 ms, never a whole line: activity that used to keep it open for ever.
+    while (!trickler.closed && std::chrono::steady_clock::now() - start < 5s) {
+        send_quietly(trickler, "x");
+        pump(h, trickler, [&] { return trickler.closed; }, 50ms);
+    }
+    CHECK(trickler.closed);
+    CHECK(std::chrono::steady_clock::now() - start >= 300ms);
+    CHECK(trickler.received == "error: closed: not authenticated in time\n");
+    CHECK(h.server->counters().auth_timeouts == 1);
+    CHECK(h.captured.text().find("not authenticated within 300 ms") != std::string::npos);
+}
+
+TEST_CASE("admin server: unauthenticated clients get a share of the slots; the oldest makes room") {
+    admin::AdminLimits limits;
+    limits.max_unauthenticated = 2;
+    Harness h(token_config(), limits);
+    auto oldest = connect_accepted(h);
+    auto second = connect_accepted(h);
+    auto operator_client = connect_accepted(h);
+    CHECK(wait_closed(h, *oldest));
+    CHECK(oldest->received == "error: closed to make room: too many unauthenticated admin connections\n");
+    CHECK(h.server->counters().evicted_unauthenticated == 1);
+
+    operator_client->send("auth s3cret-admin-token\nversion\n");
+    CHECK(read_replies(h, *operator_client, 2) == "ok\nringlb 9.9.9-test\nok\n");
+
+    // An authenticated client is never evicted: the next newcomers push out `second`, then each other.
+    auto third = connect_accepted(h);
+    auto fourth = connect_accepted(h);
+    CHECK(wait_closed(h, *second));
+    CHECK(h.server->counters().evicted_unauthenticated == 2);
+    operator_client->send("version\n");
+    CHECK(read_replies(h, *operator_client, 1) == "ringlb 9.9.9-test\nok\n");
+    CHECK_FALSE(operator_client->closed);
+    CHECK_FALSE(third->closed);
+    CHECK_FALSE(fourth->closed);
+    CHECK(h.captured.text().find("closed unauthenticated connection from 127.0.0.1:") != std::string::npos);
+}
+
+TEST_CASE("admin server: when authenticated clients hold every slot, a newcomer is refused and counted") {
+    admin::AdminLimits limits;
+    limits.max_connections = 2;
+    Harness h(token_config(), limits);
+    TestClient first(h.server->listen_address());
+    TestClient second(h.server->listen_address());
+    first.send("auth s3cret-admin-token\n");
+    second.send("auth s3cret-admin-token\n");
+    CHECK(read_replies(h, first, 1) == "ok\n");
+    CHECK(read_replies(h, second, 1) == "ok\n");
+    TestClient third(h.server->listen_address());
+    CHECK(wait_closed(h, third));
+    CHECK(third.received == "error: too many admin connections\n");
+    CHECK(h.server->counters().refused_full == 1);
+    CHECK(h.server->counters().evicted_unauthenticated == 0);
+}
+
+TEST_CASE("admin server: wrong tokens slow further attempts from that IP, growing; the right one still works") {
+    admin::AdminLimits limits;
+    limits.auth_backoff.first_delay = 100ms;
+    limits.auth_backoff.max_delay = 400ms;
+    Harness h(token_config(), limits);
+    using Clock = std::chrono::steady_clock;
+    const auto timed_reply = [&](TestClient& client, std::string_view line) {
+        const auto start = Clock::now();
+        client.send(line);
+        const std::string reply = read_replies(h, client, 1);
+        return std::pair{reply, Clock::now() - start};
+    };
+
+    TestClient guesser(h.server->listen_address());
+    CHECK(timed_reply(guesser, "auth guess-1\n").first == "error: authentication failed\n");
+    const auto [second_reply, second_wait] = timed_reply(guesser, "auth guess-2\n");
+    CHECK(second_reply == "error: authentication failed\n");
+    CHECK(second_wait >= 100ms);
+    const auto [third_reply, third_wait] = timed_reply(guesser, "auth guess-3\n");
+    CHECK(third_reply == "error: authentication failed\n");
+    CHECK(third_wait >= 200ms);
+    CHECK(wait_closed(h, guesser));
+
+    // Another connection from the same address is not refused, only slowed: by the cap now.
+    TestClient operator_client(h.server->listen_address());
+    const auto [reply, wait] = timed_reply(operator_client, "auth s3cret-admin-token\n");
+    CHECK(reply == "ok\n");
+    CHECK(wait >= 400ms);
+    CHECK(wait < 2s);
+    operator_client.send("version\n");  // authenticated: no more waiting
+    CHECK(read_replies(h, operator_client, 1) == "ringlb 9.9.9-test\nok\n");
+    CHECK(h.server->counters().auth_failures == 3);
+}
+
+TEST_CASE("admin server: a burst of silent connects does not push out a client whose line has arrived") {
+    admin::AdminLimits limits;
+    limits.max_unauthenticated = 2;
+    Harness h(token_config(), limits);
+    // All of them wait in the accept queue and are accepted in one round, before any receive.
+    TestClient operator_client(h.server->listen_address());
+    operator_client.send("auth s3cret-admin-token\nversion\n");
+    std::vector<std::unique_ptr<TestClient>> silent;
+    for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<TestClient>(h.server->listen_address()));
+    CHECK(read_replies(h, operator_client, 2) == "ok\nringlb 9.9.9-test\nok\n");
+    CHECK(h.server->counters().evicted_unauthenticated == 3);
+    CHECK(wait_closed(h, *silent[0]));
+    CHECK(wait_closed(h, *silent[2]));
+}
+
+TEST_CASE("admin server: a client waiting out the back-off is evicted last") {
+    admin::AdminLimits limits;
+    limits.max_unauthenticated = 2;
+    limits.auth_backoff.first_delay = 500ms;
+    limits.auth_backoff.max_delay = 500ms;
+    Harness h(token_config(), limits);
+    {
+        TestClient guesser(h.server->listen_address());
+        guesser.send("auth wrong\n");
+        CHECK(read_replies(h, guesser, 1) == "error: authentication failed\n");
+    }
+    auto operator_client = connect_accepted(h);
+    operator_client->send("auth s3cret-admin-token\nversion\n");
+    run_for(h, 50ms);  // its line is read and now waits out the back-off
+    CHECK(operator_client->received.empty());
+    auto idle = connect_accepted(h);
+    auto newcomer = connect_accepted(h);
+    CHECK(wait_closed(h, *idle));
+    CHECK(read_replies(h, *operator_client, 2) == "ok\nringlb 9.9.9-test\nok\n");
+    CHECK_FALSE(newcomer->closed);
+}
+
+TEST_CASE("admin server: failed logins are logged as a count per interval, not one line each") {
+    admin::AdminLimits limits;
+    limits.log_interval = 300ms;
+    limits.auth_backoff.first_delay = 1ms;
+    limits.auth_backoff.max_delay = 1ms;
+    Harness h(token_config(), limits);
+    for (int i = 0; i < 10; ++i) {
+        TestClient guesser(h.server->listen_address());
+        guesser.send("auth a\nauth b\nauth c\n");
+        CHECK(read_replies(h, guesser, 3).size() == 3 * std::string("error: authentication failed\n").size());
+        CHECK(wait_closed(h, guesser));
+    }
+    run_for(h, 400ms);
+    const std::string log = h.captured.text();
+    CHECK(count_occurrences(log, "authentication failed") == 1);
+    CHECK(log.find("29 more failed admin authentication attempts in the last ") != std::string::npos);
+    CHECK(h.server->counters().auth_failures == 30);
+}
+
+TEST_CASE("admin server: control bytes from the client are escaped in the log and in error replies") {
+    Harness h(tcp_admin_config());
+    TestClient client(h.server->listen_address());
+    // ESC [2K erases the terminal line and CR returns to its start: on a terminal this would show
+    // as a log line of its own. A NUL used to cut the error reply short.
+    const std::string forged = "\x1b[2K\r2026-01-01T00:00:00.000Z warn admin: FAKE entry";
+    client.send("add rule {x}" + forged + std::string(1, '\0') + "tail\n");
+    CHECK(read_replies(h, client, 1) == "ok\n");
+    client.send("bogus" + forged.substr(0, 5) + std::string(1, '\0') + "tail\n");
+    CHECK(read_replies(h, client, 1) == "error: unknown command \"bogus\\u001B[2K\\r\\u0000tail\" (try help)\n");
+    const std::string log = h.captured.text();
+    CHECK(log.find("add rule {x}\\u001B[2K\\r2026-01-01T00:00:00.000Z warn admin: FAKE entry\\u0000tail\n") !=
+          std::string::npos);
+    CHECK(log.find('\x1b') == std::string::npos);
+    CHECK(log.find('\r') == std::string::npos);
+    CHECK(log.find('\0') == std::string::npos);
 }

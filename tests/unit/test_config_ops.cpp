@@ -587,7 +587,7 @@ allow = ["::1", "127.0.0.1"]
 TEST_CASE("to_toml writes a config that reads back to the same config") {
     const Config original = parse_config(kRichConfig, "rich.toml");
     const std::string first = to_toml(original);
-    CHECK(first.rfind("# Written by ringlb `dump rules`", 0) == 0);
+    CHECK(first.rfind("# Written by ringlb: the running configuration", 0) == 0);
     const Config reread = parse_config(first, "dump.toml");
     const std::string second = to_toml(reread);
     CHECK_MESSAGE(first == second, "first:\n" << first << "\nsecond:\n" << second);

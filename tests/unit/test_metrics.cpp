@@ -343,6 +343,33 @@ TEST_CASE("label values escape quote, backslash and newline") {
     CHECK(value_of(parsed, "ringlb_rule_sessions_active", {{"rule", "d\"b\\x\nz"}}) == "2");
 }
 
+TEST_CASE("the control ports' refusals and the reload outcome are exported") {
+    Snapshot snapshot;
+    snapshot.admin_port = {1, 2, 3, 4, 5};
+    snapshot.metrics_port = {6, 7, 8, 9};
+    snapshot.reload.reloads = 10;
+    snapshot.reload.failures = 2;
+    snapshot.reload.last_successful = false;
+    snapshot.reload.last_attempt_unix = 1'800'000'100;
+    snapshot.reload.last_success_unix = 1'800'000'000;
+    const ParsedExposition parsed = parse_exposition(render_prometheus(snapshot));
+    CHECK(value_of(parsed, "ringlb_admin_connections_refused_total", {{"reason", "allow"}}) == "1");
+    CHECK(value_of(parsed, "ringlb_admin_connections_refused_total", {{"reason", "full"}}) == "2");
+    CHECK(value_of(parsed, "ringlb_admin_unauthenticated_evicted_total") == "3");
+    CHECK(value_of(parsed, "ringlb_admin_auth_timeouts_total") == "4");
+    CHECK(value_of(parsed, "ringlb_admin_auth_failures_total") == "5");
+    CHECK(value_of(parsed, "ringlb_metrics_connections_refused_total", {{"reason", "allow"}}) == "6");
+    CHECK(value_of(parsed, "ringlb_metrics_connections_refused_total", {{"reason", "per_ip"}}) == "7");
+    CHECK(value_of(parsed, "ringlb_metrics_connections_refused_total", {{"reason", "full"}}) == "8");
+    CHECK(value_of(parsed, "ringlb_metrics_request_timeouts_total") == "9");
+    CHECK(value_of(parsed, "ringlb_config_reloads_total") == "10");
+    CHECK(value_of(parsed, "ringlb_config_reload_failures_total") == "2");
+    CHECK(value_of(parsed, "ringlb_config_last_reload_successful") == "0");
+    CHECK(value_of(parsed, "ringlb_config_last_reload_timestamp_seconds") == "1800000100");
+    CHECK(value_of(parsed, "ringlb_config_last_reload_success_timestamp_seconds") == "1800000000");
+    CHECK(parsed.types.at("ringlb_config_last_reload_successful") == "gauge");
+}
+
 TEST_CASE("an empty snapshot still renders every family with HELP and TYPE") {
     const ParsedExposition parsed = parse_exposition(render_prometheus(Snapshot{}));
     CHECK(parsed.types.count("ringlb_server_bytes_total") == 1);
@@ -361,11 +388,24 @@ config::MetricsConfig metrics_config(std::initializer_list<const char*> allow) {
     return config;
 }
 
-net::UniqueFd connect_client(const net::SocketAddress& to) {
+// From `source` (a loopback IP such as "127.0.0.2") when given.
+net::UniqueFd connect_client(const net::SocketAddress& to, const char* source = nullptr) {
     net::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     REQUIRE(fd);
+    if (source != nullptr) {
+        const auto from = net::SocketAddress::parse(std::string(source) + ":0");
+        REQUIRE(from.has_value());
+        REQUIRE(::bind(fd.get(), from->sockaddr_ptr(), from->length()) == 0);
+    }
     REQUIRE(::connect(fd.get(), to.sockaddr_ptr(), to.length()) == 0);  // the listen backlog takes it
     return fd;
+}
+
+// Whether the server closed (or reset) the connection without sending anything.
+bool closed_silently(int fd) {
+    char byte;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
 struct HttpResponse {
@@ -402,8 +442,9 @@ struct MetricsFixture {
     Snapshot snapshot = two_rules_three_servers();
     std::unique_ptr<MetricsServer> server;
 
-    explicit MetricsFixture(std::initializer_list<const char*> allow = {"127.0.0.0/8"}) {
-        server = std::make_unique<MetricsServer>(dispatcher, metrics_config(allow), [this] { return snapshot; }, log);
+    explicit MetricsFixture(std::initializer_list<const char*> allow = {"127.0.0.0/8"}, MetricsLimits limits = {}) {
+        server = std::make_unique<MetricsServer>(dispatcher, metrics_config(allow), [this] { return snapshot; }, log,
+                                                 limits);
     }
     ~MetricsFixture() { stop(); }
 
@@ -534,21 +575,52 @@ TEST_CASE("a peer outside allow is closed at once without an answer") {
 }
 
 TEST_CASE("connections beyond the limit are closed at once") {
-    MetricsFixture fixture;
+    MetricsLimits limits;
+    limits.max_connections_per_ip = 1000;  // the global limit alone
+    MetricsFixture fixture({"127.0.0.0/8"}, limits);
     std::vector<net::UniqueFd> clients;
-    for (size_t i = 0; i < MetricsServer::kMaxConnections + 1; ++i) {
+    for (size_t i = 0; i < limits.max_connections + 1; ++i) {
         clients.push_back(connect_client(fixture.server->local_address()));
         net::set_nonblocking(clients.back().get(), true);
     }
     for (int round = 0; round < 20; ++round) fixture.dispatcher.run_once(10ms);
-    CHECK(fixture.server->open_connections() == MetricsServer::kMaxConnections);
-    size_t closed = 0;
-    for (const auto& client : clients) {
-        char byte;
-        const ssize_t n = ::recv(client.get(), &byte, 1, 0);
-        if (n == 0 || (n < 0 && errno == ECONNRESET)) ++closed;
-    }
+    CHECK(fixture.server->open_connections() == limits.max_connections);
+    const auto closed = std::count_if(clients.begin(), clients.end(), [](const auto& c) { return closed_silently(c.get()); });
     CHECK(closed == 1);
+    CHECK(fixture.server->counters().refused_full == 1);
+}
+
+TEST_CASE("one IP gets its share of the connections; a scraper from another address is still served") {
+    MetricsFixture fixture;
+    const MetricsLimits defaults;
+    std::vector<net::UniqueFd> flood;
+    for (size_t i = 0; i < defaults.max_connections_per_ip + 5; ++i) {
+        flood.push_back(connect_client(fixture.server->local_address(), "127.0.0.1"));
+        net::set_nonblocking(flood.back().get(), true);
+    }
+    for (int round = 0; round < 20; ++round) fixture.dispatcher.run_once(10ms);
+    CHECK(fixture.server->open_connections() == defaults.max_connections_per_ip);
+    const auto closed = std::count_if(flood.begin(), flood.end(), [](const auto& c) { return closed_silently(c.get()); });
+    CHECK(closed == 5);
+    CHECK(fixture.server->counters().refused_per_ip == 5);
+
+    net::UniqueFd scraper = connect_client(fixture.server->local_address(), "127.0.0.2");
+    const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+    REQUIRE(::send(scraper.get(), request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+    CHECK(parse_response(fixture.read_all(scraper.get())).status_line == "HTTP/1.1 200 OK");
+}
+
+TEST_CASE("a connection without a complete request head is closed after the head timeout, and counted") {
+    MetricsLimits limits;
+    limits.head_timeout = 200ms;
+    MetricsFixture fixture({"127.0.0.0/8"}, limits);
+    net::UniqueFd silent = connect_client(fixture.server->local_address());
+    const std::string partial = "GET /metrics HTTP/1.1\r\n";
+    REQUIRE(::send(silent.get(), partial.data(), partial.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(partial.size()));
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(fixture.read_all(silent.get()).empty());
+    CHECK(std::chrono::steady_clock::now() - start >= 200ms);
+    CHECK(fixture.server->counters().request_timeouts == 1);
 }
 
 TEST_CASE("stop() closes the listener and every connection; idle() then allows destruction") {

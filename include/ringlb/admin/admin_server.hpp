@@ -6,6 +6,10 @@
 // It never blocks: replies are queued and sent in pieces as send completions arrive, and a client
 // whose unsent output passes a limit is not read from until it drains, so a client that never
 // reads costs at most one reply plus that limit.
+//
+// With a token, clients that have not authenticated are kept to a small share of the slots and a
+// short deadline, and failed tokens slow further attempts from their IP (see AdminLimits and
+// AuthThrottle); refusals, evictions and failures are counted and logged at a limited rate.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -15,12 +19,15 @@
 #include <string_view>
 #include <vector>
 
+#include "ringlb/admin/auth_throttle.hpp"
 #include "ringlb/admin/command.hpp"
 #include "ringlb/admin/controller.hpp"
+#include "ringlb/admin/snapshot.hpp"
 #include "ringlb/config/config.hpp"
 #include "ringlb/engine/dispatch.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
+#include "ringlb/util/throttled_log.hpp"
 
 namespace ringlb::admin {
 
@@ -31,6 +38,15 @@ struct AdminLimits {
     size_t max_unsent_bytes = size_t{1024} * 1024;  // above it the client is not read from until it drains
     std::chrono::milliseconds idle_timeout = std::chrono::minutes(5);
     unsigned max_auth_failures = 3;  // wrong tokens before the connection is closed
+    // With a token: connections not authenticated yet may hold this many of the slots at most;
+    // when they do, the oldest of them is closed to make room for a newcomer, so that clients
+    // that never authenticate cannot keep an operator out (even one on the same address).
+    size_t max_unauthenticated = 16;
+    // With a token: a connection not authenticated this long after it was accepted is closed,
+    // whatever it sends meanwhile.
+    std::chrono::milliseconds auth_timeout = std::chrono::seconds(5);
+    AuthBackoff auth_backoff;  // how failed tokens slow further attempts from that IP
+    std::chrono::milliseconds log_interval = std::chrono::seconds(10);  // floods: one summary line per interval
 };
 
 class AdminServer final : public engine::Component {
@@ -58,6 +74,8 @@ public:
     std::string listen_address() const;
     // Admin connections open now, including those still closing.
     size_t connection_count() const;
+    // Refusals, evictions and authentication failures since start.
+    const AdminPortCounters& counters() const { return counters_; }
 
 private:
     enum class Op : uint8_t { Accept = 1, Recv = 2, Send = 3 };
@@ -65,6 +83,7 @@ private:
     struct Connection {
         net::UniqueFd fd;
         std::string peer;  // "127.0.0.1:41234" or "unix", for log lines
+        net::IpKey ip;     // the peer's IP (all unix socket clients share one key)
         uint32_t generation = 0;
         bool open = false;                // the slot is in use (also while closing)
         bool closing = false;             // cancelled; released once nothing is pending
@@ -77,10 +96,18 @@ private:
         bool skipping_long_line = false;  // discarding up to the next '\n'
         bool awaiting_reply = false;      // a command answers later (reload): later lines wait for it
         bool starting_command = false;    // inside the call that may answer at once
+        // A whole line had already arrived when the connection was accepted (and has not been
+        // received yet): a client that came to talk, such as `ringlb ctl`.
+        bool line_waiting = false;
+        // A line of an unauthenticated client from an IP with recent failures waits in `input`
+        // until then (nothing more is read meanwhile); `backoff_served` lets it go once.
+        std::optional<Clock::time_point> held_until;
+        bool backoff_served = false;
         std::string input;                // received, not yet handled
         std::deque<std::string> output;   // queued replies; front() is sent from front_sent on
         size_t front_sent = 0;
         size_t unsent_bytes = 0;
+        Clock::time_point opened_at{};
         Clock::time_point last_activity{};
     };
 
@@ -91,6 +118,11 @@ private:
     void admit(net::UniqueFd fd);
     bool peer_allowed(const net::SocketAddress& peer) const;
     Connection* free_slot();
+    size_t live_count() const;
+    size_t unauthenticated_count() const;
+    bool make_room_for_unauthenticated(Clock::time_point now);
+    Connection* eviction_candidate();
+    void close_with_notice(Connection& connection, std::string_view notice);
 
     // ---- one connection's life
     void arm_recv(Connection& connection);
@@ -100,6 +132,7 @@ private:
     void handle_input(Connection& connection);
     bool may_handle_more(const Connection& connection) const;
     bool skip_rest_of_long_line(Connection& connection, size_t& consumed);
+    bool held_by_backoff(Connection& connection);
     void finish_input(Connection& connection);
     void handle_line(Connection& connection, std::string_view line);
     std::string line_too_long_reply() const;
@@ -115,6 +148,9 @@ private:
     Reply call_controller(const Command& command);
     void start_reload(Connection& connection, std::string_view line);
     void finish_deferred(uint32_t slot, uint32_t generation, const Reply& reply);
+
+    std::optional<Clock::time_point> check_deadlines(Connection& connection, Clock::time_point now);
+    std::optional<Clock::time_point> flush_throttled_logs(Clock::time_point now);
 
     void wait_for_pending_requests();
     engine::UserData tag(const Connection& connection, Op op) const;
@@ -136,7 +172,18 @@ private:
     bool accept_armed_ = false;
     std::optional<Clock::time_point> accept_retry_at_;
     bool shutting_down_ = false;
-    std::vector<Connection> connections_;  // fixed size: limits_.max_connections slots
+    // Fixed size: twice limits_.max_connections, so that connections still closing (evicted
+    // ones wait for their cancelled requests) never keep a newcomer out.
+    std::vector<Connection> connections_;
+
+    AuthThrottle throttle_;
+    Clock::time_point next_throttle_cleanup_{};
+    AdminPortCounters counters_;
+    ThrottledLog not_allowed_log_;
+    ThrottledLog full_log_;
+    ThrottledLog evicted_log_;
+    ThrottledLog auth_timeout_log_;
+    ThrottledLog auth_failure_log_;
 };
 
 }  // namespace ringlb::admin

@@ -26,7 +26,8 @@ enum class CommandKind {
     DrainServer,
     SetWeight,
     KillSession,
-    DumpRules,
+    ShowConfig,
+    WriteConfig,
     Reload,
     Quit,
     Auth,
@@ -35,7 +36,7 @@ enum class CommandKind {
 // One parsed command. Only the fields its kind uses are set; the rest keep their defaults.
 struct Command {
     CommandKind kind = CommandKind::Help;
-    std::string rule;    // rule id: remove/clean/server commands/set weight; show sessions (empty = all)
+    std::string rule;    // rule id: remove/server commands/set weight; show sessions and clean sessions (empty = all)
     std::string server;  // server address as typed ("127.0.0.1:9001"), checked to be an IP:port
     std::string text;    // add/modify rule: the inline TOML table verbatim; auth: the token
     std::optional<std::chrono::milliseconds> duration;  // disable server: re-enable after it

@@ -38,6 +38,8 @@ public:
     virtual Reply add_rule(std::string_view inline_table) = 0;
     virtual Reply modify_rule(std::string_view inline_table) = 0;
     virtual Reply remove_rule(std::string_view rule_id) = 0;
+    // Closes the sessions still on earlier versions (modified or removed) of the rule; of every
+    // rule when `rule_id` is empty.
     virtual Reply clean_sessions(std::string_view rule_id) = 0;
 
     // `server` is an address as written in the config ("127.0.0.1:9001", "[::1]:9001").
@@ -47,7 +49,10 @@ public:
     virtual Reply set_weight(std::string_view rule_id, std::string_view server, unsigned weight) = 0;
     virtual Reply kill_session(uint64_t session_id) = 0;
 
-    virtual Reply dump_rules() = 0;
+    // The running configuration as TOML, tokens hidden: for looking, it writes nothing.
+    virtual Reply show_config() = 0;
+    // Replaces the configuration file with the running configuration, keeping numbered backups.
+    virtual Reply write_config() = 0;
     // Reads the configuration file again. The reading runs off the control thread, so `done` is
     // called later on the control thread (or at once, when the reload cannot start); it is never
     // called after the controller is destroyed.

@@ -16,6 +16,7 @@
 #include "ringlb/net/socket.hpp"
 #include "ringlb/net/unix_socket.hpp"
 #include "ringlb/util/log.hpp"
+#include "ringlb/util/throttled_log.hpp"
 
 namespace ringlb::admin {
 
@@ -23,18 +24,29 @@ namespace ringlb::admin {
 // (backslash, double quote, newline); histogram buckets are cumulative, in seconds.
 std::string render_prometheus(const Snapshot& snapshot);
 
+// Bounds that keep one client from crowding scrapers out; the defaults suit production.
+struct MetricsLimits {
+    size_t max_connections = 64;
+    // Connections from one IP at most (TCP only): a reconnect flood from one address leaves
+    // the other slots to the scrapers.
+    size_t max_connections_per_ip = 8;
+    // A request head must be complete this soon after connecting (a scraper sends it at once);
+    // the whole exchange has connection_timeout.
+    std::chrono::milliseconds head_timeout = std::chrono::seconds(2);
+    std::chrono::milliseconds connection_timeout = std::chrono::seconds(10);
+    std::chrono::milliseconds log_interval = std::chrono::seconds(10);  // floods: one summary line per interval
+};
+
 class MetricsServer final : public engine::Component {
 public:
-    static constexpr size_t kMaxConnections = 64;
     static constexpr size_t kMaxRequestHead = size_t{8} * 1024;  // larger: 431 and close
-    static constexpr std::chrono::seconds kConnectionTimeout{10};
 
     // Binds config.listen at once, an IP:port or a unix socket path (throws net::SystemError when
     // it cannot), and starts accepting through `dispatcher`. TCP peers not matching config.allow
     // are closed at once; on a unix socket the file's permissions decide instead. `snapshot` is
     // called on this thread for every GET /metrics.
     MetricsServer(engine::Dispatcher& dispatcher, const config::MetricsConfig& config,
-                  std::function<Snapshot()> snapshot, Logger& log);
+                  std::function<Snapshot()> snapshot, Logger& log, MetricsLimits limits = {});
     // Closes whatever is still open. Requests still pending in the engine would then complete
     // into a dead component: call stop() and run the dispatcher until idle() first.
     ~MetricsServer() override;
@@ -45,6 +57,8 @@ public:
     // (family 0) for a unix socket.
     net::SocketAddress local_address() const { return bound_address_; }
     size_t open_connections() const;
+    // Connections refused or timed out since start.
+    const MetricsPortCounters& counters() const { return counters_; }
 
     // Stops accepting and ends every connection; their cancelled requests still complete.
     void stop();
@@ -65,6 +79,7 @@ private:
     };
     struct Connection {
         net::UniqueFd fd;
+        std::optional<net::IpKey> ip;  // counted against the per-IP cap while open (TCP only)
         uint32_t generation = 0;  // bumped on close: a stale completion never hits the next user
         Phase phase = Phase::ReadingHead;
         bool request_pending = false;  // at most one engine request per connection at a time
@@ -72,7 +87,8 @@ private:
         std::string response;
         size_t sent = 0;
         size_t drained = 0;
-        Clock::time_point deadline{};
+        Clock::time_point deadline{};       // of the whole exchange
+        Clock::time_point head_deadline{};  // while ReadingHead
     };
 
     engine::Engine& engine() { return dispatcher_.engine(); }
@@ -81,7 +97,8 @@ private:
     void arm_accept();
     void on_accept(const engine::Completion& completion);
     void admit(net::UniqueFd fd);
-    bool allowed(int fd) const;
+    bool allowed(const net::SocketAddress& peer) const;
+    size_t connections_from(const net::IpKey& ip) const;
     void close_listener_when_quiet();
     void close_listener();  // also removes our unix socket file
 
@@ -95,6 +112,7 @@ private:
     void close_connection(Connection& connection);
     void finish_close(Connection& connection);
     std::string answer(std::string_view head);
+    std::optional<Clock::time_point> flush_throttled_logs(Clock::time_point now);
 
     engine::Dispatcher& dispatcher_;
     std::vector<net::ClientPattern> allow_;
@@ -108,7 +126,12 @@ private:
     bool accept_pending_ = false;
     bool stopping_ = false;
     std::optional<Clock::time_point> accept_retry_at_;  // after an accept error: no busy loop
-    std::vector<Connection> connections_;                 // kMaxConnections slots; free: no fd
+    MetricsLimits limits_;
+    std::vector<Connection> connections_;                 // limits_.max_connections slots; free: no fd
+    MetricsPortCounters counters_;
+    ThrottledLog not_allowed_log_;
+    ThrottledLog refused_log_;
+    ThrottledLog timeout_log_;
 };
 
 }  // namespace ringlb::admin

@@ -89,6 +89,35 @@ struct WorkerBuffers {
     uint32_t peak_session = 0;   // the most buffers one session of this worker held at once
 };
 
+// The management port's defences at work (counted since start).
+struct AdminPortCounters {
+    uint64_t refused_not_allowed = 0;      // peer not in [admin] allow
+    uint64_t refused_full = 0;             // no slot free: held by authenticated clients, or by
+                                           // unauthenticated ones too young to be closed
+    uint64_t evicted_unauthenticated = 0;  // the oldest unauthenticated one made room for a newcomer
+    uint64_t auth_timeouts = 0;            // not authenticated in time
+    uint64_t auth_failures = 0;            // wrong tokens
+};
+
+// The metrics endpoint's refusals (counted since start).
+struct MetricsPortCounters {
+    uint64_t refused_not_allowed = 0;  // peer not in [metrics] allow
+    uint64_t refused_per_ip = 0;       // that IP already had its share of connections
+    uint64_t refused_full = 0;         // every connection slot in use
+    uint64_t request_timeouts = 0;     // no complete request head in time
+};
+
+// Outcome of re-reading the configuration file (SIGHUP or `reload`). Times are seconds since the
+// Unix epoch; the start counts as the first successful load.
+struct ReloadStatus {
+    uint64_t reloads = 0;
+    uint64_t failures = 0;
+    bool last_successful = true;
+    uint64_t last_attempt_unix = 0;
+    uint64_t last_success_unix = 0;
+    std::string last_error;  // of the last failed reload, "" when the last one succeeded
+};
+
 struct Snapshot {
     std::string version;
     std::string engine;    // "uring" / "epoll"
@@ -112,6 +141,9 @@ struct Snapshot {
     uint64_t buffer_cap_reached = 0;        // times a pool found the cap reached
     std::vector<WorkerBuffers> workers;     // in worker order
     std::vector<RuleSnapshot> rules;
+    AdminPortCounters admin_port;
+    MetricsPortCounters metrics_port;
+    ReloadStatus reload;
 };
 
 }  // namespace ringlb::admin

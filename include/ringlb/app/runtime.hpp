@@ -64,7 +64,8 @@ public:
                                   std::optional<std::chrono::milliseconds> duration) override;
     admin::Reply set_weight(std::string_view rule_id, std::string_view server, unsigned weight) override;
     admin::Reply kill_session(uint64_t session_id) override;
-    admin::Reply dump_rules() override;
+    admin::Reply show_config() override;
+    admin::Reply write_config() override;
     void reload(admin::ReplyCallback done) override;
 
     // Everything the views and the metrics show. Without `with_rules`, only the totals: cheap
@@ -120,6 +121,8 @@ private:
     const health::CheckTarget* health_target(uint32_t key) const;
     std::vector<bool> checked_up(const config::RuleConfig& rule) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
+    // Reload outcome, for show stats and the metrics; the message is logged too.
+    admin::Reply reload_failed(const std::string& message);
 
     std::optional<uint16_t> live_slot(std::string_view rule_id) const;
     std::optional<ServerRef> find_server(std::string_view rule_id, std::string_view server, std::string* error) const;
@@ -128,7 +131,7 @@ private:
     config::Config with_rules(std::vector<config::RuleConfig> rules) const;
 
     // DNS server entries. config_ keeps the rules as written (dns entries included: what
-    // `dump rules` writes and admin commands edit); the workers, the slots and the health checks
+    // `write config` writes and admin commands edit); the workers, the slots and the health checks
     // get them expanded with the latest address sets (see dns/expand.hpp).
     config::Config expanded(const config::Config& written) const;
     static config::Config expanded_with(const config::Config& written, const dns::AddressSets& resolved);
@@ -145,6 +148,7 @@ private:
     Logger& log_;
     std::function<void(config::Config&)> overrides_;
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+    admin::ReloadStatus reload_status_;
 
     FaultHooks faults_;  // test hooks from RINGLB_FAULT, read once in run()
     DescriptorLimit open_files_;  // raised once in run()

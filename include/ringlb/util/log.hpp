@@ -1,6 +1,9 @@
 #pragma once
-// Timestamped, levelled log lines: "2026-11-26T10:00:00.123Z info engine=uring (...)".
+// Timestamped, levelled log lines: "2026-11-26T10:00:00.123Z info engine=uring (...)", or one
+// JSON object per line: {"time":"...","level":"info","msg":"engine=uring (...)"}.
 // Lines go to stderr, or to a file (open_file) that SIGUSR1 log rotation can reopen (reopen).
+// One entry is always one line: messages often carry text from the network (admin commands,
+// addresses, PROXY headers), so their control bytes are escaped (see escape_control()).
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +27,8 @@ std::string format_utc_timestamp(std::chrono::system_clock::time_point time);
 // One logger per process, passed by reference to whoever logs. Thread-safe: one line is one write.
 class Logger {
 public:
+    enum class Format { Text, Json };
+
     explicit Logger(LogLevel level = LogLevel::Info, std::FILE* out = stderr) : level_(level), out_(out) {}
     Logger(const Logger&) = delete;
     Logger& operator=(const Logger&) = delete;
@@ -31,6 +36,9 @@ public:
     void set_level(LogLevel level) { level_.store(level, std::memory_order_relaxed); }
     LogLevel level() const { return level_.load(std::memory_order_relaxed); }
     bool enabled(LogLevel level) const { return level <= this->level(); }
+    // Set once at start, before other threads log.
+    void set_format(Format format) { format_ = format; }
+    Format format() const { return format_; }
 
     template <typename... Parts>
     void log(LogLevel level, const Parts&... parts) {
@@ -53,8 +61,10 @@ public:
     // an error line there. Does nothing while logging to the stream given at construction.
     // Not async-signal-safe: call it from a normal thread after the signal was noticed.
     void reopen();
-    // Writes `line` as it is plus '\n', whatever the level: pre-formatted lines such as
-    // connection records, which carry their own timestamp.
+    // Writes `line` plus '\n', whatever the level: pre-formatted lines such as connection
+    // records, which carry their own timestamp (and are JSON objects in the JSON format). Control
+    // bytes are escaped here too; in the JSON format a line that is not an object on one line is
+    // wrapped in one.
     void write_raw_line(std::string_view line);
 
 private:
@@ -64,11 +74,13 @@ private:
     using OwnedFile = std::unique_ptr<std::FILE, FileCloser>;
 
     void write_line(LogLevel level, std::string_view text);
+    std::string format_entry(std::string_view level, std::string_view text) const;
     void write_locked(std::string_view bytes);  // caller holds mutex_
     // Opens `path` for appending; throws std::runtime_error("cannot open log file ...").
     static OwnedFile open_for_append(const std::string& path);
 
     std::atomic<LogLevel> level_;
+    Format format_ = Format::Text;
     std::FILE* out_;    // where lines go: stderr (or the constructor's stream) or owned_file_
     OwnedFile owned_file_;
     std::string path_;  // of owned_file_; empty while writing to the constructor's stream

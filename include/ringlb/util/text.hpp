@@ -63,4 +63,16 @@ inline std::string control_byte_problem(std::string_view text) {
            std::to_string(found - text.begin() + 1);
 }
 
+// `text` made safe to print on one line of a log or a terminal: line breaks and tabs become
+// \n, \r, \t; every other control character (C0, DEL, the C1 range U+0080..U+009F) becomes
+// \uXXXX, as escaped() and config files write it, and every byte that is not part of valid
+// UTF-8 becomes \xHH. Printable ASCII and valid UTF-8 pass unchanged,
+// so client-supplied text can neither start a forged log line nor move a terminal's cursor.
+std::string escape_control(std::string_view text);
+
+// Appends `text` as a JSON string literal (with its quotes). Control bytes are escaped as JSON
+// requires; a byte that is not part of valid UTF-8 becomes \u00HH, so the result is always
+// valid UTF-8 JSON.
+void append_json_string(std::string& out, std::string_view text);
+
 }  // namespace ringlb
