@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "ringlb/util/log.hpp"
+#include "ringlb/util/text.hpp"
 
 namespace ringlb::core {
 namespace {
@@ -39,9 +40,9 @@ void append_quoted(std::string& out, std::string_view value) {
             case '\r': out += "\\r"; break;
             case '\t': out += "\\t"; break;
             default:
-                if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+                if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {  // as the log writes them
                     char escaped[8];
-                    std::snprintf(escaped, sizeof escaped, "\\x%02x", static_cast<unsigned char>(c));
+                    std::snprintf(escaped, sizeof escaped, "\\u%04X", static_cast<unsigned char>(c));
                     out += escaped;
                 } else {
                     out += c;
@@ -87,31 +88,7 @@ std::string format_text(const ConnectionRecord& record) {
     return out;
 }
 
-// ---- JSON ---------------------------------------------------------------------------------
-
-void append_json_string(std::string& out, std::string_view value) {
-    out += '"';
-    for (const char c : value) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20) {  // JSON forbids raw control characters
-                    char escaped[8];
-                    std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned char>(c));
-                    out += escaped;
-                } else {
-                    out += c;
-                }
-        }
-    }
-    out += '"';
-}
+// ---- JSON (strings escaped by util/text's append_json_string) -----------------------------
 
 void append_json_key(std::string& out, std::string_view key) {
     if (out.size() > 1) out += ',';
