@@ -46,7 +46,10 @@ DescriptorLimit raise_open_files_limit() {
     return limit;
 }
 
-int descriptor_reserve(rlim_t limit) { return static_cast<int>(std::clamp<rlim_t>(limit / 8, 16, 1024)); }
+// 256 at most: the admin and metrics ports hold 64 connections each, the rest is for health
+// checks, DNS and files. More would be taken from clients for nothing (an eighth, as once, kept
+// 1,024 of a 20,000 limit and refused clients that HAProxy under the same limit took).
+int descriptor_reserve(rlim_t limit) { return static_cast<int>(std::clamp<rlim_t>(limit / 32, 16, 256)); }
 
 int data_path_descriptor_ceiling(rlim_t limit) {
     const rlim_t capped = std::min<rlim_t>(limit, INT_MAX);

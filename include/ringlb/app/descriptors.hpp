@@ -21,7 +21,7 @@ struct DescriptorLimit {
 // Raises the soft RLIMIT_NOFILE to the hard limit (or as far as the kernel allows).
 DescriptorLimit raise_open_files_limit();
 
-// Descriptors the data path leaves free under `limit`: an eighth of it, at least 16, at most 1024.
+// Descriptors the data path leaves free under `limit`: a 32nd of it, at least 16, at most 256.
 int descriptor_reserve(rlim_t limit);
 // The first descriptor number the data path must not keep: limit - reserve.
 int data_path_descriptor_ceiling(rlim_t limit);
