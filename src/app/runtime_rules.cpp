@@ -27,9 +27,11 @@ core::RulePlan Runtime::plan_for(const config::Config& next, std::vector<SlotRec
     core::RulePlan plan;
     for (const SlotRecord& record : slots) plan.slots.push_back({record.live, false, {}, {}});
     std::vector<bool> keep(slots.size(), false);
-    std::unordered_map<std::string_view, size_t> live_by_id;  // linear in the number of rules
+    // Linear in the number of rules. Keyed by the shared rules' own ids: `slots` grows below,
+    // and a short id kept inside a SlotRecord moves with it.
+    std::unordered_map<std::string_view, size_t> live_by_id;
     for (size_t slot = 0; slot < slots.size(); ++slot)
-        if (slots[slot].live) live_by_id.emplace(slots[slot].id, slot);
+        if (slots[slot].live) live_by_id.emplace(slots[slot].live->id, slot);
     for (const config::RuleConfig& rule : next.rules) {
         const auto existing = live_by_id.find(rule.id);
         if (existing != live_by_id.end() && *slots[existing->second].live == rule) {
