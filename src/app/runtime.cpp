@@ -93,6 +93,12 @@ int Runtime::run() {
         }
     }
     open_files_ = raise_open_files_limit();
+    try {
+        claim_listen_addresses(config_);
+    } catch (const std::exception& e) {
+        log_.error(e.what());
+        return kExitBadConfig;
+    }
     if (const int code = start_workers(); code != kExitOk) return code;
     if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
     report_open_files_limit();

@@ -112,6 +112,12 @@ std::string Runtime::apply_config(config::Config next, const config::Config& for
         limits_.set_rule_limits(static_cast<uint16_t>(slot),
                                 {rule.max_clients, rule.max_sessions_per_ip, rule.max_conn_rate_per_ip});
     }
+    std::vector<net::SocketAddress> claimed;
+    try {
+        claimed = claim_listen_addresses(for_workers);
+    } catch (const std::exception& e) {  // ListenClaimed, or the claim could not be made
+        return e.what();
+    }
     // Worker 0 first: a listen address that cannot be bound fails there, before anything changed.
     std::string error;
     for (size_t i = 0; i < workers_.size(); ++i) {
@@ -125,10 +131,12 @@ std::string Runtime::apply_config(config::Config next, const config::Config& for
         if (!answered) error = "worker " + std::to_string(i) + " did not answer";
         if (!error.empty()) {
             if (i > 0) log_.error("rule change applied to ", i, " of ", workers_.size(), " workers only: ", error);
+            for (const net::SocketAddress& address : claimed) listen_claims_.erase(address);
             return error;
         }
     }
     slots_ = std::move(slots);
+    drop_listen_claims_unused_by(for_workers);
     config_.rules = std::move(next.rules);
     log_.set_level(next.global.log_level);
     config_.global.log_level = next.global.log_level;
@@ -137,6 +145,29 @@ std::string Runtime::apply_config(config::Config next, const config::Config& for
     update_health_targets();
     sync_dns_targets();
     return {};
+}
+
+std::vector<net::SocketAddress> Runtime::claim_listen_addresses(const config::Config& config) {
+    std::vector<net::SocketAddress> claimed;
+    try {
+        for (const config::RuleConfig& rule : config.rules) {
+            for (const net::SocketAddress& address : rule.listen) {
+                if (listen_claims_.contains(address)) continue;
+                listen_claims_.emplace(address, net::ListenLock::claim(address));
+                claimed.push_back(address);
+            }
+        }
+    } catch (...) {
+        for (const net::SocketAddress& address : claimed) listen_claims_.erase(address);
+        throw;
+    }
+    return claimed;
+}
+
+void Runtime::drop_listen_claims_unused_by(const config::Config& config) {
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> used;
+    for (const config::RuleConfig& rule : config.rules) used.insert(rule.listen.begin(), rule.listen.end());
+    std::erase_if(listen_claims_, [&](const auto& claim) { return !used.contains(claim.first); });
 }
 
 config::Config Runtime::with_rules(std::vector<config::RuleConfig> rules) const {

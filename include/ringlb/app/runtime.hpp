@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "ringlb/admin/controller.hpp"
@@ -23,6 +24,7 @@
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/dns/expand.hpp"
+#include "ringlb/net/listen_lock.hpp"
 #include "ringlb/util/log.hpp"
 
 namespace ringlb::engine {
@@ -121,6 +123,11 @@ private:
     const health::CheckTarget* health_target(uint32_t key) const;
     std::vector<bool> checked_up(const config::RuleConfig& rule) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
+    // One ringlb per listen address (see net/listen_lock.hpp). Claims the addresses of `config`
+    // this process does not hold yet and returns them (throws ListenClaimed); drops the claims
+    // of addresses no rule of `config` listens on.
+    std::vector<net::SocketAddress> claim_listen_addresses(const config::Config& config);
+    void drop_listen_claims_unused_by(const config::Config& config);
     // Reload outcome, for show stats and the metrics; the message is logged too.
     admin::Reply reload_failed(const std::string& message);
 
@@ -156,6 +163,7 @@ private:
     std::shared_ptr<engine::BufferBudget> buffer_budget_;  // max_buffer_memory, shared by the workers' engines
     uint64_t cap_reached_reported_ = 0;
     std::chrono::steady_clock::time_point cap_reported_at_{};
+    std::unordered_map<net::SocketAddress, net::ListenLock, net::SocketAddressHash> listen_claims_;
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;
     std::vector<std::unique_ptr<Worker>> workers_;
