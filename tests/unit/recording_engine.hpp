@@ -1,15 +1,20 @@
 #pragma once
-// An engine for driving the session core in unit tests: it records every request and completes
-// none by itself, except that cancel(fd) completes whatever is pending on fd with -ECANCELED, as
-// both real engines do. Loopback sockets stand in for accepted clients.
+// The one engine for driving the session core in unit tests: it records every request (with the
+// bytes of sends) and completes none by itself; the test decides when and how each completes.
+// cancel(fd) completes what is pending on fd with -ECANCELED, as both real engines do, unless the
+// test turns that off to complete cancellations itself. Loopback sockets stand in for clients.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "ringlb/engine/engine.hpp"
 #include "ringlb/net/socket.hpp"
@@ -24,22 +29,27 @@ public:
         int fd = -1;
         engine::UserData user_data = 0;
         net::SocketAddress to;  // connect: the server
+        uint32_t length = 0;    // recv: the room the core gave
+        std::string bytes;      // send: what the core asked to send
     };
 
     std::string_view name() const override { return "recording"; }
     std::string features() const override { return "test"; }
     bool wants_nonblocking_sockets() const override { return true; }
 
-    void accept(int fd, engine::UserData ud) override { requests.push_back({Kind::Accept, fd, ud, {}}); }
-    void connect(int fd, const net::SocketAddress& to, engine::UserData ud) override {
-        requests.push_back({Kind::Connect, fd, ud, to});
+    void accept(int fd, engine::UserData ud) override { record(Kind::Accept, fd, ud); }
+    void connect(int fd, const net::SocketAddress& to, engine::UserData ud) override { record(Kind::Connect, fd, ud).to = to; }
+    void recv(int fd, uint32_t max_bytes, engine::UserData ud) override { record(Kind::Recv, fd, ud).length = max_bytes; }
+    void send_parts(int fd, std::span<const engine::SendPart> parts, engine::UserData ud) override {
+        std::string& bytes = record(Kind::Send, fd, ud).bytes;
+        for (const engine::SendPart& part : parts) bytes.append(reinterpret_cast<const char*>(part.data), part.length);
     }
-    void recv(int fd, uint32_t, engine::UserData ud) override { requests.push_back({Kind::Recv, fd, ud, {}}); }
-    void send_parts(int fd, std::span<const engine::SendPart>, engine::UserData ud) override {
-        requests.push_back({Kind::Send, fd, ud, {}});
-    }
-    void shutdown_write(int fd, engine::UserData ud) override { requests.push_back({Kind::Shutdown, fd, ud, {}}); }
+    void shutdown_write(int fd, engine::UserData ud) override { record(Kind::Shutdown, fd, ud); }
+    // Noted in `cancelled`; with `cancel_completes`, whatever is pending on fd (accepts aside)
+    // also completes with -ECANCELED, as both real engines do.
     void cancel(int fd) override {
+        cancelled.insert(fd);
+        if (!cancel_completes) return;
         for (auto it = requests.begin(); it != requests.end();) {
             if (it->fd != fd || it->kind == Kind::Accept) {
                 ++it;
@@ -50,12 +60,15 @@ public:
         }
     }
     void forget(int) override {}
-    void abandon(net::UniqueFd, std::span<const uint16_t>) override {}
+    void abandon(net::UniqueFd fd, std::span<const uint16_t> held) override {
+        abandoned.push_back(fd.get());
+        for (const uint16_t id : held) released.push_back(id);
+    }
     engine::BufferStats buffer_stats() const override { return {}; }
-    bool buffers_under_pressure() const override { return false; }
-    std::byte* buffer_data(uint16_t) override { return buffer; }
-    void release_buffer(uint16_t) override {}
-    uint32_t buffer_size() const override { return sizeof buffer; }
+    bool buffers_under_pressure() const override { return under_pressure; }
+    std::byte* buffer_data(uint16_t id) override { return reinterpret_cast<std::byte*>(buffers[id]); }
+    void release_buffer(uint16_t id) override { released.push_back(id); }
+    uint32_t buffer_size() const override { return sizeof buffers[0]; }
     void wake() override {}
     void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
         handler.on_batch_start();
@@ -66,16 +79,27 @@ public:
         }
     }
 
-    // Takes the oldest request of that kind (and fd, when given) off the record.
-    std::optional<Request> take(Kind kind, std::optional<int> fd = std::nullopt) {
+    // Takes the oldest request of that kind (and fd, when given) off the record, if there is one.
+    std::optional<Request> try_take(Kind kind, std::optional<int> fd = std::nullopt) {
         for (auto it = requests.begin(); it != requests.end(); ++it) {
             if (it->kind == kind && (!fd || it->fd == *fd)) {
-                const Request request = *it;
+                Request request = *it;
                 requests.erase(it);
                 return request;
             }
         }
         return std::nullopt;
+    }
+    // The same, for a request the test expects to be there.
+    Request take(Kind kind, std::optional<int> fd = std::nullopt) {
+        std::optional<Request> request = try_take(kind, fd);
+        REQUIRE_MESSAGE(request.has_value(), "no pending request of the expected kind");
+        return *request;
+    }
+    bool has(Kind kind, std::optional<int> fd = std::nullopt) const {
+        for (const Request& r : requests)
+            if (r.kind == kind && (!fd || r.fd == *fd)) return true;
+        return false;
     }
     size_t count(Kind kind) const {
         size_t n = 0;
@@ -85,10 +109,40 @@ public:
     void complete(const Request& request, int result, bool more = false) {
         ready.push_back({request.user_data, result, more, false, 0});
     }
+    // A receive that got `bytes` in buffer `buffer`.
+    void complete_recv(const Request& request, const std::string& bytes, uint16_t buffer, bool more = false) {
+        REQUIRE(bytes.size() <= sizeof buffers[0]);
+        std::memcpy(buffers[buffer], bytes.data(), bytes.size());
+        ready.push_back({request.user_data, static_cast<int32_t>(bytes.size()), more, true, buffer});
+    }
+    // The oldest pending receive gets `bytes` in buffer 0 (none: the peer closed; `error`: that
+    // error). One buffer: let the core handle it before the next one is given bytes.
+    void complete_next_recv(const std::string& bytes, int error = 0) {
+        const Request request = take(Kind::Recv);
+        if (error != 0 || bytes.empty())
+            complete(request, error);
+        else
+            complete_recv(request, bytes, 0);
+    }
 
     std::deque<Request> requests;
     std::deque<engine::Completion> ready;
-    std::byte buffer[1024]{};
+    bool cancel_completes = true;
+    std::set<int> cancelled;
+    std::vector<uint16_t> released;
+    std::vector<int> abandoned;  // descriptors handed over by abandon()
+    bool under_pressure = false;
+    char buffers[4][1024]{};
+
+private:
+    Request& record(Kind kind, int fd, engine::UserData ud) {
+        Request request;
+        request.kind = kind;
+        request.fd = fd;
+        request.user_data = ud;
+        requests.push_back(std::move(request));
+        return requests.back();
+    }
 };
 
 // A loopback listener the tests "accept" from: each call to accepted() connects a fresh client

@@ -14,6 +14,7 @@
 #include <optional>
 #include <vector>
 
+#include "recording_engine.hpp"
 #include "ringlb/core/conn_rate_limiter.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/session_limits.hpp"
@@ -22,6 +23,7 @@ using namespace ringlb;
 using core::SessionLimits;
 using Verdict = core::SessionLimits::Verdict;
 using namespace std::chrono_literals;
+using Kind = test::RecordingEngine::Kind;
 
 namespace {
 
@@ -310,67 +312,6 @@ servers = ["127.0.0.1:9001"]
 
 namespace {
 
-// Answers nothing by itself: the test completes accepts and connects by hand.
-class ManualEngine final : public engine::Engine {
-public:
-    struct Request {
-        bool connect = false;
-        int fd = -1;
-        engine::UserData user_data = 0;
-    };
-    std::string_view name() const override { return "manual"; }
-    std::string features() const override { return "test"; }
-    bool wants_nonblocking_sockets() const override { return true; }
-    void accept(int fd, engine::UserData ud) override { requests.push_back({false, fd, ud}); }
-    void connect(int fd, const net::SocketAddress&, engine::UserData ud) override { requests.push_back({true, fd, ud}); }
-    void recv(int fd, uint32_t, engine::UserData ud) override { recvs.push_back({false, fd, ud}); }
-    void send_parts(int, std::span<const engine::SendPart>, engine::UserData) override {}
-    void shutdown_write(int, engine::UserData) override {}
-    void cancel(int) override {}
-    void forget(int) override {}
-    void abandon(net::UniqueFd, std::span<const uint16_t>) override {}
-    engine::BufferStats buffer_stats() const override { return {}; }
-    bool buffers_under_pressure() const override { return false; }
-    std::byte* buffer_data(uint16_t id) override { return reinterpret_cast<std::byte*>(buffers[id]); }
-    void release_buffer(uint16_t) override {}
-    uint32_t buffer_size() const override { return 1024; }
-    void wake() override {}
-    void poll(std::chrono::milliseconds, engine::CompletionHandler& handler) override {
-        handler.on_batch_start();
-        while (!ready.empty()) {
-            const engine::Completion completion = ready.front();
-            ready.pop_front();
-            handler.on_completion(completion);
-        }
-    }
-    std::optional<Request> take(bool connect) {
-        for (auto it = requests.begin(); it != requests.end(); ++it)
-            if (it->connect == connect) {
-                Request request = *it;
-                requests.erase(it);
-                return request;
-            }
-        return std::nullopt;
-    }
-    // Completes the oldest receive with `bytes` (0 bytes: the peer closed; negative: that error).
-    // One buffer: handle the completion (turn) before the next one is given bytes.
-    void complete_recv(const std::string& bytes, int error = 0) {
-        REQUIRE(!recvs.empty());
-        const Request request = recvs.front();
-        recvs.pop_front();
-        if (error != 0 || bytes.empty()) {
-            ready.push_back({request.user_data, error, false, false, 0});
-            return;
-        }
-        std::memcpy(buffers[0], bytes.data(), bytes.size());
-        ready.push_back({request.user_data, static_cast<int32_t>(bytes.size()), false, true, 0});
-    }
-    std::deque<Request> requests;
-    std::deque<Request> recvs;
-    std::deque<engine::Completion> ready;
-    char buffers[1][1024]{};
-};
-
 // Returns the accepted end of a fresh loopback connection (the client end is closed at once:
 // the core only reads the peer address, which stays readable).
 int accepted_loopback_socket(int listener, const net::SocketAddress& address, const char* source = "127.0.0.1") {
@@ -400,7 +341,8 @@ TEST_CASE("forwarder: sessions whose every connect fails, and clients over a lim
     config.rules.push_back(rule);
     config.global.max_sessions_per_ip = 0;
 
-    ManualEngine engine;
+    test::RecordingEngine engine;
+    engine.cancel_completes = false;
     Logger log{LogLevel::Error};
     SessionLimits limits(config);
     core::Forwarder forwarder(config, engine, log, limits);
@@ -416,7 +358,7 @@ TEST_CASE("forwarder: sessions whose every connect fails, and clients over a lim
         CAPTURE(round);
         // Three clients at once: two admitted (rule per-IP = 2), the third refused at once.
         for (int i = 0; i < 3; ++i) {
-            const auto accept = engine.take(false);
+            const auto accept = engine.try_take(Kind::Accept);
             REQUIRE(accept);
             engine.ready.push_back({accept->user_data, accepted_loopback_socket(listener.get(), address), true, false, 0});
             engine.requests.push_front(*accept);  // multishot: the accept stays armed
@@ -426,7 +368,7 @@ TEST_CASE("forwarder: sessions whose every connect fails, and clients over a lim
         CHECK(limits.rule_active(0) == 2);
         // Fail every connect until no session is left.
         for (int guard = 0; guard < 100; ++guard) {
-            const auto connect = engine.take(true);
+            const auto connect = engine.try_take(Kind::Connect);
             if (!connect) break;
             engine.ready.push_back({connect->user_data, -ECONNREFUSED, false, false, 0});
             turn();
@@ -446,7 +388,7 @@ namespace {
 // One accept_proxy rule with two dead servers, driven by hand: accepts, headers, connects.
 struct ProxyHarness {
     config::Config config;
-    ManualEngine engine;
+    test::RecordingEngine engine;
     Logger log{LogLevel::Error};
     std::unique_ptr<SessionLimits> limits;
     std::unique_ptr<core::Forwarder> forwarder;
@@ -467,6 +409,7 @@ struct ProxyHarness {
         config.rules.push_back(rule);
         config.global.max_sessions = 16;
         config.global.max_sessions_per_ip = 2;
+        engine.cancel_completes = false;  // the tests complete cancelled receives themselves
         limits = std::make_unique<SessionLimits>(config);
         forwarder = std::make_unique<core::Forwarder>(config, engine, log, *limits);
         forwarder->start_accepting();
@@ -477,7 +420,7 @@ struct ProxyHarness {
     void turn() { forwarder->run_once(0ms); }
     // A connection from `source` reaches the forwarder.
     void accept_from(const char* source) {
-        const auto accept = engine.take(false);
+        const auto accept = engine.try_take(Kind::Accept);
         REQUIRE(accept);
         engine.ready.push_back({accept->user_data, accepted_loopback_socket(listener.get(), address, source), true, false, 0});
         engine.requests.push_front(*accept);  // multishot: the accept stays armed
@@ -485,7 +428,7 @@ struct ProxyHarness {
     }
     void fail_every_connect() {
         for (int guard = 0; guard < 100; ++guard) {
-            const auto connect = engine.take(true);
+            const auto connect = engine.try_take(Kind::Connect);
             if (!connect) return;
             engine.ready.push_back({connect->user_data, -ECONNREFUSED, false, false, 0});
             turn();
@@ -516,7 +459,7 @@ TEST_CASE("forwarder: a handshake's counts move from the peer to the client once
         CHECK(h.limits->count(peer) == 1);
         CHECK(h.limits->rule_count(peer, 0) == 1);
         // The header names the client: the counts move to it.
-        h.engine.complete_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5555 80\r\nhello");
+        h.engine.complete_next_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5555 80\r\nhello");
         h.turn();
         CHECK(h.limits->handshakes() == 0);
         CHECK(h.limits->count(peer) == 0);
@@ -525,7 +468,7 @@ TEST_CASE("forwarder: a handshake's counts move from the peer to the client once
         CHECK(h.limits->active() == 1);
         // The same client again: over its rule per-IP limit after the header; nothing left counted.
         h.accept_from("127.0.0.1");
-        h.engine.complete_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5556 80\r\n");
+        h.engine.complete_next_recv("PROXY TCP4 203.0.113.9 192.0.2.1 5556 80\r\n");
         h.turn();
         CHECK(h.limits->active() == 1);
         CHECK(h.limits->count(peer) == 0);
@@ -534,7 +477,7 @@ TEST_CASE("forwarder: a handshake's counts move from the peer to the client once
                  {"GET / HTTP/1.0\r\n\r\n", 0}, {"", 0}, {"", -ECONNRESET}}) {
             h.accept_from("127.0.0.1");
             CHECK(h.limits->handshakes() == 1);
-            h.engine.complete_recv(bytes, error);
+            h.engine.complete_next_recv(bytes, error);
             h.turn();
             CHECK(h.limits->handshakes() == 0);
             CHECK(h.limits->count(peer) == 0);
@@ -556,7 +499,7 @@ TEST_CASE("forwarder: per-IP limits hold for a peer awaiting its header; a hands
     h.accept_from("127.0.0.1");  // the rule's per-IP limit (1) holds for the peer: refused
     CHECK(h.limits->handshakes() == 1);
     CHECK(h.forwarder->stats().rejected_rule_per_ip == 1);
-    CHECK(h.engine.recvs.size() == 1);
+    CHECK(h.engine.count(Kind::Recv) == 1);
     h.accept_from("127.0.0.2");
     CHECK(h.limits->handshakes() == 2);
     // Both time out: closed (their receives cancelled), then released.
@@ -564,8 +507,8 @@ TEST_CASE("forwarder: per-IP limits hold for a peer awaiting its header; a hands
     h.turn();
     CHECK(h.forwarder->stats().rejected_proxy_header == 2);
     CHECK(h.limits->handshakes() == 2);  // the receives have not completed yet
-    h.engine.complete_recv("", -ECANCELED);
-    h.engine.complete_recv("", -ECANCELED);
+    h.engine.complete_next_recv("", -ECANCELED);
+    h.engine.complete_next_recv("", -ECANCELED);
     h.turn();
     h.check_all_released(peer);
 
@@ -573,7 +516,7 @@ TEST_CASE("forwarder: per-IP limits hold for a peer awaiting its header; a hands
     h.accept_from("127.0.0.3");
     CHECK(h.limits->handshakes() == 1);
     h.forwarder->close_all_sessions(core::EndCause::Shutdown);
-    h.engine.complete_recv("", -ECANCELED);
+    h.engine.complete_next_recv("", -ECANCELED);
     h.turn();
     h.check_all_released(ip("127.0.0.3"));
 }
@@ -582,7 +525,7 @@ TEST_CASE("forwarder: with proxy_from, other peers are refused before their head
     ProxyHarness h({"127.0.0.9"});
     h.accept_from("127.0.0.2");
     CHECK(h.forwarder->stats().rejected_untrusted_proxy == 1);
-    CHECK(h.engine.recvs.empty());  // its header is never read
+    CHECK(h.engine.count(Kind::Recv) == 0);  // its header is never read
     CHECK(h.limits->active() == 0);
     CHECK(h.forwarder->active_sessions() == 0);
     // Three handshakes from the proxy at once, over the global per-IP limit (2): all wait.
@@ -590,7 +533,7 @@ TEST_CASE("forwarder: with proxy_from, other peers are refused before their head
     CHECK(h.limits->handshakes() == 3);
     CHECK(h.limits->count(ip("127.0.0.9")) == 0);
     for (int i = 0; i < 3; ++i) {  // one at a time: the engine here has a single buffer
-        h.engine.complete_recv("PROXY TCP4 203.0.113." + std::to_string(i + 1) + " 192.0.2.1 5555 80\r\n");
+        h.engine.complete_next_recv("PROXY TCP4 203.0.113." + std::to_string(i + 1) + " 192.0.2.1 5555 80\r\n");
         h.turn();
     }
     CHECK(h.limits->handshakes() == 0);

@@ -110,7 +110,7 @@ struct Worker {
     // `count` clients arrive at once; their connects are left pending.
     void burst(test::LoopbackAcceptor& acceptor, int count) {
         for (int i = 0; i < count; ++i) {
-            const auto accept = engine.take(Kind::Accept);
+            const auto accept = engine.try_take(Kind::Accept);
             REQUIRE(accept);
             engine.complete(*accept, acceptor.accepted(), true);
             engine.requests.push_front(*accept);
@@ -143,7 +143,7 @@ TEST_CASE("forwarder: max_connections counts connects in progress and holds acro
 
     // A failed connect gives its connection back: the next client gets it.
     Worker& holder = first.engine.count(Kind::Connect) > 0 ? first : second;
-    const auto failed = holder.engine.take(Kind::Connect);
+    const auto failed = holder.engine.try_take(Kind::Connect);
     REQUIRE(failed);
     holder.engine.complete(*failed, -ECONNREFUSED);
     holder.turn();
@@ -152,13 +152,13 @@ TEST_CASE("forwarder: max_connections counts connects in progress and holds acro
 
     // Established sessions keep theirs; once they end, the count is back at zero.
     for (Worker* worker : {&first, &second}) {
-        while (auto connect = worker->engine.take(Kind::Connect)) worker->engine.complete(*connect, 0);
+        while (auto connect = worker->engine.try_take(Kind::Connect)) worker->engine.complete(*connect, 0);
         worker->turn();
     }
     second.burst(acceptor, 3);
     CHECK(second.engine.count(Kind::Connect) == 0);
     for (Worker* worker : {&first, &second}) {
-        while (auto recv = worker->engine.take(Kind::Recv)) {
+        while (auto recv = worker->engine.try_take(Kind::Recv)) {
             worker->engine.complete(*recv, -ECONNRESET);
             worker->turn();
         }
@@ -180,7 +180,7 @@ TEST_CASE("forwarder: least connections counts connects in progress, also those 
     // completes. The second worker's next client goes to the server that has fewer connections.
     first.burst(acceptor, 2);
     REQUIRE(first.engine.count(Kind::Connect) == 2);
-    const auto connect = first.engine.take(Kind::Connect);
+    const auto connect = first.engine.try_take(Kind::Connect);
     const int established_port = connect->to.port();
     first.engine.complete(*connect, 0);
     first.turn();

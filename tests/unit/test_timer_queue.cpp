@@ -165,7 +165,7 @@ TEST_CASE("forwarder: a session holds one timer while connecting, one while esta
         CAPTURE(round);
         // Five clients: their connects pending, one connect timer each.
         for (int i = 0; i < 5; ++i) {
-            const auto accept = engine.take(Kind::Accept);
+            const auto accept = engine.try_take(Kind::Accept);
             REQUIRE(accept);
             engine.complete(*accept, acceptor.accepted(), true);
             engine.requests.push_front(*accept);  // multishot: it stays armed
@@ -174,12 +174,12 @@ TEST_CASE("forwarder: a session holds one timer while connecting, one while esta
         REQUIRE(forwarder.active_sessions() == 5);
         CHECK(forwarder.armed_timers() == 5);
         // Established: the connect timer gives way to the idle timer.
-        while (auto connect = engine.take(Kind::Connect)) engine.complete(*connect, 0);
+        while (auto connect = engine.try_take(Kind::Connect)) engine.complete(*connect, 0);
         turn();
         CHECK(forwarder.armed_timers() == 5);
         // Every client resets: the sessions end well before their hour is up.
         while (engine.count(Kind::Recv) > 0) {
-            const auto recv = engine.take(Kind::Recv);
+            const auto recv = engine.try_take(Kind::Recv);
             engine.complete(*recv, -ECONNRESET);
             turn();
         }
