@@ -20,8 +20,9 @@ install(FILES ${PROJECT_SOURCE_DIR}/man/ringlb.toml.5 DESTINATION ${CMAKE_INSTAL
 
 # The unit file is systemd's to look up in lib/systemd/system under /usr or /usr/local; not
 # CMAKE_INSTALL_LIBDIR, which is lib/<multiarch> on Debian.
-set(RINGLB_SYSTEMD_UNIT ${PROJECT_SOURCE_DIR}/etc/systemd/ringlb.service)
-if(EXISTS ${RINGLB_SYSTEMD_UNIT})
+# A glob rather than if(EXISTS): the build directory reconfigures itself when the file appears.
+file(GLOB RINGLB_SYSTEMD_UNIT CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/etc/systemd/ringlb.service)
+if(RINGLB_SYSTEMD_UNIT)
   install(FILES ${RINGLB_SYSTEMD_UNIT} DESTINATION lib/systemd/system)
 endif()
 

@@ -14,6 +14,7 @@ management port and Prometheus metrics.")
 # The configuration directory is chosen at install time from the prefix (/usr gives /etc): the
 # install has to see the package's prefix, /usr, with the staging directory as DESTDIR.
 set(CPACK_SET_DESTDIR ON)
+set(CPACK_INSTALL_PREFIX /usr)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 
@@ -29,7 +30,7 @@ if(RINGLB_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_DEPENDS "passwd")
 else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
-      "passwd, liburing2 (>= 2.1), libc-ares2 (>= 1.18), libstdc++6 (>= 12), libgcc-s1 (>= 3.0), libc6 (>= 2.34)")
+      "passwd, liburing2 (>= 2.3), libc-ares2 (>= 1.16.0), libtomlplusplus3 (>= 3.2.0), libstdc++6 (>= 12), libgcc-s1 (>= 3.0), libc6 (>= 2.34)")
 endif()
 
 # Every file under /etc is a conffile: dpkg keeps an administrator's edits on upgrade and asks
