@@ -2,7 +2,7 @@
 # Checks the man pages in man/.
 #   keys:  every key of README.md's configuration tables (the rows `| \`key\` | ...` of tables
 #          headed `| key | type | default | meaning |` under "## Configuration reference") has
-#          an entry `.B key` in ringlb.toml.5.
+#          an entry `.B key` in ringlb.toml.5, and both pages name the project's version.
 #   lint:  groff prints no warning for either page (exit 77, skipped, without groff).
 # usage: tests/package/check_man.sh keys|lint [SOURCE_DIR]
 set -euo pipefail
@@ -36,7 +36,21 @@ check_keys() {
         return 1
     fi
     echo "man keys: $count README keys, $missing missing from ringlb.toml.5"
-    ((missing == 0))
+    ((missing == 0)) && check_version
+}
+
+# Both pages' headers name the version of project() in CMakeLists.txt.
+check_version() {
+    local version page status=0
+    version=$(sed -nE 's/^project\(ringlb VERSION ([0-9.]+) .*/\1/p' "$source_dir/CMakeLists.txt")
+    [[ -n "$version" ]] || { echo "FAIL: no project version in CMakeLists.txt"; return 1; }
+    for page in "${pages[@]}"; do
+        if ! grep -qE "^\.TH .* \"ringlb $version\"" "$page"; then
+            echo "FAIL: the .TH line of ${page##*/} does not name ringlb $version"
+            status=1
+        fi
+    done
+    return $status
 }
 
 check_lint() {
