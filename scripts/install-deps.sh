@@ -20,9 +20,9 @@ packages=(
 )
 
 # --test: clang and its runtime for the fuzz targets, clang-tidy, PyYAML for the Kubernetes
-# manifest check.
+# manifest check, groff for the man page check.
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(clang libclang-rt-14-dev clang-tidy python3-yaml)
+    packages+=(clang libclang-rt-14-dev clang-tidy python3-yaml groff-base)
 fi
 
 is_installed() {

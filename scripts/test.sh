@@ -3,6 +3,7 @@
 # in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer (Debug) and runs every test
 # there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
 # e.g. `./scripts/test.sh -R unit`.
+# Then the Debian package is built from build/ and its contents checked (tests/package/check_deb.sh).
 # Then four more checks, each counted as one test: the fault-injection soak (tests/soak,
 # RINGLB_SOAK_SECONDS per engine, default 30), every fuzz target briefly (tests/fuzz,
 # RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py)
@@ -79,18 +80,25 @@ else
     run_suite build-asan -DRINGLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 fi
 
-# run_check NAME COMMAND...: one more pass/fail line in the summary.
+# run_check NAME COMMAND...: one more pass/fail line in the summary; exit code 77 = skipped.
 run_check() {
-    local name=$1
+    local name=$1 status=0
     shift
     echo "==> $name"
-    if "$@"; then
+    "$@" || status=$?
+    if ((status == 0)); then
         passed=$((passed + 1))
+    elif ((status == 77)); then
+        skipped=$((skipped + 1))
+        skipped_tests+=("$name")
     else
         failed=$((failed + 1))
         failed_steps+=("$name")
     fi
 }
+
+# The Debian package, built from build/ (Release) and checked with dpkg-deb -c and -I.
+run_check package tests/package/check_deb.sh build
 
 if [[ "${RINGLB_SKIP_EXTRA:-0}" == "1" ]]; then
     echo "==> soak, fuzz, kubernetes: skipped (RINGLB_SKIP_EXTRA=1)"
