@@ -1431,8 +1431,12 @@ std::string summarize(const Config& config) {
         for (const auto& address : rule.listen) listen.insert(address.to_string());
         servers += rule.servers.size();
     }
-    return "ok: " + std::to_string(config.rules.size()) + " rules, " + std::to_string(listen.size()) +
-           " listen addresses, " + std::to_string(servers) + " servers (" + config.source + ")";
+    const auto counted = [](size_t count, const char* one, const char* many) {
+        return std::to_string(count) + " " + (count == 1 ? one : many);
+    };
+    return "ok: " + counted(config.rules.size(), "rule", "rules") + ", " +
+           counted(listen.size(), "listen address", "listen addresses") + ", " + counted(servers, "server", "servers") +
+           " (" + config.source + ")";
 }
 
 uint64_t buffer_memory_cap(const GlobalConfig& global, uint64_t physical_memory) {

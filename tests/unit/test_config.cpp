@@ -87,6 +87,11 @@ TEST_CASE("a complete config parses into typed values") {
 
     // The listener shared by both rules counts once.
     CHECK(summarize(config) == "ok: 2 rules, 2 listen addresses, 4 servers (full.toml)");
+    auto one = config;  // a copy with one of each
+    one.rules.resize(1);
+    one.rules[0].listen.resize(1);
+    one.rules[0].servers.resize(1);
+    CHECK(summarize(one) == "ok: 1 rule, 1 listen address, 1 server (full.toml)");
 }
 
 TEST_CASE("defaults apply when [global] and optional keys are missing") {
