@@ -3,10 +3,11 @@
 # in build-asan/ with AddressSanitizer + UndefinedBehaviorSanitizer (Debug) and runs every test
 # there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
 # e.g. `./scripts/test.sh -R unit`.
-# Then four more checks, each counted as one test: the fault-injection soak (tests/soak,
+# Then five more checks, each counted as one test: the fault-injection soak (tests/soak,
 # RINGLB_SOAK_SECONDS per engine, default 30), every fuzz target briefly (tests/fuzz,
-# RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py)
-# and clang-tidy over src/ (scripts/tidy.sh).
+# RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py),
+# the systemd unit (tests/service/check_unit.sh; skipped with the reason where systemd-analyze
+# or strace is missing) and clang-tidy over src/ (scripts/tidy.sh).
 # RINGLB_SKIP_EXTRA=1 skips them.
 # Ends with one line "ringlb: N passed, M failed" (", K skipped" added when tests were skipped,
 # e.g. integration.uring where io_uring is unavailable) summing both runs; exits non-zero if any
@@ -92,12 +93,32 @@ run_check() {
     fi
 }
 
+# run_check_or_skip NAME COMMAND...: like run_check, but exit status 77 counts as skipped, with
+# the command's "SKIP: reason" line as the reason.
+run_check_or_skip() {
+    local name=$1 status=0 reason
+    shift
+    echo "==> $name"
+    "$@" 2>&1 | tee "$log" || status=$?
+    if ((status == 0)); then
+        passed=$((passed + 1))
+    elif ((status == 77)); then
+        reason=$(sed -n 's/^SKIP: //p' "$log" | head -n 1)
+        skipped=$((skipped + 1))
+        skipped_tests+=("$name (${reason:-no reason given})")
+    else
+        failed=$((failed + 1))
+        failed_steps+=("$name")
+    fi
+}
+
 if [[ "${RINGLB_SKIP_EXTRA:-0}" == "1" ]]; then
-    echo "==> soak, fuzz, kubernetes: skipped (RINGLB_SKIP_EXTRA=1)"
+    echo "==> soak, fuzz, kubernetes, systemd unit: skipped (RINGLB_SKIP_EXTRA=1)"
 else
     run_check soak env SOAK_SECONDS="${RINGLB_SOAK_SECONDS:-30}" tests/soak/run.sh build
     run_check fuzz tests/fuzz/run.sh "${RINGLB_FUZZ_SECONDS:-20}"
     run_check kubernetes python3 docker/validate-kubernetes.py --ringlb build/ringlb
+    run_check_or_skip systemd-unit tests/service/check_unit.sh build/ringlb
     run_check clang-tidy scripts/tidy.sh build
 fi
 
