@@ -4,10 +4,11 @@
 # there too. RINGLB_SKIP_SANITIZE=1 skips the second pass. Extra arguments go to both ctest runs,
 # e.g. `./scripts/test.sh -R unit`.
 # Then the Debian package is built from build/ and its contents checked (tests/package/check_deb.sh).
-# Then four more checks, each counted as one test: the fault-injection soak (tests/soak,
+# Then five more checks, each counted as one test: the fault-injection soak (tests/soak,
 # RINGLB_SOAK_SECONDS per engine, default 30), every fuzz target briefly (tests/fuzz,
-# RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py)
-# and clang-tidy over src/ (scripts/tidy.sh).
+# RINGLB_FUZZ_SECONDS each, default 20), the Kubernetes manifest (docker/validate-kubernetes.py),
+# the systemd unit (tests/service/check_unit.sh; skipped with the reason where systemd-analyze
+# or strace is missing) and clang-tidy over src/ (scripts/tidy.sh).
 # RINGLB_SKIP_EXTRA=1 skips them.
 # Ends with one line "ringlb: N passed, M failed" (", K skipped" added when tests were skipped,
 # e.g. integration.uring where io_uring is unavailable) summing both runs; exits non-zero if any
@@ -80,17 +81,19 @@ else
     run_suite build-asan -DRINGLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 fi
 
-# run_check NAME COMMAND...: one more pass/fail line in the summary; exit code 77 = skipped.
+# run_check NAME COMMAND...: one more pass/fail line in the summary; exit code 77 = skipped, with
+# the command's "SKIP: reason" line as the reason.
 run_check() {
-    local name=$1 status=0
+    local name=$1 status=0 reason
     shift
     echo "==> $name"
-    "$@" || status=$?
+    "$@" 2>&1 | tee "$log" || status=$?
     if ((status == 0)); then
         passed=$((passed + 1))
     elif ((status == 77)); then
+        reason=$(sed -n 's/^SKIP: //p' "$log" | head -n 1)
         skipped=$((skipped + 1))
-        skipped_tests+=("$name")
+        skipped_tests+=("$name${reason:+ ($reason)}")
     else
         failed=$((failed + 1))
         failed_steps+=("$name")
@@ -101,11 +104,12 @@ run_check() {
 run_check package tests/package/check_deb.sh build
 
 if [[ "${RINGLB_SKIP_EXTRA:-0}" == "1" ]]; then
-    echo "==> soak, fuzz, kubernetes: skipped (RINGLB_SKIP_EXTRA=1)"
+    echo "==> soak, fuzz, kubernetes, systemd unit: skipped (RINGLB_SKIP_EXTRA=1)"
 else
     run_check soak env SOAK_SECONDS="${RINGLB_SOAK_SECONDS:-30}" tests/soak/run.sh build
     run_check fuzz tests/fuzz/run.sh "${RINGLB_FUZZ_SECONDS:-20}"
     run_check kubernetes python3 docker/validate-kubernetes.py --ringlb build/ringlb
+    run_check systemd-unit tests/service/check_unit.sh build/ringlb
     run_check clang-tidy scripts/tidy.sh build
 fi
 

@@ -64,8 +64,14 @@ FaultHooks parse_fault_hooks(std::string_view text) {
             hooks.completion_queue = parse_number(*parsed.value, item);
             const uint32_t n = hooks.completion_queue;
             if (n == 0 || n > 4096 || (n & (n - 1)) != 0) bad(item, "the entry count must be a power of two from 1 to 4096");
+        } else if (parsed.name == "worker-stall") {
+            if (!parsed.value) bad(item, "needs a duration in milliseconds, as in worker-stall:2000@1");
+            hooks.stall_ms = parse_number(*parsed.value, item);
+            if (hooks.stall_ms == 0) bad(item, "the duration starts at 1 ms");
+            hooks.stall_worker = parsed.worker;
         } else {
-            bad(item, "unknown fault (known: engine-poll-fails-after:N[@W], uring-unavailable@W, completion-queue:N)");
+            bad(item, "unknown fault (known: engine-poll-fails-after:N[@W], uring-unavailable@W, completion-queue:N, "
+                      "worker-stall:MS[@W])");
         }
     }
     return hooks;

@@ -99,6 +99,7 @@ int Runtime::run() {
         log_.error(e.what());
         return kExitBadConfig;
     }
+    notifier_ = ServiceNotifier::from_environment(log_);
     if (const int code = start_workers(); code != kExitOk) return code;
     if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
     report_open_files_limit();
@@ -115,6 +116,12 @@ int Runtime::run() {
     log_.info("ready: listening on ", join(listening_, " "), "; ", config_.rules.size(), " rule",
               config_.rules.size() == 1 ? "" : "s", ", ", workers_.size(), " worker thread",
               workers_.size() == 1 ? "" : "s", " (", config_.source, ")");
+    notifier_.ready("ready: " + service_status());
+    if (const auto interval = notifier_.watchdog_interval()) {
+        turn_watch_.emplace(*interval, Clock::now());
+        log_.info("watchdog: pinging the service manager every ", (*interval / 2).count() / 1000,
+                  " ms while every worker turns");
+    }
     {
         SignalWatcher watcher(signals_, log_, [this] { control_engine_->wake(); });
         control_loop();
@@ -158,7 +165,8 @@ int Runtime::start_workers() {
                                   .buffer_budget = buffer_budget_,
                                   .reuse_port = threads > 1,
                                   .faults = &faults_,
-                                  .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft)};
+                                  .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft),
+                                  .round = loop_round(std::chrono::milliseconds(250))};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
         if (report.exit_code != kExitOk) {
@@ -214,9 +222,10 @@ void Runtime::start_control_components() {
 
 void Runtime::control_loop() {
     while (signals_.stop_requests.load() == 0) {
-        dispatcher_->run_once(kControlRound);
-        if (failed_worker()) {
+        dispatcher_->run_once(loop_round(kControlRound));
+        if (const auto failed = failed_worker()) {
             // Its sessions are gone already; the others are closed at once, no draining.
+            notifier_.stopping("stopping: worker " + std::to_string(*failed) + " failed");
             for (auto& worker : workers_) worker->stop();
             return;
         }
@@ -224,6 +233,7 @@ void Runtime::control_loop() {
         finish_reload_if_done();
         apply_dns_updates();
         report_buffer_cap();
+        service_tick();
     }
     drain_and_stop();
 }
@@ -275,6 +285,7 @@ void Runtime::handle_signals() {
 // then close the rest. A second signal skips the wait.
 void Runtime::drain_and_stop() {
     // Waited for: once it returns, every listener is closed and new connections are refused.
+    notifier_.stopping("stopping: " + service_status());
     uint64_t open_sessions = 0;
     on_every_worker([&](core::Forwarder& forwarder) {
         forwarder.stop_accepting();
@@ -292,9 +303,10 @@ void Runtime::drain_and_stop() {
     // Keep the control thread serving (admin, metrics) while sessions drain.
     while ((open_sessions > 0 || active() > 0) && Clock::now() < deadline && signals_.stop_requests.load() < 2) {
         open_sessions = 0;  // from now on the workers' own counts, refreshed every round
-        dispatcher_->run_once(std::chrono::milliseconds(100));
+        dispatcher_->run_once(loop_round(std::chrono::milliseconds(100)));
         handle_signals();
         finish_reload_if_done();
+        service_tick();
     }
     if (active() > 0) {
         log_.info("closing ", active(), " session(s) still open");

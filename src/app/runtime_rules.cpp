@@ -188,6 +188,7 @@ void Runtime::reload(admin::ReplyCallback done) {
 void Runtime::start_reload_job() {
     reload_status_.reloads++;
     reload_status_.last_attempt_unix = unix_time_now();
+    notifier_.reloading();
     auto job = std::make_unique<ReloadJob>();
     job->waiters = std::exchange(reload_waiters_, {});
     std::promise<LoadedConfig> promise;
@@ -215,6 +216,7 @@ void Runtime::finish_reload_if_done() {
     if (!reload_job_ || reload_job_->result.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return;
     const std::unique_ptr<ReloadJob> job = std::move(reload_job_);
     const admin::Reply reply = apply_reloaded(job->result.get());
+    notifier_.ready((reply.ok ? "reloaded: " : "reload failed: ") + service_status());
     for (const admin::ReplyCallback& done : job->waiters) done(reply);
     if (!reload_job_ && !reload_waiters_.empty()) start_reload_job();
 }

@@ -31,8 +31,6 @@ StartReport start_failure(int exit_code, std::string message) {
     return report;
 }
 
-constexpr auto kRound = std::chrono::milliseconds(250);
-
 }  // namespace
 
 Worker::Worker(const Setup& setup) : index_(setup.index), log_(setup.log), thread_([this, setup] { run(setup); }) {}
@@ -152,7 +150,7 @@ void Worker::run(Setup setup) {
         forwarder_.store(forwarder.get());
         set_engine(engine.get());
         try {
-            serve(*forwarder);
+            serve(*forwarder, setup);
         } catch (const std::exception& e) {
             // Its sessions are gone with it: the control thread sees this and stops ringlb.
             setup.log->error("worker ", setup.index, " failed: ", e.what(), "; ringlb stops");
@@ -180,12 +178,20 @@ std::string Worker::failure() const {
     return failure_;
 }
 
-void Worker::serve(core::Forwarder& forwarder) {
+void Worker::serve(core::Forwarder& forwarder, const Setup& setup) {
     forwarder.start_accepting();
+    const uint32_t stall_ms = setup.faults ? setup.faults->stall_for(setup.index) : 0;
+    const auto stall_at = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    bool stalled = false;
     while (!stop_.load(std::memory_order_relaxed)) {
-        forwarder.run_once(kRound);
+        forwarder.run_once(setup.round);
         mailbox_.run_pending();
         active_.store(forwarder.active_sessions(), std::memory_order_relaxed);
+        turns_.fetch_add(1, std::memory_order_relaxed);
+        if (stall_ms != 0 && !stalled && std::chrono::steady_clock::now() >= stall_at) {
+            stalled = true;  // test hook (RINGLB_FAULT worker-stall): a worker stuck in its loop
+            std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //   uring-unavailable@W            worker W cannot set up io_uring ("auto" falls back to epoll)
 //   completion-queue:N             io_uring rings of N submission and N completion entries (N a power
 //                                  of two from 1 to 4096), to make the completion queue overflow
+//   worker-stall:MS[@W]            worker W (or every worker) sleeps MS milliseconds inside its loop,
+//                                  once, a second after it starts serving: a stuck worker, for the
+//                                  service watchdog
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -22,10 +25,14 @@ struct FaultHooks {
     std::optional<unsigned> poll_fault_worker;  // nullopt = every worker
     std::optional<unsigned> uring_unavailable_worker;
     uint32_t completion_queue = 0;
+    uint32_t stall_ms = 0;  // 0 = no stall
+    std::optional<unsigned> stall_worker;  // nullopt = every worker
 
     bool any() const { return !text.empty(); }
     // Sets the hooks that concern worker `worker` in its engine options.
     void apply(unsigned worker, engine::EngineOptions& options) const;
+    // How long worker `worker` stalls once (0: it does not).
+    uint32_t stall_for(unsigned worker) const { return !stall_worker || *stall_worker == worker ? stall_ms : 0; }
 };
 
 // Throws std::invalid_argument naming the item that is wrong.

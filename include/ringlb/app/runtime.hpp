@@ -18,6 +18,7 @@
 #include "ringlb/admin/controller.hpp"
 #include "ringlb/admin/snapshot.hpp"
 #include "ringlb/app/descriptors.hpp"
+#include "ringlb/app/service_notifier.hpp"
 #include "ringlb/app/signals.hpp"
 #include "ringlb/app/worker.hpp"
 #include "ringlb/config/config.hpp"
@@ -111,6 +112,12 @@ private:
     admin::Reply apply_reloaded(LoadedConfig loaded);
     void drain_and_stop();
     void report_buffer_cap();
+    // The service manager (sd_notify): the status line, and the watchdog fed only while every
+    // worker's loop turns (runtime_service.cpp).
+    std::string service_status() const;
+    void service_tick();
+    void feed_watchdog(std::chrono::steady_clock::time_point now);
+    std::chrono::milliseconds loop_round(std::chrono::milliseconds normal) const;
 
     // Turns `next` into a plan over the current slots and applies it everywhere; on success
     // `config_` becomes `next`. Returns an error message or "" on success.
@@ -170,6 +177,12 @@ private:
     std::vector<std::string> listening_;  // for the "ready" line
     std::string engine_name_;
     std::string engine_features_;
+
+    ServiceNotifier notifier_{log_};  // from NOTIFY_SOCKET, read once in run()
+    std::optional<TurnWatch> turn_watch_;  // with WATCHDOG_USEC, from "ready" on
+    std::optional<size_t> stuck_worker_;   // the worker that stopped the watchdog pings
+    std::chrono::steady_clock::time_point next_ping_{};
+    std::chrono::steady_clock::time_point next_status_{};
 
     SignalFlags signals_;
     std::unique_ptr<engine::Engine> control_engine_;

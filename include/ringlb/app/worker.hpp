@@ -45,6 +45,8 @@ public:
         bool reuse_port = false;
         const FaultHooks* faults = nullptr;  // test hooks (RINGLB_FAULT); null = none
         int descriptor_ceiling = INT_MAX;    // see Forwarder::set_descriptor_ceiling
+        // The longest an idle loop waits before it turns again (the watchdog wants it short).
+        std::chrono::milliseconds round = std::chrono::milliseconds(250);
     };
 
     explicit Worker(const Setup& setup);
@@ -75,6 +77,8 @@ public:
     bool failed() const { return failed_.load(); }
     std::string failure() const;
     const core::ForwarderStats& final_stats() const { return final_stats_; }  // after join()
+    // Rounds of the loop so far: the control thread's watchdog sees a stuck worker by it.
+    uint64_t turns() const { return turns_.load(std::memory_order_relaxed); }
 
 private:
     struct CallState;
@@ -83,7 +87,7 @@ private:
     bool run_task(const std::function<void(core::Forwarder&)>& task);
     void wake();
     void set_engine(engine::Engine* engine);
-    void serve(core::Forwarder& forwarder);
+    void serve(core::Forwarder& forwarder, const Setup& setup);
 
     unsigned index_;
     Logger* log_;
@@ -96,6 +100,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> ended_{false};
     std::atomic<uint32_t> active_{0};
+    std::atomic<uint64_t> turns_{0};
     std::atomic<bool> failed_{false};
     mutable std::mutex failure_mutex_;
     std::string failure_;  // under failure_mutex_
