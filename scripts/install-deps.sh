@@ -20,9 +20,10 @@ packages=(
 )
 
 # --test: clang and its runtime for the fuzz targets, clang-tidy, PyYAML for the Kubernetes
-# manifest check, groff for the man page check.
+# manifest check, groff for the man page check, dpkg-dev for the package's dependencies
+# (dpkg-shlibdeps), systemd (systemd-analyze; nothing is started) and strace for the unit check.
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(clang libclang-rt-14-dev clang-tidy python3-yaml groff-base)
+    packages+=(clang libclang-rt-14-dev clang-tidy python3-yaml groff-base dpkg-dev systemd strace)
 fi
 
 is_installed() {
