@@ -568,11 +568,12 @@ private:
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
             else if (name == "proxy_from") read_clients(value, key, rule.proxy_from);
             else if (name == "health") read_health(value, key, rule.health);
+            else if (name == "server_histograms") rule.server_histograms = read_bool(value, key);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, failback, send_proxy, "
-                                               "accept_proxy, proxy_from, health, servers");
+                                               "accept_proxy, proxy_from, health, server_histograms, servers");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
@@ -1393,6 +1394,7 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
     if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
+    if (rule.server_histograms) put(out, "server_histograms", toml_bool(*rule.server_histograms));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";
@@ -1422,6 +1424,10 @@ std::string to_toml(const Config& config) {
 uint32_t handshake_limit(const GlobalConfig& global) {
     if (global.max_handshakes != 0) return std::min(global.max_handshakes, global.max_sessions);
     return std::max(global.max_sessions / 4, std::min(kMinDerivedHandshakes, global.max_sessions));
+}
+
+bool server_histograms_enabled(const RuleConfig& rule) {
+    return rule.server_histograms.value_or(rule.servers.size() <= kServerHistogramsAutoLimit);
 }
 
 std::string summarize(const Config& config) {

@@ -85,6 +85,7 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
     }
     rule->admin.resize(rule->servers.size());
     rule->traffic.resize(rule->servers.size());
+    if (config::server_histograms_enabled(rule_config)) rule->timing.resize(rule->servers.size());
     rule->balancer = balance::make_balancer(rule_config.mode, rule_config.failback);
     rule->health = health::Passive(
         rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
@@ -319,7 +320,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     if (!slot) {
         limits_.release(net::IpKey::of(peer), *rule);
         ++stats_.rejected_max_sessions;
-        ++rules_[*rule]->rejects.limit;
+        rules_[*rule]->rejects.count_limit(admin::RejectCounts::Limit::Global);
         log_.debug("client ", peer, " over max_sessions: closed");
         log_rejected(listener, peer, EndCause::Limit, client.get());
         return;
@@ -351,7 +352,7 @@ void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, c
         case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
         case SessionLimits::Verdict::OverRulePerIp:
             ++stats_.rejected_rule_per_ip;
-            ++rules_[*counts->rule]->rejects.limit;
+            rules_[*counts->rule]->rejects.count_limit(admin::RejectCounts::Limit::PerIp);
             over = "max_sessions_per_ip";
             break;
         case SessionLimits::Verdict::OverMaxSessions:
@@ -420,17 +421,35 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
     const auto verdict = handshake && *handshake ? limits_.finish_handshake(**handshake, key, *rule, now_)
                                                   : limits_.try_admit(key, *rule, now_);
     if (handshake) handshake->reset();  // its counts are gone, whatever the verdict
+    using Limit = admin::RejectCounts::Limit;
     const char* over = nullptr;
+    Limit limit = Limit::Global;
     switch (verdict) {
         case SessionLimits::Verdict::Admitted: return rule;
         case SessionLimits::Verdict::OverMaxSessions: ++stats_.rejected_max_sessions; over = "max_sessions"; break;
-        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
-        case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
+        case SessionLimits::Verdict::OverPerIp:
+            ++stats_.rejected_per_ip;
+            over = "global max_sessions_per_ip";
+            limit = Limit::PerIp;
+            break;
+        case SessionLimits::Verdict::OverMaxClients:
+            ++stats_.rejected_max_clients;
+            over = "max_clients";
+            limit = Limit::MaxClients;
+            break;
+        case SessionLimits::Verdict::OverRulePerIp:
+            ++stats_.rejected_rule_per_ip;
+            over = "max_sessions_per_ip";
+            limit = Limit::PerIp;
+            break;
+        case SessionLimits::Verdict::OverRate:
+            ++stats_.rejected_rate;
+            over = "max_conn_rate_per_ip";
+            limit = Limit::Rate;
+            break;
         case SessionLimits::Verdict::OverMaxHandshakes: over = "max_handshakes"; break;  // not returned here
     }
-    ++rules_[*rule]->rejects.limit;
+    rules_[*rule]->rejects.count_limit(limit);
     *cause = EndCause::Limit;
     log_.debug("client ", client, " over ", over, " (rule ", rules_[*rule]->config.id, "): closed");
     return std::nullopt;
@@ -644,6 +663,8 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     const auto connect_time = std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.connect_started);
     session.connect_us = static_cast<uint32_t>(std::min<int64_t>(connect_time.count(), UINT32_MAX));
     rule.connect_time.add(static_cast<uint64_t>(connect_time.count()));
+    if (session.server < rule.timing.size())
+        rule.timing[session.server].connect_time.add(static_cast<uint64_t>(connect_time.count()));
     rule.balancer->session_taken(session.server);
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
@@ -957,8 +978,11 @@ void Forwarder::release(uint32_t slot, Session& session) {
             rule.balancer->session_dropped(session.server);
         }
         --rule.active_sessions;
-        rule.session_duration.add(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started).count()));
+        const auto duration = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started).count());
+        rule.session_duration.add(duration);
+        if (session.established && session.server < rule.timing.size())
+            rule.timing[session.server].session_duration.add(duration);
         limits_.release(net::IpKey::of(session.client_address), session.rule);
     }
     ++stats_.sessions_ended;
@@ -1132,6 +1156,10 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;
+    snapshot.rejects.global_limit += stats_.rejected_max_sessions;
+    snapshot.rejects.per_ip_limit += stats_.rejected_per_ip + stats_.rejected_rule_per_ip;
+    snapshot.rejects.rate_limit += stats_.rejected_rate;
+    snapshot.rejects.max_clients += stats_.rejected_max_clients;
     snapshot.rejects.no_server += stats_.no_server_left;
     snapshot.rejects.untrusted_proxy += stats_.rejected_untrusted_proxy;
     snapshot.rejects.max_handshakes += stats_.rejected_max_handshakes;
@@ -1146,8 +1174,7 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
         admin::RuleSnapshot& out = snapshot.rules[i];
         out.active_sessions += rule.active_sessions;
         out.total_sessions += rule.total_sessions;
-        out.rejects.limit += rule.rejects.limit;
-        out.rejects.no_server += rule.rejects.no_server;
+        out.rejects.merge(rule.rejects);
         out.connect_failures.refused += rule.connect_failures.refused;
         out.connect_failures.timeout += rule.connect_failures.timeout;
         out.connect_failures.other += rule.connect_failures.other;
@@ -1161,6 +1188,15 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
             server_out.connect_failures += server.connect_failures;
             server_out.bytes_up += rule.traffic[s].bytes_up;
             server_out.bytes_down += rule.traffic[s].bytes_down;
+            if (s < rule.timing.size()) {
+                server_out.has_histograms = true;
+                server_out.connect_time.merge(rule.timing[s].connect_time);
+                server_out.session_duration.merge(rule.timing[s].session_duration);
+            }
+            if (const health::ServerState* passive = rule.health.find_state(s)) {
+                server_out.went_up += passive->came_up;
+                server_out.went_down += passive->went_down;
+            }
             out.bytes_up += rule.traffic[s].bytes_up;
             out.bytes_down += rule.traffic[s].bytes_down;
             server_out.weight = server.weight;

@@ -3,6 +3,7 @@
 // Every problem is reported with file, line, column and the key it concerns.
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,6 +78,9 @@ struct RuleConfig {
     // TCP peer, never against the address in the header; empty = any peer (warned about).
     std::vector<net::ClientPattern> proxy_from;
     HealthCheckConfig health;
+    // Connect-time and session-duration histograms per server in the metrics; unset = on for
+    // rules of at most kServerHistogramsAutoLimit servers (a scrape of a large rule stays small).
+    std::optional<bool> server_histograms;
     std::vector<ServerConfig> servers;
     // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
     // than writing them (a reload compares every rule of the file with the running one).
@@ -110,6 +114,10 @@ struct GlobalConfig {
 // max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
 constexpr uint32_t kMinDerivedHandshakes = 8;
 uint32_t handshake_limit(const GlobalConfig& global);
+
+// Whether the metrics keep histograms for each server of `rule` (see RuleConfig::server_histograms).
+constexpr size_t kServerHistogramsAutoLimit = 100;
+bool server_histograms_enabled(const RuleConfig& rule);
 
 // The receive-buffer memory cap in force: max_buffer_memory, or its default for this machine
 // (`physical_memory` bytes of RAM) when it is 0.

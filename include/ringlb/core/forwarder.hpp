@@ -192,12 +192,17 @@ private:
         uint64_t bytes_up = 0;
         uint64_t bytes_down = 0;
     };
+    struct ServerTiming {
+        admin::Histogram connect_time;
+        admin::Histogram session_duration;
+    };
     struct Rule {
         config::RuleConfig config;
         bool retired = false;
         std::vector<balance::Server> servers;
         std::vector<ServerAdmin> admin;      // per server
         std::vector<ServerTraffic> traffic;  // per server
+        std::vector<ServerTiming> timing;    // per server, empty when server_histograms is off
         std::vector<ServerConnections::Handle> connections;  // per server, shared by all workers
         std::unique_ptr<balance::Balancer> balancer;
         health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight

@@ -14,6 +14,7 @@
 // per-IP limits for its TCP peer unless the peer is a trusted proxy. finish_handshake() then
 // moves it to the client the handshake named in one step (under the same lock), or
 // abandon_handshake() drops it: each undoes the handshake's counts exactly once.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -92,7 +93,7 @@ public:
         std::lock_guard lock(mutex_);
         if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
         if (!per_ip_.try_acquire(ip)) return Verdict::OverPerIp;
-        ++active_;
+        count_one_more();
         return Verdict::Admitted;
     }
 
@@ -113,7 +114,7 @@ public:
         if (state && !state->per_ip.has_room(handshake.peer)) return Verdict::OverRulePerIp;
         if (handshake.per_ip) per_ip_.try_acquire(handshake.peer);
         if (state) state->per_ip.try_acquire(handshake.peer);
-        ++active_;
+        count_one_more();
         ++handshakes_;
         return Verdict::Admitted;
     }
@@ -157,6 +158,11 @@ public:
     uint32_t handshakes() const {
         std::lock_guard lock(mutex_);
         return handshakes_;
+    }
+    // The most sessions (handshakes included) open at once since start, over all workers.
+    uint32_t peak() const {
+        std::lock_guard lock(mutex_);
+        return peak_;
     }
     // Client IPs holding at least one session (global count): 0 once every session ended.
     size_t tracked_ips() const {
@@ -212,7 +218,7 @@ private:
         if (state && !state->per_ip.has_room(ip)) return Verdict::OverRulePerIp;
         // Everything passed: count it all.
         per_ip_.try_acquire(ip);
-        ++active_;
+        count_one_more();
         if (state) {
             state->rate.take(ip, now);
             state->per_ip.try_acquire(ip);
@@ -220,6 +226,8 @@ private:
         }
         return Verdict::Admitted;
     }
+
+    void count_one_more() { peak_ = std::max(peak_, ++active_); }
 
     void drop_handshake_locked(const Handshake& handshake) {
         if (handshake.per_ip) per_ip_.release(handshake.peer);
@@ -238,6 +246,7 @@ private:
     const uint32_t max_handshakes_;
     mutable std::mutex mutex_;
     uint32_t active_ = 0;      // sessions and connections in their handshake
+    uint32_t peak_ = 0;        // the highest active_ so far
     uint32_t handshakes_ = 0;  // connections in their handshake
     IpLimiter per_ip_;
     std::vector<RuleState> rules_;
