@@ -235,6 +235,16 @@ void render_rules(Exposition& out, const std::vector<RuleSnapshot>& rules) {
             out.sample("ringlb_rule_rejects_by_cause_total", {{"rule", rule.id}, {"cause", cause}}, count);
     out.family("ringlb_rule_max_clients", "gauge", "The rule's max_clients in force (0 = unlimited).");
     for (const auto& rule : rules) out.sample("ringlb_rule_max_clients", {{"rule", rule.id}}, uint64_t{rule.max_clients});
+    out.family("ringlb_rule_queue_length", "gauge", "Clients waiting now for a server connection (rule key queue).");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_length", {{"rule", rule.id}}, rule.queue_length);
+    out.family("ringlb_rule_queue_capacity", "gauge", "The rule's queue in force (0 = no queue).");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_capacity", {{"rule", rule.id}}, uint64_t{rule.queue_capacity});
+    out.family("ringlb_rule_queue_timeouts_total", "counter", "Clients closed after waiting queue_timeout in the queue.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_timeouts_total", {{"rule", rule.id}}, rule.queue_timeouts);
+    out.family("ringlb_rule_queue_full_total", "counter", "Clients closed because every server and the queue were full.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_full_total", {{"rule", rule.id}}, rule.queue_full);
+    out.family("ringlb_rule_queue_time_seconds", "histogram", "Time clients spent in the queue, served or not.");
+    for (const auto& rule : rules) out.histogram("ringlb_rule_queue_time_seconds", {{"rule", rule.id}}, rule.queue_time);
     out.family("ringlb_rule_connect_failures_total", "counter", "Failed connects to this rule's servers, by reason.");
     for (const auto& rule : rules) {
         const auto& failures = rule.connect_failures;

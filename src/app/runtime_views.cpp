@@ -78,6 +78,7 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
         out.max_clients = rule.max_clients;
         out.max_sessions_per_ip = rule.max_sessions_per_ip;
         out.max_conn_rate_per_ip = rule.max_conn_rate_per_ip;
+        out.queue_capacity = rule.queue;
         // The servers the workers have: dns entries expanded.
         const config::RuleConfig& live_rule = *slots_[order.back()].live;
         const auto checks = check_counts(live_rule);

@@ -163,6 +163,7 @@ std::string_view to_string(EndCause cause) {
         case EndCause::Admin: return "admin";
         case EndCause::Error: return "error";
         case EndCause::UntrustedProxy: return "untrusted-proxy";
+        case EndCause::QueueTimeout: return "queue-timeout";
     }
     return "error";  // a value cast from a corrupt byte: still one of the documented words
 }

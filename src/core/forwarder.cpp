@@ -86,6 +86,7 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
     rule->admin.resize(rule->servers.size());
     rule->traffic.resize(rule->servers.size());
     if (config::server_histograms_enabled(rule_config)) rule->timing.resize(rule->servers.size());
+    if (rule_config.queue > 0) rule->queue = limits_.server_queues().queue(rule_config.id, rule_config.queue);
     rule->balancer = balance::make_balancer(rule_config.mode, rule_config.failback);
     rule->health = health::Passive(
         rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
@@ -580,10 +581,12 @@ std::optional<size_t> Forwarder::pick_and_take(Rule& rule, Session& session) {
     }
 }
 
+// A client waiting in the rule's queue gets the connection before anyone else can take it.
 void Forwarder::give_back_connection(Rule& rule, Session& session) {
     if (!session.connection_taken) return;
     session.connection_taken = false;
-    ServerConnections::give_back(*rule.connections[session.server]);
+    limits_.server_queues().offer_or_give_back(rule.queue, rule.servers[session.server].address,
+                                               rule.connections[session.server]);
 }
 
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
@@ -592,16 +595,24 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
     if (may_retry) refresh_servers(rule, session);
     const auto pick = may_retry ? pick_and_take(rule, session) : std::nullopt;
+    if (may_retry && wait_in_queue(slot, session, pick)) return;
     if (!pick) {
         ++stats_.no_server_left;
         ++rule.rejects.no_server;
         log_.warn("rule ", rule.config.id, ": no server left for client ", session.client_address.to_string(),
-                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable): closed");
+                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable",
+                  rule.queue && may_retry && every_usable_server_full(rule, session) ? ", the rest full, the queue full" : "",
+                  "): closed");
         close_session(slot, session, false, EndCause::ConnectFailed);
         return;
     }
-    session.server = static_cast<uint16_t>(*pick);
-    const balance::Server& server = rule.servers[*pick];
+    connect_to(slot, session, *pick);
+}
+
+void Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index) {
+    Rule& rule = *rules_[session.rule];
+    session.server = static_cast<uint16_t>(server_index);
+    const balance::Server& server = rule.servers[server_index];
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
     if (fd < 0 || fd >= descriptor_ceiling_) {
         give_back_connection(rule, session);
@@ -972,6 +983,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
     }
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
+        if (session.queued) leave_queue(slot, session);  // a grant already sent passes on when it arrives
         give_back_connection(rule, session);
         if (session.established) {
             --rule.servers[session.server].active_sessions;
@@ -1063,6 +1075,8 @@ void Forwarder::on_timer(TimerKey key) {
             ++stats_.rejected_proxy_header;
             log_.debug("peer ", session.client_address, ": no PROXY header in time: closed");
             close_session(slot, session, false, EndCause::Error);
+        } else if (session.queued) {
+            on_queue_timeout(slot, session);
         } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
             engine_.cancel(session.server_fd.get());  // completes the connect with -ECANCELED
@@ -1180,6 +1194,10 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
         out.connect_failures.other += rule.connect_failures.other;
         out.connect_time.merge(rule.connect_time);
         out.session_duration.merge(rule.session_duration);
+        if (rule.queue) out.queue_length = rule.queue->waiting();
+        out.queue_timeouts += rule.queue_timeouts;
+        out.queue_full += rule.queue_full;
+        out.queue_time.merge(rule.queue_time);
         for (size_t s = 0; s < rule.servers.size() && s < out.servers.size(); ++s) {
             const balance::Server& server = rule.servers[s];
             admin::ServerSnapshot& server_out = out.servers[s];
@@ -1223,7 +1241,7 @@ std::vector<SessionInfo> Forwarder::list_sessions(std::optional<uint16_t> rule, 
         info.rule = session.admitted ? rules_[session.rule]->config.id : "-";
         info.server = server_name(session);
         static constexpr const char* kStates[] = {"handshake", "connecting", "established", "closing"};
-        info.state = kStates[static_cast<int>(session.state)];
+        info.state = session.queued ? "queued" : kStates[static_cast<int>(session.state)];
         info.bytes_up = session.upstream.delivered_bytes;
         info.bytes_down = session.downstream.delivered_bytes;
         info.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - session.started);

@@ -43,6 +43,7 @@ TEST_CASE("end causes have their documented names") {
     CHECK(to_string(EndCause::Admin) == "admin");
     CHECK(to_string(EndCause::Error) == "error");
     CHECK(to_string(EndCause::UntrustedProxy) == "untrusted-proxy");
+    CHECK(to_string(EndCause::QueueTimeout) == "queue-timeout");
 }
 
 TEST_CASE("text record lists every field in order") {
@@ -102,7 +103,8 @@ TEST_CASE("json record escapes quotes, backslashes and control characters") {
 TEST_CASE("no end cause is 0: sessions use 0 for a cause not noted yet") {
     for (auto cause : {EndCause::ClientFin, EndCause::ServerFin, EndCause::ClientReset, EndCause::ServerReset,
                        EndCause::IdleTimeout, EndCause::ConnectFailed, EndCause::Limit, EndCause::Acl,
-                       EndCause::Shutdown, EndCause::Admin, EndCause::Error, EndCause::UntrustedProxy})
+                       EndCause::Shutdown, EndCause::Admin, EndCause::Error, EndCause::UntrustedProxy,
+                       EndCause::QueueTimeout})
         CHECK(static_cast<uint8_t>(cause) != 0);
 }
 

@@ -123,6 +123,12 @@ struct RuleSnapshot {
     ConnectFailureCounts connect_failures;
     Histogram connect_time;      // successful connects
     Histogram session_duration;  // ended sessions
+    // The queue (rule key `queue`): shared by the workers, so its length is not summed.
+    uint32_t queue_capacity = 0;
+    uint64_t queue_length = 0;
+    uint64_t queue_timeouts = 0;
+    uint64_t queue_full = 0;
+    Histogram queue_time;  // clients that left the queue, served or not
     std::vector<ServerSnapshot> servers;
 };
 

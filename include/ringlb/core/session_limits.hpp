@@ -25,6 +25,7 @@
 #include "ringlb/core/conn_rate_limiter.hpp"
 #include "ringlb/core/ip_limiter.hpp"
 #include "ringlb/core/server_connections.hpp"
+#include "ringlb/core/server_queue.hpp"
 #include "ringlb/net/address.hpp"
 
 namespace ringlb::core {
@@ -190,6 +191,8 @@ public:
 
     // Connections per server over all workers (counted without this object's lock).
     ServerConnections& server_connections() { return server_connections_; }
+    // Clients waiting for a server connection, per rule over all workers.
+    ServerQueues& server_queues() { return server_queues_; }
 
     // A full bucket is dropped by the first admission at least this long after the last sweep.
     static constexpr Clock::duration kSweepInterval = std::chrono::seconds(1);
@@ -252,6 +255,7 @@ private:
     std::vector<RuleState> rules_;
     Clock::time_point last_sweep_{};
     ServerConnections server_connections_;
+    ServerQueues server_queues_;
 };
 
 }  // namespace ringlb::core
