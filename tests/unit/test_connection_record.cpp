@@ -148,3 +148,14 @@ TEST_CASE("behind a PROXY header the record names the TCP peer after the client,
     // Elsewhere there is no peer field at all.
     CHECK(format_record(full_record(), config::LogFormat::Json).find("peer") == std::string::npos);
 }
+
+TEST_CASE("text records quote values beyond ASCII: UTF-8 stays readable, other bytes are escaped") {
+    ConnectionRecord record = full_record();
+    record.rule = "caf\xC3\xA9";    // UTF-8
+    record.server = "web\xFF\x01";  // not UTF-8, and a control character
+    const std::string text = format_record(record, config::LogFormat::Text);
+    CHECK(text.find(" rule=\"caf\xC3\xA9\" ") != std::string::npos);
+    CHECK(text.find(" server=\"web\\u00ff\\u0001\" ") != std::string::npos);
+    const std::string json = format_record(record, config::LogFormat::Json);
+    CHECK(json.find(R"("server":"web\u00ff\u0001")") != std::string::npos);
+}
