@@ -52,6 +52,8 @@ struct RejectCounts {
     // over max_handshakes.
     uint64_t untrusted_proxy = 0;
     uint64_t max_handshakes = 0;
+    // Not TLS, a bad or late ClientHello on a listener with sni/alpn rules, and no other rule.
+    uint64_t client_hello = 0;
 };
 
 struct ConnectFailureCounts {
@@ -66,6 +68,8 @@ struct RuleSnapshot {
     std::vector<std::string> listen;
     std::vector<std::string> clients;
     std::vector<std::string> deny;
+    std::vector<std::string> sni;           // the rule's server-name patterns
+    std::vector<uint64_t> sni_sessions;     // per pattern: sessions whose ClientHello name it matched
     uint32_t max_clients = 0;
     uint32_t max_sessions_per_ip = 0;
     uint32_t max_conn_rate_per_ip = 0;
