@@ -610,14 +610,12 @@ void Forwarder::route_by_hello(uint32_t slot, Session& session, const net::tls::
         close_session(slot, session, false, cause);
         return;
     }
-    if (hello) count_sni_match(slot, session);
+    if (hello) count_sni_match(*rules_[*rule], held.server_name);
     start_session(slot, session, *rule);
 }
 
 // The pattern of the rule's sni that the client's name matched, for the metrics.
-void Forwarder::count_sni_match(uint32_t slot, const Session& session) {
-    Rule& rule = *rules_[session.rule];
-    const std::string& name = hellos_.at(slot).server_name;
+void Forwarder::count_sni_match(Rule& rule, const std::string& name) {
     for (size_t i = 0; i < rule.config.sni.size(); ++i) {
         if (!net::tls::server_name_matches(rule.config.sni[i], name)) continue;
         ++rule.sni_sessions[i];

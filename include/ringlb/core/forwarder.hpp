@@ -225,6 +225,7 @@ private:
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
+    static void count_sni_match(Rule& rule, const std::string& server_name);
     void rebuild_listener_rules();
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);
@@ -256,7 +257,6 @@ private:
     void examine_client_hello(uint32_t slot, Session& session);
     // Chooses the rule once the hello is read (`hello`), or is known to be unusable (null: `why`).
     void route_by_hello(uint32_t slot, Session& session, const net::tls::ClientHello* hello, const std::string& why);
-    void count_sni_match(uint32_t slot, const Session& session);
     // accept_proxy: checks the peer against proxy_from and the handshake limits, then waits for
     // its header in a new session.
     void begin_handshake(uint16_t listener, net::UniqueFd client, const net::SocketAddress& peer);
