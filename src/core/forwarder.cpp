@@ -521,7 +521,8 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     const size_t header_here = parsed.consumed - before;
     const bool reads_hello = listeners_[session.listener].reads_hello;
     if (reads_hello) {  // the start of the ClientHello, if any
-        hellos_.at(slot).bytes.assign(bytes + header_here, received - header_here);
+        // [], not at(): a reload may have given the listener sni rules since the header was awaited.
+        hellos_[slot].bytes.assign(bytes + header_here, received - header_here);
         engine_.release_buffer(completion.buffer_id);
     } else if (header_here < received) {
         session.upstream.push({completion.buffer_id, static_cast<uint16_t>(header_here), static_cast<uint16_t>(received)});
@@ -563,7 +564,7 @@ void Forwarder::on_client_hello(uint32_t slot, Session& session, const engine::C
         return;
     }
     const auto* bytes = reinterpret_cast<const char*>(engine_.buffer_data(completion.buffer_id));
-    hellos_.at(slot).bytes.append(bytes, static_cast<size_t>(completion.result));
+    hellos_[slot].bytes.append(bytes, static_cast<size_t>(completion.result));
     engine_.release_buffer(completion.buffer_id);
     examine_client_hello(slot, session);
 }
@@ -571,7 +572,7 @@ void Forwarder::on_client_hello(uint32_t slot, Session& session, const engine::C
 // Parses the held bytes again only once the parser's `wanted` is there, so that a client sending
 // one byte at a time costs a parse per record, not per byte.
 void Forwarder::examine_client_hello(uint32_t slot, Session& session) {
-    HeldHello& held = hellos_.at(slot);
+    HeldHello& held = hellos_[slot];
     if (held.bytes.size() >= held.wanted) {
         const net::tls::ClientHello hello =
             net::tls::parse_client_hello(std::as_bytes(std::span(held.bytes.data(), held.bytes.size())));
@@ -590,8 +591,7 @@ void Forwarder::examine_client_hello(uint32_t slot, Session& session) {
 // alpn can take the client. The held bytes go to the server first (send_preamble()).
 void Forwarder::route_by_hello(uint32_t slot, Session& session, const net::tls::ClientHello* hello,
                                const std::string& why) {
-    HeldHello& held = hellos_.at(slot);
-    held.routed = true;
+    HeldHello& held = hellos_[slot];
     if (hello) held.server_name = hello->server_name;
     if (!why.empty())
         log_.debug("client ", session.client_address, " on ", listeners_[session.listener].address, ": ", why);
@@ -825,6 +825,9 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
         stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
+        // Bytes a receive still armed from the handshake delivers before the server is connected
+        // wait in the queue: on_connect() sends them.
+        if (session.state == Session::State::Connecting) return;
         pump(slot, session, source);
         return;
     }
@@ -834,7 +837,7 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
     } else if (completion.result == 0) {
         flow.eof = true;
         note_cause(session, source == Side::Client ? EndCause::ClientFin : EndCause::ServerFin);
-        pump(slot, session, source);
+        if (session.state != Session::State::Connecting) pump(slot, session, source);
     } else {
         log_.debug("session ", slot, ": recv from ", to_string(source), ": ", errno_text(completion.result));
         close_session(slot, session, true, reset_of(source));

@@ -340,7 +340,6 @@ private:
         // Without accept_proxy: the handshake's counts in the limits until a rule takes the client.
         std::optional<SessionLimits::Handshake> handshake;
         std::string server_name;  // from the hello, for the connection log
-        bool routed = false;      // a rule was chosen (or the client closed): no more bytes are held
     };
     std::unordered_map<uint32_t, HeldHello> hellos_;
     Logger* connection_log_ = nullptr;
