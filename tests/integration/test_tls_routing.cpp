@@ -168,15 +168,38 @@ TEST_CASE("sni: clients without a usable ClientHello go to a rule without sni, o
         CHECK(ringlb.wait_for_log("end=client-hello"));
         CHECK(named.accepted() == 0);
     }
-    SUBCASE("nothing within connect_timeout: closed, not held") {
+    SUBCASE("nothing within connect_timeout: closed, not held; waiting, it holds no server connection") {
         UniqueFd silent = connect_to(only_sni);
         const auto started = Clock::now();
+        for (int i = 0; i < 50 && stat(admin_port, "handshakes_active") < 1; ++i) std::this_thread::sleep_for(5ms);
+        CHECK(stat(admin_port, "handshakes_active") == 1);
+        CHECK(named.accepted() == 0);
         const ReadResult result = read_until_closed(silent.get(), 5s);
         CHECK(result.end != ReadEnd::Timeout);
         CHECK(Clock::now() - started >= 400ms);  // the rule's connect_timeout (500 ms), not sooner
         CHECK(stat(admin_port, "rejected_client_hello") == 1);
         CHECK(stat(admin_port, "handshakes_active") == 0);
     }
+}
+
+TEST_CASE("sni: clients awaiting their ClientHello count under max_handshakes") {
+    NameBackend named("tls-backend");
+    const std::uint16_t port = find_free_port(), admin_port = find_free_port();
+    GlobalSpec global = with_admin(admin_port);
+    global.extra_lines.push_back("max_handshakes = 1");
+    RinglbProcess ringlb(render_config(global, {rule("tls", port, named.endpoint(), {"sni = \"www.example.com\""})}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    UniqueFd waiting = connect_to(port);
+    for (int i = 0; i < 100 && stat(admin_port, "handshakes_active") < 1; ++i) std::this_thread::sleep_for(5ms);
+    REQUIRE(stat(admin_port, "handshakes_active") == 1);
+    UniqueFd refused = connect_to(port);
+    CHECK(read_until_closed(refused.get(), 5s).end != ReadEnd::Timeout);
+    CHECK(stat(admin_port, "rejected_max_handshakes") == 1);
+    // The one waiting is still served once its hello comes.
+    REQUIRE(send_all(waiting.get(), captured_hello()));
+    CHECK(read_line(waiting.get()).data == "tls-backend");
 }
 
 TEST_CASE("sni: a ClientHello one byte per TCP segment is routed by its name and forwarded byte for byte") {

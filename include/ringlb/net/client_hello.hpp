@@ -13,7 +13,7 @@ namespace ringlb::net::tls {
 // The most bytes (TLS record headers included) read before a ClientHello must be complete. Real
 // ones are under 2 KiB (post-quantum key shares bring some near 1.8 KiB); a session holds what it
 // read until a rule is chosen, so the bound is its memory.
-inline constexpr size_t kMaxClientHelloBytes = 16 * 1024;
+inline constexpr size_t kMaxClientHelloBytes = size_t{16} * 1024;
 
 struct ClientHello {
     enum class Status { NeedMore, Done, Invalid } status = Status::NeedMore;
