@@ -155,19 +155,21 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_rejects_total", {{"reason", "no_server"}}, snapshot.rejects.no_server);
     out.sample("ringlb_rejects_total", {{"reason", "untrusted_proxy"}}, snapshot.rejects.untrusted_proxy);
     out.sample("ringlb_rejects_total", {{"reason", "max_handshakes"}}, snapshot.rejects.max_handshakes);
+    out.sample("ringlb_rejects_total", {{"reason", "client_hello"}}, snapshot.rejects.client_hello);
     out.family("ringlb_rejects_by_cause_total", "counter",
                "Client connections closed at once, with limit rejects split by the limit that refused them.");
     for (const auto& [cause, count] : reject_causes(snapshot.rejects))
         out.sample("ringlb_rejects_by_cause_total", {{"cause", cause}}, count);
     out.sample("ringlb_rejects_by_cause_total", {{"cause", "untrusted_proxy"}}, snapshot.rejects.untrusted_proxy);
     out.sample("ringlb_rejects_by_cause_total", {{"cause", "max_handshakes"}}, snapshot.rejects.max_handshakes);
+    out.sample("ringlb_rejects_by_cause_total", {{"cause", "client_hello"}}, snapshot.rejects.client_hello);
     out.family("ringlb_sessions_peak", "gauge", "The most sessions open at once since start, handshakes included.");
     out.sample("ringlb_sessions_peak", {}, snapshot.peak_sessions);
     out.family("ringlb_max_sessions", "gauge", "[global] max_sessions in force.");
     out.sample("ringlb_max_sessions", {}, uint64_t{snapshot.max_sessions});
-    out.family("ringlb_max_handshakes", "gauge", "Connections that may wait for their PROXY header at once.");
+    out.family("ringlb_max_handshakes", "gauge", "Connections that may wait for their PROXY header or ClientHello at once.");
     out.sample("ringlb_max_handshakes", {}, uint64_t{snapshot.max_handshakes});
-    out.family("ringlb_handshakes_active", "gauge", "Connections waiting for their PROXY header now.");
+    out.family("ringlb_handshakes_active", "gauge", "Connections waiting for their PROXY header or ClientHello now.");
     out.sample("ringlb_handshakes_active", {}, snapshot.handshakes_active);
     out.family("ringlb_accept_errors_total", "counter", "Failed accepts (such as running out of file descriptors).");
     out.sample("ringlb_accept_errors_total", {}, snapshot.accept_errors);
@@ -252,6 +254,12 @@ void render_rules(Exposition& out, const std::vector<RuleSnapshot>& rules) {
         out.sample("ringlb_rule_connect_failures_total", {{"rule", rule.id}, {"reason", "timeout"}}, failures.timeout);
         out.sample("ringlb_rule_connect_failures_total", {{"rule", rule.id}, {"reason", "other"}}, failures.other);
     }
+    out.family("ringlb_rule_sni_sessions_total", "counter",
+               "Sessions started per rule and sni pattern, by the pattern the ClientHello's server name matched.");
+    for (const auto& rule : rules)
+        for (size_t i = 0; i < rule.sni.size(); ++i)
+            out.sample("ringlb_rule_sni_sessions_total", {{"rule", rule.id}, {"sni", rule.sni[i]}},
+                       i < rule.sni_sessions.size() ? rule.sni_sessions[i] : uint64_t{0});
     out.family("ringlb_connect_time_seconds", "histogram", "Time to connect to a server, successful connects only.");
     for (const auto& rule : rules) out.histogram("ringlb_connect_time_seconds", {{"rule", rule.id}}, rule.connect_time);
     out.family("ringlb_session_duration_seconds", "histogram", "Lifetime of ended sessions.");

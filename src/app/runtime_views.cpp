@@ -75,6 +75,7 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
         for (const auto& address : rule.listen) out.listen.push_back(address.to_string());
         for (const auto& pattern : rule.clients) out.clients.push_back(pattern.text());
         for (const auto& pattern : rule.deny) out.deny.push_back(pattern.text());
+        out.sni = rule.sni;
         out.max_clients = rule.max_clients;
         out.max_sessions_per_ip = rule.max_sessions_per_ip;
         out.max_conn_rate_per_ip = rule.max_conn_rate_per_ip;
@@ -179,6 +180,7 @@ admin::Reply Runtime::show_stats() {
         << "rejected_no_server " << view.rejects.no_server << "\n"
         << "rejected_untrusted_proxy " << view.rejects.untrusted_proxy << "\n"
         << "rejected_max_handshakes " << view.rejects.max_handshakes << "\n"
+        << "rejected_client_hello " << view.rejects.client_hello << "\n"
         << "handshakes_active " << view.handshakes_active << "\n"
         << "sessions_abandoned " << view.sessions_abandoned << "\n"
         << "buffer_memory_cap " << view.buffer_memory_cap << "\n"

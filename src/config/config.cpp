@@ -571,13 +571,15 @@ private:
             else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
             else if (name == "proxy_from") read_clients(value, key, rule.proxy_from);
+            else if (name == "sni") read_server_names(value, key, rule.sni);
+            else if (name == "alpn") read_alpn_protocols(value, key, rule.alpn);
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "server_histograms") rule.server_histograms = read_bool(value, key);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, queue, queue_timeout, failback, send_proxy, "
-                                               "accept_proxy, proxy_from, health, server_histograms, servers");
+                                               "accept_proxy, proxy_from, health, server_histograms, servers, sni, alpn");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
@@ -599,6 +601,54 @@ private:
                        std::to_string(rule.down_time.count()) + " ms)");
         }
         return rule;
+    }
+
+    // sni: host names as clients send them in the ClientHello, lower-cased; "*." may only lead.
+    void read_server_names(const toml::node& node, const std::string& key, std::vector<std::string>& names) {
+        for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
+            const auto text = read_string(item, item_key);
+            if (!text) return;
+            const std::string name = lowercase(*text);
+            if (const std::string error = server_name_error(name); !error.empty())
+                report(item.source(), item_key, "server name " + quoted(*text) + " " + error);
+            else if (std::find(names.begin(), names.end(), name) != names.end())
+                report(item.source(), item_key, "duplicate server name " + quoted(*text));
+            else names.push_back(name);
+        });
+    }
+
+    // Why `name` (lower-case) can never equal a server name a client sends, or "" if it can.
+    static std::string server_name_error(const std::string& name) {
+        constexpr size_t kMaxHostName = 253;
+        if (name.empty()) return "is empty";
+        if (name.size() > kMaxHostName) return "is longer than 253 characters";
+        const std::string_view host = name.starts_with("*.") ? std::string_view(name).substr(2) : std::string_view(name);
+        if (host.empty()) return "has nothing after \"*.\"";
+        if (host.find('*') != std::string_view::npos)
+            return "has a \"*\" that is not a leading \"*.\" (a wildcard stands for exactly one leading label)";
+        for (const char c : host)
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+                return "holds a character other than letters, digits, '-', '_' and '.'";
+        if (host.front() == '.' || host.back() == '.' || host.find("..") != std::string_view::npos)
+            return "has an empty label (a leading, trailing or doubled '.')";
+        return "";
+    }
+
+    // alpn: protocol ids as registered with IANA ("h2", "http/1.1"), compared exactly.
+    void read_alpn_protocols(const toml::node& node, const std::string& key, std::vector<std::string>& protocols) {
+        constexpr size_t kMaxProtocol = 255;
+        for_each_item(node, key, [&](const toml::node& item, const std::string& item_key) {
+            const auto text = read_string(item, item_key);
+            if (!text) return;
+            const bool printable = std::all_of(text->begin(), text->end(), [](char c) { return c > 0x20 && c < 0x7F; });
+            if (text->empty() || text->size() > kMaxProtocol || !printable)
+                report(item.source(), item_key, "ALPN protocol " + quoted(*text) +
+                                                    " must be 1 to 255 printable characters without spaces, "
+                                                    "e.g. \"h2\" or \"http/1.1\"");
+            else if (std::find(protocols.begin(), protocols.end(), *text) != protocols.end())
+                report(item.source(), item_key, "duplicate ALPN protocol " + quoted(*text));
+            else protocols.push_back(*text);
+        });
     }
 
     void read_send_proxy(const toml::node& node, const std::string& key, ProxyProtocol& version) {
@@ -968,7 +1018,7 @@ private:
     // A rule that takes every client (no clients, or "*"; no deny): later rules on its listen
     // addresses never see a client there.
     static bool takes_everyone(const RuleConfig& rule) {
-        return rule.deny.empty() && (rule.clients.empty() || std::any_of(rule.clients.begin(), rule.clients.end(),
+        return rule.deny.empty() && rule.sni.empty() && rule.alpn.empty() && (rule.clients.empty() || std::any_of(rule.clients.begin(), rule.clients.end(),
                                                                           [](const auto& p) { return p.matches_everyone(); }));
     }
 
@@ -1408,6 +1458,8 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
     if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
     if (rule.server_histograms) put(out, "server_histograms", toml_bool(*rule.server_histograms));
+    if (!rule.sni.empty()) put(out, "sni", toml_string_array(rule.sni));
+    if (!rule.alpn.empty()) put(out, "alpn", toml_string_array(rule.alpn));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";

@@ -53,6 +53,7 @@ std::string format_text(const ConnectionRecord& record) {
     if (!record.peer.empty()) append_text_field(out, "peer", record.peer);
     append_text_field(out, "listener", record.listener);
     append_text_field(out, "rule", record.rule);
+    if (!record.sni.empty()) append_text_field(out, "sni", record.sni);
     append_text_field(out, "server", record.server);
     append_text_number(out, "up", record.bytes_up);
     append_text_number(out, "down", record.bytes_down);
@@ -104,6 +105,7 @@ std::string format_json(const ConnectionRecord& record) {
     if (!record.peer.empty()) append_json_field(out, "peer", record.peer);
     append_json_field(out, "listener", record.listener);
     append_json_field(out, "rule", record.rule);
+    if (!record.sni.empty()) append_json_field(out, "sni", record.sni);
     if (record.server.empty()) {
         append_json_null(out, "server");
     } else {
@@ -141,6 +143,7 @@ std::string_view to_string(EndCause cause) {
         case EndCause::Error: return "error";
         case EndCause::UntrustedProxy: return "untrusted-proxy";
         case EndCause::QueueTimeout: return "queue-timeout";
+        case EndCause::ClientHello: return "client-hello";
     }
     return "error";  // a value cast from a corrupt byte: still one of the documented words
 }

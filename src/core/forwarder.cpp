@@ -84,6 +84,7 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
         rule->connections.push_back(limits_.server_connections().count(rule_config.id, server.address));
     }
     rule->admin.resize(rule->servers.size());
+    rule->sni_sessions.resize(rule_config.sni.size());
     rule->traffic.resize(rule->servers.size());
     if (config::server_histograms_enabled(rule_config)) rule->timing.resize(rule->servers.size());
     if (rule_config.queue > 0) rule->queue = limits_.server_queues().queue(rule_config.id, rule_config.queue);
@@ -147,6 +148,7 @@ void Forwarder::rebuild_listener_rules() {
         listener.rules.clear();
         listener.accept_proxy = false;
         listener.proxy_from.clear();
+        listener.reads_hello = false;
         if (!listener.closing) open.emplace(listener.address, static_cast<uint16_t>(i));
     }
     for (uint16_t slot : order_) {
@@ -159,6 +161,7 @@ void Forwarder::rebuild_listener_rules() {
             listener.rules.push_back(slot);
             listener.accept_proxy = listener.accept_proxy || config.accept_proxy;
             if (config.accept_proxy) listener.proxy_from = config.proxy_from;  // every rule on it has the same
+            listener.reads_hello = listener.reads_hello || !config.sni.empty() || !config.alpn.empty();
         }
     }
 }
@@ -307,7 +310,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
         log_.debug("accepted connection dropped: it was reset before its address could be read");
         return;
     }
-    if (listeners_[listener].accept_proxy) {
+    if (listeners_[listener].accept_proxy || listeners_[listener].reads_hello) {
         begin_handshake(listener, std::move(client), peer);
         return;
     }
@@ -334,9 +337,10 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     start_session(*slot, session, *rule);
 }
 
-// The real client is only known from its PROXY header: the connection waits for it in a session,
-// counted as a handshake (its peer in the per-IP limits, unless a trusted proxy), and rules and
-// limits for the client apply once the header has arrived.
+// The real client is only known from its PROXY header, and the rule of a listener with sni or alpn
+// rules only from the ClientHello: the connection waits for them in a session, counted as a
+// handshake (its peer in the per-IP limits, unless a trusted proxy), and rules and limits for the
+// client apply once they have arrived. No server connection is held meanwhile.
 void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, const net::SocketAddress& peer) {
     const Listener& listener = listeners_[listener_index];
     const auto counts = handshake_counts(listener, peer);
@@ -370,8 +374,9 @@ void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, c
         }
     }
     if (!slot) {
-        log_.debug("peer ", peer, " on ", listener.address, " over ", over, " while its PROXY header is awaited: closed");
-        log_rejected(listener_index, peer, EndCause::Limit, client.get(), true);
+        log_.debug("peer ", peer, " on ", listener.address, " over ", over, " while its ",
+                   listener.accept_proxy ? "PROXY header" : "ClientHello", " is awaited: closed");
+        log_rejected(listener_index, peer, EndCause::Limit, client.get(), listener.accept_proxy);
         return;
     }
     Session& session = sessions_[*slot];
@@ -380,7 +385,8 @@ void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, c
     session.client_address = peer;
     session.listener = listener_index;
     session.started = session.last_activity = now_;
-    proxied_[*slot] = {peer, counts, false};
+    if (listener.accept_proxy) proxied_[*slot] = {peer, counts, false};
+    if (listener.reads_hello) hellos_[*slot].handshake = listener.accept_proxy ? std::nullopt : counts;
     engine_.recv(session.client_fd.get(), engine_.buffer_size(), token(*slot, Op::RecvClient));
     session.upstream.recv_pending = true;
     std::chrono::milliseconds deadline{0};
@@ -406,9 +412,10 @@ std::optional<SessionLimits::Handshake> Forwarder::handshake_counts(const Listen
 }
 
 std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::SocketAddress& client,
-                                                 EndCause* cause, std::optional<SessionLimits::Handshake>* handshake) {
+                                                 EndCause* cause, std::optional<SessionLimits::Handshake>* handshake,
+                                                 const net::tls::ClientHello* hello) {
     bool denied = false;
-    const auto rule = match_rule(listeners_[listener], client, &denied);
+    const auto rule = match_rule(listeners_[listener], client, &denied, hello);
     if (!rule) {
         ++(denied ? stats_.rejected_denied : stats_.rejected_no_rule);
         *cause = EndCause::Acl;
@@ -465,8 +472,28 @@ void Forwarder::start_session(uint32_t slot, Session& session, uint16_t rule) {
     connect_next_server(slot, session);
 }
 
+namespace {
+
+// A rule without sni and alpn takes any client; one with them, a client whose ClientHello names a
+// server matching one of its patterns and offers one of its protocols (each list that is set).
+bool hello_matches(const config::RuleConfig& rule, const net::tls::ClientHello* hello) {
+    if (rule.sni.empty() && rule.alpn.empty()) return true;
+    if (!hello) return false;
+    const auto& name = hello->server_name;
+    const auto& offered = hello->alpn;
+    const bool name_ok = rule.sni.empty() || std::any_of(rule.sni.begin(), rule.sni.end(), [&](const std::string& p) {
+                             return net::tls::server_name_matches(p, name);
+                         });
+    const bool alpn_ok = rule.alpn.empty() || std::any_of(rule.alpn.begin(), rule.alpn.end(), [&](const std::string& p) {
+                             return std::find(offered.begin(), offered.end(), p) != offered.end();
+                         });
+    return name_ok && alpn_ok;
+}
+
+}  // namespace
+
 std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const net::SocketAddress& client,
-                                              bool* denied) const {
+                                              bool* denied, const net::tls::ClientHello* hello) const {
     const auto any_matches = [&](const std::vector<net::ClientPattern>& patterns) {
         return std::any_of(patterns.begin(), patterns.end(),
                            [&](const net::ClientPattern& pattern) { return pattern.matches(client); });
@@ -477,7 +504,7 @@ std::optional<uint16_t> Forwarder::match_rule(const Listener& listener, const ne
             if (denied) *denied = true;
             continue;
         }
-        if (config.clients.empty() || any_matches(config.clients)) return index;
+        if ((config.clients.empty() || any_matches(config.clients)) && hello_matches(config, hello)) return index;
     }
     return std::nullopt;
 }
@@ -512,7 +539,12 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     }
     // The header ends in this buffer (it was incomplete without it): what follows is data.
     const size_t header_here = parsed.consumed - before;
-    if (header_here < received) {
+    const bool reads_hello = listeners_[session.listener].reads_hello;
+    if (reads_hello) {  // the start of the ClientHello, if any
+        // [], not at(): a reload may have given the listener sni rules since the header was awaited.
+        hellos_[slot].bytes.assign(bytes + header_here, received - header_here);
+        engine_.release_buffer(completion.buffer_id);
+    } else if (header_here < received) {
         session.upstream.push({completion.buffer_id, static_cast<uint16_t>(header_here), static_cast<uint16_t>(received)});
         session.upstream.queued_bytes += static_cast<uint32_t>(received - header_here);
     } else {
@@ -524,6 +556,10 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
     if (parsed.source) session.client_address = *parsed.source;
     log_.debug("session ", slot, ": peer ", proxied.peer, " on ", listeners_[session.listener].address,
                " sent a PROXY header for client ", session.client_address);
+    if (reads_hello) {
+        examine_client_hello(slot, session);
+        return;
+    }
     session.state = Session::State::Connecting;
     EndCause cause = EndCause::Acl;
     const auto rule = admit_to_rule(session.listener, session.client_address, &cause, &proxied.handshake);
@@ -532,6 +568,79 @@ void Forwarder::on_proxy_header(uint32_t slot, Session& session, const engine::C
         return;
     }
     start_session(slot, session, *rule);
+}
+
+// The client's first bytes on a listener with sni or alpn rules (after its PROXY header, if any).
+void Forwarder::on_client_hello(uint32_t slot, Session& session, const engine::Completion& completion) {
+    if (completion.result <= 0) {
+        if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
+        ++stats_.rejected_client_hello;
+        log_.debug("client ", session.client_address, " on ", listeners_[session.listener].address,
+                   completion.result == 0 ? ": closed before its ClientHello ended"
+                                          : ": recv before ClientHello: " + errno_text(completion.result),
+                   ": closed");
+        const bool failed = completion.result < 0;
+        close_session(slot, session, failed, failed ? EndCause::ClientReset : EndCause::ClientHello);
+        return;
+    }
+    const auto* bytes = reinterpret_cast<const char*>(engine_.buffer_data(completion.buffer_id));
+    hellos_[slot].bytes.append(bytes, static_cast<size_t>(completion.result));
+    engine_.release_buffer(completion.buffer_id);
+    examine_client_hello(slot, session);
+}
+
+// Parses the held bytes again only once the parser's `wanted` is there, so that a client sending
+// one byte at a time costs a parse per record, not per byte.
+void Forwarder::examine_client_hello(uint32_t slot, Session& session) {
+    HeldHello& held = hellos_[slot];
+    if (held.bytes.size() >= held.wanted) {
+        const net::tls::ClientHello hello =
+            net::tls::parse_client_hello(std::as_bytes(std::span(held.bytes.data(), held.bytes.size())));
+        if (hello.status == net::tls::ClientHello::Status::Done) return route_by_hello(slot, session, &hello, "");
+        if (hello.status == net::tls::ClientHello::Status::Invalid)
+            return route_by_hello(slot, session, nullptr, "no usable ClientHello: " + hello.error);
+        held.wanted = hello.wanted;
+    }
+    if (session.upstream.recv_pending) return;  // a multishot receive still armed delivers the rest
+    const auto room = static_cast<uint32_t>(net::tls::kMaxClientHelloBytes - held.bytes.size());
+    engine_.recv(session.client_fd.get(), std::min(room, engine_.buffer_size()), token(slot, Op::RecvClient));
+    session.upstream.recv_pending = true;
+}
+
+// Rules are tried in order with what the hello says; without one, only rules without sni and
+// alpn can take the client. The held bytes go to the server first (send_preamble()).
+void Forwarder::route_by_hello(uint32_t slot, Session& session, const net::tls::ClientHello* hello,
+                               const std::string& why) {
+    HeldHello& held = hellos_[slot];
+    if (hello) held.server_name = hello->server_name;
+    if (!why.empty())
+        log_.debug("client ", session.client_address, " on ", listeners_[session.listener].address, ": ", why);
+    const auto proxied = proxied_.find(slot);
+    auto& handshake = proxied != proxied_.end() ? proxied->second.handshake : held.handshake;
+    session.state = Session::State::Connecting;
+    EndCause cause = EndCause::Acl;
+    const uint64_t no_rule_before = stats_.rejected_no_rule;
+    const auto rule = admit_to_rule(session.listener, session.client_address, &cause, &handshake, hello);
+    if (!rule) {
+        if (!hello && stats_.rejected_no_rule != no_rule_before) {  // only a rule with sni or alpn could take it
+            --stats_.rejected_no_rule;
+            ++stats_.rejected_client_hello;
+            cause = EndCause::ClientHello;
+        }
+        close_session(slot, session, false, cause);
+        return;
+    }
+    if (hello) count_sni_match(*rules_[*rule], held.server_name);
+    start_session(slot, session, *rule);
+}
+
+// The pattern of the rule's sni that the client's name matched, for the metrics.
+void Forwarder::count_sni_match(Rule& rule, const std::string& name) {
+    for (size_t i = 0; i < rule.config.sni.size(); ++i) {
+        if (!net::tls::server_name_matches(rule.config.sni[i], name)) continue;
+        ++rule.sni_sessions[i];
+        return;
+    }
 }
 
 void Forwarder::log_rejected(uint16_t listener, const net::SocketAddress& address, EndCause cause, int client_fd,
@@ -682,17 +791,26 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     if (log_.enabled(LogLevel::Debug)) log_.debug("session ", slot, ": ", describe(slot, session), " established");
     timers_.cancel({slot, TimerKind::Connect});
     arm_idle_timer(slot, session);
-    if (rule.config.send_proxy != config::ProxyProtocol::Off) send_proxy_header(slot, session);
+    const auto held = hellos_.find(slot);
+    if (rule.config.send_proxy != config::ProxyProtocol::Off || (held != hellos_.end() && !held->second.bytes.empty()))
+        send_preamble(slot, session);
     pump(slot, session, Side::Client);
     pump(slot, session, Side::Server);
 }
 
-// send_proxy: the header goes out before any client byte; the client's flow waits behind it.
-void Forwarder::send_proxy_header(uint32_t slot, Session& session) {
-    const auto version = rules_[session.rule]->config.send_proxy == config::ProxyProtocol::V1 ? net::proxy::Version::V1
-                                                                                                : net::proxy::Version::V2;
-    const std::string& header = proxy_out_[slot] =
-        net::proxy::encode(version, session.client_address, net::local_address(session.client_fd.get()));
+// send_proxy: the header goes out before any client byte, then the ClientHello bytes held while
+// the rule was chosen; the client's flow waits behind them.
+void Forwarder::send_preamble(uint32_t slot, Session& session) {
+    const config::ProxyProtocol send_proxy = rules_[session.rule]->config.send_proxy;
+    const auto version = send_proxy == config::ProxyProtocol::V1 ? net::proxy::Version::V1 : net::proxy::Version::V2;
+    std::string& header = proxy_out_[slot];
+    if (send_proxy != config::ProxyProtocol::Off)
+        header = net::proxy::encode(version, session.client_address, net::local_address(session.client_fd.get()));
+    if (const auto held = hellos_.find(slot); held != hellos_.end()) {
+        session.preamble_client_bytes = static_cast<uint16_t>(held->second.bytes.size());
+        header += held->second.bytes;
+        held->second.bytes = std::string();  // sent from here on; its memory goes back
+    }
     session.sending_proxy_header = true;
     session.upstream.send_pending = true;
     engine_.send(session.server_fd.get(), reinterpret_cast<const std::byte*>(header.data()),
@@ -721,7 +839,9 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
     Flow& flow = session.flow_from(source);
     if (!completion.more) flow.recv_pending = false;  // a multishot receive stays armed until then
     if (session.state == Session::State::Handshake) {
-        on_proxy_header(slot, session, completion);
+        const auto proxied = proxied_.find(slot);
+        if (proxied != proxied_.end() && !proxied->second.header_read) on_proxy_header(slot, session, completion);
+        else on_client_hello(slot, session, completion);
         return;
     }
     if (completion.result > 0 && session.state != Session::State::Closing) {
@@ -737,6 +857,9 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
         stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
+        // Bytes a receive still armed from the handshake delivers before the server is connected
+        // wait in the queue: on_connect() sends them.
+        if (session.state == Session::State::Connecting) return;
         pump(slot, session, source);
         return;
     }
@@ -746,7 +869,7 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
     } else if (completion.result == 0) {
         flow.eof = true;
         note_cause(session, source == Side::Client ? EndCause::ClientFin : EndCause::ServerFin);
-        pump(slot, session, source);
+        if (session.state != Session::State::Connecting) pump(slot, session, source);
     } else {
         log_.debug("session ", slot, ": recv from ", to_string(source), ": ", errno_text(completion.result));
         close_session(slot, session, true, reset_of(source));
@@ -797,6 +920,11 @@ void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int r
         }
         proxy_out_.erase(slot);
         session.sending_proxy_header = false;
+        if (session.preamble_client_bytes > 0) {  // the held ClientHello counts as client bytes
+            flow.delivered_bytes += session.preamble_client_bytes;
+            rules_[session.rule]->traffic[session.server].bytes_up += session.preamble_client_bytes;
+            session.preamble_client_bytes = 0;
+        }
         pump(slot, session, source);
         return;
     }
@@ -939,7 +1067,10 @@ void Forwarder::decide_ending(uint32_t slot, Session& session, bool abortive, En
     if (abortive && cause == EndCause::ServerReset) failed = Side::Server;
     // In order of cost: the syscalls only for a session that looks quiescent from here. The
     // bytes of an unfinished PROXY header were read and can never be delivered.
-    const bool cut = abortive || !is_quiescent(session) || proxy_in_.contains(slot) || has_unread_input(session);
+    const auto held = hellos_.find(slot);
+    const bool holds_hello = held != hellos_.end() && !held->second.bytes.empty();
+    const bool cut = abortive || !is_quiescent(session) || proxy_in_.contains(slot) || holds_hello ||
+                     has_unread_input(session);
     session.abortive = false;
     for (Side side : {Side::Client, Side::Server}) {
         const PeerEnd end = peer_end(session, side, cut, failed);
@@ -981,6 +1112,11 @@ void Forwarder::release(uint32_t slot, Session& session) {
         limits_.abandon_handshake(*proxied->second.handshake);
         proxied->second.handshake.reset();
     }
+    const auto hello = hellos_.find(slot);
+    if (hello != hellos_.end() && hello->second.handshake) {  // closed before a rule took it
+        limits_.abandon_handshake(*hello->second.handshake);
+        hello->second.handshake.reset();
+    }
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
         if (session.queued) leave_queue(slot, session);  // a grant already sent passes on when it arrives
@@ -1004,6 +1140,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
                    ", ", as_ms(Clock::now() - session.started), " ms");
     log_connection(slot, session);
     if (proxied != proxied_.end()) proxied_.erase(proxied);
+    if (hello != hellos_.end()) hellos_.erase(hello);
     if (session.admitted && rules_[session.rule]->retired && rules_[session.rule]->active_sessions == 0)
         rules_[session.rule].reset();  // the last session of a removed rule
     sessions_.release(slot);
@@ -1019,6 +1156,7 @@ void Forwarder::log_connection(uint32_t slot, const Session& session) {
         if (!proxied->second.header_read) record.client.clear();  // no header: the client is unknown
     }
     record.listener = listeners_[session.listener].address.to_string();
+    if (const auto hello = hellos_.find(slot); hello != hellos_.end()) record.sni = hello->second.server_name;
     if (session.admitted) {
         const Rule& rule = *rules_[session.rule];
         record.rule = rule.config.id;
@@ -1071,7 +1209,10 @@ void Forwarder::on_timer(TimerKey key) {
         return;
     }
     if (key.kind == TimerKind::Connect) {
-        if (session.state == Session::State::Handshake) {
+        const auto proxied = proxied_.find(slot);
+        if (session.state == Session::State::Handshake && (proxied == proxied_.end() || proxied->second.header_read)) {
+            route_by_hello(slot, session, nullptr, "no whole ClientHello in time");
+        } else if (session.state == Session::State::Handshake) {
             ++stats_.rejected_proxy_header;
             log_.debug("peer ", session.client_address, ": no PROXY header in time: closed");
             close_session(slot, session, false, EndCause::Error);
@@ -1177,6 +1318,7 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.rejects.no_server += stats_.no_server_left;
     snapshot.rejects.untrusted_proxy += stats_.rejected_untrusted_proxy;
     snapshot.rejects.max_handshakes += stats_.rejected_max_handshakes;
+    snapshot.rejects.client_hello += stats_.rejected_client_hello;
     snapshot.sessions_abandoned += stats_.sessions_abandoned;
     const engine::BufferStats buffers = engine_.buffer_stats();
     snapshot.buffer_size = engine_.buffer_size();
@@ -1198,6 +1340,8 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
         out.queue_timeouts += rule.queue_timeouts;
         out.queue_full += rule.queue_full;
         out.queue_time.merge(rule.queue_time);
+        if (out.sni_sessions.size() < rule.sni_sessions.size()) out.sni_sessions.resize(rule.sni_sessions.size());
+        for (size_t p = 0; p < rule.sni_sessions.size(); ++p) out.sni_sessions[p] += rule.sni_sessions[p];
         for (size_t s = 0; s < rule.servers.size() && s < out.servers.size(); ++s) {
             const balance::Server& server = rule.servers[s];
             admin::ServerSnapshot& server_out = out.servers[s];

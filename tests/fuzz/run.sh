@@ -35,6 +35,7 @@ targets=(
     "admin 512"
     "proxy 1100"
     "import_g5 4096"
+    "client_hello 2048"
 )
 
 for tool in clang clang++ cmake; do

@@ -10,6 +10,7 @@
 #define RINGLB_FUZZ_REGRESSION
 
 #include "../fuzz/fuzz_admin.cpp"
+#include "../fuzz/fuzz_client_hello.cpp"
 #include "../fuzz/fuzz_config.cpp"
 #include "../fuzz/fuzz_import_g5.cpp"
 #include "../fuzz/fuzz_proxy.cpp"
@@ -65,6 +66,7 @@ TEST_CASE("fuzz seeds pass every target's checks") {
     check_corpus("admin", ringlb::fuzz::check_admin);
     check_corpus("proxy", ringlb::fuzz::check_proxy);
     check_corpus("import_g5", ringlb::fuzz::check_import_g5);
+    check_corpus("client_hello", ringlb::fuzz::check_client_hello);
 }
 
 // fuzz_values, values-crash-530f6862d9dfd73757cebd3e51f988fe50a67d02: the client pattern

@@ -72,6 +72,8 @@ struct RejectCounts {
     // over max_handshakes.
     uint64_t untrusted_proxy = 0;
     uint64_t max_handshakes = 0;
+    // Not TLS, a bad or late ClientHello on a listener with sni/alpn rules, and no other rule.
+    uint64_t client_hello = 0;
     // `limit` split by the limit that refused: they add up to it.
     uint64_t global_limit = 0;  // max_sessions (or no session slot left)
     uint64_t per_ip_limit = 0;  // max_sessions_per_ip, global or the rule's
@@ -97,6 +99,7 @@ struct RejectCounts {
         no_server += other.no_server;
         untrusted_proxy += other.untrusted_proxy;
         max_handshakes += other.max_handshakes;
+        client_hello += other.client_hello;
     }
 };
 
@@ -112,6 +115,8 @@ struct RuleSnapshot {
     std::vector<std::string> listen;
     std::vector<std::string> clients;
     std::vector<std::string> deny;
+    std::vector<std::string> sni;           // the rule's server-name patterns
+    std::vector<uint64_t> sni_sessions;     // per pattern: sessions whose ClientHello name it matched
     uint32_t max_clients = 0;
     uint32_t max_sessions_per_ip = 0;
     uint32_t max_conn_rate_per_ip = 0;

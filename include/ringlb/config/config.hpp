@@ -81,6 +81,10 @@ struct RuleConfig {
     // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
     // TCP peer, never against the address in the header; empty = any peer (warned about).
     std::vector<net::ClientPattern> proxy_from;
+    // TLS passthrough: the server names (lower-case; "*.x" = one label then x) and ALPN protocols
+    // the client's ClientHello must offer, one of each listed; empty = not looked at.
+    std::vector<std::string> sni;
+    std::vector<std::string> alpn;
     HealthCheckConfig health;
     // Connect-time and session-duration histograms per server in the metrics; unset = on for
     // rules of at most kServerHistogramsAutoLimit servers (a scrape of a large rule stays small).

@@ -27,10 +27,11 @@ enum class EndCause : uint8_t {
     Error,          // anything else (resource exhaustion, internal error)
     UntrustedProxy,  // accept_proxy: the peer is not in proxy_from, so may not send a PROXY header
     QueueTimeout,    // waited queue_timeout in its rule's queue without a server connection
+    ClientHello,     // sni/alpn: not TLS, a bad or late ClientHello, and no rule without sni/alpn
 };
 
 // "client-fin", "server-fin", "client-reset", "server-reset", "idle-timeout", "connect-failed",
-// "limit", "acl", "shutdown", "admin", "error", "untrusted-proxy", "queue-timeout".
+// "limit", "acl", "shutdown", "admin", "error", "untrusted-proxy", "queue-timeout", "client-hello".
 std::string_view to_string(EndCause cause);
 
 // What one peer (the client, or the server) was told when its connection ended: a FIN means the
@@ -53,6 +54,9 @@ struct ConnectionRecord {
     std::string peer;
     std::string listener;  // the address it connected to
     std::string rule;      // empty when no rule took it
+    // Listeners with sni/alpn rules: the server name of the client's ClientHello (lower-case), empty
+    // when it sent none; then left out of the line.
+    std::string sni;
     std::string server;    // empty when none was connected
     uint64_t bytes_up = 0;    // client -> server
     uint64_t bytes_down = 0;  // server -> client

@@ -30,6 +30,7 @@
 #include "ringlb/core/user_data.hpp"
 #include "ringlb/engine/engine.hpp"
 #include "ringlb/health/passive.hpp"
+#include "ringlb/net/client_hello.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
 #include "ringlb/util/log_throttle.hpp"
@@ -49,6 +50,8 @@ struct ForwarderStats {
     uint64_t rejected_proxy_header = 0;  // accept_proxy: missing, malformed or late header
     uint64_t rejected_untrusted_proxy = 0;  // accept_proxy: a peer not in proxy_from
     uint64_t rejected_max_handshakes = 0;   // accept_proxy: max_handshakes connections await their header
+    // sni/alpn: not TLS, a bad or late ClientHello, and no rule without sni/alpn to take it
+    uint64_t rejected_client_hello = 0;
     uint64_t connect_failures = 0;
     uint64_t no_server_left = 0;
     uint64_t idle_timeouts = 0;
@@ -65,7 +68,7 @@ struct ForwarderStats {
     uint64_t rejected_total() const {
         return rejected_no_rule + rejected_max_sessions + rejected_per_ip + rejected_denied + rejected_max_clients +
                rejected_rule_per_ip + rejected_rate + rejected_proxy_header + rejected_untrusted_proxy +
-               rejected_max_handshakes;
+               rejected_max_handshakes + rejected_client_hello;
     }
 };
 
@@ -222,6 +225,7 @@ private:
         admin::Histogram queue_time;         // time spent queued, by clients that left the queue
         uint64_t queue_timeouts = 0;
         uint64_t queue_full = 0;             // clients closed because the queue was full
+        std::vector<uint64_t> sni_sessions;  // per config.sni pattern: sessions whose server name it matched
     };
     struct Listener {
         net::UniqueFd fd;
@@ -232,9 +236,11 @@ private:
         bool closing = false;         // removed: waiting for its accept request to end
         bool accept_armed = false;
         bool paused = false;          // its accept was cancelled for want of descriptors
+        bool reads_hello = false;     // a rule on it routes by sni or alpn: read the ClientHello first
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
+    static void count_sni_match(Rule& rule, const std::string& server_name);
     void rebuild_listener_rules();
     void bind_new_listeners(bool reuse_port);
     void close_listener(uint16_t index);
@@ -249,16 +255,23 @@ private:
     // is in `slot` already when it had to send a PROXY header first.
     // The first rule of the listener that does not deny the client and whose clients match it;
     // *denied tells whether some rule's deny list matched the client.
+    // `hello`: the client's ClientHello, when one was read whole; rules with sni or alpn need it.
     std::optional<uint16_t> match_rule(const Listener& listener, const net::SocketAddress& client,
-                                       bool* denied = nullptr) const;
+                                       bool* denied = nullptr, const net::tls::ClientHello* hello = nullptr) const;
     // Matches a rule and counts the client in every limit; nullopt (with the reason in *cause)
     // when no rule takes it or a limit refuses it.
     // `handshake`: the counts of the handshake that named the client, moved to it in the same step
     // (and gone whatever the outcome: reset here).
     std::optional<uint16_t> admit_to_rule(uint16_t listener, const net::SocketAddress& client, EndCause* cause,
-                                          std::optional<SessionLimits::Handshake>* handshake = nullptr);
+                                          std::optional<SessionLimits::Handshake>* handshake = nullptr,
+                                          const net::tls::ClientHello* hello = nullptr);
     void start_session(uint32_t slot, Session& session, uint16_t rule);
     void on_proxy_header(uint32_t slot, Session& session, const engine::Completion& completion);
+    // sni/alpn: the client's first bytes, held until its ClientHello is whole (or cannot be).
+    void on_client_hello(uint32_t slot, Session& session, const engine::Completion& completion);
+    void examine_client_hello(uint32_t slot, Session& session);
+    // Chooses the rule once the hello is read (`hello`), or is known to be unusable (null: `why`).
+    void route_by_hello(uint32_t slot, Session& session, const net::tls::ClientHello* hello, const std::string& why);
     // accept_proxy: checks the peer against proxy_from and the handshake limits, then waits for
     // its header in a new session.
     void begin_handshake(uint16_t listener, net::UniqueFd client, const net::SocketAddress& peer);
@@ -286,7 +299,8 @@ private:
     bool leave_queue(uint32_t slot, Session& session);
     void on_queue_timeout(uint32_t slot, Session& session);
     void on_connect(uint32_t slot, Session& session, int result);
-    void send_proxy_header(uint32_t slot, Session& session);
+    // The PROXY header (send_proxy) and the held ClientHello bytes, before any other client byte.
+    void send_preamble(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void queue_received(Flow& flow, const engine::Completion& completion);
     uint32_t receive_room(const Flow& flow) const;
@@ -344,6 +358,16 @@ private:
         bool header_read = false;
     };
     std::unordered_map<uint32_t, Proxied> proxied_;
+    // Sessions on listeners with sni/alpn rules, by slot: the client's first bytes, held until a
+    // rule is chosen and then sent to the server first, byte for byte.
+    struct HeldHello {
+        std::string bytes;
+        size_t wanted = 0;  // parse again once this many bytes are held
+        // Without accept_proxy: the handshake's counts in the limits until a rule takes the client.
+        std::optional<SessionLimits::Handshake> handshake;
+        std::string server_name;  // from the hello, for the connection log
+    };
+    std::unordered_map<uint32_t, HeldHello> hellos_;
     Logger* connection_log_ = nullptr;
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions

@@ -56,7 +56,8 @@ struct Flow {
 };
 
 struct Session {
-    // Handshake: waiting for the client's PROXY header (accept_proxy), before any rule is chosen.
+    // Handshake: waiting for the client's PROXY header (accept_proxy) or its TLS ClientHello (rules
+    // with sni or alpn), before any rule is chosen.
     enum class State : uint8_t { Handshake, Connecting, Established, Closing };
 
     State state = State::Connecting;
@@ -74,6 +75,7 @@ struct Session {
     uint16_t listener = 0;
     uint16_t rule = 0;
     uint16_t server = 0;
+    uint16_t preamble_client_bytes = 0;  // held ClientHello bytes in the preamble being sent
     uint32_t connect_us = 0;  // how long the successful connect took
     net::UniqueFd client_fd;
     net::UniqueFd server_fd;
