@@ -31,6 +31,8 @@ constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
 constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
+constexpr uint64_t kMinRate = 1024;                        // upload_rate / download_rate, bytes per second
+constexpr uint64_t kMaxRate = uint64_t{100} * 1024 * 1024 * 1024;
 constexpr int64_t kMinHealthCount = 1;        // rise / fall
 constexpr int64_t kMaxHealthCount = 100;
 constexpr std::string_view kUnixPrefix = "unix:";
@@ -549,7 +551,9 @@ private:
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.max_sessions_per_ip = static_cast<uint32_t>(*n);
             } else if (name == "max_conn_rate_per_ip") {
                 if (auto n = read_integer(value, key, 0, kMaxConnRate)) rule.max_conn_rate_per_ip = static_cast<uint32_t>(*n);
-            } else if (name == "deny") read_clients(value, key, rule.deny);
+            } else if (name == "upload_rate") read_rate(value, key, rule.upload_rate);
+            else if (name == "download_rate") read_rate(value, key, rule.download_rate);
+            else if (name == "deny") read_clients(value, key, rule.deny);
             else if (name == "timeout") {
                 // 0: no idle timeout (as a G5 rule without `timeout`).
                 if (auto d = read_timeout(value, key, true)) rule.timeout = *d;
@@ -570,7 +574,7 @@ private:
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
-                                               "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
+                                               "max_conn_rate_per_ip, upload_rate, download_rate, timeout, connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, failback, send_proxy, "
                                                "accept_proxy, proxy_from, health, servers");
         }
@@ -587,6 +591,25 @@ private:
                        std::to_string(rule.down_time.count()) + " ms)");
         }
         return rule;
+    }
+
+    // upload_rate / download_rate: a size per second ("1m" = 1 MiB/s), 0 = unlimited.
+    void read_rate(const toml::node& node, const std::string& key, uint64_t& rate) {
+        std::optional<uint64_t> bytes;
+        std::string shown;
+        if (const auto* text = node.as_string()) {
+            shown = quoted(text->get());
+            bytes = parse_size(text->get());
+        } else if (const auto* integer = node.as_integer()) {
+            shown = std::to_string(integer->get());
+            if (integer->get() >= 0) bytes = static_cast<uint64_t>(integer->get());
+        } else {
+            return report_type(node, key, "a size per second such as \"1m\" or an integer number of bytes per second");
+        }
+        if (!bytes || (*bytes != 0 && (*bytes < kMinRate || *bytes > kMaxRate)))
+            return report(node.source(), key,
+                          "must be 0 (unlimited) or a size per second between 1k and 100g (e.g. \"512k\", \"10m\"), got " + shown);
+        rate = *bytes;
     }
 
     void read_send_proxy(const toml::node& node, const std::string& key, ProxyProtocol& version) {
@@ -1383,6 +1406,8 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "max_clients", std::to_string(rule.max_clients));
     put(out, "max_sessions_per_ip", std::to_string(rule.max_sessions_per_ip));
     put(out, "max_conn_rate_per_ip", std::to_string(rule.max_conn_rate_per_ip));
+    if (rule.upload_rate != 0) put(out, "upload_rate", std::to_string(rule.upload_rate));
+    if (rule.download_rate != 0) put(out, "download_rate", std::to_string(rule.download_rate));
     put(out, "timeout", toml_duration(rule.timeout));
     put(out, "connect_timeout", toml_duration(rule.connect_timeout));
     put(out, "down_time", toml_duration(rule.down_time));

@@ -702,6 +702,8 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
             return;
         }
         queue_received(flow, completion);
+        if (const ByteRate rate = byte_rate(session, source); rate.limited())
+            flow.bucket.take(static_cast<uint64_t>(completion.result));
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
         stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
@@ -809,7 +811,7 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     Flow& flow = session.flow_from(source);
     const Side destination = other(source);
     if (!flow.recv_pending && !flow.eof) {
-        if (const uint32_t room = receive_room(flow); room > 0) {
+        if (const uint32_t room = throttled_room(slot, session, source, receive_room(flow)); room > 0) {
             engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
             flow.recv_pending = true;
         }
@@ -845,6 +847,28 @@ uint32_t Forwarder::receive_room(const Flow& flow) const {
     const uint32_t pairs = (Flow::kMaxChunks - flow.count - 1u) / 2u;
     const uint32_t slots_allow = pairs >= 2 ? pairs * buffer : buffer;
     return std::min(left, slots_allow);
+}
+
+ByteRate Forwarder::byte_rate(const Session& session, Side source) const {
+    const config::RuleConfig& config = rules_[session.rule]->config;
+    return {source == Side::Client ? config.upload_rate : config.download_rate};
+}
+
+// upload_rate / download_rate: a limited flow receives at most the tokens it has, and nothing
+// until it has a chunk's worth (or its whole room, if less): the throttle timer pumps it again
+// then. Not asking the engine is what holds the peer back, through TCP's own flow control.
+uint32_t Forwarder::throttled_room(uint32_t slot, Session& session, Side source, uint32_t room) {
+    const ByteRate rate = byte_rate(session, source);
+    if (room == 0 || !rate.limited()) return room;
+    TokenBucket& bucket = session.flow_from(source).bucket;
+    const int64_t tokens = bucket.available(rate, now_);
+    const uint32_t wanted = std::min(room, rate.min_chunk());
+    if (tokens >= static_cast<int64_t>(wanted)) return static_cast<uint32_t>(std::min<int64_t>(room, tokens));
+    // One timer serves both directions: it fires at the earlier of their deadlines.
+    const TimerKey key{slot, TimerKind::Throttle};
+    const auto ready = bucket.ready_at(rate, wanted, now_);
+    if (const auto armed = timers_.deadline(key); !armed || ready < *armed) timers_.arm(key, ready);
+    return 0;
 }
 
 // ---- closing -----------------------------------------------------------------------------
@@ -944,6 +968,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
     timers_.cancel({slot, TimerKind::Connect});
     timers_.cancel({slot, TimerKind::Idle});
     timers_.cancel({slot, TimerKind::Closing});
+    timers_.cancel({slot, TimerKind::Throttle});
     const auto proxied = proxied_.find(slot);
     if (proxied != proxied_.end() && proxied->second.handshake) {  // closed before its header was taken
         limits_.abandon_handshake(*proxied->second.handshake);
@@ -1019,6 +1044,7 @@ void Forwarder::abort_all_sessions(EndCause cause) {
 
 void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
+    now_ = now;  // what the timers' handlers see (a throttled flow counts its tokens by it)
     while (auto key = timers_.pop_due(now)) on_timer(*key);
 }
 
@@ -1032,6 +1058,12 @@ void Forwarder::on_timer(TimerKey key) {
     Session& session = sessions_[slot];
     if (key.kind == TimerKind::Closing) {
         if (session.state == Session::State::Closing && session.has_pending()) abandon_pending(slot, session);
+        return;
+    }
+    if (key.kind == TimerKind::Throttle) {
+        if (session.state != Session::State::Established) return;
+        pump(slot, session, Side::Client);
+        pump(slot, session, Side::Server);
         return;
     }
     if (key.kind == TimerKind::Connect) {

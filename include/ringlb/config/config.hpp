@@ -62,6 +62,10 @@ struct RuleConfig {
     uint32_t max_clients = 0;                 // concurrent sessions in this rule; 0 = unlimited
     uint32_t max_sessions_per_ip = 0;         // concurrent sessions in this rule per client IP; 0 = unlimited
     uint32_t max_conn_rate_per_ip = 0;        // new sessions per second per client IP, burst as many; 0 = off
+    // Bytes per second each session may read from its client (upload) and from its server
+    // (download); 0 = unlimited.
+    uint64_t upload_rate = 0;
+    uint64_t download_rate = 0;
     std::chrono::milliseconds timeout{std::chrono::seconds(300)};
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(3)};
     // Passive health (see health/passive.hpp): a failed connect marks the server down for

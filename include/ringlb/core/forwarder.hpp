@@ -264,6 +264,8 @@ private:
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void queue_received(Flow& flow, const engine::Completion& completion);
     uint32_t receive_room(const Flow& flow) const;
+    ByteRate byte_rate(const Session& session, Side source) const;
+    uint32_t throttled_room(uint32_t slot, Session& session, Side source, uint32_t room);
     void on_send(uint32_t slot, Session& session, Side destination, int result);
     void consume_sent(Flow& flow, uint32_t sent);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
