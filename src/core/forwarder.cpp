@@ -95,6 +95,15 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
 
 // ---- rules and listeners -----------------------------------------------------------------
 
+// The listen addresses some rule of the plan binds with freebind (one such rule is enough).
+std::unordered_set<net::SocketAddress, net::SocketAddressHash> Forwarder::freebind_addresses(const RulePlan& plan) {
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> addresses;
+    for (uint16_t slot : plan.order)
+        if (plan.slots.at(slot).rule->freebind)
+            addresses.insert(plan.slots.at(slot).rule->listen.begin(), plan.slots.at(slot).rule->listen.end());
+    return addresses;
+}
+
 void Forwarder::apply(const RulePlan& plan) {
     // The addresses the new plan listens on; those not open yet are bound first, so that a
     // bind error leaves everything as it was. Sets keep this linear: a plan may have thousands.
@@ -102,11 +111,12 @@ void Forwarder::apply(const RulePlan& plan) {
     for (const Listener& listener : listeners_)
         if (!listener.closing) open.insert(listener.address);
     std::vector<Listener> added;
+    const auto freebind = freebind_addresses(plan);
     for (uint16_t slot : plan.order) {
         for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
             if (!wanted.insert(address).second || open.contains(address)) continue;
             try {
-                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
+                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_, freebind.contains(address)), address, {}});
             } catch (const net::SystemError& e) {
                 throw ListenError(e.what());
             }
@@ -567,7 +577,15 @@ void Forwarder::give_back_connection(Rule& rule, Session& session) {
     ServerConnections::give_back(*rule.connections[session.server]);
 }
 
+// A server whose source address cannot be bound counts as a failed connect, and the next one is
+// tried here: in a loop, not a recursion, however many servers the rule has.
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
+    while (start_connect(slot, session)) {
+    }
+}
+
+// Picks a server and starts connecting to it; true when its source could not be bound.
+bool Forwarder::start_connect(uint32_t slot, Session& session) {
     Rule& rule = *rules_[session.rule];
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
@@ -579,7 +597,7 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
         log_.warn("rule ", rule.config.id, ": no server left for client ", session.client_address.to_string(),
                   " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable): closed");
         close_session(slot, session, false, EndCause::ConnectFailed);
-        return;
+        return false;
     }
     session.server = static_cast<uint16_t>(*pick);
     const balance::Server& server = rule.servers[*pick];
@@ -595,13 +613,56 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
             log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
         }
         close_session(slot, session, false, EndCause::Error);
-        return;
+        return false;
     }
     session.server_fd.reset(fd);
     session.connect_pending = true;
     session.connect_started = now_;
+    if (const int bound = bind_source(rule, *pick, fd); bound < 0) {
+        session.connect_pending = false;
+        record_connect_failure(session, bound, true);
+        return true;
+    }
     engine_.connect(fd, server.address, token(slot, Op::Connect));
     timers_.arm({slot, TimerKind::Connect}, now_ + rule.config.connect_timeout);  // moves the previous attempt's
+    return false;
+}
+
+// `source`: the server's own, else the rule's. With a port range each connect starts one port
+// further on (each worker elsewhere in it), so ports in use are seldom tried twice.
+int Forwarder::bind_source(const Rule& rule, size_t server, int fd) {
+    const config::ServerConfig& entry = rule.config.servers[server];
+    const config::SourceConfig& source = entry.source.enabled() ? entry.source : rule.config.source;
+    if (!source.enabled()) return 0;
+    const uint32_t start = worker_ * 7919u + source_port_cursor_++;
+    return net::bind_source(fd, source.address, source.first_port, source.last_port, start);
+}
+
+// A connect (or binding its source) failed: counted, logged and told to passive health; the
+// server is not tried again for this client.
+void Forwarder::record_connect_failure(Session& session, int result, bool binding_source) {
+    Rule& rule = *rules_[session.rule];
+    balance::Server& server = rule.servers[session.server];
+    ++stats_.connect_failures;
+    ++server.connect_failures;
+    const bool timed_out = session.connect_timed_out;
+    ++(timed_out ? rule.connect_failures.timeout
+       : result == -ECONNREFUSED ? rule.connect_failures.refused
+                                 : rule.connect_failures.other);
+    log_.warn("rule ", rule.config.id, binding_source ? ": binding the source address for " : ": ", "connect to ",
+              server_name(session), " failed: ",
+              timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
+                        : errno_text(result),
+              " (client ", session.client_address.to_string(), ")");
+    rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
+                               timed_out                  ? std::string("connect timed out")
+                               : result == -ECONNREFUSED ? std::string("connect refused")
+                                                         : "connect failed: " + errno_text(result));
+    session.connect_timed_out = false;
+    session.failed_servers.push_back(session.server);
+    engine_.forget(session.server_fd.get());
+    session.server_fd.reset();
+    give_back_connection(rule, session);
 }
 
 void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
@@ -610,31 +671,13 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         release_if_quiet(slot, session);
         return;
     }
-    Rule& rule = *rules_[session.rule];
-    balance::Server& server = rule.servers[session.server];
     if (result < 0) {
-        ++stats_.connect_failures;
-        ++server.connect_failures;
-        const bool timed_out = session.connect_timed_out;
-        ++(timed_out ? rule.connect_failures.timeout
-           : result == -ECONNREFUSED ? rule.connect_failures.refused
-                                     : rule.connect_failures.other);
-        log_.warn("rule ", rule.config.id, ": connect to ", server.address.to_string(), " failed: ",
-                  timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
-                            : errno_text(result),
-                  " (client ", session.client_address.to_string(), ")");
-        rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
-                                   timed_out                  ? std::string("connect timed out")
-                                   : result == -ECONNREFUSED ? std::string("connect refused")
-                                                             : "connect failed: " + errno_text(result));
-        session.connect_timed_out = false;
-        session.failed_servers.push_back(session.server);
-        engine_.forget(session.server_fd.get());
-        session.server_fd.reset();
-        give_back_connection(rule, session);
+        record_connect_failure(session, result);
         connect_next_server(slot, session);
         return;
     }
+    Rule& rule = *rules_[session.rule];
+    balance::Server& server = rule.servers[session.server];
     session.connect_timed_out = false;
     rule.health.connect_succeeded(rule.servers, session.server, now_);
     session.state = Session::State::Established;
@@ -1097,8 +1140,10 @@ void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
 std::string Forwarder::server_name(const Session& session) const {
     if (!session.admitted || session.state == Session::State::Handshake) return "-";
     // A rule may have no server at all (DNS names not resolved yet): nothing to name then.
-    const auto& servers = rules_[session.rule]->servers;
-    return session.server < servers.size() ? servers[session.server].address.to_string() : "-";
+    const auto& servers = rules_[session.rule]->config.servers;
+    if (session.server >= servers.size()) return "-";
+    const config::ServerConfig& server = servers[session.server];
+    return server.name.empty() ? server.address.to_string() : server.name + " (" + server.address.to_string() + ")";
 }
 
 std::string Forwarder::describe(uint32_t slot, const Session& session) const {

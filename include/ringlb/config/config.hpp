@@ -3,6 +3,7 @@
 // Every problem is reported with file, line, column and the key it concerns.
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -24,6 +25,23 @@ std::string_view to_string(EngineChoice engine);
 std::string_view to_string(BalanceMode mode);  // the long name: "round_robin", "source_hash", ...
 std::string_view to_string(ProxyProtocol version);  // "off", "v1", "v2"
 
+// `source`: the local address outgoing connections to servers are bound to ("IP" or
+// "IP:first-last"). Without a port range the kernel picks the port at connect time.
+struct SourceConfig {
+    net::SocketAddress address;  // the IP; port 0. Family 0 = not set
+    uint16_t first_port = 0;     // 0 = no port range
+    uint16_t last_port = 0;
+    bool enabled() const { return address.family() != 0; }
+    bool has_port_range() const { return first_port != 0; }
+    std::string to_string() const;  // as written: "127.0.0.2", "[::1]:20000-29999"
+    bool operator==(const SourceConfig&) const = default;
+};
+// Parses a source text; nullopt with the reason in *error.
+std::optional<SourceConfig> parse_source(std::string_view text, std::string* error);
+
+// A server name: 1-64 characters of A-Z a-z 0-9 _ . -, a letter first (so never an address).
+bool valid_server_name(std::string_view name);
+
 struct ServerConfig {
     net::SocketAddress address;
     unsigned weight = 1;  // 0..1000; 0 takes no new sessions
@@ -35,6 +53,12 @@ struct ServerConfig {
     std::string dns_name{};  // {}: lets "{address, weight}" initialisers leave it out without a warning
     uint16_t dns_port = 0;
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
+    // Names the server in logs, metrics labels and admin commands instead of its address; empty =
+    // none. Unique in its rule; a letter first, then letters, digits, '_', '.', '-'.
+    std::string name{};
+    SourceConfig source{};  // overrides the rule's source for this server
+    // The name if it has one, else the address: what metrics labels and admin replies show.
+    std::string label() const { return name.empty() ? address.to_string() : name; }
     bool is_dns() const { return !dns_name.empty(); }
     std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
     bool operator==(const ServerConfig&) const = default;
@@ -80,6 +104,10 @@ struct RuleConfig {
     // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
     // TCP peer, never against the address in the header; empty = any peer (warned about).
     std::vector<net::ClientPattern> proxy_from;
+    // Where connections to the servers come from (a server's own source wins); not set = the
+    // kernel's choice.
+    SourceConfig source;
+    bool freebind = false;  // bind the listen addresses even when they are not (yet) on the host
     HealthCheckConfig health;
     std::vector<ServerConfig> servers;
     // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ringlb/admin/controller.hpp"
@@ -256,6 +257,10 @@ private:
                       bool is_proxy_peer = false);
 
     void connect_next_server(uint32_t slot, Session& session);
+    bool start_connect(uint32_t slot, Session& session);
+    int bind_source(const Rule& rule, size_t server, int fd);
+    void record_connect_failure(Session& session, int result, bool binding_source = false);
+    static std::unordered_set<net::SocketAddress, net::SocketAddressHash> freebind_addresses(const RulePlan& plan);
     void refresh_servers(Rule& rule, const Session& session);
     std::optional<size_t> pick_and_take(Rule& rule, Session& session);
     void give_back_connection(Rule& rule, Session& session);
@@ -324,6 +329,7 @@ private:
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
     int descriptor_ceiling_ = INT_MAX;
+    uint32_t source_port_cursor_ = 0;  // where the next connect starts in a source port range
     LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };
 
