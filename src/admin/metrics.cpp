@@ -233,7 +233,8 @@ void render_server_states(Exposition& out, const RuleSnapshot& rule, const Serve
 template <typename Emit>
 void for_each_server(const std::vector<RuleSnapshot>& rules, Emit emit) {
     for (const auto& rule : rules)
-        for (const auto& server : rule.servers) emit(rule, server, Labels{{"rule", rule.id}, {"server", server.label()}});
+        for (const auto& server : rule.servers)
+            emit(rule, server, Labels{{"rule", rule.id}, {"server", server.label()}});
 }
 
 void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {

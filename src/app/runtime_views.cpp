@@ -116,7 +116,8 @@ admin::Reply Runtime::show_rules() {
             << " total=" << rule.total_sessions << "\n";
         for (const admin::ServerSnapshot& server : rule.servers)
             out << "  server " << server.address << (server.name.empty() ? "" : " name=" + server.name) << " "
-                << server.state << " weight=" << server.weight << (server.backup ? " backup" : "") << " active=" << server.active_sessions
+                << server.state << " weight=" << server.weight << (server.backup ? " backup" : "")
+                << " active=" << server.active_sessions
                 << " total=" << server.total_sessions << " failures=" << server.connect_failures << "\n";
     }
     return admin::Reply::success(out.str());

@@ -576,7 +576,8 @@ private:
             else if (name == "freebind") read_bool_into(value, key, rule.freebind);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
-                                               "max_conn_rate_per_ip, upload_rate, download_rate, timeout, connect_timeout, down_time, "
+                                               "max_conn_rate_per_ip, upload_rate, download_rate, timeout, "
+                                               "connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, failback, send_proxy, "
                                                "accept_proxy, proxy_from, health, servers, source, freebind");
         }
@@ -611,7 +612,8 @@ private:
         }
         if (!bytes || (*bytes != 0 && (*bytes < kMinRate || *bytes > kMaxRate)))
             return report(node.source(), key,
-                          "must be 0 (unlimited) or a size per second between 1k and 100g (e.g. \"512k\", \"10m\"), got " + shown);
+                          "must be 0 (unlimited) or a size per second between 1k and 100g (e.g. \"512k\", \"10m\"), got " +
+                              shown);
         rate = *bytes;
     }
 
@@ -632,7 +634,8 @@ private:
             const SourceConfig& source = server.source.enabled() ? server.source : rule.source;
             if (server.is_dns() || !source.enabled() || source.address.family() == server.address.family()) continue;
             const toml::node* where = table.get(server.source.enabled() ? "servers" : "source");
-            report(where ? where->source() : table.source(), server.source.enabled() ? path + ".servers" : path + ".source",
+            report(where ? where->source() : table.source(),
+                   server.source.enabled() ? path + ".servers" : path + ".source",
                    "source " + source.to_string() + " and server " + server.address.to_string() +
                        " are of different address families");
             return;
@@ -781,7 +784,8 @@ private:
                 const auto [first, added] = sites.names.emplace(server->name, item_key);
                 if (!added)
                     return report(item.source(), item_key + ".name",
-                                  "duplicate server name " + quoted(server->name) + " in this rule (also " + first->second + ")");
+                                  "duplicate server name " + quoted(server->name) + " in this rule (also " +
+                                      first->second + ")");
             }
             warn_if_listed_before(*server, item, item_key, sites);
             servers.push_back(std::move(*server));
@@ -873,7 +877,8 @@ private:
                 if (limit) server.max_connections = static_cast<uint32_t>(*limit);
                 ok = ok && limit.has_value();
             } else {
-                report_unknown_key(name, key, "address, weight, backup, max_connections, dns, resolve_interval, name, source");
+                report_unknown_key(name, key,
+                                   "address, weight, backup, max_connections, dns, resolve_interval, name, source");
                 ok = false;
             }
         }

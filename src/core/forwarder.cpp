@@ -116,7 +116,8 @@ void Forwarder::apply(const RulePlan& plan) {
         for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
             if (!wanted.insert(address).second || open.contains(address)) continue;
             try {
-                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_, freebind.contains(address)), address, {}});
+                net::UniqueFd fd = net::listen_tcp(address, 4096, reuse_port_, freebind.contains(address));
+                added.push_back(Listener{std::move(fd), address, {}});
             } catch (const net::SystemError& e) {
                 throw ListenError(e.what());
             }
