@@ -26,7 +26,7 @@ struct ByteRate {
     uint64_t burst() const { return std::max<uint64_t>(bytes_per_second / 10, min_chunk()); }
 
     static constexpr uint64_t kMinChunk = 512;
-    static constexpr uint64_t kMaxChunk = 16 * 1024;
+    static constexpr uint64_t kMaxChunk = uint64_t{16} * 1024;
 };
 
 class TokenBucket {
