@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "ringlb/config/config.hpp"
 #include "ringlb/config/units.hpp"
 #include "ringlb/net/address.hpp"
 #include "ringlb/util/text.hpp"
@@ -237,6 +238,7 @@ private:
     }
 
     std::string server_address(std::string_view text) {
+        if (config::valid_server_name(text)) return std::string(text);  // a server's name
         const std::string reason = net::SocketAddress::parse_error(text);
         // The reason may quote the address too: escaped as well.
         if (!reason.empty()) fail("bad server address " + quoted(text) + ": " + escape_control(reason));

@@ -274,10 +274,10 @@ void render_server_states(Exposition& out, const RuleSnapshot& rule, const Serve
     const bool known = std::find(std::begin(kServerStates), std::end(kServerStates), server.state) !=
                        std::end(kServerStates);
     for (const std::string_view state : kServerStates)
-        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.address}, {"state", state}},
+        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.label()}, {"state", state}},
                    uint64_t{state == server.state});
     if (!known)  // a state word added later still shows up rather than vanishing
-        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.address}, {"state", server.state}},
+        out.sample("ringlb_server_state", {{"rule", rule.id}, {"server", server.label()}, {"state", server.state}},
                    uint64_t{1});
 }
 
@@ -285,7 +285,8 @@ void render_server_states(Exposition& out, const RuleSnapshot& rule, const Serve
 template <typename Emit>
 void for_each_server(const std::vector<RuleSnapshot>& rules, Emit emit) {
     for (const auto& rule : rules)
-        for (const auto& server : rule.servers) emit(rule, server, Labels{{"rule", rule.id}, {"server", server.address}});
+        for (const auto& server : rule.servers)
+            emit(rule, server, Labels{{"rule", rule.id}, {"server", server.label()}});
 }
 
 // Labels plus one more pair (views: the caller's strings must outlive the result).

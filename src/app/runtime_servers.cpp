@@ -24,12 +24,16 @@ std::optional<Runtime::ServerRef> Runtime::find_server(std::string_view rule_id,
         *error = "no rule \"" + std::string(rule_id) + "\"";
         return std::nullopt;
     }
+    const auto& servers = slots_[*slot].live->servers;
+    // A server's name, or its address (a name starts with a letter, so it is never an address).
+    for (size_t i = 0; i < servers.size(); ++i)
+        if (!servers[i].name.empty() && servers[i].name == server) return ServerRef{*slot, i};
     const auto address = net::SocketAddress::parse(server);
     if (!address) {
-        *error = "bad server address \"" + std::string(server) + "\": " + net::SocketAddress::parse_error(server);
+        *error = "rule \"" + std::string(rule_id) + "\" has no server named \"" + std::string(server) +
+                 "\", and it is no address either: " + net::SocketAddress::parse_error(server);
         return std::nullopt;
     }
-    const auto& servers = slots_[*slot].live->servers;
     for (size_t i = 0; i < servers.size(); ++i)
         if (servers[i].address == *address) return ServerRef{*slot, i};
     *error = "rule \"" + std::string(rule_id) + "\" has no server " + address->to_string();

@@ -87,6 +87,7 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
             const config::ServerConfig& server = live_rule.servers[i];
             admin::ServerSnapshot server_out;
             server_out.address = server.address.to_string();
+            server_out.name = server.name;
             server_out.weight = server.weight;
             server_out.backup = server.backup;
             server_out.max_connections = server.max_connections;
@@ -128,8 +129,9 @@ admin::Reply Runtime::show_rules() {
             << " max_conn_rate_per_ip=" << rule.max_conn_rate_per_ip << " active=" << rule.active_sessions
             << " total=" << rule.total_sessions << "\n";
         for (const admin::ServerSnapshot& server : rule.servers)
-            out << "  server " << server.address << " " << server.state << " weight=" << server.weight
-                << (server.backup ? " backup" : "") << " active=" << server.active_sessions
+            out << "  server " << server.address << (server.name.empty() ? "" : " name=" + server.name) << " "
+                << server.state << " weight=" << server.weight << (server.backup ? " backup" : "")
+                << " active=" << server.active_sessions
                 << " total=" << server.total_sessions << " failures=" << server.connect_failures << "\n";
     }
     return admin::Reply::success(out.str());

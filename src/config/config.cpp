@@ -31,6 +31,8 @@ constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
 constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
+constexpr uint64_t kMinRate = 1024;                        // upload_rate / download_rate, bytes per second
+constexpr uint64_t kMaxRate = uint64_t{100} * 1024 * 1024 * 1024;
 constexpr int64_t kMinHealthCount = 1;        // rise / fall
 constexpr int64_t kMaxHealthCount = 100;
 constexpr std::string_view kUnixPrefix = "unix:";
@@ -549,7 +551,9 @@ private:
                 if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.max_sessions_per_ip = static_cast<uint32_t>(*n);
             } else if (name == "max_conn_rate_per_ip") {
                 if (auto n = read_integer(value, key, 0, kMaxConnRate)) rule.max_conn_rate_per_ip = static_cast<uint32_t>(*n);
-            } else if (name == "deny") read_clients(value, key, rule.deny);
+            } else if (name == "upload_rate") read_rate(value, key, rule.upload_rate);
+            else if (name == "download_rate") read_rate(value, key, rule.download_rate);
+            else if (name == "deny") read_clients(value, key, rule.deny);
             else if (name == "timeout") {
                 // 0: no idle timeout (as a G5 rule without `timeout`).
                 if (auto d = read_timeout(value, key, true)) rule.timeout = *d;
@@ -575,11 +579,15 @@ private:
             else if (name == "alpn") read_alpn_protocols(value, key, rule.alpn);
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "server_histograms") rule.server_histograms = read_bool(value, key);
+            else if (name == "source") read_source(value, key, rule.source);
+            else if (name == "freebind") read_bool_into(value, key, rule.freebind);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
-                                               "max_conn_rate_per_ip, timeout, connect_timeout, down_time, "
+                                               "max_conn_rate_per_ip, upload_rate, download_rate, timeout, "
+                                               "connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, queue, queue_timeout, failback, send_proxy, "
-                                               "accept_proxy, proxy_from, health, server_histograms, servers, sni, alpn");
+                                               "accept_proxy, proxy_from, health, server_histograms, servers, sni, alpn, "
+                                               "source, freebind");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
@@ -594,6 +602,7 @@ private:
         if (!rule.proxy_from.empty() && !rule.accept_proxy)
             report(table.get("proxy_from")->source(), path + ".proxy_from",
                    "applies only with accept_proxy = true (it lists the peers allowed to send a PROXY header)");
+        check_source_families(table, path, rule);
         if (rule.max_down_time < rule.down_time) {
             const toml::node* where = table.get("max_down_time");
             report(where ? where->source() : table.source(), path + ".max_down_time",
@@ -649,6 +658,62 @@ private:
                 report(item.source(), item_key, "duplicate ALPN protocol " + quoted(*text));
             else protocols.push_back(*text);
         });
+    }
+
+    // upload_rate / download_rate: a size per second ("1m" = 1 MiB/s), 0 = unlimited.
+    void read_rate(const toml::node& node, const std::string& key, uint64_t& rate) {
+        std::optional<uint64_t> bytes;
+        std::string shown;
+        if (const auto* text = node.as_string()) {
+            shown = quoted(text->get());
+            bytes = parse_size(text->get());
+        } else if (const auto* integer = node.as_integer()) {
+            shown = std::to_string(integer->get());
+            if (integer->get() >= 0) bytes = static_cast<uint64_t>(integer->get());
+        } else {
+            return report_type(node, key, "a size per second such as \"1m\" or an integer number of bytes per second");
+        }
+        if (!bytes || (*bytes != 0 && (*bytes < kMinRate || *bytes > kMaxRate)))
+            return report(node.source(), key,
+                          "must be 0 (unlimited) or a size per second between 1k and 100g (e.g. \"512k\", \"10m\"), got " +
+                              shown);
+        rate = *bytes;
+    }
+
+    void read_source(const toml::node& node, const std::string& key, SourceConfig& source) {
+        const auto text = read_string(node, key);
+        if (!text) return;
+        std::string error;
+        if (auto parsed = parse_source(*text, &error)) source = *parsed;
+        else report(node.source(), key, "bad source " + quoted(*text) + ": " + error);
+    }
+
+    // A socket binds only an address of its own family: an IPv4 source cannot reach an IPv6
+    // server. (A dns entry's addresses are known only once resolved; a mismatch there fails its
+    // connects, logged.)
+    void check_source_families(const toml::table& table, const std::string& path, const RuleConfig& rule) {
+        for (size_t i = 0; i < rule.servers.size(); ++i) {
+            const ServerConfig& server = rule.servers[i];
+            const SourceConfig& source = server.source.enabled() ? server.source : rule.source;
+            if (server.is_dns() || !source.enabled() || source.address.family() == server.address.family()) continue;
+            const toml::node* where = table.get(server.source.enabled() ? "servers" : "source");
+            report(where ? where->source() : table.source(),
+                   server.source.enabled() ? path + ".servers" : path + ".source",
+                   "source " + source.to_string() + " and server " + server.address.to_string() +
+                       " are of different address families");
+            return;
+        }
+    }
+
+    // A server's name: a letter first, so that it never reads as an address.
+    void read_server_name(const toml::node& node, const std::string& key, std::string& name) {
+        const auto text = read_string(node, key);
+        if (!text) return;
+        if (!valid_server_name(*text))
+            return report(node.source(), key,
+                          "invalid server name " + quoted(*text) +
+                              " (1-64 characters of A-Z a-z 0-9 _ . -, starting with a letter)");
+        name = *text;
     }
 
     void read_send_proxy(const toml::node& node, const std::string& key, ProxyProtocol& version) {
@@ -778,6 +843,13 @@ private:
                             "an address string, \"dns:name:port\" or a table { address = ..., weight = ... }");
             }
             if (!server) return;
+            if (!server->name.empty()) {
+                const auto [first, added] = sites.names.emplace(server->name, item_key);
+                if (!added)
+                    return report(item.source(), item_key + ".name",
+                                  "duplicate server name " + quoted(server->name) + " in this rule (also " +
+                                      first->second + ")");
+            }
             warn_if_listed_before(*server, item, item_key, sites);
             servers.push_back(std::move(*server));
         });
@@ -788,6 +860,7 @@ private:
     struct ServerSites {
         std::unordered_map<net::SocketAddress, std::string, net::SocketAddressHash> addresses;
         std::unordered_map<std::string, std::string> dns;
+        std::unordered_map<std::string, std::string> names;  // server names -> key
     };
 
     // The second entry for one address is ignored: the rule has the server once.
@@ -856,12 +929,19 @@ private:
                 auto backup = read_bool(value, key);
                 if (backup) server.backup = *backup;
                 ok = ok && backup.has_value();
+            } else if (name == "name") {
+                read_server_name(value, key, server.name);
+                ok = ok && !server.name.empty();
+            } else if (name == "source") {
+                read_source(value, key, server.source);
+                ok = ok && server.source.enabled();
             } else if (name == "max_connections") {
                 auto limit = read_integer(value, key, 0, kMaxSessions);
                 if (limit) server.max_connections = static_cast<uint32_t>(*limit);
                 ok = ok && limit.has_value();
             } else {
-                report_unknown_key(name, key, "address, weight, backup, max_connections, dns, resolve_interval");
+                report_unknown_key(name, key,
+                                   "address, weight, backup, max_connections, dns, resolve_interval, name, source");
                 ok = false;
             }
         }
@@ -879,6 +959,11 @@ private:
         }
         if (!address && !dns) {
             report(table.source(), path + ".address", "missing required key address (or dns = \"name:port\")");
+            return false;
+        }
+        if (dns && table.contains("name")) {
+            report(table.get("name")->source(), path + ".name",
+                   "applies to servers with a fixed address (a dns entry may stand for several servers)");
             return false;
         }
         if (address && table.contains("resolve_interval")) {
@@ -1376,7 +1461,9 @@ std::string server_inline_table(const ServerConfig& server) {
     const std::string where = server.is_dns() ? "dns = " + toml_string(server.dns_endpoint()) +
                                                     ", resolve_interval = " + toml_duration(server.resolve_interval)
                                               : "address = " + toml_string(server.address.to_string());
-    return "{ " + where + ", weight = " + std::to_string(server.weight) +
+    const std::string named = server.name.empty() ? "" : ", name = " + toml_string(server.name);
+    const std::string source = server.source.enabled() ? ", source = " + toml_string(server.source.to_string()) : "";
+    return "{ " + where + named + source + ", weight = " + std::to_string(server.weight) +
            ", backup = " + toml_bool(server.backup) + ", max_connections = " + std::to_string(server.max_connections) +
            " }";
 }
@@ -1445,6 +1532,8 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "max_clients", std::to_string(rule.max_clients));
     put(out, "max_sessions_per_ip", std::to_string(rule.max_sessions_per_ip));
     put(out, "max_conn_rate_per_ip", std::to_string(rule.max_conn_rate_per_ip));
+    if (rule.upload_rate != 0) put(out, "upload_rate", std::to_string(rule.upload_rate));
+    if (rule.download_rate != 0) put(out, "download_rate", std::to_string(rule.download_rate));
     put(out, "timeout", toml_duration(rule.timeout));
     put(out, "connect_timeout", toml_duration(rule.connect_timeout));
     put(out, "down_time", toml_duration(rule.down_time));
@@ -1460,6 +1549,8 @@ std::string rule_to_toml(const RuleConfig& rule) {
     if (rule.server_histograms) put(out, "server_histograms", toml_bool(*rule.server_histograms));
     if (!rule.sni.empty()) put(out, "sni", toml_string_array(rule.sni));
     if (!rule.alpn.empty()) put(out, "alpn", toml_string_array(rule.alpn));
+    if (rule.source.enabled()) put(out, "source", toml_string(rule.source.to_string()));
+    if (rule.freebind) put(out, "freebind", toml_bool(rule.freebind));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";

@@ -98,6 +98,15 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
 
 // ---- rules and listeners -----------------------------------------------------------------
 
+// The listen addresses some rule of the plan binds with freebind (one such rule is enough).
+std::unordered_set<net::SocketAddress, net::SocketAddressHash> Forwarder::freebind_addresses(const RulePlan& plan) {
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> addresses;
+    for (uint16_t slot : plan.order)
+        if (plan.slots.at(slot).rule->freebind)
+            addresses.insert(plan.slots.at(slot).rule->listen.begin(), plan.slots.at(slot).rule->listen.end());
+    return addresses;
+}
+
 void Forwarder::apply(const RulePlan& plan) {
     // The addresses the new plan listens on; those not open yet are bound first, so that a
     // bind error leaves everything as it was. Sets keep this linear: a plan may have thousands.
@@ -105,11 +114,13 @@ void Forwarder::apply(const RulePlan& plan) {
     for (const Listener& listener : listeners_)
         if (!listener.closing) open.insert(listener.address);
     std::vector<Listener> added;
+    const auto freebind = freebind_addresses(plan);
     for (uint16_t slot : plan.order) {
         for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
             if (!wanted.insert(address).second || open.contains(address)) continue;
             try {
-                added.push_back(Listener{net::listen_tcp(address, 4096, reuse_port_), address, {}});
+                net::UniqueFd fd = net::listen_tcp(address, 4096, reuse_port_, freebind.contains(address));
+                added.push_back(Listener{std::move(fd), address, {}});
             } catch (const net::SystemError& e) {
                 throw ListenError(e.what());
             }
@@ -698,13 +709,21 @@ void Forwarder::give_back_connection(Rule& rule, Session& session) {
                                                rule.connections[session.server]);
 }
 
+// A server whose source address cannot be bound counts as a failed connect, and the next one is
+// tried here: in a loop, not a recursion, however many servers the rule has.
 void Forwarder::connect_next_server(uint32_t slot, Session& session) {
+    while (start_connect(slot, session)) {
+    }
+}
+
+// Picks a server and starts connecting to it; true when its source could not be bound.
+bool Forwarder::start_connect(uint32_t slot, Session& session) {
     Rule& rule = *rules_[session.rule];
     // retries = N: at most N + 1 servers per client; 0: each server once.
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
     if (may_retry) refresh_servers(rule, session);
     const auto pick = may_retry ? pick_and_take(rule, session) : std::nullopt;
-    if (may_retry && wait_in_queue(slot, session, pick)) return;
+    if (may_retry && wait_in_queue(slot, session, pick)) return false;
     if (!pick) {
         ++stats_.no_server_left;
         ++rule.rejects.no_server;
@@ -713,12 +732,12 @@ void Forwarder::connect_next_server(uint32_t slot, Session& session) {
                   rule.queue && may_retry && every_usable_server_full(rule, session) ? ", the rest full, the queue full" : "",
                   "): closed");
         close_session(slot, session, false, EndCause::ConnectFailed);
-        return;
+        return false;
     }
-    connect_to(slot, session, *pick);
+    return connect_to(slot, session, *pick);
 }
 
-void Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index) {
+bool Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index) {
     Rule& rule = *rules_[session.rule];
     session.server = static_cast<uint16_t>(server_index);
     const balance::Server& server = rule.servers[server_index];
@@ -734,13 +753,56 @@ void Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index)
             log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
         }
         close_session(slot, session, false, EndCause::Error);
-        return;
+        return false;
     }
     session.server_fd.reset(fd);
     session.connect_pending = true;
     session.connect_started = now_;
+    if (const int bound = bind_source(rule, server_index, fd); bound < 0) {
+        session.connect_pending = false;
+        record_connect_failure(session, bound, true);
+        return true;
+    }
     engine_.connect(fd, server.address, token(slot, Op::Connect));
     timers_.arm({slot, TimerKind::Connect}, now_ + rule.config.connect_timeout);  // moves the previous attempt's
+    return false;
+}
+
+// `source`: the server's own, else the rule's. With a port range each connect starts one port
+// further on (each worker elsewhere in it), so ports in use are seldom tried twice.
+int Forwarder::bind_source(const Rule& rule, size_t server, int fd) {
+    const config::ServerConfig& entry = rule.config.servers[server];
+    const config::SourceConfig& source = entry.source.enabled() ? entry.source : rule.config.source;
+    if (!source.enabled()) return 0;
+    const uint32_t start = worker_ * 7919u + source_port_cursor_++;
+    return net::bind_source(fd, source.address, source.first_port, source.last_port, start);
+}
+
+// A connect (or binding its source) failed: counted, logged and told to passive health; the
+// server is not tried again for this client.
+void Forwarder::record_connect_failure(Session& session, int result, bool binding_source) {
+    Rule& rule = *rules_[session.rule];
+    balance::Server& server = rule.servers[session.server];
+    ++stats_.connect_failures;
+    ++server.connect_failures;
+    const bool timed_out = session.connect_timed_out;
+    ++(timed_out ? rule.connect_failures.timeout
+       : result == -ECONNREFUSED ? rule.connect_failures.refused
+                                 : rule.connect_failures.other);
+    log_.warn("rule ", rule.config.id, binding_source ? ": binding the source address for " : ": ", "connect to ",
+              server_name(session), " failed: ",
+              timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
+                        : errno_text(result),
+              " (client ", session.client_address.to_string(), ")");
+    rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
+                               timed_out                  ? std::string("connect timed out")
+                               : result == -ECONNREFUSED ? std::string("connect refused")
+                                                         : "connect failed: " + errno_text(result));
+    session.connect_timed_out = false;
+    session.failed_servers.push_back(session.server);
+    engine_.forget(session.server_fd.get());
+    session.server_fd.reset();
+    give_back_connection(rule, session);
 }
 
 void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
@@ -749,31 +811,13 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
         release_if_quiet(slot, session);
         return;
     }
-    Rule& rule = *rules_[session.rule];
-    balance::Server& server = rule.servers[session.server];
     if (result < 0) {
-        ++stats_.connect_failures;
-        ++server.connect_failures;
-        const bool timed_out = session.connect_timed_out;
-        ++(timed_out ? rule.connect_failures.timeout
-           : result == -ECONNREFUSED ? rule.connect_failures.refused
-                                     : rule.connect_failures.other);
-        log_.warn("rule ", rule.config.id, ": connect to ", server.address.to_string(), " failed: ",
-                  timed_out ? "timed out after " + std::to_string(as_ms(rule.config.connect_timeout)) + " ms"
-                            : errno_text(result),
-                  " (client ", session.client_address.to_string(), ")");
-        rule.health.connect_failed(rule.servers, session.server, session.connect_started, now_,
-                                   timed_out                  ? std::string("connect timed out")
-                                   : result == -ECONNREFUSED ? std::string("connect refused")
-                                                             : "connect failed: " + errno_text(result));
-        session.connect_timed_out = false;
-        session.failed_servers.push_back(session.server);
-        engine_.forget(session.server_fd.get());
-        session.server_fd.reset();
-        give_back_connection(rule, session);
+        record_connect_failure(session, result);
         connect_next_server(slot, session);
         return;
     }
+    Rule& rule = *rules_[session.rule];
+    balance::Server& server = rule.servers[session.server];
     session.connect_timed_out = false;
     rule.health.connect_succeeded(rule.servers, session.server, now_);
     session.state = Session::State::Established;
@@ -854,6 +898,8 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
             return;
         }
         queue_received(flow, completion);
+        if (const ByteRate rate = byte_rate(session, source); rate.limited())
+            flow.bucket.take(static_cast<uint64_t>(completion.result));
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
         stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
@@ -969,7 +1015,7 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     Flow& flow = session.flow_from(source);
     const Side destination = other(source);
     if (!flow.recv_pending && !flow.eof) {
-        if (const uint32_t room = receive_room(flow); room > 0) {
+        if (const uint32_t room = throttled_room(slot, session, source, receive_room(flow)); room > 0) {
             engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
             flow.recv_pending = true;
         }
@@ -1005,6 +1051,28 @@ uint32_t Forwarder::receive_room(const Flow& flow) const {
     const uint32_t pairs = (Flow::kMaxChunks - flow.count - 1u) / 2u;
     const uint32_t slots_allow = pairs >= 2 ? pairs * buffer : buffer;
     return std::min(left, slots_allow);
+}
+
+ByteRate Forwarder::byte_rate(const Session& session, Side source) const {
+    const config::RuleConfig& config = rules_[session.rule]->config;
+    return {source == Side::Client ? config.upload_rate : config.download_rate};
+}
+
+// upload_rate / download_rate: a limited flow receives at most the tokens it has, and nothing
+// until it has a chunk's worth (or its whole room, if less): the throttle timer pumps it again
+// then. Not asking the engine is what holds the peer back, through TCP's own flow control.
+uint32_t Forwarder::throttled_room(uint32_t slot, Session& session, Side source, uint32_t room) {
+    const ByteRate rate = byte_rate(session, source);
+    if (room == 0 || !rate.limited()) return room;
+    TokenBucket& bucket = session.flow_from(source).bucket;
+    const int64_t tokens = bucket.available(rate, now_);
+    const uint32_t wanted = std::min(room, rate.min_chunk());
+    if (tokens >= static_cast<int64_t>(wanted)) return static_cast<uint32_t>(std::min<int64_t>(room, tokens));
+    // One timer serves both directions: it fires at the earlier of their deadlines.
+    const TimerKey key{slot, TimerKind::Throttle};
+    const auto ready = bucket.ready_at(rate, wanted, now_);
+    if (const auto armed = timers_.deadline(key); !armed || ready < *armed) timers_.arm(key, ready);
+    return 0;
 }
 
 // ---- closing -----------------------------------------------------------------------------
@@ -1107,6 +1175,7 @@ void Forwarder::release(uint32_t slot, Session& session) {
     timers_.cancel({slot, TimerKind::Connect});
     timers_.cancel({slot, TimerKind::Idle});
     timers_.cancel({slot, TimerKind::Closing});
+    timers_.cancel({slot, TimerKind::Throttle});
     const auto proxied = proxied_.find(slot);
     if (proxied != proxied_.end() && proxied->second.handshake) {  // closed before its header was taken
         limits_.abandon_handshake(*proxied->second.handshake);
@@ -1193,6 +1262,7 @@ void Forwarder::abort_all_sessions(EndCause cause) {
 
 void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
+    now_ = now;  // what the timers' handlers see (a throttled flow counts its tokens by it)
     while (auto key = timers_.pop_due(now)) on_timer(*key);
 }
 
@@ -1206,6 +1276,12 @@ void Forwarder::on_timer(TimerKey key) {
     Session& session = sessions_[slot];
     if (key.kind == TimerKind::Closing) {
         if (session.state == Session::State::Closing && session.has_pending()) abandon_pending(slot, session);
+        return;
+    }
+    if (key.kind == TimerKind::Throttle) {
+        if (session.state != Session::State::Established) return;
+        pump(slot, session, Side::Client);
+        pump(slot, session, Side::Server);
         return;
     }
     if (key.kind == TimerKind::Connect) {
@@ -1244,8 +1320,10 @@ void Forwarder::arm_idle_timer(uint32_t slot, const Session& session) {
 std::string Forwarder::server_name(const Session& session) const {
     if (!session.admitted || session.state == Session::State::Handshake) return "-";
     // A rule may have no server at all (DNS names not resolved yet): nothing to name then.
-    const auto& servers = rules_[session.rule]->servers;
-    return session.server < servers.size() ? servers[session.server].address.to_string() : "-";
+    const auto& servers = rules_[session.rule]->config.servers;
+    if (session.server >= servers.size()) return "-";
+    const config::ServerConfig& server = servers[session.server];
+    return server.name.empty() ? server.address.to_string() : server.name + " (" + server.address.to_string() + ")";
 }
 
 std::string Forwarder::describe(uint32_t slot, const Session& session) const {

@@ -85,7 +85,7 @@ void Forwarder::on_queue_grant(const QueueGrant& grant) {
         if (rule.connections[i] != grant.count) continue;
         session->connection_taken = true;
         ++rule.servers[i].connections;
-        connect_to(slot, *session, i);
+        if (connect_to(slot, *session, i)) connect_next_server(slot, *session);
         return;
     }
     // Not a server of this version of the rule (a reload removed it): pass it on, try again.

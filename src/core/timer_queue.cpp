@@ -26,6 +26,12 @@ void TimerQueue::cancel(TimerKey key) {
 
 bool TimerQueue::armed(TimerKey key) const { return slot_of(encode(key)) != kNotArmed; }
 
+std::optional<Clock::time_point> TimerQueue::deadline(TimerKey key) const {
+    const uint32_t slot = slot_of(encode(key));
+    if (slot == kNotArmed) return std::nullopt;
+    return heap_[slot - 1].deadline;
+}
+
 std::optional<Clock::time_point> TimerQueue::next_deadline() const {
     if (heap_.empty()) return std::nullopt;
     return heap_.front().deadline;

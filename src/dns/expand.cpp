@@ -14,6 +14,7 @@ config::ServerConfig server_at(const config::ServerConfig& entry, const net::Soc
     server.weight = entry.weight;
     server.backup = entry.backup;
     server.max_connections = entry.max_connections;
+    server.source = entry.source;
     return server;
 }
 

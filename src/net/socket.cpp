@@ -1,6 +1,8 @@
 #include "ringlb/net/socket.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -20,6 +22,13 @@ void set_int_option(int fd, int level, int option, int value, const char* name, 
         throw SystemError(std::string("setsockopt ") + name + " " + address.to_string(), errno);
 }
 
+// Not in every libc's headers yet (Linux 4.15).
+#ifdef IPV6_FREEBIND
+constexpr int kIpv6Freebind = IPV6_FREEBIND;
+#else
+constexpr int kIpv6Freebind = 78;
+#endif
+
 }  // namespace
 
 void UniqueFd::reset(int fd) {
@@ -30,18 +39,41 @@ void UniqueFd::reset(int fd) {
 SystemError::SystemError(const std::string& what, int error_number)
     : std::runtime_error(what + ": " + errno_text(error_number)), errno_(error_number) {}
 
-UniqueFd listen_tcp(const SocketAddress& address, int backlog, bool reuse_port) {
+UniqueFd listen_tcp(const SocketAddress& address, int backlog, bool reuse_port, bool freebind) {
     UniqueFd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) throw SystemError("socket " + address.to_string(), errno);
     set_int_option(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", address);
     // One listener per family: "[::]:80" must not also grab IPv4, which has its own rule entry.
     if (address.is_v6()) set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY", address);
     if (reuse_port) set_int_option(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT", address);
+    if (freebind && address.is_v6()) set_int_option(fd.get(), IPPROTO_IPV6, kIpv6Freebind, 1, "IPV6_FREEBIND", address);
+    if (freebind && address.is_v4()) set_int_option(fd.get(), IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND", address);
     set_nodelay(fd.get());  // accepted sockets inherit it: no extra syscall per client
     if (::bind(fd.get(), address.sockaddr_ptr(), address.length()) != 0)
         throw SystemError("bind " + address.to_string(), errno);
     if (::listen(fd.get(), backlog) != 0) throw SystemError("listen " + address.to_string(), errno);
     return fd;
+}
+
+int bind_source(int fd, const SocketAddress& ip, uint16_t first_port, uint16_t last_port, uint32_t start) {
+    SocketAddress local = ip;
+    const auto set_port = [&](uint16_t port) {
+        if (local.is_v6()) reinterpret_cast<sockaddr_in6*>(local.sockaddr_ptr())->sin6_port = htons(port);
+        else reinterpret_cast<sockaddr_in*>(local.sockaddr_ptr())->sin_port = htons(port);
+    };
+    if (first_port == 0) {
+        const int on = 1;
+        if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0) return -errno;
+        set_port(0);
+        return ::bind(fd, local.sockaddr_ptr(), local.length()) == 0 ? 0 : -errno;
+    }
+    const uint32_t count = uint32_t{last_port} - first_port + 1;
+    for (uint32_t tried = 0; tried < count; ++tried) {
+        set_port(static_cast<uint16_t>(first_port + (start + tried) % count));
+        if (::bind(fd, local.sockaddr_ptr(), local.length()) == 0) return 0;
+        if (errno != EADDRINUSE) return -errno;
+    }
+    return -EADDRINUSE;
 }
 
 int new_stream_socket(int family, bool nonblocking) {

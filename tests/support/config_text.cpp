@@ -19,8 +19,12 @@ std::string quoted(std::string_view text) {
 }
 
 std::string render_server(const ServerSpec& server) {
-    if (server.weight == 0 && !server.backup && server.max_connections == 0) return quoted(server.address);
-    return "{ address = " + quoted(server.address) + ", weight = " + std::to_string(server.weight == 0 ? 1 : server.weight) +
+    if (server.weight == 0 && !server.backup && server.max_connections == 0 && server.name.empty() &&
+        server.source.empty())
+        return quoted(server.address);
+    return "{ address = " + quoted(server.address) + (server.name.empty() ? "" : ", name = " + quoted(server.name)) +
+           (server.source.empty() ? "" : ", source = " + quoted(server.source)) +
+           ", weight = " + std::to_string(server.weight == 0 ? 1 : server.weight) +
            (server.backup ? ", backup = true" : "") +
            (server.max_connections ? ", max_connections = " + std::to_string(server.max_connections) : "") + " }";
 }

@@ -13,6 +13,8 @@ struct ServerSpec {
     unsigned weight = 0;  // 0 = write the plain string form (weight defaults to 1)
     bool backup = false;  // written as a table { address, weight, backup = true }
     unsigned max_connections = 0;  // nonzero: written as a table with max_connections
+    std::string name{};            // nonempty: written as a table with name
+    std::string source{};          // nonempty: written as a table with source
 };
 
 struct RuleSpec {

@@ -40,6 +40,9 @@ struct Histogram {
 
 struct ServerSnapshot {
     std::string address;  // as in the config
+    std::string name;     // empty when the config gives none
+    // What the `server` label of the metrics shows: the name when there is one.
+    const std::string& label() const { return name.empty() ? address : name; }
     std::string state;    // "up", "down", "disabled", "draining"
     unsigned weight = 0;
     bool backup = false;

@@ -25,6 +25,23 @@ std::string_view to_string(EngineChoice engine);
 std::string_view to_string(BalanceMode mode);  // the long name: "round_robin", "source_hash", ...
 std::string_view to_string(ProxyProtocol version);  // "off", "v1", "v2"
 
+// `source`: the local address outgoing connections to servers are bound to ("IP" or
+// "IP:first-last"). Without a port range the kernel picks the port at connect time.
+struct SourceConfig {
+    net::SocketAddress address;  // the IP; port 0. Family 0 = not set
+    uint16_t first_port = 0;     // 0 = no port range
+    uint16_t last_port = 0;
+    bool enabled() const { return address.family() != 0; }
+    bool has_port_range() const { return first_port != 0; }
+    std::string to_string() const;  // as written: "127.0.0.2", "[::1]:20000-29999"
+    bool operator==(const SourceConfig&) const = default;
+};
+// Parses a source text; nullopt with the reason in *error.
+std::optional<SourceConfig> parse_source(std::string_view text, std::string* error);
+
+// A server name: 1-64 characters of A-Z a-z 0-9 _ . -, a letter first (so never an address).
+bool valid_server_name(std::string_view name);
+
 struct ServerConfig {
     net::SocketAddress address;
     unsigned weight = 1;  // 0..1000; 0 takes no new sessions
@@ -36,6 +53,12 @@ struct ServerConfig {
     std::string dns_name{};  // {}: lets "{address, weight}" initialisers leave it out without a warning
     uint16_t dns_port = 0;
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
+    // Names the server in logs, metrics labels and admin commands instead of its address; empty =
+    // none. Unique in its rule; a letter first, then letters, digits, '_', '.', '-'.
+    std::string name{};
+    SourceConfig source{};  // overrides the rule's source for this server
+    // The name if it has one, else the address: what metrics labels and admin replies show.
+    std::string label() const { return name.empty() ? address.to_string() : name; }
     bool is_dns() const { return !dns_name.empty(); }
     std::string dns_endpoint() const { return dns_name + ":" + std::to_string(dns_port); }  // "name:port"
     bool operator==(const ServerConfig&) const = default;
@@ -63,6 +86,10 @@ struct RuleConfig {
     uint32_t max_clients = 0;                 // concurrent sessions in this rule; 0 = unlimited
     uint32_t max_sessions_per_ip = 0;         // concurrent sessions in this rule per client IP; 0 = unlimited
     uint32_t max_conn_rate_per_ip = 0;        // new sessions per second per client IP, burst as many; 0 = off
+    // Bytes per second each session may read from its client (upload) and from its server
+    // (download); 0 = unlimited.
+    uint64_t upload_rate = 0;
+    uint64_t download_rate = 0;
     std::chrono::milliseconds timeout{std::chrono::seconds(300)};
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(3)};
     // Passive health (see health/passive.hpp): a failed connect marks the server down for
@@ -85,6 +112,10 @@ struct RuleConfig {
     // the client's ClientHello must offer, one of each listed; empty = not looked at.
     std::vector<std::string> sni;
     std::vector<std::string> alpn;
+    // Where connections to the servers come from (a server's own source wins); not set = the
+    // kernel's choice.
+    SourceConfig source;
+    bool freebind = false;  // bind the listen addresses even when they are not (yet) on the host
     HealthCheckConfig health;
     // Connect-time and session-duration histograms per server in the metrics; unset = on for
     // rules of at most kServerHistogramsAutoLimit servers (a scrape of a large rule stays small).

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ringlb/admin/controller.hpp"
@@ -284,11 +285,16 @@ private:
                       bool is_proxy_peer = false);
 
     void connect_next_server(uint32_t slot, Session& session);
+    bool start_connect(uint32_t slot, Session& session);
+    int bind_source(const Rule& rule, size_t server, int fd);
+    void record_connect_failure(Session& session, int result, bool binding_source = false);
+    static std::unordered_set<net::SocketAddress, net::SocketAddressHash> freebind_addresses(const RulePlan& plan);
     void refresh_servers(Rule& rule, const Session& session);
     std::optional<size_t> pick_and_take(Rule& rule, Session& session);
     void give_back_connection(Rule& rule, Session& session);
-    // Starts the connect to rule.servers[server], whose connection the session holds.
-    void connect_to(uint32_t slot, Session& session, size_t server);
+    // Starts the connect to rule.servers[server], whose connection the session holds; true when
+    // its source could not be bound (counted as a failed connect: the caller tries the next).
+    bool connect_to(uint32_t slot, Session& session, size_t server);
     // Queue rules (forwarder_queue.cpp). Whether the client waits in its rule's queue instead of
     // taking `pick` (waiters came first) or instead of being closed (every server full); when it
     // does, a connection taken for `pick` went on to the oldest waiter.
@@ -304,6 +310,8 @@ private:
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void queue_received(Flow& flow, const engine::Completion& completion);
     uint32_t receive_room(const Flow& flow) const;
+    ByteRate byte_rate(const Session& session, Side source) const;
+    uint32_t throttled_room(uint32_t slot, Session& session, Side source, uint32_t room);
     void on_send(uint32_t slot, Session& session, Side destination, int result);
     void consume_sent(Flow& flow, uint32_t sent);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
@@ -372,6 +380,7 @@ private:
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
     int descriptor_ceiling_ = INT_MAX;
+    uint32_t source_port_cursor_ = 0;  // where the next connect starts in a source port range
     LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };
 

@@ -8,6 +8,7 @@
 
 #include "ringlb/core/connection_record.hpp"
 #include "ringlb/core/timer_queue.hpp"
+#include "ringlb/core/token_bucket.hpp"
 #include "ringlb/net/address.hpp"
 #include "ringlb/net/socket.hpp"
 
@@ -40,6 +41,7 @@ struct Flow {
     bool shutdown_pending = false;
     bool eof = false;       // the source has sent its FIN
     bool finished = false;  // that FIN was passed on to the destination
+    TokenBucket bucket;     // upload_rate / download_rate; unused when the rule has none
 
     Chunk& front() { return chunks[head]; }
     Chunk& back() { return chunks[(head + count - 1) % kMaxChunks]; }

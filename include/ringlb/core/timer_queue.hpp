@@ -17,9 +17,10 @@ namespace ringlb::core {
 
 using Clock = std::chrono::steady_clock;
 
-enum class TimerKind : uint8_t { Connect, Idle, AcceptRetry, Closing };
+// Throttle: a session with a byte rate waits for tokens before its next receive.
+enum class TimerKind : uint8_t { Connect, Idle, AcceptRetry, Closing, Throttle };
 
-// Which timer: a session slot's Connect, Idle or Closing timer, a listener's AcceptRetry.
+// Which timer: a session slot's Connect, Idle, Closing or Throttle timer, a listener's AcceptRetry.
 struct TimerKey {
     uint32_t owner = 0;
     TimerKind kind = TimerKind::Idle;
@@ -33,6 +34,8 @@ public:
     // Disarms the timer; nothing happens when it is not armed.
     void cancel(TimerKey key);
     bool armed(TimerKey key) const;
+    // When the timer fires; nullopt when it is not armed.
+    std::optional<Clock::time_point> deadline(TimerKey key) const;
 
     bool empty() const { return heap_.empty(); }
     size_t size() const { return heap_.size(); }  // armed timers
@@ -45,7 +48,7 @@ private:
         Clock::time_point deadline;
         uint32_t key = 0;
     };
-    static constexpr uint32_t kKinds = 4;
+    static constexpr uint32_t kKinds = 5;
     static constexpr uint32_t kNotArmed = 0;
 
     static uint32_t encode(TimerKey key) { return key.owner * kKinds + static_cast<uint32_t>(key.kind); }

@@ -1,6 +1,7 @@
 #pragma once
 // File descriptors and socket set-up. Plain syscalls only: the event APIs live in engine/.
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -45,8 +46,16 @@ private:
 // Binds and listens (SO_REUSEADDR, IPV6_V6ONLY for v6, non-blocking, close-on-exec, TCP_NODELAY
 // inherited by accepted sockets). With reuse_port, several workers each bind their own listener
 // on the same address and the kernel spreads connections over them.
+// With freebind (IP_FREEBIND / IPV6_FREEBIND) the address need not be on the host yet.
 // Throws SystemError("bind 127.0.0.1:8080: Address already in use").
-UniqueFd listen_tcp(const SocketAddress& address, int backlog = 4096, bool reuse_port = false);
+UniqueFd listen_tcp(const SocketAddress& address, int backlog = 4096, bool reuse_port = false, bool freebind = false);
+
+// Binds a fresh outgoing socket to the local address `ip` (its port ignored) before connect().
+// Without a port range (first_port 0) IP_BIND_ADDRESS_NO_PORT leaves the port to connect(), so the
+// same local port can serve different servers. With one, the ports are tried in turn from the
+// `start`-th of the range on, skipping those in use. Returns 0 or -errno (-EADDRINUSE when every
+// port of the range is taken). Hot path: no exceptions.
+int bind_source(int fd, const SocketAddress& ip, uint16_t first_port, uint16_t last_port, uint32_t start);
 
 // A fresh close-on-exec TCP socket of the address's family with TCP_NODELAY, non-blocking when
 // asked (the epoll engine needs that; io_uring wants blocking sockets, or it may report EAGAIN).
