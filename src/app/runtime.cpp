@@ -92,6 +92,7 @@ int Runtime::run() {
             return kExitBadConfig;
         }
     }
+    take_activated_listeners();
     open_files_ = raise_open_files_limit();
     try {
         claim_listen_addresses(config_);
@@ -100,7 +101,9 @@ int Runtime::run() {
         return kExitBadConfig;
     }
     notifier_ = ServiceNotifier::from_environment(log_);
-    if (const int code = start_workers(); code != kExitOk) return code;
+    const int started = start_workers();
+    release_inherited_listeners();
+    if (started != kExitOk) return started;
     if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
     report_open_files_limit();
     try {
@@ -166,6 +169,9 @@ int Runtime::start_workers() {
                                   .reuse_port = threads > 1,
                                   .faults = &faults_,
                                   .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft),
+                                  .inherited = [this, i, threads](const net::SocketAddress& address) {
+                                      return inherited_.take(address, i, threads);
+                                  },
                                   .round = loop_round(std::chrono::milliseconds(250))};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();

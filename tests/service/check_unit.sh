@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks etc/systemd/ringlb.service without running systemd:
-#  1. `systemd-analyze verify` parses the unit (with the binary path pointing at the build);
+#  1. `systemd-analyze verify` parses the unit and the socket activation example ringlb.socket
+#     (with the binary path pointing at the build);
 #  2. every system call ringlb makes over a short run (strace -f: start, a forwarded connection,
 #     an admin command, SIGHUP reload, SIGUSR1, service notifications, SIGTERM), on each engine
 #     given, is inside the sets of the unit's SystemCallFilter as `systemd-analyze syscall-filter`
@@ -30,8 +31,10 @@ echo "--- systemd-analyze verify $unit"
 # The unit as installed, but naming the binary under test (verify checks that it exists). Man
 # pages named in Documentation= are not looked up: they may not be installed here.
 sed "s#/usr/sbin/ringlb#$binary#g" "$unit" >"$work/ringlb.service"
-if ! systemd-analyze verify --man=no "$work/ringlb.service"; then
-    echo "FAIL: systemd-analyze verify rejects $unit"
+# With the socket activation example next to it, as an administrator would install both.
+cp etc/systemd/ringlb.socket "$work/ringlb.socket"
+if ! systemd-analyze verify --man=no "$work/ringlb.service" "$work/ringlb.socket"; then
+    echo "FAIL: systemd-analyze verify rejects $unit or etc/systemd/ringlb.socket"
     exit 1
 fi
 

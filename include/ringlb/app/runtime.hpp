@@ -25,6 +25,7 @@
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/dns/expand.hpp"
+#include "ringlb/net/inherited_sockets.hpp"
 #include "ringlb/net/listen_lock.hpp"
 #include "ringlb/util/log.hpp"
 
@@ -100,6 +101,11 @@ private:
         size_t index = 0;
     };
 
+    // Socket activation: the listeners the service manager passed (LISTEN_FDS), for the workers
+    // to serve instead of binding (runtime_inherited.cpp).
+    void take_activated_listeners();
+    // After the workers started: closes the inherited sockets no listen address matched.
+    void release_inherited_listeners();
     int start_workers();
     void start_control_components();
     void control_loop();
@@ -171,6 +177,7 @@ private:
     uint64_t cap_reached_reported_ = 0;
     std::chrono::steady_clock::time_point cap_reported_at_{};
     std::unordered_map<net::SocketAddress, net::ListenLock, net::SocketAddressHash> listen_claims_;
+    net::InheritedListeners inherited_;  // until the workers have taken theirs
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;
     std::vector<std::unique_ptr<Worker>> workers_;
