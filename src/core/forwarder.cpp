@@ -186,6 +186,7 @@ void Forwarder::close_listener(uint16_t index, bool hand_over) {
     Listener& listener = listeners_[index];
     if (listener.closing) return;
     listener.closing = true;
+    listener.handed_over = hand_over;
     if (!hand_over && !listener.held_elsewhere) net::stop_listening(listener.fd.get());
     log_.debug("stopped listening on ", listener.address);
     if (listener.accept_armed) {
@@ -206,6 +207,13 @@ std::vector<std::string> Forwarder::listen_addresses() const {
         if (!listeners_[i].closing && (i == 0 || listeners_[i - 1].address != listeners_[i].address))
             addresses.push_back(listeners_[i].address.to_string());  // inherited sockets of one address are adjacent
     return addresses;
+}
+
+std::vector<std::pair<int, bool>> Forwarder::listening_descriptors() const {
+    std::vector<std::pair<int, bool>> fds;
+    for (const Listener& listener : listeners_)
+        if (!listener.closing && listener.fd) fds.emplace_back(listener.fd.get(), listener.held_elsewhere);
+    return fds;
 }
 
 void Forwarder::start_accepting() {
@@ -267,12 +275,14 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
     Listener& listener = listeners_[listener_index];
     if (!completion.more) listener.accept_armed = false;
     if (listener.closing) {
-        // A removed listener: a client accepted in the last moment is closed with it.
-        if (completion.result >= 0) net::UniqueFd dropped(completion.result);
+        // A removed listener: a client accepted in the last moment is closed with it, unless the
+        // socket went on to another process (an upgrade): nobody else will see that client.
+        net::UniqueFd late(completion.result >= 0 ? completion.result : -1);
         if (!completion.more && listener.fd) {
             engine_.forget(listener.fd.get());
             listener.fd.reset();
         }
+        if (late && listener.handed_over) admit(listener_index, std::move(late));
         return;
     }
     if (completion.result < 0) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,6 +44,12 @@ int socket_option(int fd, int option) {
     socklen_t length = sizeof value;
     if (::getsockopt(fd, SOL_SOCKET, option, &value, &length) != 0) throw SystemError("getsockopt fd " + std::to_string(fd), errno);
     return value;
+}
+
+bool same_socket(int a, int b) {
+    struct stat first{}, second{};
+    return ::fstat(a, &first) == 0 && ::fstat(b, &second) == 0 && first.st_dev == second.st_dev &&
+           first.st_ino == second.st_ino;
 }
 
 }  // namespace
@@ -92,6 +99,9 @@ bool InheritedListeners::add(UniqueFd fd, bool held_elsewhere, std::string* why_
         set_nonblocking(fd.get(), true);
         std::lock_guard lock(mutex_);
         Entry& entry = by_address_[address];
+        // Workers that shared one socket pass a copy each: one copy is enough.
+        for (const UniqueFd& known : entry.fds)
+            if (same_socket(known.get(), fd.get())) return true;
         entry.fds.push_back(std::move(fd));
         entry.held_elsewhere = entry.held_elsewhere || held_elsewhere;
         return true;

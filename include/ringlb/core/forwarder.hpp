@@ -138,6 +138,9 @@ public:
     uint32_t active_sessions() const { return sessions_.in_use(); }
     size_t armed_timers() const { return timers_.size(); }
     std::vector<std::string> listen_addresses() const;
+    // The descriptors of the listeners in service, to pass on to a new process (an upgrade), each
+    // with whether the service manager holds its socket too (socket activation).
+    std::vector<std::pair<int, bool>> listening_descriptors() const;
 
     // Session descriptors (accepted clients, server sockets) numbered `ceiling` or above are
     // closed at once and their clients dropped, so the descriptors above it stay free for the
@@ -227,6 +230,7 @@ private:
         bool paused = false;          // its accept was cancelled for want of descriptors
         bool held_elsewhere = false;  // another process listens on the same socket: never shut it down
         bool shared = false;          // other workers accept on the same socket: one accept at a time
+        bool handed_over = false;     // closing, and another process accepts on it from now on
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;

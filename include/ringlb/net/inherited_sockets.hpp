@@ -40,7 +40,8 @@ struct InheritedListener {
 // an address dropped by a reload and added back later is bound anew.
 class InheritedListeners {
 public:
-    // Adds a listening TCP socket; false (and the socket is closed) when it is not one.
+    // Adds a listening TCP socket (a second copy of one already here is closed); false (and the
+    // socket is closed) when it is not one.
     bool add(UniqueFd fd, bool held_elsewhere, std::string* why_not);
 
     // The sockets of `address` for worker `worker` of `workers`, as descriptors of its own. With
