@@ -28,21 +28,24 @@ std::pair<net::UniqueFd, net::UniqueFd> report_pair() {
 }  // namespace
 
 void Runtime::take_handover() {
-    own_command_ = read_own_command();
+    try {
+        own_command_ = read_own_command();
+    } catch (const std::exception& e) {
+        log_.warn("upgrades will not be possible: ", e.what());
+    }
     std::optional<net::Handover> handover = net::take_handover();
     if (!handover) return;
-    size_t listeners = 0;
     for (auto& [fd, held_elsewhere] : handover->listeners) {
         std::string why_not;
         const int number = fd.get();
-        if (inherited_.add(std::move(fd), held_elsewhere, &why_not)) ++listeners;
-        else log_.warn("upgrade: passed fd ", number, " closed: ", why_not);
+        if (!inherited_.add(std::move(fd), held_elsewhere, &why_not))
+            log_.warn("upgrade: passed fd ", number, " closed: ", why_not);
     }
-    for (net::UniqueFd& fd : handover->claims) {
-        if (auto claim = net::ListenLock::adopt(std::move(fd))) listen_claims_.emplace(std::move(claim->first), std::move(claim->second));
-    }
+    for (net::UniqueFd& fd : handover->claims)
+        if (auto claim = net::ListenLock::adopt(std::move(fd)))
+            listen_claims_.emplace(claim->first, std::move(claim->second));
     upgrade_report_ = std::move(handover->report);
-    log_.info("upgrade: taking over from pid ", ::getppid(), ": ", listeners, " listening socket(s), ",
+    log_.info("upgrade: taking over from pid ", ::getppid(), ": ", inherited_.socket_count(), " listening socket(s), ",
               listen_claims_.size(), " listen address claim(s)");
 }
 
@@ -60,6 +63,7 @@ void Runtime::begin_upgrade() {
         return;
     }
     try {
+        if (own_command_.binary.empty()) throw std::runtime_error("the path of the binary could not be read at start");
         auto [ours, theirs] = report_pair();
         std::vector<net::HandoverEntry> entries{{net::HandoverKind::Report, 3}};
         std::vector<int> descriptors{theirs.get()};

@@ -203,9 +203,9 @@ void Forwarder::stop_accepting(bool hand_over) {
 
 std::vector<std::string> Forwarder::listen_addresses() const {
     std::vector<std::string> addresses;
-    for (size_t i = 0; i < listeners_.size(); ++i)
-        if (!listeners_[i].closing && (i == 0 || listeners_[i - 1].address != listeners_[i].address))
-            addresses.push_back(listeners_[i].address.to_string());  // inherited sockets of one address are adjacent
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> seen;  // an address may have several sockets
+    for (const Listener& listener : listeners_)
+        if (!listener.closing && seen.insert(listener.address).second) addresses.push_back(listener.address.to_string());
     return addresses;
 }
 

@@ -108,9 +108,11 @@ pid_t spawn_with_descriptors(const std::string& binary, const std::vector<std::s
     for (size_t i = 0; i < copies.fds.size() && error == 0; ++i)
         error = posix_spawn_file_actions_adddup2(&actions, copies.fds[i].get(), kFirstPassedFd + static_cast<int>(i));
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
     args.push_back(nullptr);
     std::vector<char*> env;
+    env.reserve(environment.size() + 1);
     for (const std::string& entry : environment) env.push_back(const_cast<char*>(entry.c_str()));
     env.push_back(nullptr);
     pid_t pid = -1;

@@ -146,6 +146,13 @@ void InheritedListeners::release() {
     by_address_.clear();
 }
 
+size_t InheritedListeners::socket_count() const {
+    std::lock_guard lock(mutex_);
+    size_t count = 0;
+    for (const auto& [address, entry] : by_address_) count += entry.fds.size();
+    return count;
+}
+
 bool InheritedListeners::empty() const {
     std::lock_guard lock(mutex_);
     return by_address_.empty();

@@ -266,3 +266,35 @@ TEST_CASE("upgrade: ten upgrades under 200 connections a second drop nothing; on
     ::kill(current, SIGTERM);
     CHECK(descendants.wait_exit(current, 20s) == 0);
 }
+
+TEST_CASE("upgrade: sockets from the service manager pass on as such, and the new process sees no LISTEN_ variables") {
+    Descendants descendants;
+    NameBackend backend("activated");
+    UniqueFd socket = listen_on_loopback(0);
+    const std::uint16_t port = local_port(socket.get());
+    RinglbOptions options;
+    options.listen_fds = {socket.get()};
+    GlobalSpec global;
+    global.threads = 2;
+    RinglbProcess ringlb(options, simple_config(port, {{backend.endpoint()}}, global));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    CHECK(fetch_name(port) == "activated");
+
+    REQUIRE(::kill(ringlb.pid(), SIGUSR2) == 0);
+    REQUIRE(ringlb.wait_for_log(" is ready and serves; this process (pid " + std::to_string(ringlb.pid()) + ")", 20s));
+    const pid_t next = started_pid(ringlb.log_text(), 0);
+    REQUIRE(next > 0);
+    descendants.add(next);
+    CHECK(ringlb.wait_exit(20s).code == 0);
+    // The new process got the one socket (not bound anew: the test's copy holds the port without
+    // SO_REUSEPORT) and the variables were gone from its environment.
+    CHECK(ringlb.log_text().find("1 listening socket(s), 1 listen address claim(s)") != std::string::npos);
+    CHECK(count_of(ringlb.log_text(), "socket activation:") == 1);  // the first process's line only
+    for (int i = 0; i < 10; ++i) CHECK(fetch_name(port) == "activated");
+
+    ::kill(next, SIGTERM);
+    CHECK(descendants.wait_exit(next, 20s) == 0);
+    // Never shut down, by either process: the service manager's socket still listens.
+    CHECK(connect_to(port, Family::V4, 2s).valid());
+}

@@ -55,6 +55,7 @@ public:
     // Closes every inherited descriptor this object still holds (the workers' own stay open).
     void release();
     bool empty() const;
+    size_t socket_count() const;  // distinct sockets held
 
 private:
     struct Entry {
