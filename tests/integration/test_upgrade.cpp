@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "test_helpers.hpp"
@@ -297,4 +298,24 @@ TEST_CASE("upgrade: sockets from the service manager pass on as such, and the ne
     CHECK(descendants.wait_exit(next, 20s) == 0);
     // Never shut down, by either process: the service manager's socket still listens.
     CHECK(connect_to(port, Family::V4, 2s).valid());
+}
+
+TEST_CASE("upgrade: a new process that cannot start changes nothing; the admin port comes back") {
+    NameBackend backend("still");
+    const std::uint16_t port = find_free_port(), admin_port = find_free_port();
+    GlobalSpec global;
+    global.threads = 2;
+    global.trailing_lines = {"[admin]", "listen = \"" + loopback_endpoint(admin_port) + "\""};
+    RinglbProcess ringlb(simple_config(port, {{backend.endpoint()}}, global));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    std::ofstream(ringlb.config_path(), std::ios::trunc) << "[global]\nthreads = \"many\"\n";
+    REQUIRE(::kill(ringlb.pid(), SIGUSR2) == 0);
+    REQUIRE(ringlb.wait_for_log("upgrade failed, this process serves on: the new process (pid ", 20s));
+    CHECK(ringlb.log_text().find(") exited with status 2 before it was ready") != std::string::npos);
+    CHECK(ringlb.running());
+    for (int i = 0; i < 10; ++i) CHECK(fetch_name(port) == "still");
+    CHECK(admin_command(admin_port, "version").ok());
+    CHECK_CLEAN_EXIT(ringlb);
 }
