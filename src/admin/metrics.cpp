@@ -211,6 +211,9 @@ void render_buffers(Exposition& out, const Snapshot& snapshot) {
                &WorkerBuffers::resident_free);
     per_worker("ringlb_receive_buffers_session_peak", "The most receive buffers one session of the worker held at once.",
                &WorkerBuffers::peak_session);
+    out.family("ringlb_worker_accepted_total", "counter", "Clients accepted, per worker.");
+    for (size_t i = 0; i < snapshot.workers.size(); ++i)
+        out.sample("ringlb_worker_accepted_total", {{"worker", std::to_string(i)}}, snapshot.workers[i].accepted);
 }
 
 // Samples of one family must be contiguous, so each family loops over every rule.

@@ -95,15 +95,25 @@ int Runtime::run() {
             return kExitBadConfig;
         }
     }
+    try {
+        take_handover();
+        take_activated_listeners();
+    } catch (const std::exception& e) {
+        log_.error(e.what());
+        return kExitRuntimeFailure;
+    }
     open_files_ = raise_open_files_limit();
     try {
         claim_listen_addresses(config_);
+        drop_listen_claims_unused_by(config_);  // claims passed on by an upgrade's old process
     } catch (const std::exception& e) {
         log_.error(e.what());
         return kExitBadConfig;
     }
     notifier_ = ServiceNotifier::from_environment(log_);
-    if (const int code = start_workers(); code != kExitOk) return code;
+    const int started = start_workers();
+    release_inherited_listeners();
+    if (started != kExitOk) return started;
     if (faults_.any()) log_.warn("RINGLB_FAULT=", faults_.text, ": test fault hooks are active");
     report_open_files_limit();
     try {
@@ -119,6 +129,7 @@ int Runtime::run() {
     log_.info("ready: listening on ", join(listening_, " "), "; ", config_.rules.size(), " rule",
               config_.rules.size() == 1 ? "" : "s", ", ", workers_.size(), " worker thread",
               workers_.size() == 1 ? "" : "s", " (", config_.source, ")");
+    report_upgraded();  // first: MAINPID= goes to the service manager before READY=1
     notifier_.ready("ready: " + service_status());
     if (const auto interval = notifier_.watchdog_interval()) {
         turn_watch_.emplace(*interval, Clock::now());
@@ -169,6 +180,9 @@ int Runtime::start_workers() {
                                   .reuse_port = threads > 1,
                                   .faults = &faults_,
                                   .descriptor_ceiling = data_path_descriptor_ceiling(open_files_.soft),
+                                  .inherited = [this, i, threads](const net::SocketAddress& address) {
+                                      return inherited_.take(address, i, threads);
+                                  },
                                   .round = loop_round(std::chrono::milliseconds(250))};
         workers_.push_back(std::make_unique<Worker>(setup));
         StartReport report = workers_.back()->wait_started();
@@ -220,6 +234,10 @@ void Runtime::start_control_components() {
         });
     update_health_targets();
     sync_dns_targets();
+    open_control_ports();
+}
+
+void Runtime::open_control_ports() {
     if (config_.admin.listen.enabled) {
         admin_server_ = std::make_unique<admin::AdminServer>(*dispatcher_, config_.admin, *this, log_,
                                                              std::string("ringlb ") + RINGLB_VERSION);
@@ -235,7 +253,7 @@ void Runtime::start_control_components() {
 // ---- the control loop and the stop -------------------------------------------------------
 
 void Runtime::control_loop() {
-    while (signals_.stop_requests.load() == 0) {
+    while (signals_.stop_requests.load() == 0 && !handed_over_) {
         dispatcher_->run_once(loop_round(kControlRound));
         if (const auto failed = failed_worker()) {
             // Its sessions are gone already; the others are closed at once, no draining.
@@ -244,6 +262,7 @@ void Runtime::control_loop() {
             return;
         }
         handle_signals();
+        check_upgrade();
         finish_reload_if_done();
         apply_dns_updates();
         report_buffer_cap();
@@ -293,16 +312,25 @@ void Runtime::handle_signals() {
         log_.reopen();
         log_.info("log file reopened (SIGUSR1)");
     }
+    if (signals_.upgrade.exchange(false)) {
+        if (handed_over_) log_.warn("upgrade: this process has handed over already; signal the new one");
+        else begin_upgrade();
+    }
 }
 
 // SIGTERM/SIGINT: stop accepting at once, give live sessions up to shutdown_timeout to finish,
 // then close the rest. A second signal skips the wait.
 void Runtime::drain_and_stop() {
-    // Waited for: once it returns, every listener is closed and new connections are refused.
-    notifier_.stopping("stopping: " + service_status());
+    // Waited for: once it returns, every listener is closed and new connections are refused
+    // (after an upgrade: left to the new process, which goes on accepting on the same sockets).
+    if (handed_over_) {
+        notifier_ = ServiceNotifier(log_);  // the new process speaks to the service manager now
+    } else {
+        notifier_.stopping("stopping: " + service_status());
+    }
     uint64_t open_sessions = 0;
     on_every_worker([&](core::Forwarder& forwarder) {
-        forwarder.stop_accepting();
+        forwarder.stop_accepting(handed_over_);
         open_sessions += forwarder.active_sessions();
     });
     const auto active = [this] {

@@ -194,7 +194,7 @@ admin::Reply Runtime::show_stats() {
         const admin::WorkerBuffers& w = view.workers[i];
         out << "worker " << i << " buffers_held=" << w.held << " buffers_offered=" << w.offered
             << " buffers_made=" << w.made << " buffers_idle_resident=" << w.resident_free
-            << " session_peak_buffers=" << w.peak_session << "\n";
+            << " session_peak_buffers=" << w.peak_session << " accepted=" << w.accepted << "\n";
     }
     write_control_stats(out, view);
     return admin::Reply::success(out.str());

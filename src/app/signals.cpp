@@ -10,7 +10,7 @@ namespace {
 sigset_t control_signals() {
     sigset_t set;
     sigemptyset(&set);
-    for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) sigaddset(&set, signal);
+    for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, signal);
     return set;
 }
 
@@ -38,6 +38,10 @@ void SignalWatcher::watch(const std::stop_token& token, SignalFlags& flags, Logg
                 break;
             case SIGUSR1:
                 flags.reopen_log.store(true);
+                break;
+            case SIGUSR2:
+                log.info("received SIGUSR2: starting the binary anew to take over (upgrade)");
+                flags.upgrade.store(true);
                 break;
             default: {
                 const int count = ++flags.stop_requests;

@@ -129,7 +129,7 @@ void Worker::run(Setup setup) {
         engine = std::move(selection.engine);
         const std::string engine_name(engine->name());
         forwarder = std::make_unique<core::Forwarder>(*setup.global, *setup.plan, *engine, *setup.log, *setup.limits,
-                                                      setup.reuse_port, setup.index);
+                                                      setup.reuse_port, setup.index, setup.inherited);
         if (setup.connection_log) forwarder->set_connection_log(setup.connection_log, setup.global->log_format);
         forwarder->set_descriptor_ceiling(setup.descriptor_ceiling);
         started_.set_value({kExitOk, std::move(selection.description), engine_name, forwarder->listen_addresses()});

@@ -47,12 +47,13 @@ RulePlan Forwarder::initial_plan(const config::Config& config) {
 }
 
 Forwarder::Forwarder(const config::GlobalConfig& global, const RulePlan& plan, engine::Engine& engine, Logger& log,
-                     SessionLimits& limits, bool reuse_port, unsigned worker)
+                     SessionLimits& limits, bool reuse_port, unsigned worker, ListenerSource inherited)
     : engine_(engine),
       log_(log),
       global_(global),
       reuse_port_(reuse_port),
       worker_(worker),
+      inherited_(std::move(inherited)),
       sessions_(global.max_sessions),
       limits_(limits) {
     apply(plan);
@@ -65,7 +66,7 @@ Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logge
 Forwarder::~Forwarder() {
     abort_all_sessions(EndCause::Shutdown);
     for (Listener& listener : listeners_)
-        if (listener.fd) net::stop_listening(listener.fd.get());
+        if (listener.fd && !listener.held_elsewhere) net::stop_listening(listener.fd.get());
 }
 
 std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slot) const {
@@ -118,6 +119,15 @@ void Forwarder::apply(const RulePlan& plan) {
     for (uint16_t slot : plan.order) {
         for (const net::SocketAddress& address : plan.slots.at(slot).rule->listen) {
             if (!wanted.insert(address).second || open.contains(address)) continue;
+            if (std::vector<net::InheritedListener> sockets = inherited_ ? inherited_(address) : std::vector<net::InheritedListener>{};
+                !sockets.empty()) {
+                for (net::InheritedListener& socket : sockets)
+                    added.push_back(Listener{.fd = std::move(socket.fd), .address = address, .rules = {},
+                                             .held_elsewhere = socket.held_elsewhere,
+                                             .shared = socket.shared_by_workers});
+                log_.debug("listening on ", address, " (", sockets.size(), " inherited socket(s))");
+                continue;
+            }
             try {
                 net::UniqueFd fd = net::listen_tcp(address, 4096, reuse_port_, freebind.contains(address));
                 added.push_back(Listener{std::move(fd), address, {}});
@@ -175,15 +185,25 @@ void Forwarder::rebuild_listener_rules() {
             listener.reads_hello = listener.reads_hello || !config.sni.empty() || !config.alpn.empty();
         }
     }
+    // An address may have several inherited sockets: each serves as the first one does.
+    for (Listener& listener : listeners_) {
+        if (listener.closing) continue;
+        const Listener& first = listeners_[open.at(listener.address)];
+        if (&first == &listener) continue;
+        listener.rules = first.rules;
+        listener.accept_proxy = first.accept_proxy;
+        listener.proxy_from = first.proxy_from;
+    }
 }
 
 // Takes a listener out of service. Its accept request ends with an error or a cancellation;
 // the fd is closed once it has (or at once when none is armed).
-void Forwarder::close_listener(uint16_t index) {
+void Forwarder::close_listener(uint16_t index, bool hand_over) {
     Listener& listener = listeners_[index];
     if (listener.closing) return;
     listener.closing = true;
-    net::stop_listening(listener.fd.get());
+    listener.handed_over = hand_over;
+    if (!hand_over && !listener.held_elsewhere) net::stop_listening(listener.fd.get());
     log_.debug("stopped listening on ", listener.address);
     if (listener.accept_armed) {
         engine_.cancel(listener.fd.get());
@@ -193,15 +213,23 @@ void Forwarder::close_listener(uint16_t index) {
     }
 }
 
-void Forwarder::stop_accepting() {
-    for (size_t i = 0; i < listeners_.size(); ++i) close_listener(static_cast<uint16_t>(i));
+void Forwarder::stop_accepting(bool hand_over) {
+    for (size_t i = 0; i < listeners_.size(); ++i) close_listener(static_cast<uint16_t>(i), hand_over);
 }
 
 std::vector<std::string> Forwarder::listen_addresses() const {
     std::vector<std::string> addresses;
+    std::unordered_set<net::SocketAddress, net::SocketAddressHash> seen;  // an address may have several sockets
     for (const Listener& listener : listeners_)
-        if (!listener.closing) addresses.push_back(listener.address.to_string());
+        if (!listener.closing && seen.insert(listener.address).second) addresses.push_back(listener.address.to_string());
     return addresses;
+}
+
+std::vector<std::pair<int, bool>> Forwarder::listening_descriptors() const {
+    std::vector<std::pair<int, bool>> fds;
+    for (const Listener& listener : listeners_)
+        if (!listener.closing && listener.fd) fds.emplace_back(listener.fd.get(), listener.held_elsewhere);
+    return fds;
 }
 
 void Forwarder::start_accepting() {
@@ -213,7 +241,9 @@ void Forwarder::start_accepting() {
 void Forwarder::arm_accept(uint16_t listener) {
     listeners_[listener].accept_armed = true;
     listeners_[listener].paused = false;
-    engine_.accept(listeners_[listener].fd.get(), Token{listener, 0, Op::Accept}.pack());
+    const uint64_t token = Token{listener, 0, Op::Accept}.pack();
+    if (listeners_[listener].shared) engine_.accept_one(listeners_[listener].fd.get(), token);
+    else engine_.accept(listeners_[listener].fd.get(), token);
 }
 
 void Forwarder::run(const std::atomic<bool>& stop) {
@@ -261,12 +291,14 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
     Listener& listener = listeners_[listener_index];
     if (!completion.more) listener.accept_armed = false;
     if (listener.closing) {
-        // A removed listener: a client accepted in the last moment is closed with it.
-        if (completion.result >= 0) net::UniqueFd dropped(completion.result);
+        // A removed listener: a client accepted in the last moment is closed with it, unless the
+        // socket went on to another process (an upgrade): nobody else will see that client.
+        net::UniqueFd late(completion.result >= 0 ? completion.result : -1);
         if (!completion.more && listener.fd) {
             engine_.forget(listener.fd.get());
             listener.fd.reset();
         }
+        if (late && listener.handed_over) admit(listener_index, std::move(late));
         return;
     }
     if (completion.result < 0) {
@@ -1401,7 +1433,7 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     const engine::BufferStats buffers = engine_.buffer_stats();
     snapshot.buffer_size = engine_.buffer_size();
     snapshot.workers.push_back({buffers.held, buffers.offered, buffers.made, buffers.resident_free,
-                                stats_.peak_session_buffers});
+                                stats_.peak_session_buffers, stats_.accepted});
     for (size_t i = 0; i < slots.size() && i < snapshot.rules.size(); ++i) {
         if (slots[i] >= rules_.size() || !rules_[slots[i]]) continue;
         const Rule& rule = *rules_[slots[i]];

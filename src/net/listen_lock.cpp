@@ -11,6 +11,8 @@ namespace ringlb::net {
 
 namespace {
 
+constexpr const char* kClaimPrefix = "ringlb/listen/";
+
 // An abstract address: sun_path starts with a NUL, the name follows, no file is created.
 struct AbstractAddress {
     sockaddr_un address{};
@@ -46,7 +48,21 @@ std::optional<pid_t> holder_of(const AbstractAddress& claim) {
 
 }  // namespace
 
-std::string ListenLock::name_for(const SocketAddress& address) { return "ringlb/listen/" + address.to_string(); }
+std::string ListenLock::name_for(const SocketAddress& address) { return kClaimPrefix + address.to_string(); }
+
+std::optional<std::pair<SocketAddress, ListenLock>> ListenLock::adopt(UniqueFd fd) {
+    sockaddr_un bound{};
+    socklen_t length = sizeof bound;
+    if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &length) != 0 || bound.sun_family != AF_UNIX)
+        return std::nullopt;
+    const size_t path_length = length - offsetof(sockaddr_un, sun_path);
+    if (path_length < 2 || bound.sun_path[0] != '\0') return std::nullopt;
+    const std::string name(bound.sun_path + 1, path_length - 1);
+    if (name.rfind(kClaimPrefix, 0) != 0) return std::nullopt;
+    const std::optional<SocketAddress> address = SocketAddress::parse(name.substr(std::strlen(kClaimPrefix)));
+    if (!address) return std::nullopt;
+    return std::make_pair(*address, ListenLock(std::move(fd)));
+}
 
 ListenLock ListenLock::claim(const SocketAddress& address) {
     const AbstractAddress claim = abstract_address(name_for(address));

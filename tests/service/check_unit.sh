@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks etc/systemd/ringlb.service without running systemd:
-#  1. `systemd-analyze verify` parses the unit (with the binary path pointing at the build);
+#  1. `systemd-analyze verify` parses the unit and the socket activation example ringlb.socket
+#     (with the binary path pointing at the build);
 #  2. every system call ringlb makes over a short run (strace -f: start, a forwarded connection,
-#     an admin command, SIGHUP reload, SIGUSR1, service notifications, SIGTERM), on each engine
+#     an admin command, SIGHUP reload, SIGUSR1, an upgrade by SIGUSR2, service notifications,
+#     SIGTERM), on each engine
 #     given, is inside the sets of the unit's SystemCallFilter as `systemd-analyze syscall-filter`
 #     lists them: a call outside them would kill ringlb under systemd.
 # Usage: tests/service/check_unit.sh [BINARY] [ENGINES...]   (defaults: build/ringlb, uring epoll)
@@ -30,8 +32,10 @@ echo "--- systemd-analyze verify $unit"
 # The unit as installed, but naming the binary under test (verify checks that it exists). Man
 # pages named in Documentation= are not looked up: they may not be installed here.
 sed "s#/usr/sbin/ringlb#$binary#g" "$unit" >"$work/ringlb.service"
-if ! systemd-analyze verify --man=no "$work/ringlb.service"; then
-    echo "FAIL: systemd-analyze verify rejects $unit"
+# With the socket activation example next to it, as an administrator would install both.
+cp etc/systemd/ringlb.socket "$work/ringlb.socket"
+if ! systemd-analyze verify --man=no "$work/ringlb.service" "$work/ringlb.socket"; then
+    echo "FAIL: systemd-analyze verify rejects $unit or etc/systemd/ringlb.socket"
     exit 1
 fi
 
@@ -96,6 +100,13 @@ with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
     ringlb = int(f.read().split()[0])
 os.kill(ringlb, signal.SIGUSR1); time.sleep(0.5)
 client.close(); served.close()
+# An upgrade: the new process announces itself as the main one; it is stopped in the end.
+step("upgrade"); os.kill(ringlb, signal.SIGUSR2)
+while True:
+    message = notify.recv(4096).decode()
+    if "MAINPID=" in message:
+        ringlb = int(message.split("MAINPID=")[1].split("\n")[0]); break
+expect("READY=1")
 os.kill(ringlb, signal.SIGTERM); expect("STOPPING=1")
 sys.exit(proc.wait(timeout=20))
 PY

@@ -95,8 +95,21 @@ ExitStatus decode_wait_status(int status) {
 // fork + exec with stdout and stderr going to `output_path`. Everything the child needs is
 // prepared before fork(): the test process has threads (the backends), so the child may only
 // make async-signal-safe calls.
+// Writes `value` in decimal at `out` (room for 20 digits and a NUL): async-signal-safe.
+void write_decimal(char* out, long value) {
+    char digits[24];
+    int count = 0;
+    do {
+        digits[count++] = static_cast<char>('0' + value % 10);
+        value /= 10;
+    } while (value > 0);
+    for (int i = 0; i < count; ++i) out[i] = digits[count - 1 - i];
+    out[count] = '\0';
+}
+
 pid_t spawn(const std::vector<std::string>& args, const std::string& output_path,
-            std::optional<rlimit> open_files_limit = std::nullopt, const std::vector<std::string>& extra_env = {}) {
+            std::optional<rlimit> open_files_limit = std::nullopt, const std::vector<std::string>& extra_env = {},
+            const std::vector<int>& listen_fds = {}, const std::string& listen_fdnames = "") {
     UniqueFd output(::open(output_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
     UniqueFd null_input(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!output.valid() || !null_input.valid())
@@ -107,6 +120,21 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
     std::vector<char*> envp;
     // The extra entries first: getenv() returns the first of two with the same name.
     for (const auto& entry : extra_env) envp.push_back(const_cast<char*>(entry.c_str()));
+    // Socket activation: copies above the fds they go to (so that no dup2 overwrites a source),
+    // and LISTEN_PID, whose value only the child knows.
+    std::vector<UniqueFd> passed;
+    for (int fd : listen_fds) {
+        passed.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3 + static_cast<int>(listen_fds.size())));
+        if (!passed.back().valid()) throw std::runtime_error(std::string("dup listen fd: ") + std::strerror(errno));
+    }
+    std::string listen_count = "LISTEN_FDS=" + std::to_string(listen_fds.size());
+    std::string listen_names = "LISTEN_FDNAMES=" + listen_fdnames;
+    std::string listen_pid = "LISTEN_PID=" + std::string(24, '\0');
+    if (!listen_fds.empty()) {
+        envp.push_back(listen_count.data());
+        envp.push_back(listen_pid.data());
+        if (!listen_fdnames.empty()) envp.push_back(listen_names.data());
+    }
     for (char** entry = environ; *entry; ++entry) envp.push_back(*entry);
     envp.push_back(nullptr);
     pid_t parent = ::getpid();
@@ -126,8 +154,10 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& output_path
         ::dup2(null_input.get(), 0);
         ::dup2(output.get(), 1);
         ::dup2(output.get(), 2);
+        for (size_t i = 0; i < passed.size(); ++i) ::dup2(passed[i].get(), 3 + static_cast<int>(i));
+        if (!passed.empty()) write_decimal(listen_pid.data() + 11, ::getpid());
         // Belt and braces next to SOCK_CLOEXEC: no test socket may stay open in ringlb.
-        ::close_range(3, ~0U, 0);
+        ::close_range(3 + static_cast<unsigned>(passed.size()), ~0U, 0);
         if (open_files_limit && ::setrlimit(RLIMIT_NOFILE, &*open_files_limit) != 0) ::_exit(126);
         ::execve(argv[0], argv.data(), envp.data());
         const char message[] = "ringlb-test: execv failed\n";
@@ -189,7 +219,7 @@ RinglbProcess::RinglbProcess(const RinglbOptions& options, std::string_view conf
         ::getrlimit(RLIMIT_NOFILE, &current);
         limit = rlimit{*options.open_files_soft_limit, current.rlim_max};
     }
-    pid_ = spawn(args, log_.path(), limit, options.environment);
+    pid_ = spawn(args, log_.path(), limit, options.environment, options.listen_fds, options.listen_fdnames);
 }
 
 RinglbProcess::~RinglbProcess() {

@@ -68,6 +68,10 @@ struct RinglbOptions {
     std::optional<rlim_t> open_files_soft_limit;
     // "NAME=value" entries added to the inherited environment (e.g. RINGLB_FAULT).
     std::vector<std::string> environment;
+    // Socket activation as a service manager does it: these descriptors become fds 3, 4, ... in
+    // the child, with LISTEN_FDS, LISTEN_PID (the child's pid) and LISTEN_FDNAMES (when not empty).
+    std::vector<int> listen_fds;
+    std::string listen_fdnames;
 };
 
 // One running ringlb: `<binary> -c <config file> --engine <engine> extra_args...`. The

@@ -147,6 +147,7 @@ struct WorkerBuffers {
     uint32_t made = 0;           // buffers the worker's pool has made so far
     uint32_t resident_free = 0;  // free buffers whose pages are not given back yet
     uint32_t peak_session = 0;   // the most buffers one session of this worker held at once
+    uint64_t accepted = 0;       // clients this worker accepted since start
 };
 
 // The management port's defences at work (counted since start).

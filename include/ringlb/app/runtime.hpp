@@ -20,11 +20,13 @@
 #include "ringlb/app/descriptors.hpp"
 #include "ringlb/app/service_notifier.hpp"
 #include "ringlb/app/signals.hpp"
+#include "ringlb/app/upgrade.hpp"
 #include "ringlb/app/worker.hpp"
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/dns/expand.hpp"
+#include "ringlb/net/inherited_sockets.hpp"
 #include "ringlb/net/listen_lock.hpp"
 #include "ringlb/util/log.hpp"
 
@@ -100,6 +102,21 @@ private:
         size_t index = 0;
     };
 
+    // Socket activation: the listeners the service manager passed (LISTEN_FDS), for the workers
+    // to serve instead of binding (runtime_inherited.cpp).
+    void take_activated_listeners();
+    // After the workers started: closes the inherited sockets no listen address matched.
+    void release_inherited_listeners();
+    // Upgrades (runtime_upgrade.cpp, see app/upgrade.hpp). In a new process: takes what the old
+    // one passed on (throws when it is unusable), and reports ready once serving.
+    void take_handover();
+    void report_upgraded();
+    // In the old process: starts the new one, and each control round sees whether it is ready.
+    void begin_upgrade();
+    void check_upgrade();
+    // The admin and metrics ports: closed while a new process starts, so that it can bind them.
+    void open_control_ports();
+    void close_control_ports();
     int start_workers();
     void start_control_components();
     void control_loop();
@@ -177,6 +194,11 @@ private:
     uint64_t cap_reached_reported_ = 0;
     std::chrono::steady_clock::time_point cap_reported_at_{};
     std::unordered_map<net::SocketAddress, net::ListenLock, net::SocketAddressHash> listen_claims_;
+    net::InheritedListeners inherited_;  // until the workers have taken theirs
+    OwnCommand own_command_;              // read in run(): what an upgrade starts
+    std::optional<UpgradeChild> upgrade_;  // the new process of an upgrade under way
+    bool handed_over_ = false;            // a new process serves: this one drains and exits
+    net::UniqueFd upgrade_report_;        // a new process: where it says "ready" to the old one
     std::vector<SlotRecord> slots_;  // by rule slot, never shrinking (see core::RulePlan)
     core::RulePlan initial_plan_;
     std::vector<std::unique_ptr<Worker>> workers_;

@@ -1,6 +1,6 @@
 #pragma once
 // Signals, turned into flags for the control thread: SIGTERM/SIGINT stop (a second one stops at
-// once), SIGHUP reloads the config, SIGUSR1 reopens the log file. They are blocked in every
+// once), SIGHUP reloads the config, SIGUSR1 reopens the log file, SIGUSR2 upgrades (app/upgrade.hpp). They are blocked in every
 // thread and taken by one watcher thread with sigtimedwait, so no handler ever runs inside the
 // forwarding code.
 #include <atomic>
@@ -15,6 +15,7 @@ struct SignalFlags {
     std::atomic<int> stop_requests{0};
     std::atomic<bool> reload{false};
     std::atomic<bool> reopen_log{false};
+    std::atomic<bool> upgrade{false};
 };
 
 // Call first thing in main, before any thread starts: threads inherit the mask.

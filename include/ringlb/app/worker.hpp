@@ -45,6 +45,8 @@ public:
         bool reuse_port = false;
         const FaultHooks* faults = nullptr;  // test hooks (RINGLB_FAULT); null = none
         int descriptor_ceiling = INT_MAX;    // see Forwarder::set_descriptor_ceiling
+        // Listening sockets opened elsewhere (socket activation, an upgrade), asked before binding.
+        core::ListenerSource inherited;
         // The longest an idle loop waits before it turns again (the watchdog wants it short).
         std::chrono::milliseconds round = std::chrono::milliseconds(250);
     };

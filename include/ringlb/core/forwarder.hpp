@@ -10,6 +10,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,7 @@
 #include "ringlb/engine/engine.hpp"
 #include "ringlb/health/passive.hpp"
 #include "ringlb/net/client_hello.hpp"
+#include "ringlb/net/inherited_sockets.hpp"
 #include "ringlb/net/socket.hpp"
 #include "ringlb/util/log.hpp"
 #include "ringlb/util/log_throttle.hpp"
@@ -107,14 +109,18 @@ struct SessionInfo {
     std::chrono::milliseconds age{0};
 };
 
+// Listening sockets opened elsewhere for an address (socket activation, an upgrade), served
+// instead of binding it; none: bind it.
+using ListenerSource = std::function<std::vector<net::InheritedListener>(const net::SocketAddress&)>;
+
 class Forwarder final : public engine::CompletionHandler {
 public:
     // Binds every listen address of the plan (throws ListenError); accepting starts with
     // start_accepting(). `limits` may be shared with other workers; with `reuse_port` each
     // worker binds its own listeners on the same addresses. `worker` numbers this worker in
-    // session ids.
+    // session ids. `inherited` is asked first for every address to listen on.
     Forwarder(const config::GlobalConfig& global, const RulePlan& plan, engine::Engine& engine, Logger& log,
-              SessionLimits& limits, bool reuse_port = false, unsigned worker = 0);
+              SessionLimits& limits, bool reuse_port = false, unsigned worker = 0, ListenerSource inherited = {});
     // A plan with the config's rules in slots 0..n-1.
     Forwarder(const config::Config& config, engine::Engine& engine, Logger& log, SessionLimits& limits,
               bool reuse_port = false);
@@ -137,6 +143,9 @@ public:
     uint32_t active_sessions() const { return sessions_.in_use(); }
     size_t armed_timers() const { return timers_.size(); }
     std::vector<std::string> listen_addresses() const;
+    // The descriptors of the listeners in service, to pass on to a new process (an upgrade), each
+    // with whether the service manager holds its socket too (socket activation).
+    std::vector<std::pair<int, bool>> listening_descriptors() const;
 
     // Session descriptors (accepted clients, server sockets) numbered `ceiling` or above are
     // closed at once and their clients dropped, so the descriptors above it stay free for the
@@ -155,8 +164,10 @@ public:
     // Live sessions keep their rule and server. Throws ListenError when a new address cannot be
     // bound (nothing is changed then).
     void apply(const RulePlan& plan);
-    // Stops accepting on every listener (graceful stop); sessions go on.
-    void stop_accepting();
+    // Stops accepting on every listener (graceful stop); sessions go on. With `hand_over`, another
+    // process goes on accepting on the same sockets: they are only closed here, never shut down
+    // (which would refuse the clients queued on them).
+    void stop_accepting(bool hand_over = false);
     // Closes every session (with `cause`); their slots are released as their requests complete.
     // Every ending ringlb decides follows one rule: FINs when the session is quiescent (see
     // is_quiescent), a reset for each peer still mid-stream otherwise.
@@ -238,13 +249,16 @@ private:
         bool accept_armed = false;
         bool paused = false;          // its accept was cancelled for want of descriptors
         bool reads_hello = false;     // a rule on it routes by sni or alpn: read the ClientHello first
+        bool held_elsewhere = false;  // another process listens on the same socket: never shut it down
+        bool shared = false;          // other workers accept on the same socket: one accept at a time
+        bool handed_over = false;     // closing, and another process accepts on it from now on
     };
 
     std::unique_ptr<Rule> build_rule(const RulePlan::Slot& slot) const;
     static void count_sni_match(Rule& rule, const std::string& server_name);
     void rebuild_listener_rules();
     void bind_new_listeners(bool reuse_port);
-    void close_listener(uint16_t index);
+    void close_listener(uint16_t index, bool hand_over = false);
     void arm_accept(uint16_t listener);
     void pause_accepting(uint16_t listener);
     void note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
@@ -345,6 +359,7 @@ private:
     config::GlobalConfig global_;
     bool reuse_port_;
     unsigned worker_;
+    ListenerSource inherited_;
     std::vector<std::unique_ptr<Rule>> rules_;  // by slot; null once retired and empty
     std::vector<uint16_t> order_;               // live slots in config order
     bool accepting_ = false;

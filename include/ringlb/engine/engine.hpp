@@ -89,6 +89,10 @@ public:
     // Repeating request: completes once per accepted connection (more = true) until it completes
     // with more = false (an error, or the kernel ended it), after which the caller re-arms.
     virtual void accept(int listen_fd, UserData user_data) = 0;
+    // One connection, then more = false: for a listening socket several workers accept on. A
+    // request that stays armed may stay first in line for every connection, so the others would
+    // get none; one that re-arms after each connection takes its turn behind them.
+    virtual void accept_one(int listen_fd, UserData user_data) { accept(listen_fd, user_data); }
     virtual void connect(int fd, const net::SocketAddress& to, UserData user_data) = 0;
     // The engine takes a buffer only once bytes arrive: an idle connection holds none. Each
     // completion names one buffer (at most buffer_size() bytes); the caller gives it back with

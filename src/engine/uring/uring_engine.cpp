@@ -300,6 +300,14 @@ void UringEngine::accept(int listen_fd, UserData user_data) {
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
+void UringEngine::accept_one(int listen_fd, UserData user_data) {
+    net::set_nonblocking(listen_fd, false);
+    const uint32_t request = new_request(Kind::Accept, listen_fd, user_data);
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, request + 1);
+}
+
 void UringEngine::connect(int fd, const net::SocketAddress& to, UserData user_data) {
     const uint32_t request = new_request(Kind::Connect, fd, user_data);
     io_uring_sqe* sqe = next_sqe();

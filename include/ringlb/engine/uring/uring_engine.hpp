@@ -35,6 +35,7 @@ public:
     bool wants_nonblocking_sockets() const override { return false; }
 
     void accept(int listen_fd, UserData user_data) override;
+    void accept_one(int listen_fd, UserData user_data) override;
     void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
     void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
