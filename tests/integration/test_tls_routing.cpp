@@ -251,3 +251,31 @@ TEST_CASE("sni: a PROXY header, then the ClientHello; send_proxy puts its header
     CHECK(got.substr(0, outgoing.size()) == outgoing);
     CHECK(got.substr(std::min(got.size(), outgoing.size())) == hello + "after");
 }
+
+TEST_CASE("sni with a queue: the ClientHello read before a client queued stays held and goes first once it is served") {
+    EchoBackend backend;
+    const std::uint16_t port = find_free_port(), admin_port = find_free_port();
+    RuleSpec tls = rule("tls", port, "", {"sni = [\"www.example.com\"]", "queue = 1", "queue_timeout = \"10s\""});
+    tls.servers = {{backend.endpoint(), 0, false, 1}};
+    RinglbProcess ringlb(render_config(with_admin(admin_port), {tls}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    const std::string hello = captured_hello();
+
+    UniqueFd holder = connect_to(port);
+    REQUIRE(send_all(holder.get(), hello));
+    REQUIRE(read_exactly(holder.get(), hello.size(), 5s).data == hello);
+    UniqueFd waiter = connect_to(port);
+    REQUIRE(send_all(waiter.get(), hello + "after"));
+    bool queued = false;
+    for (int i = 0; i < 200 && !queued; ++i) {
+        queued = admin_command(admin_port, "show sessions").body.find(" state=queued") != std::string::npos;
+        if (!queued) std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(queued);
+    CHECK(!wait_readable(waiter.get(), 100ms));
+    holder.reset();  // the connection comes free: the waiter's held hello goes first, then the rest
+    CHECK(read_exactly(waiter.get(), hello.size() + 5, 5s).data == hello + "after");
+    waiter.reset();
+    CHECK_CLEAN_EXIT(ringlb);
+}
