@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
@@ -58,6 +59,20 @@ std::string seconds_text(uint64_t microseconds) {
     digits.insert(0, 6 - digits.size(), '0');
     digits.erase(digits.find_last_not_of('0') + 1);
     return text + "." + digits;
+}
+
+// A measured quantity such as CPU seconds, with `places` decimals.
+std::string decimal_text(double value, int places) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", places, value);
+    return text;
+}
+
+// Every reason a client was closed at once, split by the limit that refused it.
+std::vector<std::pair<std::string_view, uint64_t>> reject_causes(const RejectCounts& rejects) {
+    return {{"global_limit", rejects.global_limit}, {"per_ip_limit", rejects.per_ip_limit},
+            {"rate_limit", rejects.rate_limit},     {"max_clients", rejects.max_clients},
+            {"acl", rejects.acl},                   {"no_server", rejects.no_server}};
 }
 
 class Exposition {
@@ -140,6 +155,18 @@ void render_process(Exposition& out, const Snapshot& snapshot) {
     out.sample("ringlb_rejects_total", {{"reason", "no_server"}}, snapshot.rejects.no_server);
     out.sample("ringlb_rejects_total", {{"reason", "untrusted_proxy"}}, snapshot.rejects.untrusted_proxy);
     out.sample("ringlb_rejects_total", {{"reason", "max_handshakes"}}, snapshot.rejects.max_handshakes);
+    out.family("ringlb_rejects_by_cause_total", "counter",
+               "Client connections closed at once, with limit rejects split by the limit that refused them.");
+    for (const auto& [cause, count] : reject_causes(snapshot.rejects))
+        out.sample("ringlb_rejects_by_cause_total", {{"cause", cause}}, count);
+    out.sample("ringlb_rejects_by_cause_total", {{"cause", "untrusted_proxy"}}, snapshot.rejects.untrusted_proxy);
+    out.sample("ringlb_rejects_by_cause_total", {{"cause", "max_handshakes"}}, snapshot.rejects.max_handshakes);
+    out.family("ringlb_sessions_peak", "gauge", "The most sessions open at once since start, handshakes included.");
+    out.sample("ringlb_sessions_peak", {}, snapshot.peak_sessions);
+    out.family("ringlb_max_sessions", "gauge", "[global] max_sessions in force.");
+    out.sample("ringlb_max_sessions", {}, uint64_t{snapshot.max_sessions});
+    out.family("ringlb_max_handshakes", "gauge", "Connections that may wait for their PROXY header at once.");
+    out.sample("ringlb_max_handshakes", {}, uint64_t{snapshot.max_handshakes});
     out.family("ringlb_handshakes_active", "gauge", "Connections waiting for their PROXY header now.");
     out.sample("ringlb_handshakes_active", {}, snapshot.handshakes_active);
     out.family("ringlb_accept_errors_total", "counter", "Failed accepts (such as running out of file descriptors).");
@@ -201,6 +228,23 @@ void render_rules(Exposition& out, const std::vector<RuleSnapshot>& rules) {
         out.sample("ringlb_rule_rejects_total", {{"rule", rule.id}, {"reason", "limit"}}, rule.rejects.limit);
         out.sample("ringlb_rule_rejects_total", {{"rule", rule.id}, {"reason", "no_server"}}, rule.rejects.no_server);
     }
+    out.family("ringlb_rule_rejects_by_cause_total", "counter",
+               "Client connections this rule closed at once, with limit rejects split by limit.");
+    for (const auto& rule : rules)
+        for (const auto& [cause, count] : reject_causes(rule.rejects))
+            out.sample("ringlb_rule_rejects_by_cause_total", {{"rule", rule.id}, {"cause", cause}}, count);
+    out.family("ringlb_rule_max_clients", "gauge", "The rule's max_clients in force (0 = unlimited).");
+    for (const auto& rule : rules) out.sample("ringlb_rule_max_clients", {{"rule", rule.id}}, uint64_t{rule.max_clients});
+    out.family("ringlb_rule_queue_length", "gauge", "Clients waiting now for a server connection (rule key queue).");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_length", {{"rule", rule.id}}, rule.queue_length);
+    out.family("ringlb_rule_queue_capacity", "gauge", "The rule's queue in force (0 = no queue).");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_capacity", {{"rule", rule.id}}, uint64_t{rule.queue_capacity});
+    out.family("ringlb_rule_queue_timeouts_total", "counter", "Clients closed after waiting queue_timeout in the queue.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_timeouts_total", {{"rule", rule.id}}, rule.queue_timeouts);
+    out.family("ringlb_rule_queue_full_total", "counter", "Clients closed because every server and the queue were full.");
+    for (const auto& rule : rules) out.sample("ringlb_rule_queue_full_total", {{"rule", rule.id}}, rule.queue_full);
+    out.family("ringlb_rule_queue_time_seconds", "histogram", "Time clients spent in the queue, served or not.");
+    for (const auto& rule : rules) out.histogram("ringlb_rule_queue_time_seconds", {{"rule", rule.id}}, rule.queue_time);
     out.family("ringlb_rule_connect_failures_total", "counter", "Failed connects to this rule's servers, by reason.");
     for (const auto& rule : rules) {
         const auto& failures = rule.connect_failures;
@@ -237,6 +281,60 @@ void for_each_server(const std::vector<RuleSnapshot>& rules, Emit emit) {
             emit(rule, server, Labels{{"rule", rule.id}, {"server", server.label()}});
 }
 
+// Labels plus one more pair (views: the caller's strings must outlive the result).
+Labels with(Labels labels, std::string_view name, std::string_view value) {
+    labels.push_back({name, value});
+    return labels;
+}
+
+void render_server_health(Exposition& out, const std::vector<RuleSnapshot>& rules) {
+    out.family("ringlb_server_max_connections", "gauge", "The server's max_connections in force (0 = unlimited).");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_max_connections", labels, uint64_t{server.max_connections});
+    });
+    out.family("ringlb_server_checks_total", "counter", "Active health checks of the server, by result.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_checks_total", with(labels, "result", "pass"), server.checks_passed);
+        out.sample("ringlb_server_checks_total", with(labels, "result", "fail"), server.checks_failed);
+    });
+    out.family("ringlb_server_transitions_total", "counter",
+               "Times the server went up or down: by active checks, and by traffic as each worker saw it.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        out.sample("ringlb_server_transitions_total", with(labels, "to", "up"), server.went_up);
+        out.sample("ringlb_server_transitions_total", with(labels, "to", "down"), server.went_down);
+    });
+}
+
+// Only for rules whose server_histograms is on: a rule of thousands of servers would otherwise
+// make every scrape megabytes long.
+void render_server_histograms(Exposition& out, const std::vector<RuleSnapshot>& rules) {
+    out.family("ringlb_server_connect_time_seconds", "histogram", "Time to connect to the server, successful connects only.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        if (server.has_histograms) out.histogram("ringlb_server_connect_time_seconds", labels, server.connect_time);
+    });
+    out.family("ringlb_server_session_duration_seconds", "histogram", "Lifetime of ended sessions that reached the server.");
+    for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
+        if (server.has_histograms) out.histogram("ringlb_server_session_duration_seconds", labels, server.session_duration);
+    });
+}
+
+// The families Prometheus client libraries export for any process, under their usual names.
+void render_os_process(Exposition& out, const std::optional<ProcessStats>& process) {
+    if (!process) return;
+    out.family("process_cpu_seconds_total", "counter", "CPU time ringlb has used, user and system, in seconds.");
+    out.sample("process_cpu_seconds_total", {}, decimal_text(process->cpu_seconds, 2));
+    out.family("process_resident_memory_bytes", "gauge", "Memory ringlb holds in RAM, in bytes.");
+    out.sample("process_resident_memory_bytes", {}, process->resident_bytes);
+    out.family("process_virtual_memory_bytes", "gauge", "Address space ringlb has mapped, in bytes.");
+    out.sample("process_virtual_memory_bytes", {}, process->virtual_bytes);
+    out.family("process_open_fds", "gauge", "Descriptors ringlb has open.");
+    out.sample("process_open_fds", {}, process->open_fds);
+    out.family("process_max_fds", "gauge", "The most descriptors ringlb may open (its soft RLIMIT_NOFILE).");
+    out.sample("process_max_fds", {}, process->max_fds);
+    out.family("process_start_time_seconds", "gauge", "When ringlb started, in seconds since the Unix epoch.");
+    out.sample("process_start_time_seconds", {}, decimal_text(process->start_time_unix, 2));
+}
+
 void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
     out.family("ringlb_server_up", "gauge", "1 when the server is up, else 0.");
     for_each_server(rules, [&](const RuleSnapshot&, const ServerSnapshot& server, const Labels& labels) {
@@ -269,6 +367,8 @@ void render_servers(Exposition& out, const std::vector<RuleSnapshot>& rules) {
         with_direction.back().value = "down";
         out.sample("ringlb_server_bytes_total", with_direction, server.bytes_down);
     });
+    render_server_health(out, rules);
+    render_server_histograms(out, rules);
 }
 
 // The management and metrics ports' defences, and the outcome of configuration reloads.
@@ -446,6 +546,7 @@ std::string render_prometheus(const Snapshot& snapshot) {
     render_rules(out, snapshot.rules);
     render_servers(out, snapshot.rules);
     render_control(out, snapshot);
+    render_os_process(out, snapshot.process);
     return out.take();
 }
 

@@ -80,6 +80,9 @@ Runtime::~Runtime() {
     dispatcher_.reset();
     control_engine_.reset();
     for (auto& worker : workers_) worker->stop();
+    // Every worker ends before any is destroyed: one still closing its sessions may hand a
+    // server connection to a client queued on another (see core/server_queue.hpp).
+    for (auto& worker : workers_) worker->join();
     workers_.clear();
 }
 
@@ -181,6 +184,17 @@ int Runtime::start_workers() {
             log_.warn("worker ", i, " runs a different engine than worker 0 (", first_engine, "): ", report.message);
         }
     }
+    // A server connection freed on one worker may go to a client queued on another: posted to it.
+    // Set before any worker serves; workers_ does not change while they do.
+    if (!failure)
+        limits_.server_queues().set_deliver([this](core::QueueGrant grant) {
+            const unsigned worker = core::Forwarder::worker_of(grant.session_id);
+            if (worker >= workers_.size()) {  // never: ids name existing workers; nothing may leak
+                core::ServerConnections::give_back(*grant.count);
+                return;
+            }
+            workers_[worker]->post([grant = std::move(grant)](core::Forwarder& forwarder) { forwarder.on_queue_grant(grant); });
+        });
     for (auto& worker : workers_) worker->go(!failure);
     if (failure) {
         for (auto& worker : workers_) worker->join();

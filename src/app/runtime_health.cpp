@@ -21,22 +21,33 @@ const health::CheckTarget* Runtime::health_target(uint32_t key) const {
     return nullptr;
 }
 
-// For each server of `rule`, whether the checker has it UP right now (by address, as the
-// checker keeps each server's state across changes of its rule).
-std::vector<bool> Runtime::checked_up(const config::RuleConfig& rule) const {
-    std::vector<bool> up(rule.servers.size(), false);
+template <typename Visit>
+void Runtime::for_each_checked(const config::RuleConfig& rule, Visit visit) const {
     const auto key = health_keys_.find(rule.id);
     const health::CheckTarget* target = key == health_keys_.end() ? nullptr : health_target(key->second);
-    if (!target) return up;
+    if (!target) return;
     // The first index of each address, as a scan of the target's list would find it; a map keeps
     // this linear for rules with many servers.
     std::unordered_map<net::SocketAddress, size_t, net::SocketAddressHash> index;
     for (size_t i = 0; i < target->servers.size(); ++i) index.emplace(target->servers[i], i);
     for (size_t i = 0; i < rule.servers.size(); ++i) {
         const auto found = index.find(rule.servers[i].address);
-        if (found != index.end()) up[i] = checker_->is_up(key->second, found->second);
+        if (found != index.end()) visit(i, key->second, found->second);
     }
+}
+
+// For each server of `rule`, whether the checker has it UP right now (by address, as the
+// checker keeps each server's state across changes of its rule).
+std::vector<bool> Runtime::checked_up(const config::RuleConfig& rule) const {
+    std::vector<bool> up(rule.servers.size(), false);
+    for_each_checked(rule, [&](size_t server, uint32_t key, size_t checked) { up[server] = checker_->is_up(key, checked); });
     return up;
+}
+
+std::vector<health::ActiveChecker::Counts> Runtime::check_counts(const config::RuleConfig& rule) const {
+    std::vector<health::ActiveChecker::Counts> counts(rule.servers.size());
+    for_each_checked(rule, [&](size_t server, uint32_t key, size_t checked) { counts[server] = checker_->counts(key, checked); });
+    return counts;
 }
 
 void Runtime::update_health_targets() {

@@ -78,13 +78,22 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
         out.max_clients = rule.max_clients;
         out.max_sessions_per_ip = rule.max_sessions_per_ip;
         out.max_conn_rate_per_ip = rule.max_conn_rate_per_ip;
+        out.queue_capacity = rule.queue;
         // The servers the workers have: dns entries expanded.
-        for (const config::ServerConfig& server : slots_[order.back()].live->servers) {
+        const config::RuleConfig& live_rule = *slots_[order.back()].live;
+        const auto checks = check_counts(live_rule);
+        for (size_t i = 0; i < live_rule.servers.size(); ++i) {
+            const config::ServerConfig& server = live_rule.servers[i];
             admin::ServerSnapshot server_out;
             server_out.address = server.address.to_string();
             server_out.name = server.name;
             server_out.weight = server.weight;
             server_out.backup = server.backup;
+            server_out.max_connections = server.max_connections;
+            server_out.checks_passed = checks[i].passed;
+            server_out.checks_failed = checks[i].failed;
+            server_out.went_up = checks[i].went_up;  // the workers add the changes traffic made
+            server_out.went_down = checks[i].went_down;
             out.servers.push_back(std::move(server_out));
         }
         snapshot.rules.push_back(std::move(out));
@@ -92,6 +101,10 @@ admin::Snapshot Runtime::snapshot(bool with_rules) {
     // One worker at a time: each adds its counters to the same snapshot.
     on_every_worker([&](core::Forwarder& forwarder) { forwarder.collect(snapshot, order); });
     snapshot.handshakes_active = limits_.handshakes();
+    snapshot.peak_sessions = limits_.peak();
+    snapshot.max_sessions = config_.global.max_sessions;
+    snapshot.max_handshakes = config::handshake_limit(config_.global);
+    if (with_rules) snapshot.process = admin::read_process_stats();
     if (buffer_budget_) {
         snapshot.buffer_memory_cap = buffer_budget_->max_bytes();
         snapshot.buffer_memory_in_use = buffer_budget_->in_use_bytes();
@@ -153,6 +166,7 @@ admin::Reply Runtime::show_stats() {
         << "uptime_seconds " << view.uptime_seconds << "\n"
         << "accepted " << view.accepted << "\n"
         << "active_sessions " << view.active_sessions << "\n"
+        << "peak_sessions " << view.peak_sessions << "\n"
         << "sessions_ended " << view.sessions_ended << "\n"
         << "accept_errors " << view.accept_errors << "\n"
         << "idle_timeouts " << view.idle_timeouts << "\n"
@@ -160,6 +174,10 @@ admin::Reply Runtime::show_stats() {
         << "dropped_no_fd " << view.dropped_no_fd_accept + view.dropped_no_fd_server << "\n"
         << "rejected_acl " << view.rejects.acl << "\n"
         << "rejected_limit " << view.rejects.limit << "\n"
+        << "rejected_limit_global " << view.rejects.global_limit << "\n"
+        << "rejected_limit_per_ip " << view.rejects.per_ip_limit << "\n"
+        << "rejected_limit_rate " << view.rejects.rate_limit << "\n"
+        << "rejected_limit_max_clients " << view.rejects.max_clients << "\n"
         << "rejected_no_server " << view.rejects.no_server << "\n"
         << "rejected_untrusted_proxy " << view.rejects.untrusted_proxy << "\n"
         << "rejected_max_handshakes " << view.rejects.max_handshakes << "\n"

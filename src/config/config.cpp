@@ -567,6 +567,10 @@ private:
                 if (auto d = read_timeout(value, key, true)) rule.slow_start = *d;
             } else if (name == "retries") {
                 if (auto n = read_integer(value, key, 0, kMaxRetries)) rule.retries = static_cast<uint32_t>(*n);
+            } else if (name == "queue") {
+                if (auto n = read_integer(value, key, 0, kMaxSessions)) rule.queue = static_cast<uint32_t>(*n);
+            } else if (name == "queue_timeout") {
+                if (auto d = read_timeout(value, key)) rule.queue_timeout = *d;
             } else if (name == "failback") read_bool_into(value, key, rule.failback);
             else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
@@ -574,16 +578,24 @@ private:
             else if (name == "health") read_health(value, key, rule.health);
             else if (name == "source") read_source(value, key, rule.source);
             else if (name == "freebind") read_bool_into(value, key, rule.freebind);
+            else if (name == "server_histograms") rule.server_histograms = read_bool(value, key);
             else if (name == "servers") read_servers(value, key, rule.servers);
             else report_unknown_key(name, key, "id, mode, listen, clients, deny, max_clients, max_sessions_per_ip, "
                                                "max_conn_rate_per_ip, upload_rate, download_rate, timeout, "
-                                               "connect_timeout, down_time, "
-                                               "max_down_time, slow_start, retries, failback, send_proxy, "
-                                               "accept_proxy, proxy_from, health, servers, source, freebind");
+                                               "connect_timeout, down_time, max_down_time, slow_start, retries, queue, "
+                                               "queue_timeout, failback, send_proxy, accept_proxy, proxy_from, health, "
+                                               "server_histograms, servers, source, freebind");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
         if (!table.contains("listen")) report(table.source(), path + ".listen", "missing required key listen");
         if (!table.contains("servers")) report(table.source(), path + ".servers", "rule has no servers (servers is required)");
+        if (const toml::node* queue = table.get("queue"); queue && rule.queue > 0 &&
+            std::none_of(rule.servers.begin(), rule.servers.end(),
+                         [](const ServerConfig& server) { return server.max_connections != 0; }))
+            warn(queue->source(), path + ".queue",
+                 "has no effect: no server of the rule has max_connections, so none is ever full");
+        if (const toml::node* timeout = table.get("queue_timeout"); timeout && rule.queue == 0)
+            warn(timeout->source(), path + ".queue_timeout", "has no effect without queue");
         if (!rule.proxy_from.empty() && !rule.accept_proxy)
             report(table.get("proxy_from")->source(), path + ".proxy_from",
                    "applies only with accept_proxy = true (it lists the peers allowed to send a PROXY header)");
@@ -1477,12 +1489,15 @@ std::string rule_to_toml(const RuleConfig& rule) {
     put(out, "max_down_time", toml_duration(rule.max_down_time));
     put(out, "slow_start", toml_duration(rule.slow_start));
     put(out, "retries", std::to_string(rule.retries));
+    put(out, "queue", std::to_string(rule.queue));
+    if (rule.queue_timeout) put(out, "queue_timeout", toml_duration(*rule.queue_timeout));
     put(out, "failback", toml_bool(rule.failback));
     put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
     if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
     if (rule.source.enabled()) put(out, "source", toml_string(rule.source.to_string()));
     if (rule.freebind) put(out, "freebind", toml_bool(rule.freebind));
+    if (rule.server_histograms) put(out, "server_histograms", toml_bool(*rule.server_histograms));
     out += "servers = [\n";
     for (const auto& server : rule.servers) out += "    " + server_inline_table(server) + ",\n";
     out += "]\n";
@@ -1512,6 +1527,12 @@ std::string to_toml(const Config& config) {
 uint32_t handshake_limit(const GlobalConfig& global) {
     if (global.max_handshakes != 0) return std::min(global.max_handshakes, global.max_sessions);
     return std::max(global.max_sessions / 4, std::min(kMinDerivedHandshakes, global.max_sessions));
+}
+
+std::chrono::milliseconds queue_timeout(const RuleConfig& rule) { return rule.queue_timeout.value_or(rule.connect_timeout); }
+
+bool server_histograms_enabled(const RuleConfig& rule) {
+    return rule.server_histograms.value_or(rule.servers.size() <= kServerHistogramsAutoLimit);
 }
 
 std::string summarize(const Config& config) {

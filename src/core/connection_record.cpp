@@ -1,7 +1,5 @@
 #include "ringlb/core/connection_record.hpp"
 
-#include <cstdio>
-
 #include "ringlb/util/log.hpp"
 #include "ringlb/util/text.hpp"
 
@@ -21,35 +19,14 @@ uint64_t duration_ms(const ConnectionRecord& record) {
 
 // ---- text ---------------------------------------------------------------------------------
 
-// A text value must not break the "key=value key=value" shape: anything that would is quoted.
+// A text value must not break the "key=value key=value" shape: anything that would is quoted,
+// and so is anything beyond ASCII, so that bytes that are not UTF-8 are escaped, never written raw.
 bool needs_quotes(std::string_view value) {
     for (const char c : value) {
         const auto byte = static_cast<unsigned char>(c);
-        if (byte <= 0x20 || byte == 0x7f || c == '"' || c == '=' || c == '\\') return true;
+        if (byte <= 0x20 || byte >= 0x7f || c == '"' || c == '=' || c == '\\') return true;
     }
     return false;
-}
-
-void append_quoted(std::string& out, std::string_view value) {
-    out += '"';
-    for (const char c : value) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {  // as the log writes them
-                    char escaped[8];
-                    std::snprintf(escaped, sizeof escaped, "\\u%04X", static_cast<unsigned char>(c));
-                    out += escaped;
-                } else {
-                    out += c;
-                }
-        }
-    }
-    out += '"';
 }
 
 void append_text_field(std::string& out, std::string_view key, std::string_view value) {
@@ -59,7 +36,7 @@ void append_text_field(std::string& out, std::string_view key, std::string_view 
     if (value.empty()) {
         out += '-';
     } else if (needs_quotes(value)) {
-        append_quoted(out, value);
+        append_json_string(out, value);  // a quoted text value reads as a JSON string does
     } else {
         out += value;
     }
@@ -163,6 +140,7 @@ std::string_view to_string(EndCause cause) {
         case EndCause::Admin: return "admin";
         case EndCause::Error: return "error";
         case EndCause::UntrustedProxy: return "untrusted-proxy";
+        case EndCause::QueueTimeout: return "queue-timeout";
     }
     return "error";  // a value cast from a corrupt byte: still one of the documented words
 }

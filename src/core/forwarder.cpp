@@ -85,6 +85,8 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
     }
     rule->admin.resize(rule->servers.size());
     rule->traffic.resize(rule->servers.size());
+    if (config::server_histograms_enabled(rule_config)) rule->timing.resize(rule->servers.size());
+    if (rule_config.queue > 0) rule->queue = limits_.server_queues().queue(rule_config.id, rule_config.queue);
     rule->balancer = balance::make_balancer(rule_config.mode, rule_config.failback);
     rule->health = health::Passive(
         rule_config.id, {rule_config.down_time, rule_config.max_down_time, rule_config.slow_start}, &log_);
@@ -330,7 +332,7 @@ void Forwarder::admit(uint16_t listener, net::UniqueFd client) {
     if (!slot) {
         limits_.release(net::IpKey::of(peer), *rule);
         ++stats_.rejected_max_sessions;
-        ++rules_[*rule]->rejects.limit;
+        rules_[*rule]->rejects.count_limit(admin::RejectCounts::Limit::Global);
         log_.debug("client ", peer, " over max_sessions: closed");
         log_rejected(listener, peer, EndCause::Limit, client.get());
         return;
@@ -362,7 +364,7 @@ void Forwarder::begin_handshake(uint16_t listener_index, net::UniqueFd client, c
         case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
         case SessionLimits::Verdict::OverRulePerIp:
             ++stats_.rejected_rule_per_ip;
-            ++rules_[*counts->rule]->rejects.limit;
+            rules_[*counts->rule]->rejects.count_limit(admin::RejectCounts::Limit::PerIp);
             over = "max_sessions_per_ip";
             break;
         case SessionLimits::Verdict::OverMaxSessions:
@@ -431,17 +433,35 @@ std::optional<uint16_t> Forwarder::admit_to_rule(uint16_t listener, const net::S
     const auto verdict = handshake && *handshake ? limits_.finish_handshake(**handshake, key, *rule, now_)
                                                   : limits_.try_admit(key, *rule, now_);
     if (handshake) handshake->reset();  // its counts are gone, whatever the verdict
+    using Limit = admin::RejectCounts::Limit;
     const char* over = nullptr;
+    Limit limit = Limit::Global;
     switch (verdict) {
         case SessionLimits::Verdict::Admitted: return rule;
         case SessionLimits::Verdict::OverMaxSessions: ++stats_.rejected_max_sessions; over = "max_sessions"; break;
-        case SessionLimits::Verdict::OverPerIp: ++stats_.rejected_per_ip; over = "global max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverMaxClients: ++stats_.rejected_max_clients; over = "max_clients"; break;
-        case SessionLimits::Verdict::OverRulePerIp: ++stats_.rejected_rule_per_ip; over = "max_sessions_per_ip"; break;
-        case SessionLimits::Verdict::OverRate: ++stats_.rejected_rate; over = "max_conn_rate_per_ip"; break;
+        case SessionLimits::Verdict::OverPerIp:
+            ++stats_.rejected_per_ip;
+            over = "global max_sessions_per_ip";
+            limit = Limit::PerIp;
+            break;
+        case SessionLimits::Verdict::OverMaxClients:
+            ++stats_.rejected_max_clients;
+            over = "max_clients";
+            limit = Limit::MaxClients;
+            break;
+        case SessionLimits::Verdict::OverRulePerIp:
+            ++stats_.rejected_rule_per_ip;
+            over = "max_sessions_per_ip";
+            limit = Limit::PerIp;
+            break;
+        case SessionLimits::Verdict::OverRate:
+            ++stats_.rejected_rate;
+            over = "max_conn_rate_per_ip";
+            limit = Limit::Rate;
+            break;
         case SessionLimits::Verdict::OverMaxHandshakes: over = "max_handshakes"; break;  // not returned here
     }
-    ++rules_[*rule]->rejects.limit;
+    rules_[*rule]->rejects.count_limit(limit);
     *cause = EndCause::Limit;
     log_.debug("client ", client, " over ", over, " (rule ", rules_[*rule]->config.id, "): closed");
     return std::nullopt;
@@ -572,10 +592,12 @@ std::optional<size_t> Forwarder::pick_and_take(Rule& rule, Session& session) {
     }
 }
 
+// A client waiting in the rule's queue gets the connection before anyone else can take it.
 void Forwarder::give_back_connection(Rule& rule, Session& session) {
     if (!session.connection_taken) return;
     session.connection_taken = false;
-    ServerConnections::give_back(*rule.connections[session.server]);
+    limits_.server_queues().offer_or_give_back(rule.queue, rule.servers[session.server].address,
+                                               rule.connections[session.server]);
 }
 
 // A server whose source address cannot be bound counts as a failed connect, and the next one is
@@ -592,16 +614,26 @@ bool Forwarder::start_connect(uint32_t slot, Session& session) {
     const bool may_retry = rule.config.retries == 0 || session.failed_servers.size() <= rule.config.retries;
     if (may_retry) refresh_servers(rule, session);
     const auto pick = may_retry ? pick_and_take(rule, session) : std::nullopt;
+    if (may_retry && wait_in_queue(slot, session, pick)) return false;
     if (!pick) {
         ++stats_.no_server_left;
         ++rule.rejects.no_server;
         log_.warn("rule ", rule.config.id, ": no server left for client ", session.client_address.to_string(),
-                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable): closed");
+                  " (", session.failed_servers.size(), " of ", rule.servers.size(), " failed or unavailable",
+                  rule.queue && may_retry && every_usable_server_full(rule, session) ? ", the rest full, the queue full" : "",
+                  "): closed");
         close_session(slot, session, false, EndCause::ConnectFailed);
         return false;
     }
-    session.server = static_cast<uint16_t>(*pick);
-    const balance::Server& server = rule.servers[*pick];
+    return connect_to(slot, session, *pick);
+}
+
+// Starts the connect to one server; true when its source address could not be bound (counted as
+// a failed connect: the caller tries the next server).
+bool Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index) {
+    Rule& rule = *rules_[session.rule];
+    session.server = static_cast<uint16_t>(server_index);
+    const balance::Server& server = rule.servers[server_index];
     const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
     if (fd < 0 || fd >= descriptor_ceiling_) {
         give_back_connection(rule, session);
@@ -619,7 +651,7 @@ bool Forwarder::start_connect(uint32_t slot, Session& session) {
     session.server_fd.reset(fd);
     session.connect_pending = true;
     session.connect_started = now_;
-    if (const int bound = bind_source(rule, *pick, fd); bound < 0) {
+    if (const int bound = bind_source(rule, server_index, fd); bound < 0) {
         session.connect_pending = false;
         record_connect_failure(session, bound, true);
         return true;
@@ -688,6 +720,8 @@ void Forwarder::on_connect(uint32_t slot, Session& session, int result) {
     const auto connect_time = std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.connect_started);
     session.connect_us = static_cast<uint32_t>(std::min<int64_t>(connect_time.count(), UINT32_MAX));
     rule.connect_time.add(static_cast<uint64_t>(connect_time.count()));
+    if (session.server < rule.timing.size())
+        rule.timing[session.server].connect_time.add(static_cast<uint64_t>(connect_time.count()));
     rule.balancer->session_taken(session.server);
     rule.balancer->connect_time(session.server, connect_time);
     session.last_activity = now_;
@@ -1020,14 +1054,18 @@ void Forwarder::release(uint32_t slot, Session& session) {
     }
     if (session.admitted) {
         Rule& rule = *rules_[session.rule];
+        if (session.queued) leave_queue(slot, session);  // a grant already sent passes on when it arrives
         give_back_connection(rule, session);
         if (session.established) {
             --rule.servers[session.server].active_sessions;
             rule.balancer->session_dropped(session.server);
         }
         --rule.active_sessions;
-        rule.session_duration.add(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started).count()));
+        const auto duration = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::microseconds>(now_ - session.started).count());
+        rule.session_duration.add(duration);
+        if (session.established && session.server < rule.timing.size())
+            rule.timing[session.server].session_duration.add(duration);
         limits_.release(net::IpKey::of(session.client_address), session.rule);
     }
     ++stats_.sessions_ended;
@@ -1115,6 +1153,8 @@ void Forwarder::on_timer(TimerKey key) {
             ++stats_.rejected_proxy_header;
             log_.debug("peer ", session.client_address, ": no PROXY header in time: closed");
             close_session(slot, session, false, EndCause::Error);
+        } else if (session.queued) {
+            on_queue_timeout(slot, session);
         } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;
             engine_.cancel(session.server_fd.get());  // completes the connect with -ECANCELED
@@ -1210,6 +1250,10 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.rejects.acl += stats_.rejected_no_rule + stats_.rejected_denied + stats_.rejected_proxy_header;
     snapshot.rejects.limit += stats_.rejected_max_sessions + stats_.rejected_per_ip + stats_.rejected_max_clients +
                               stats_.rejected_rule_per_ip + stats_.rejected_rate;
+    snapshot.rejects.global_limit += stats_.rejected_max_sessions;
+    snapshot.rejects.per_ip_limit += stats_.rejected_per_ip + stats_.rejected_rule_per_ip;
+    snapshot.rejects.rate_limit += stats_.rejected_rate;
+    snapshot.rejects.max_clients += stats_.rejected_max_clients;
     snapshot.rejects.no_server += stats_.no_server_left;
     snapshot.rejects.untrusted_proxy += stats_.rejected_untrusted_proxy;
     snapshot.rejects.max_handshakes += stats_.rejected_max_handshakes;
@@ -1224,13 +1268,16 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
         admin::RuleSnapshot& out = snapshot.rules[i];
         out.active_sessions += rule.active_sessions;
         out.total_sessions += rule.total_sessions;
-        out.rejects.limit += rule.rejects.limit;
-        out.rejects.no_server += rule.rejects.no_server;
+        out.rejects.merge(rule.rejects);
         out.connect_failures.refused += rule.connect_failures.refused;
         out.connect_failures.timeout += rule.connect_failures.timeout;
         out.connect_failures.other += rule.connect_failures.other;
         out.connect_time.merge(rule.connect_time);
         out.session_duration.merge(rule.session_duration);
+        if (rule.queue) out.queue_length = rule.queue->waiting();
+        out.queue_timeouts += rule.queue_timeouts;
+        out.queue_full += rule.queue_full;
+        out.queue_time.merge(rule.queue_time);
         for (size_t s = 0; s < rule.servers.size() && s < out.servers.size(); ++s) {
             const balance::Server& server = rule.servers[s];
             admin::ServerSnapshot& server_out = out.servers[s];
@@ -1239,6 +1286,15 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
             server_out.connect_failures += server.connect_failures;
             server_out.bytes_up += rule.traffic[s].bytes_up;
             server_out.bytes_down += rule.traffic[s].bytes_down;
+            if (s < rule.timing.size()) {
+                server_out.has_histograms = true;
+                server_out.connect_time.merge(rule.timing[s].connect_time);
+                server_out.session_duration.merge(rule.timing[s].session_duration);
+            }
+            if (const health::ServerState* passive = rule.health.find_state(s)) {
+                server_out.went_up += passive->came_up;
+                server_out.went_down += passive->went_down;
+            }
             out.bytes_up += rule.traffic[s].bytes_up;
             out.bytes_down += rule.traffic[s].bytes_down;
             server_out.weight = server.weight;
@@ -1265,7 +1321,7 @@ std::vector<SessionInfo> Forwarder::list_sessions(std::optional<uint16_t> rule, 
         info.rule = session.admitted ? rules_[session.rule]->config.id : "-";
         info.server = server_name(session);
         static constexpr const char* kStates[] = {"handshake", "connecting", "established", "closing"};
-        info.state = kStates[static_cast<int>(session.state)];
+        info.state = session.queued ? "queued" : kStates[static_cast<int>(session.state)];
         info.bytes_up = session.upstream.delivered_bytes;
         info.bytes_down = session.downstream.delivered_bytes;
         info.age = std::chrono::duration_cast<std::chrono::milliseconds>(now - session.started);

@@ -78,6 +78,7 @@ struct ActiveChecker::ServerState {
     Clock::time_point next_check{};
     std::optional<uint32_t> slot;  // the check in flight (or its socket still closing)
     std::string last_failure;
+    Counts counts;
 };
 
 struct ActiveChecker::Target {
@@ -204,6 +205,11 @@ const ActiveChecker::ServerState* ActiveChecker::find(uint32_t rule_key, size_t 
 bool ActiveChecker::is_up(uint32_t rule_key, size_t server_index) const {
     const ServerState* server = find(rule_key, server_index);
     return server != nullptr && server->up;
+}
+
+ActiveChecker::Counts ActiveChecker::counts(uint32_t rule_key, size_t server_index) const {
+    const ServerState* server = find(rule_key, server_index);
+    return server != nullptr ? server->counts : Counts{};
 }
 
 std::string ActiveChecker::last_failure(uint32_t rule_key, size_t server_index) const {
@@ -420,15 +426,18 @@ ActiveChecker::CheckSlot* ActiveChecker::slot_of(engine::UserData user_data) {
 void ActiveChecker::record(ServerState& server, bool passed, const std::string& reason) {
     const config::HealthCheckConfig& check = *server.check;
     if (passed) {
+        ++server.counts.passed;
         server.failures = 0;
         if (server.up || ++server.passes < check.rise) return;
         const std::string why = plural(server.passes, "check") + " passed";
         server.up = true;
+        ++server.counts.went_up;
         server.passes = 0;
         log_.info("server ", server.name, " UP (", why, ")");
         if (report_) report_(server.rule_key, server.index, true, why);
         return;
     }
+    ++server.counts.failed;
     server.passes = 0;
     server.last_failure = reason;
     if (!server.up) {
@@ -442,6 +451,7 @@ void ActiveChecker::record(ServerState& server, bool passed, const std::string& 
     }
     const unsigned failed = server.failures;
     server.up = false;
+    ++server.counts.went_down;
     server.failures = 0;
     log_.warn("server ", server.name, " DOWN: ", reason, " (", plural(failed, "check"), ")");
     if (report_) report_(server.rule_key, server.index, false, reason);

@@ -62,6 +62,7 @@ void Passive::connect_failed(std::span<balance::Server> servers, size_t index, C
     fit(servers.size());
     ServerState& state = states_[index];
     if (state.failures > 0 && started < state.down_since) return;  // already counted: it is down
+    if (state.failures == 0) ++state.went_down;
     ++state.failures;
     const auto duration = down_for(state.failures);
     state.down_since = now;
@@ -86,6 +87,7 @@ void Passive::connect_succeeded(std::span<balance::Server> servers, size_t index
     fit(servers.size());
     ServerState& state = states_[index];
     if (state.failures == 0) return;
+    ++state.came_up;
     state.failures = 0;
     state.down_until = {};
     state.down_since = {};

@@ -129,3 +129,77 @@ TEST_CASE("metrics: with a token, /metrics needs the bearer token; /healthz stay
     CHECK(ok.find("ringlb_info{") != std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);
 }
+
+TEST_CASE("metrics: reject causes, limits, peak sessions, check results, transitions and per-server histograms") {
+    NameBackend a("a"), b("b");
+    const std::uint16_t capped_port = find_free_port(), checked_port = find_free_port(), failing_port = find_free_port();
+    const std::uint16_t metrics_port = find_free_port(), dead = find_free_port();
+    RuleSpec capped;
+    capped.id = "capped";
+    capped.listen = {loopback_endpoint(capped_port)};
+    capped.servers = {{a.endpoint(), 0, false, 7}};
+    capped.extra_lines = {"max_clients = 3"};
+    RuleSpec checked;
+    checked.id = "checked";
+    checked.listen = {loopback_endpoint(checked_port)};
+    checked.servers = {{b.endpoint()}};
+    checked.extra_lines = {"server_histograms = false", "[rule.health]", "interval = \"100ms\"", "rise = 1", "fall = 1"};
+    RuleSpec failing;
+    failing.id = "failing";
+    failing.listen = {loopback_endpoint(failing_port)};
+    failing.servers = {{loopback_endpoint(dead)}};
+    GlobalSpec global;
+    global.extra_lines = {"max_sessions = 5000"};
+    global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\""};
+    RinglbProcess ringlb(render_config(global, {capped, checked, failing}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    std::vector<UniqueFd> held(3);
+    for (UniqueFd& client : held) REQUIRE(open_session(capped_port, client) == "a");
+    UniqueFd over = connect_to(capped_port);  // the fourth: over max_clients
+    CHECK(read_until_closed(over.get()).closed());
+    held.clear();
+    UniqueFd refused = connect_to(failing_port);  // its only server is dead: marked down
+    CHECK(read_until_closed(refused.get()).closed());
+
+    std::map<std::string, double> samples;
+    const std::string server_b = "rule=\"checked\",server=\"" + b.endpoint() + "\"";
+    const std::string server_a = "rule=\"capped\",server=\"" + a.endpoint() + "\"";
+    for (int i = 0; i < 100; ++i) {  // checks every 100 ms, sessions counted as they end
+        const std::string response = http_get(metrics_port, "/metrics");
+        samples = parse_samples(response.substr(response.find("\r\n\r\n") + 4));
+        if (samples["ringlb_server_checks_total{" + server_b + ",result=\"pass\"}"] >= 3 &&
+            samples["ringlb_sessions_active"] == 0)
+            break;
+        std::this_thread::sleep_for(50ms);
+    }
+    CHECK(samples.at("ringlb_rejects_by_cause_total{cause=\"max_clients\"}") == 1);
+    CHECK(samples.at("ringlb_rejects_by_cause_total{cause=\"per_ip_limit\"}") == 0);
+    CHECK(samples.at("ringlb_rejects_by_cause_total{cause=\"no_server\"}") == 1);
+    CHECK(samples.at("ringlb_rule_rejects_by_cause_total{rule=\"capped\",cause=\"max_clients\"}") == 1);
+    CHECK(samples.at("ringlb_rejects_total{reason=\"limit\"}") == 1);
+    CHECK(samples.at("ringlb_sessions_peak") >= 3);
+    CHECK(samples.at("ringlb_sessions_active") == 0);
+    CHECK(samples.at("ringlb_max_sessions") == 5000);
+    CHECK(samples.at("ringlb_rule_max_clients{rule=\"capped\"}") == 3);
+    CHECK(samples.at("ringlb_server_max_connections{" + server_a + "}") == 7);
+    CHECK(samples.at("ringlb_server_checks_total{" + server_b + ",result=\"pass\"}") >= 3);
+    CHECK(samples.at("ringlb_server_checks_total{" + server_b + ",result=\"fail\"}") == 0);
+    CHECK(samples.at("ringlb_server_transitions_total{" + server_b + ",to=\"up\"}") == 1);
+    const std::string server_dead = "rule=\"failing\",server=\"" + loopback_endpoint(dead) + "\"";
+    CHECK(samples.at("ringlb_server_transitions_total{" + server_dead + ",to=\"down\"}") == 1);
+    CHECK(samples.at("ringlb_server_transitions_total{" + server_dead + ",to=\"up\"}") == 0);
+    // Per-server histograms for the small rule; none for the rule that switched them off.
+    CHECK(samples.at("ringlb_server_connect_time_seconds_count{" + server_a + "}") == 3);
+    CHECK(samples.at("ringlb_server_session_duration_seconds_count{" + server_a + "}") == 3);
+    CHECK(samples.count("ringlb_server_connect_time_seconds_count{" + server_b + "}") == 0);
+    CHECK(samples.at("process_open_fds") >= 6);  // listeners, engine, metrics port at least
+    CHECK(samples.at("process_resident_memory_bytes") > 0);
+    CHECK(samples.at("process_cpu_seconds_total") >= 0);
+    const double now = static_cast<double>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    CHECK(samples.at("process_start_time_seconds") <= now + 1);
+    CHECK(samples.at("process_start_time_seconds") >= now - 120);  // started by this test
+    CHECK_CLEAN_EXIT(ringlb);
+}

@@ -146,8 +146,10 @@ UniqueFd start_connect(std::uint16_t port, Family family) {
     return fd;
 }
 
-UniqueFd connect_to(std::uint16_t port, Family family, std::chrono::milliseconds timeout) {
-    UniqueFd fd = start_connect(port, family);
+namespace {
+
+// Waits for a non-blocking connect on `fd` to finish; the socket, or an invalid one if it failed.
+UniqueFd finish_connect(UniqueFd fd, std::chrono::milliseconds timeout) {
     if (!fd.valid()) return fd;
     pollfd p{fd.get(), POLLOUT, 0};
     if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return {};
@@ -155,6 +157,12 @@ UniqueFd connect_to(std::uint16_t port, Family family, std::chrono::milliseconds
     socklen_t length = sizeof error;
     if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &length) != 0 || error != 0) return {};
     return fd;
+}
+
+}  // namespace
+
+UniqueFd connect_to(std::uint16_t port, Family family, std::chrono::milliseconds timeout) {
+    return finish_connect(start_connect(port, family), timeout);
 }
 
 UniqueFd connect_from(const char* source_ipv4, std::uint16_t port, std::chrono::milliseconds timeout) {
@@ -166,12 +174,7 @@ UniqueFd connect_from(const char* source_ipv4, std::uint16_t port, std::chrono::
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&source), sizeof source) != 0) return {};
     LoopbackAddress address = make_loopback(port, Family::V4);
     if (::connect(fd.get(), address.ptr(), address.length) != 0 && errno != EINPROGRESS) return {};
-    pollfd p{fd.get(), POLLOUT, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return {};
-    int error = 0;
-    socklen_t length = sizeof error;
-    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &length) != 0 || error != 0) return {};
-    return fd;
+    return finish_connect(std::move(fd), timeout);
 }
 
 bool send_all(int fd, std::string_view data, std::chrono::milliseconds timeout) {

@@ -138,6 +138,48 @@ TEST_CASE("new rule keys: bad values are reported at their line") {
     CHECK(issues.size() == 4);
 }
 
+TEST_CASE("queue, queue_timeout and server_histograms: defaults, values, errors and warnings") {
+    const RuleConfig plain = parse(kRule).rules.at(0);
+    CHECK(plain.queue == 0);
+    CHECK_FALSE(plain.queue_timeout);
+    CHECK(queue_timeout(plain) == plain.connect_timeout);
+    CHECK_FALSE(plain.server_histograms);
+    CHECK(server_histograms_enabled(plain));
+
+    const std::string capped = "[[rule]]\nid = \"r\"\nlisten = \"127.0.0.1:1\"\n"
+                               "servers = [{ address = \"127.0.0.1:2\", max_connections = 5 }]\n";
+    const Config set = parse(capped + "queue = 100\nqueue_timeout = \"20s\"\nserver_histograms = false\n");
+    const RuleConfig& rule = set.rules.at(0);
+    CHECK(rule.queue == 100);
+    CHECK(queue_timeout(rule) == 20s);
+    CHECK_FALSE(server_histograms_enabled(rule));
+    CHECK(set.warnings.empty());
+
+    std::string many = "[[rule]]\nid = \"r\"\nlisten = \"127.0.0.1:1\"\nservers = [";
+    for (int i = 0; i < 101; ++i) many += "\"127.0.0.1:" + std::to_string(1000 + i) + "\", ";
+    many += "]\n";
+    CHECK_FALSE(server_histograms_enabled(parse(many).rules.at(0)));  // more than 100 servers: off
+    CHECK(server_histograms_enabled(parse(many + "server_histograms = true\n").rules.at(0)));
+
+    const auto issues = issues_of(std::string(kRule) +
+                                  "queue = -1\n"                   // 5
+                                  "queue_timeout = \"soon\"\n"     // 6
+                                  "server_histograms = \"yes\"\n");  // 7
+    CHECK_MESSAGE(has_issue(issues, "rule[0].queue", 5, "0"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].queue_timeout", 6, "soon"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].server_histograms", 7, "expected a boolean"), dump(issues));
+    CHECK(issues.size() == 3);
+
+    // A queue no server can fill, and a queue_timeout without a queue, are warned about.
+    const Config useless = parse(std::string(kRule) + "queue = 5\n");
+    REQUIRE(useless.warnings.size() == 1);
+    CHECK(useless.warnings[0].to_string().find("rule[0].queue: has no effect: no server of the rule has max_connections") !=
+          std::string::npos);
+    const Config lonely = parse(std::string(kRule) + "queue_timeout = \"1s\"\n");
+    REQUIRE(lonely.warnings.size() == 1);
+    CHECK(lonely.warnings[0].to_string().find("has no effect without queue") != std::string::npos);
+}
+
 // ---- [rule.health] ----
 
 TEST_CASE("[rule.health]: the table alone enables checks with defaults") {

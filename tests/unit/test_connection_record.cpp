@@ -43,6 +43,7 @@ TEST_CASE("end causes have their documented names") {
     CHECK(to_string(EndCause::Admin) == "admin");
     CHECK(to_string(EndCause::Error) == "error");
     CHECK(to_string(EndCause::UntrustedProxy) == "untrusted-proxy");
+    CHECK(to_string(EndCause::QueueTimeout) == "queue-timeout");
 }
 
 TEST_CASE("text record lists every field in order") {
@@ -102,7 +103,8 @@ TEST_CASE("json record escapes quotes, backslashes and control characters") {
 TEST_CASE("no end cause is 0: sessions use 0 for a cause not noted yet") {
     for (auto cause : {EndCause::ClientFin, EndCause::ServerFin, EndCause::ClientReset, EndCause::ServerReset,
                        EndCause::IdleTimeout, EndCause::ConnectFailed, EndCause::Limit, EndCause::Acl,
-                       EndCause::Shutdown, EndCause::Admin, EndCause::Error, EndCause::UntrustedProxy})
+                       EndCause::Shutdown, EndCause::Admin, EndCause::Error, EndCause::UntrustedProxy,
+                       EndCause::QueueTimeout})
         CHECK(static_cast<uint8_t>(cause) != 0);
 }
 
@@ -145,4 +147,15 @@ TEST_CASE("behind a PROXY header the record names the TCP peer after the client,
     CHECK(text.find(" end=untrusted-proxy ") != std::string::npos);
     // Elsewhere there is no peer field at all.
     CHECK(format_record(full_record(), config::LogFormat::Json).find("peer") == std::string::npos);
+}
+
+TEST_CASE("text records quote values beyond ASCII: UTF-8 stays readable, other bytes are escaped") {
+    ConnectionRecord record = full_record();
+    record.rule = "caf\xC3\xA9";    // UTF-8
+    record.server = "web\xFF\x01";  // not UTF-8, and a control character
+    const std::string text = format_record(record, config::LogFormat::Text);
+    CHECK(text.find(" rule=\"caf\xC3\xA9\" ") != std::string::npos);
+    CHECK(text.find(" server=\"web\\u00ff\\u0001\" ") != std::string::npos);
+    const std::string json = format_record(record, config::LogFormat::Json);
+    CHECK(json.find(R"("server":"web\u00ff\u0001")") != std::string::npos);
 }

@@ -376,6 +376,99 @@ TEST_CASE("an empty snapshot still renders every family with HELP and TYPE") {
     CHECK(find_samples(parsed, "ringlb_server_bytes_total").empty());
 }
 
+TEST_CASE("limit rejects split by the limit that refused them add up to the limit count") {
+    RejectCounts rejects;
+    using Limit = RejectCounts::Limit;
+    for (Limit limit : {Limit::Global, Limit::PerIp, Limit::PerIp, Limit::Rate, Limit::MaxClients, Limit::MaxClients,
+                        Limit::MaxClients})
+        rejects.count_limit(limit);
+    CHECK(rejects.limit == 7);
+    CHECK(rejects.global_limit == 1);
+    CHECK(rejects.per_ip_limit == 2);
+    CHECK(rejects.rate_limit == 1);
+    CHECK(rejects.max_clients == 3);
+    RejectCounts sum;
+    sum.merge(rejects);
+    sum.merge(rejects);
+    CHECK(sum.limit == 14);
+    CHECK(sum.max_clients == 6);
+}
+
+TEST_CASE("reject causes, limits, peaks, checks, transitions and per-server histograms are exported") {
+    Snapshot snapshot = two_rules_three_servers();
+    snapshot.rejects.global_limit = 11;
+    snapshot.rejects.per_ip_limit = 12;
+    snapshot.rejects.rate_limit = 13;
+    snapshot.rejects.max_clients = 14;
+    snapshot.peak_sessions = 4242;
+    snapshot.max_sessions = 100000;
+    snapshot.max_handshakes = 25000;
+    RuleSnapshot& web = snapshot.rules[0];
+    web.max_clients = 77;
+    web.rejects.rate_limit = 21;
+    ServerSnapshot& first = web.servers[0];
+    first.max_connections = 500;
+    first.checks_passed = 30;
+    first.checks_failed = 4;
+    first.went_up = 2;
+    first.went_down = 1;
+    first.has_histograms = true;
+    first.connect_time.add(300);
+    first.session_duration.add(200'000'000);  // 200 s: past the minute, in the 300 s bucket
+    snapshot.process = ProcessStats{12.5, 4096, 8192, 17, 1024, 1'700'000'000.25};
+
+    const ParsedExposition parsed = parse_exposition(render_prometheus(snapshot));
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "global_limit"}}) == "11");
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "per_ip_limit"}}) == "12");
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "rate_limit"}}) == "13");
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "max_clients"}}) == "14");
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "acl"}}) == "3");
+    CHECK(value_of(parsed, "ringlb_rejects_by_cause_total", {{"cause", "no_server"}}) == "5");
+    CHECK(value_of(parsed, "ringlb_rejects_total", {{"reason", "limit"}}) == "4");  // unchanged beside it
+    CHECK(value_of(parsed, "ringlb_rule_rejects_by_cause_total", {{"rule", "web"}, {"cause", "rate_limit"}}) == "21");
+    CHECK(value_of(parsed, "ringlb_sessions_peak") == "4242");
+    CHECK(value_of(parsed, "ringlb_max_sessions") == "100000");
+    CHECK(value_of(parsed, "ringlb_max_handshakes") == "25000");
+    CHECK(value_of(parsed, "ringlb_rule_max_clients", {{"rule", "web"}}) == "77");
+    const std::map<std::string, std::string> server{{"rule", "web"}, {"server", "127.0.0.1:9001"}};
+    CHECK(value_of(parsed, "ringlb_server_max_connections", server) == "500");
+    auto with = [&](const char* name, const char* value) {
+        auto labels = server;
+        labels[name] = value;
+        return labels;
+    };
+    CHECK(value_of(parsed, "ringlb_server_checks_total", with("result", "pass")) == "30");
+    CHECK(value_of(parsed, "ringlb_server_checks_total", with("result", "fail")) == "4");
+    CHECK(value_of(parsed, "ringlb_server_transitions_total", with("to", "up")) == "2");
+    CHECK(value_of(parsed, "ringlb_server_transitions_total", with("to", "down")) == "1");
+    CHECK(value_of(parsed, "ringlb_server_connect_time_seconds_count", server) == "1");
+    CHECK(value_of(parsed, "ringlb_server_session_duration_seconds_bucket", with("le", "120")) == "0");
+    CHECK(value_of(parsed, "ringlb_server_session_duration_seconds_bucket", with("le", "300")) == "1");
+    CHECK(value_of(parsed, "ringlb_server_session_duration_seconds_bucket", with("le", "3600")) == "1");
+    // The second server has no histograms (its rule's server_histograms is off): no series at all.
+    CHECK(find_samples(parsed, "ringlb_server_connect_time_seconds_count").size() == 1);
+    CHECK(value_of(parsed, "process_cpu_seconds_total") == "12.50");
+    CHECK(value_of(parsed, "process_resident_memory_bytes") == "4096");
+    CHECK(value_of(parsed, "process_open_fds") == "17");
+    CHECK(value_of(parsed, "process_max_fds") == "1024");
+    CHECK(value_of(parsed, "process_start_time_seconds") == "1700000000.25");
+    CHECK(parsed.types.at("process_cpu_seconds_total") == "counter");
+}
+
+TEST_CASE("the process's own figures come from /proc and are plausible") {
+    const auto stats = read_process_stats();
+    REQUIRE(stats.has_value());
+    CHECK(stats->resident_bytes > 0);
+    CHECK(stats->virtual_bytes >= stats->resident_bytes);
+    CHECK(stats->open_fds >= 3);  // at least stdin, stdout and stderr in a test run
+    CHECK(stats->max_fds >= stats->open_fds);
+    const double now = static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
+    CHECK(stats->start_time_unix <= now + 1);
+    CHECK(stats->start_time_unix > now - 24 * 3600);  // this test process started today
+}
+
 // ---- the HTTP endpoint ----------------------------------------------------------------------
 
 namespace {

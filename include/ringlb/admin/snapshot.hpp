@@ -3,15 +3,21 @@
 // and the metrics endpoint print. Plain values, gathered by asking each worker on its own thread.
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "ringlb/admin/process_stats.hpp"
 
 namespace ringlb::admin {
 
 // Cumulative-bucket histogram in microseconds (Prometheus style: count of samples <= bound).
 struct Histogram {
-    static constexpr std::array<uint64_t, 12> kBoundsUs{100,     250,     500,       1000,      2500,       5000,
-                                                         10000,   50000,   250000,    1000000,   10000000,   60000000};
+    // Past a minute up to an hour: session durations reach the idle timeout's range (300 s by
+    // default), and a scrape must tell a 2-minute session from a 50-minute one.
+    static constexpr std::array<uint64_t, 16> kBoundsUs{
+        100,     250,      500,       1000,      2500,       5000,      10000,     50000,
+        250000,  1000000,  10000000,  60000000,  120000000,  300000000, 900000000, 3600000000};
     std::array<uint64_t, kBoundsUs.size()> buckets{};  // buckets[i]: samples <= kBoundsUs[i] (not cumulative)
     uint64_t count = 0;
     uint64_t sum_us = 0;
@@ -45,9 +51,23 @@ struct ServerSnapshot {
     uint64_t connect_failures = 0;
     uint64_t bytes_up = 0;    // client -> server
     uint64_t bytes_down = 0;  // server -> client
+    uint32_t max_connections = 0;  // configured; 0 = unlimited
+    // Active checks of this address (kept across reloads, as the checker keeps them).
+    uint64_t checks_passed = 0;
+    uint64_t checks_failed = 0;
+    // State changes: by active checks, and by traffic (passive health, counted by each worker
+    // that saw the server fail or recover).
+    uint64_t went_up = 0;
+    uint64_t went_down = 0;
+    bool has_histograms = false;  // the rule's server_histograms is on
+    Histogram connect_time;
+    Histogram session_duration;
 };
 
 struct RejectCounts {
+    // The limit that refused a client (see count_limit).
+    enum class Limit : uint8_t { Global, PerIp, Rate, MaxClients };
+
     uint64_t acl = 0;        // no rule takes the client, or denied
     uint64_t limit = 0;      // max_sessions, per-IP, max_clients, rate
     uint64_t no_server = 0;  // every server down or failed
@@ -55,6 +75,32 @@ struct RejectCounts {
     // over max_handshakes.
     uint64_t untrusted_proxy = 0;
     uint64_t max_handshakes = 0;
+    // `limit` split by the limit that refused: they add up to it.
+    uint64_t global_limit = 0;  // max_sessions (or no session slot left)
+    uint64_t per_ip_limit = 0;  // max_sessions_per_ip, global or the rule's
+    uint64_t rate_limit = 0;    // max_conn_rate_per_ip
+    uint64_t max_clients = 0;   // the rule's max_clients
+
+    void count_limit(Limit which) {
+        ++limit;
+        switch (which) {
+            case Limit::Global: ++global_limit; break;
+            case Limit::PerIp: ++per_ip_limit; break;
+            case Limit::Rate: ++rate_limit; break;
+            case Limit::MaxClients: ++max_clients; break;
+        }
+    }
+    void merge(const RejectCounts& other) {
+        acl += other.acl;
+        limit += other.limit;
+        global_limit += other.global_limit;
+        per_ip_limit += other.per_ip_limit;
+        rate_limit += other.rate_limit;
+        max_clients += other.max_clients;
+        no_server += other.no_server;
+        untrusted_proxy += other.untrusted_proxy;
+        max_handshakes += other.max_handshakes;
+    }
 };
 
 struct ConnectFailureCounts {
@@ -80,6 +126,12 @@ struct RuleSnapshot {
     ConnectFailureCounts connect_failures;
     Histogram connect_time;      // successful connects
     Histogram session_duration;  // ended sessions
+    // The queue (rule key `queue`): shared by the workers, so its length is not summed.
+    uint32_t queue_capacity = 0;
+    uint64_t queue_length = 0;
+    uint64_t queue_timeouts = 0;
+    uint64_t queue_full = 0;
+    Histogram queue_time;  // clients that left the queue, served or not
     std::vector<ServerSnapshot> servers;
 };
 
@@ -129,6 +181,9 @@ struct Snapshot {
     uint64_t uptime_seconds = 0;
     uint64_t accepted = 0;
     uint64_t active_sessions = 0;
+    uint64_t peak_sessions = 0;  // the most open at once since start (handshakes included)
+    uint32_t max_sessions = 0;   // configured limits, so saturation can be graphed
+    uint32_t max_handshakes = 0;
     uint64_t sessions_ended = 0;
     uint64_t handshakes_active = 0;  // connections waiting for their PROXY header now
     uint64_t accept_errors = 0;
@@ -147,6 +202,7 @@ struct Snapshot {
     AdminPortCounters admin_port;
     MetricsPortCounters metrics_port;
     ReloadStatus reload;
+    std::optional<ProcessStats> process;  // nullopt when /proc could not be read
 };
 
 }  // namespace ringlb::admin

@@ -129,6 +129,12 @@ private:
     uint32_t health_key(const std::string& rule_id);
     const health::CheckTarget* health_target(uint32_t key) const;
     std::vector<bool> checked_up(const config::RuleConfig& rule) const;
+    // For each server of `rule`, its check results and state changes (zeros without checks).
+    std::vector<health::ActiveChecker::Counts> check_counts(const config::RuleConfig& rule) const;
+    // Calls visit(index in rule.servers, rule key, index in the checker's target) for each
+    // server of `rule` the checker checks.
+    template <typename Visit>
+    void for_each_checked(const config::RuleConfig& rule, Visit visit) const;
     std::vector<std::string> restart_only_changes(const config::Config& next) const;
     // One ringlb per listen address (see net/listen_lock.hpp). Claims the addresses of `config`
     // this process does not hold yet and returns them (throws ListenClaimed); drops the claims

@@ -98,6 +98,10 @@ struct RuleConfig {
     std::chrono::milliseconds max_down_time{std::chrono::minutes(5)};
     std::chrono::milliseconds slow_start{0};  // 0 = off: a server back UP gets its full weight at once
     uint32_t retries = 0;                     // 0 = try each server once; N = at most N + 1 servers per client
+    // Clients that find every server at max_connections wait, at most `queue` of them over all
+    // workers (0 = closed at once), each at most queue_timeout (unset = connect_timeout).
+    uint32_t queue = 0;
+    std::optional<std::chrono::milliseconds> queue_timeout;
     bool failback = true;  // ms mode: return to an earlier server once it is up again
     ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
@@ -109,6 +113,9 @@ struct RuleConfig {
     SourceConfig source;
     bool freebind = false;  // bind the listen addresses even when they are not (yet) on the host
     HealthCheckConfig health;
+    // Connect-time and session-duration histograms per server in the metrics; unset = on for
+    // rules of at most kServerHistogramsAutoLimit servers (a scrape of a large rule stays small).
+    std::optional<bool> server_histograms;
     std::vector<ServerConfig> servers;
     // Every field: equal rules have equal rule_to_toml() texts, and comparing is much cheaper
     // than writing them (a reload compares every rule of the file with the running one).
@@ -142,6 +149,12 @@ struct GlobalConfig {
 // max_sessions but at least kMinDerivedHandshakes (or max_sessions when that is smaller).
 constexpr uint32_t kMinDerivedHandshakes = 8;
 uint32_t handshake_limit(const GlobalConfig& global);
+
+// Whether the metrics keep histograms for each server of `rule` (see RuleConfig::server_histograms).
+constexpr size_t kServerHistogramsAutoLimit = 100;
+bool server_histograms_enabled(const RuleConfig& rule);
+// How long a client of `rule` waits in its queue at most.
+std::chrono::milliseconds queue_timeout(const RuleConfig& rule);
 
 // The receive-buffer memory cap in force: max_buffer_memory, or its default for this machine
 // (`physical_memory` bytes of RAM) when it is 0.

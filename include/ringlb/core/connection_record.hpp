@@ -26,10 +26,11 @@ enum class EndCause : uint8_t {
     Admin,          // killed from the admin port (kill session, clean sessions)
     Error,          // anything else (resource exhaustion, internal error)
     UntrustedProxy,  // accept_proxy: the peer is not in proxy_from, so may not send a PROXY header
+    QueueTimeout,    // waited queue_timeout in its rule's queue without a server connection
 };
 
 // "client-fin", "server-fin", "client-reset", "server-reset", "idle-timeout", "connect-failed",
-// "limit", "acl", "shutdown", "admin", "error", "untrusted-proxy".
+// "limit", "acl", "shutdown", "admin", "error", "untrusted-proxy", "queue-timeout".
 std::string_view to_string(EndCause cause);
 
 // What one peer (the client, or the server) was told when its connection ended: a FIN means the

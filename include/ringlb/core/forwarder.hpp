@@ -23,6 +23,7 @@
 #include "ringlb/config/config.hpp"
 #include "ringlb/core/connection_record.hpp"
 #include "ringlb/core/server_connections.hpp"
+#include "ringlb/core/server_queue.hpp"
 #include "ringlb/core/session.hpp"
 #include "ringlb/core/session_limits.hpp"
 #include "ringlb/core/slab.hpp"
@@ -184,6 +185,11 @@ public:
 
     static unsigned worker_of(uint64_t session_id) { return static_cast<unsigned>(session_id >> 56); }
 
+    // A server connection freed on some worker for a client of this worker that waits in its
+    // rule's queue (see core/server_queue.hpp): it connects now, or the grant goes on to the next
+    // waiter when the client is gone.
+    void on_queue_grant(const QueueGrant& grant);
+
 private:
     struct ServerAdmin {
         admin::ServerAdminState state = admin::ServerAdminState::Enabled;
@@ -193,12 +199,17 @@ private:
         uint64_t bytes_up = 0;
         uint64_t bytes_down = 0;
     };
+    struct ServerTiming {
+        admin::Histogram connect_time;
+        admin::Histogram session_duration;
+    };
     struct Rule {
         config::RuleConfig config;
         bool retired = false;
         std::vector<balance::Server> servers;
         std::vector<ServerAdmin> admin;      // per server
         std::vector<ServerTraffic> traffic;  // per server
+        std::vector<ServerTiming> timing;    // per server, empty when server_histograms is off
         std::vector<ServerConnections::Handle> connections;  // per server, shared by all workers
         std::unique_ptr<balance::Balancer> balancer;
         health::Passive health;  // connect outcomes -> servers[i].down / slow_start_weight
@@ -208,6 +219,10 @@ private:
         admin::ConnectFailureCounts connect_failures;
         admin::Histogram connect_time;
         admin::Histogram session_duration;
+        std::shared_ptr<ServerQueue> queue;  // null when the rule's queue is 0
+        admin::Histogram queue_time;         // time spent queued, by clients that left the queue
+        uint64_t queue_timeouts = 0;
+        uint64_t queue_full = 0;             // clients closed because the queue was full
     };
     struct Listener {
         net::UniqueFd fd;
@@ -264,6 +279,17 @@ private:
     void refresh_servers(Rule& rule, const Session& session);
     std::optional<size_t> pick_and_take(Rule& rule, Session& session);
     void give_back_connection(Rule& rule, Session& session);
+    // Starts the connect to rule.servers[server], whose connection the session holds.
+    bool connect_to(uint32_t slot, Session& session, size_t server);
+    // Queue rules (forwarder_queue.cpp). Whether the client waits in its rule's queue instead of
+    // taking `pick` (waiters came first) or instead of being closed (every server full); when it
+    // does, a connection taken for `pick` went on to the oldest waiter.
+    bool wait_in_queue(uint32_t slot, Session& session, std::optional<size_t> pick);
+    bool every_usable_server_full(const Rule& rule, const Session& session) const;
+    // The client leaves the queue unserved (its timeout, its end); false when a grant is on its
+    // way to it and it must wait for that instead.
+    bool leave_queue(uint32_t slot, Session& session);
+    void on_queue_timeout(uint32_t slot, Session& session);
     void on_connect(uint32_t slot, Session& session, int result);
     void send_proxy_header(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);

@@ -69,6 +69,7 @@ struct Session {
     bool abortive = false;  // a socket of the session is set to close with a reset
     bool admitted = false;  // counted in the rule and the limits: undo that on release
     bool sending_proxy_header = false;  // the upstream send in flight carries the PROXY header
+    bool queued = false;  // waiting in its rule's queue for a server connection (no connect yet)
     uint8_t end_cause = 0;  // ConnectionRecord::EndCause, set by whatever ends the session first
     PeerEnd client_end = PeerEnd::None;  // decided when the session starts closing
     PeerEnd server_end = PeerEnd::None;

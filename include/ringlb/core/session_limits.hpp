@@ -14,6 +14,7 @@
 // per-IP limits for its TCP peer unless the peer is a trusted proxy. finish_handshake() then
 // moves it to the client the handshake named in one step (under the same lock), or
 // abandon_handshake() drops it: each undoes the handshake's counts exactly once.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include "ringlb/core/conn_rate_limiter.hpp"
 #include "ringlb/core/ip_limiter.hpp"
 #include "ringlb/core/server_connections.hpp"
+#include "ringlb/core/server_queue.hpp"
 #include "ringlb/net/address.hpp"
 
 namespace ringlb::core {
@@ -92,7 +94,7 @@ public:
         std::lock_guard lock(mutex_);
         if (active_ >= max_sessions_) return Verdict::OverMaxSessions;
         if (!per_ip_.try_acquire(ip)) return Verdict::OverPerIp;
-        ++active_;
+        count_one_more();
         return Verdict::Admitted;
     }
 
@@ -113,7 +115,7 @@ public:
         if (state && !state->per_ip.has_room(handshake.peer)) return Verdict::OverRulePerIp;
         if (handshake.per_ip) per_ip_.try_acquire(handshake.peer);
         if (state) state->per_ip.try_acquire(handshake.peer);
-        ++active_;
+        count_one_more();
         ++handshakes_;
         return Verdict::Admitted;
     }
@@ -158,6 +160,11 @@ public:
         std::lock_guard lock(mutex_);
         return handshakes_;
     }
+    // The most sessions (handshakes included) open at once since start, over all workers.
+    uint32_t peak() const {
+        std::lock_guard lock(mutex_);
+        return peak_;
+    }
     // Client IPs holding at least one session (global count): 0 once every session ended.
     size_t tracked_ips() const {
         std::lock_guard lock(mutex_);
@@ -184,6 +191,8 @@ public:
 
     // Connections per server over all workers (counted without this object's lock).
     ServerConnections& server_connections() { return server_connections_; }
+    // Clients waiting for a server connection, per rule over all workers.
+    ServerQueues& server_queues() { return server_queues_; }
 
     // A full bucket is dropped by the first admission at least this long after the last sweep.
     static constexpr Clock::duration kSweepInterval = std::chrono::seconds(1);
@@ -212,7 +221,7 @@ private:
         if (state && !state->per_ip.has_room(ip)) return Verdict::OverRulePerIp;
         // Everything passed: count it all.
         per_ip_.try_acquire(ip);
-        ++active_;
+        count_one_more();
         if (state) {
             state->rate.take(ip, now);
             state->per_ip.try_acquire(ip);
@@ -220,6 +229,8 @@ private:
         }
         return Verdict::Admitted;
     }
+
+    void count_one_more() { peak_ = std::max(peak_, ++active_); }
 
     void drop_handshake_locked(const Handshake& handshake) {
         if (handshake.per_ip) per_ip_.release(handshake.peer);
@@ -238,11 +249,13 @@ private:
     const uint32_t max_handshakes_;
     mutable std::mutex mutex_;
     uint32_t active_ = 0;      // sessions and connections in their handshake
+    uint32_t peak_ = 0;        // the highest active_ so far
     uint32_t handshakes_ = 0;  // connections in their handshake
     IpLimiter per_ip_;
     std::vector<RuleState> rules_;
     Clock::time_point last_sweep_{};
     ServerConnections server_connections_;
+    ServerQueues server_queues_;
 };
 
 }  // namespace ringlb::core

@@ -60,6 +60,14 @@ public:
     bool is_up(uint32_t rule_key, size_t server_index) const;
     // Why the server's most recent failed check failed ("" if it never failed).
     std::string last_failure(uint32_t rule_key, size_t server_index) const;
+    // Check results and state changes of a server so far (zeros for an unknown one).
+    struct Counts {
+        uint64_t passed = 0;
+        uint64_t failed = 0;
+        uint64_t went_up = 0;
+        uint64_t went_down = 0;
+    };
+    Counts counts(uint32_t rule_key, size_t server_index) const;
 
     void on_completion(const engine::Completion& completion) override;
     std::optional<Clock::time_point> on_tick(Clock::time_point now) override;

@@ -35,6 +35,8 @@ struct ServerState {
     Clock::time_point up_since{};    // when it came back UP: slow start ramps from here
     uint32_t failures = 0;           // consecutive failed connects; 0 = up
     bool ramping = false;            // within slow_start after coming back UP
+    uint64_t went_down = 0;          // times marked down from up (not the re-marks of a down server)
+    uint64_t came_up = 0;            // times a successful connect brought it back
 };
 
 // "10s", "300ms", "5m": how down times appear in log lines.
@@ -70,6 +72,8 @@ public:
     std::chrono::milliseconds down_for(uint32_t failures) const;
 
     const ServerState& state(size_t index) const { return states_.at(index); }
+    // nullptr for a server never seen failing or ramping (its state is made on first need).
+    const ServerState* find_state(size_t index) const { return index < states_.size() ? &states_[index] : nullptr; }
     // Whether servers[index] is held down at `now` (false for a server never seen failing).
     bool is_down(size_t index, Clock::time_point now) const {
         return index < states_.size() && states_[index].failures > 0 && states_[index].down_until > now;
