@@ -13,6 +13,7 @@
 #include <thread>
 #include <algorithm>
 
+#include "forwarder_harness.hpp"
 #include "recording_engine.hpp"
 #include "ringlb/core/forwarder.hpp"
 
@@ -22,6 +23,7 @@ using engine::UserData;
 
 namespace {
 
+using test::LoopbackPair;
 using test::RecordingEngine;
 
 config::Config config_with_servers(std::vector<std::string> servers) {
@@ -35,33 +37,8 @@ config::Config config_with_servers(std::vector<std::string> servers) {
     return config;
 }
 
-// A connected loopback TCP pair: `client` stays with the test, the other end goes to the core
-// as if accepted.
-struct LoopbackPair {
-    net::UniqueFd client;
-    int accepted = -1;
-    LoopbackPair() {
-        net::UniqueFd listener = net::listen_tcp(*net::SocketAddress::parse("127.0.0.1:0"));
-        net::set_nonblocking(listener.get(), false);
-        const net::SocketAddress address = net::local_address(listener.get());
-        client.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        REQUIRE(::connect(client.get(), address.sockaddr_ptr(), address.length()) == 0);
-        accepted = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        REQUIRE(accepted >= 0);
-    }
-};
-
-struct Harness {
-    RecordingEngine engine;
-    Logger log{LogLevel::Error};
-    core::SessionLimits limits;
-    core::Forwarder forwarder;
-    explicit Harness(const config::Config& config)
-        : limits(config.global.max_sessions, config.global.max_sessions_per_ip), forwarder(config, engine, log, limits) {
-        engine.cancel_completes = false;  // these tests complete cancellations themselves
-        forwarder.start_accepting();
-    }
-    void turn() { forwarder.run_once(std::chrono::milliseconds(0)); }
+struct Harness : test::ForwarderHarness {
+    using ForwarderHarness::ForwarderHarness;
 
     // Accepts the pair's connection and completes its connect: the session is established.
     struct Established {
@@ -69,8 +46,7 @@ struct Harness {
         int server_fd;
     };
     Established establish(const LoopbackPair& pair) {
-        engine.complete(engine.take(RecordingEngine::Kind::Accept), pair.accepted, true);
-        turn();
+        accept_client(pair);
         const auto connect = engine.take(RecordingEngine::Kind::Connect);
         engine.complete(connect, 0);
         turn();

@@ -9,10 +9,12 @@
 #include <iterator>
 #include <string>
 
+#include "forwarder_harness.hpp"
 #include "recording_engine.hpp"
 #include "ringlb/core/forwarder.hpp"
 
 using namespace ringlb;
+using test::LoopbackPair;
 using test::RecordingEngine;
 
 namespace {
@@ -47,34 +49,10 @@ std::string captured_hello() {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-struct LoopbackPair {
-    net::UniqueFd client;
-    int accepted = -1;
-    LoopbackPair() {
-        net::UniqueFd listener = net::listen_tcp(*net::SocketAddress::parse("127.0.0.1:0"));
-        net::set_nonblocking(listener.get(), false);
-        const net::SocketAddress address = net::local_address(listener.get());
-        client.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        REQUIRE(::connect(client.get(), address.sockaddr_ptr(), address.length()) == 0);
-        accepted = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        REQUIRE(accepted >= 0);
-    }
-};
-
-struct Harness {
-    RecordingEngine engine;
-    Logger log{LogLevel::Error};
-    core::SessionLimits limits;
-    core::Forwarder forwarder;
-    explicit Harness(const config::Config& config)
-        : limits(config.global.max_sessions, config.global.max_sessions_per_ip), forwarder(config, engine, log, limits) {
-        engine.cancel_completes = false;
-        forwarder.start_accepting();
-    }
-    void turn() { forwarder.run_once(std::chrono::milliseconds(0)); }
+struct Harness : test::ForwarderHarness {
+    using ForwarderHarness::ForwarderHarness;
     RecordingEngine::Request accept(const LoopbackPair& pair) {
-        engine.complete(engine.take(RecordingEngine::Kind::Accept), pair.accepted, true);
-        turn();
+        accept_client(pair);
         return engine.take(RecordingEngine::Kind::Recv, pair.accepted);
     }
 };

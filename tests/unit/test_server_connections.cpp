@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "forwarder_harness.hpp"
 #include "recording_engine.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/server_connections.hpp"
@@ -98,23 +99,11 @@ config::Config capped_rule(config::BalanceMode mode, std::vector<uint32_t> caps)
     return config;
 }
 
-struct Worker {
-    RecordingEngine engine;
-    Logger log{LogLevel::Error};
-    Forwarder forwarder;
-    Worker(const config::Config& config, SessionLimits& limits, unsigned index)
-        : forwarder(config.global, Forwarder::initial_plan(config), engine, log, limits, false, index) {
-        forwarder.start_accepting();
-    }
-    void turn() { forwarder.run_once(0ms); }
+struct Worker : test::SharedLimitsWorker {
+    using SharedLimitsWorker::SharedLimitsWorker;
     // `count` clients arrive at once; their connects are left pending.
     void burst(test::LoopbackAcceptor& acceptor, int count) {
-        for (int i = 0; i < count; ++i) {
-            const auto accept = engine.try_take(Kind::Accept);
-            REQUIRE(accept);
-            engine.complete(*accept, acceptor.accepted(), true);
-            engine.requests.push_front(*accept);
-        }
+        for (int i = 0; i < count; ++i) complete_accept(acceptor);
         turn();
     }
     // Servers (by port) of the connects in progress.

@@ -6,6 +6,7 @@
 #include <deque>
 #include <thread>
 
+#include "forwarder_harness.hpp"
 #include "recording_engine.hpp"
 #include "ringlb/core/forwarder.hpp"
 #include "ringlb/core/server_queue.hpp"
@@ -36,21 +37,11 @@ config::Config queued_rule(uint32_t queue, std::chrono::milliseconds queue_timeo
     return config;
 }
 
-struct Worker {
-    RecordingEngine engine;
-    Logger log{LogLevel::Error};
-    Forwarder forwarder;
-    Worker(const config::Config& config, SessionLimits& limits, unsigned index)
-        : forwarder(config.global, Forwarder::initial_plan(config), engine, log, limits, false, index) {
-        forwarder.start_accepting();
-    }
-    void turn() { forwarder.run_once(0ms); }
+struct Worker : test::SharedLimitsWorker {
+    using SharedLimitsWorker::SharedLimitsWorker;
     void arrive(test::LoopbackAcceptor& acceptor, int count = 1) {
         for (int i = 0; i < count; ++i) {
-            const auto accept = engine.try_take(Kind::Accept);
-            REQUIRE(accept);
-            engine.complete(*accept, acceptor.accepted(), true);
-            engine.requests.push_front(*accept);
+            complete_accept(acceptor);
             turn();
         }
     }
