@@ -29,8 +29,14 @@ std::optional<std::vector<std::string>> stat_fields() {
 // Boot time from /proc/stat ("btime SECONDS"), the base of a process's start time.
 std::optional<uint64_t> boot_time_unix() {
     std::ifstream file("/proc/stat");
-    for (std::string line; std::getline(file, line);)
-        if (line.rfind("btime ", 0) == 0) return std::stoull(line.substr(6));
+    for (std::string line; std::getline(file, line);) {
+        if (line.rfind("btime ", 0) != 0) continue;
+        try {
+            return std::stoull(line.substr(6));
+        } catch (const std::exception&) {
+            return std::nullopt;  // not a number: leave the families out
+        }
+    }
     return std::nullopt;
 }
 

@@ -65,8 +65,10 @@ Forwarder::Forwarder(const config::Config& config, engine::Engine& engine, Logge
 
 Forwarder::~Forwarder() {
     abort_all_sessions(EndCause::Shutdown);
+    // A socket another process accepts on (the service manager's, or the new process's after an
+    // upgrade) must go on listening there.
     for (Listener& listener : listeners_)
-        if (listener.fd && !listener.held_elsewhere) net::stop_listening(listener.fd.get());
+        if (listener.fd && !listener.held_elsewhere && !listener.handed_over) net::stop_listening(listener.fd.get());
 }
 
 std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slot) const {
@@ -193,6 +195,7 @@ void Forwarder::rebuild_listener_rules() {
         listener.rules = first.rules;
         listener.accept_proxy = first.accept_proxy;
         listener.proxy_from = first.proxy_from;
+        listener.reads_hello = first.reads_hello;
     }
 }
 
@@ -733,12 +736,18 @@ std::optional<size_t> Forwarder::pick_and_take(Rule& rule, Session& session) {
     }
 }
 
-// A client waiting in the rule's queue gets the connection before anyone else can take it.
+// A client waiting in the rule's queue gets the connection before anyone else can take it,
+// unless the server takes no new sessions (drained, disabled, down, weight 0): that connection is
+// nobody's to hand on.
 void Forwarder::give_back_connection(Rule& rule, Session& session) {
     if (!session.connection_taken) return;
     session.connection_taken = false;
-    limits_.server_queues().offer_or_give_back(rule.queue, rule.servers[session.server].address,
-                                               rule.connections[session.server]);
+    const balance::Server& server = rule.servers[session.server];
+    const ServerConnections::Handle& count = rule.connections[session.server];
+    if (takes_new_sessions(rule, session.server))
+        limits_.server_queues().offer_or_give_back(rule.queue, server.address, count);
+    else
+        ServerConnections::give_back(*count);
 }
 
 // A server whose source address cannot be bound counts as a failed connect, and the next one is
@@ -1324,7 +1333,7 @@ void Forwarder::on_timer(TimerKey key) {
             ++stats_.rejected_proxy_header;
             log_.debug("peer ", session.client_address, ": no PROXY header in time: closed");
             close_session(slot, session, false, EndCause::Error);
-        } else if (session.queued) {
+        } else if (session.queued && session.state != Session::State::Closing) {  // closing: it left anyway
             on_queue_timeout(slot, session);
         } else if (session.connect_pending && !session.connect_timed_out && session.state == Session::State::Connecting) {
             session.connect_timed_out = true;

@@ -8,15 +8,26 @@
 
 namespace ringlb::core {
 
+bool Forwarder::takes_new_sessions(const Rule& rule, size_t index) const {
+    const balance::Server& server = rule.servers[index];
+    return !server.disabled && !server.down && !server.check_down && server.weight > 0;
+}
+
+namespace {
+
+bool has_failed(const Session& session, size_t server) {
+    return std::find(session.failed_servers.begin(), session.failed_servers.end(), server) != session.failed_servers.end();
+}
+
+}  // namespace
+
 // Only servers that could take the client if they had room count: a rule whose servers are down
 // or failed for this client closes it as before (waiting would not help).
 bool Forwarder::every_usable_server_full(const Rule& rule, const Session& session) const {
     bool some_full = false;
     for (size_t i = 0; i < rule.servers.size(); ++i) {
         const balance::Server& server = rule.servers[i];
-        const bool failed = std::find(session.failed_servers.begin(), session.failed_servers.end(), i) !=
-                            session.failed_servers.end();
-        if (failed || server.down || server.check_down || server.disabled || server.weight == 0) continue;
+        if (has_failed(session, i) || !takes_new_sessions(rule, i)) continue;
         if (server.max_connections == 0 || server.connections < server.max_connections) return false;
         some_full = true;
     }
@@ -39,6 +50,12 @@ bool Forwarder::wait_in_queue(uint32_t slot, Session& session, std::optional<siz
     }
     session.queued = true;
     session.connect_started = now_;  // the wait is measured from here
+    // Without a pick, a session on another worker may have ended between this client's look at
+    // the counts and its push, its connection given back because nobody waited yet: look again.
+    if (!pick) {
+        refresh_servers(rule, session);
+        pick = pick_and_take(rule, session);
+    }
     if (pick) {
         session.server = static_cast<uint16_t>(*pick);
         give_back_connection(rule, session);  // to the oldest waiter (perhaps this very client)
@@ -80,16 +97,22 @@ void Forwarder::on_queue_grant(const QueueGrant& grant) {
     timers_.cancel({slot, TimerKind::Connect});
     rule.queue_time.add(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(now_ - grant.waited_since).count()));
-    // The same count for the same address in this version of the rule: the connection is its own.
-    for (size_t i = 0; i < rule.servers.size(); ++i) {
-        if (rule.connections[i] != grant.count) continue;
+    refresh_servers(rule, *session);
+    // The same count for the same address in this version of the rule: the connection is its own,
+    // if the server still takes sessions and has not failed this client already.
+    const auto index = std::find(rule.connections.begin(), rule.connections.end(), grant.count) - rule.connections.begin();
+    if (static_cast<size_t>(index) < rule.connections.size() && takes_new_sessions(rule, index) &&
+        !has_failed(*session, index)) {
         session->connection_taken = true;
-        ++rule.servers[i].connections;
-        if (connect_to(slot, *session, i)) connect_next_server(slot, *session);
+        ++rule.servers[index].connections;
+        if (connect_to(slot, *session, index)) connect_next_server(slot, *session);
         return;
     }
-    // Not a server of this version of the rule (a reload removed it): pass it on, try again.
-    limits_.server_queues().offer_or_give_back(grant.queue, grant.server, grant.count);
+    if (static_cast<size_t>(index) < rule.connections.size() && has_failed(*session, index) &&
+        takes_new_sessions(rule, index))
+        limits_.server_queues().offer_or_give_back(grant.queue, grant.server, grant.count);  // good for the next
+    else
+        ServerConnections::give_back(*grant.count);  // a server no client of this rule version may use now
     connect_next_server(slot, *session);
 }
 

@@ -195,3 +195,22 @@ TEST_CASE("forwarder queue: a grant for a client that left goes on to the next w
     CHECK(snapshot.rules[0].queue_time.count == 1);
     CHECK(snapshot.rules[0].queue_length == 0);
 }
+
+TEST_CASE("forwarder queue: a connection freed on a drained server is not handed to a waiter") {
+    const config::Config config = queued_rule(4, 60s);
+    SessionLimits limits(config);
+    Postbox postbox;
+    limits.server_queues().set_deliver([&](QueueGrant grant) { postbox.grants.push_back(std::move(grant)); });
+    Worker first(config, limits, 0), second(config, limits, 1);
+    test::LoopbackAcceptor acceptor;
+
+    first.arrive(acceptor);   // connected
+    second.arrive(acceptor);  // waits
+    for (Worker* worker : {&first, &second})
+        worker->forwarder.set_server_admin(0, 0, admin::ServerAdminState::Draining, std::nullopt);
+    first.end_connected_session();
+    CHECK(postbox.grants.empty());
+    CHECK(limits.server_connections().count("queued", address("127.0.0.1:1"))->load() == 0);
+    CHECK(second.forwarder.active_sessions() == 1);  // still waiting: the drained server takes nobody new
+    CHECK(second.engine.count(Kind::Connect) == 0);
+}

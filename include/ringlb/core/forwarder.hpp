@@ -314,6 +314,8 @@ private:
     // does, a connection taken for `pick` went on to the oldest waiter.
     bool wait_in_queue(uint32_t slot, Session& session, std::optional<size_t> pick);
     bool every_usable_server_full(const Rule& rule, const Session& session) const;
+    // Whether rule.servers[index] may get new sessions (not disabled or draining, not down, weight > 0).
+    bool takes_new_sessions(const Rule& rule, size_t index) const;
     // The client leaves the queue unserved (its timeout, its end); false when a grant is on its
     // way to it and it must wait for that instead.
     bool leave_queue(uint32_t slot, Session& session);
