@@ -37,9 +37,11 @@ void check_error(std::string_view line, const admin::CommandError& error) {
 }
 
 void check_command(std::string_view line, const admin::Command& command) {
+    // A server is named by its address or by its name (servers[].name).
     if (!command.server.empty())
-        require(net::SocketAddress::parse(command.server).has_value(),
-                "server argument \"" + command.server + "\" is not an IP:port (line \"" + std::string(line) + "\")");
+        require(net::SocketAddress::parse(command.server).has_value() || config::valid_server_name(command.server),
+                "server argument \"" + command.server + "\" is neither an IP:port nor a server name (line \"" +
+                    std::string(line) + "\")");
     require(command.weight <= admin::kMaxWeight, "weight " + std::to_string(command.weight) + " above the maximum");
     if (command.duration) require(command.duration->count() > 0, "disable server duration is not positive");
 }

@@ -115,6 +115,15 @@ TEST_CASE("fuzz regression: toml++ non-ASCII character where whitespace may be")
     CHECK_THROWS_AS(ringlb::config::parse_rule_inline("{a\xCB\xA4 = 1}", "test"), ringlb::config::ConfigError);
 }
 
+// fuzz_admin, admin-crash-b336c123cca3f2149f615e3dc9b410b496df48c2: once servers could be named,
+// `drain server RULE NAME` takes a server name as well as an address; the target's check still
+// wanted an address. A name is accepted, anything else is still refused.
+TEST_CASE("fuzz regression: a server argument may be a server name") {
+    CHECK_NOTHROW(ringlb::fuzz::check_admin(saved("drain server we1:ver we9001")));
+    const auto parsed = ringlb::admin::parse_command("drain server web 9web");
+    CHECK(std::holds_alternative<ringlb::admin::CommandError>(parsed));
+}
+
 // fuzz_import_g5, found after 111 s: a NUL inside a G5 client pattern ("1.2.3.4\0") passed the
 // pattern check, since inet_pton read it as a C string and stopped at the NUL, and the import
 // copied the byte raw into a TOML string, which ringlb then refused. Client patterns (and
