@@ -352,6 +352,48 @@ TEST_CASE("clients that never read cannot take the buffers of the others; the ca
     CHECK_CLEAN_EXIT(ringlb);
 }
 
+// The io_uring worker waits for a batch of completions after a busy round, counting the sends it
+// just submitted as completions to come: one to a client that never reads does not come. The
+// wait is bounded by a short window, so a lone request right after a busy spell is answered at
+// once, not at the worker's next timer (up to 250 ms away). The epoll engine runs it alike.
+TEST_CASE("a lone request right after a busy spell is answered at once, with sends to never-reading clients pending") {
+    constexpr std::uint64_t kBytes = 1024 * 1024;
+    PullOrEchoBackend backend(kBytes);
+    const std::uint16_t port = find_free_port();
+    const std::uint16_t admin_port = find_free_port();
+    RinglbProcess ringlb(render_config(with_admin(admin_port), {one_server_rule("pull", port, backend.endpoint())}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    auto pullers = start_pullers(port, 8, 0x5B00000);
+    REQUIRE(wait_until_streams_stall(admin_port, 30s));
+    std::vector<UniqueFd> busy;
+    for (int i = 0; i < 16; ++i) {
+        busy.push_back(connect_to(port));
+        REQUIRE(busy.back().valid());
+        set_int_option(busy.back().get(), IPPROTO_TCP, TCP_NODELAY, 1);
+    }
+    UniqueFd lone = connect_to(port);
+    REQUIRE(lone.valid());
+    set_int_option(lone.get(), IPPROTO_TCP, TCP_NODELAY, 1);
+    const std::string request(64, 'E');  // 'E': PullOrEchoBackend echoes it
+    std::chrono::milliseconds slowest{0};
+    for (int spell = 0; spell < 20; ++spell) {
+        for (int round = 0; round < 50; ++round) {
+            for (const UniqueFd& fd : busy) REQUIRE(send_all(fd.get(), request, 2s));
+            for (const UniqueFd& fd : busy) REQUIRE(read_exactly(fd.get(), request.size(), 2s).data == request);
+        }
+        const auto start = Clock::now();
+        REQUIRE(send_all(lone.get(), "E", 2s));
+        REQUIRE(read_exactly(lone.get(), 1, 2s).data == "E");
+        slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+    }
+    MESSAGE("slowest lone echo after a busy spell: ", slowest.count(), " ms");
+    CHECK(slowest <= 100ms);
+    CHECK(drain_pullers(pullers, kBytes, 60s));
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
 TEST_SUITE("scale") {
 
 TEST_CASE("100 hogs trickling into stalled paths on a pool of 256 buffers: 50 other clients are all served") {

@@ -97,6 +97,13 @@ private:
     void park(uint32_t request);
     void resubmit_parked_recvs();
     void finish_abandoned(int fd);
+    struct WaitPlan {
+        unsigned completions;
+        std::chrono::microseconds timeout;
+    };
+    static constexpr unsigned kMaxBatch = 16;
+    static constexpr std::chrono::microseconds kBatchWindow{200};
+    WaitPlan plan_wait(std::chrono::milliseconds timeout) const;
     void offer_buffers();
     void adjust_window(std::chrono::steady_clock::time_point now);
     void handle(const io_uring_cqe& cqe);
@@ -143,6 +150,10 @@ private:
     net::UniqueFd wake_fd_;
     uint64_t wake_value_ = 0;
     PollFault poll_fault_;
+    // What the next wait is planned on (plan_wait): receives completed in the last round, sends
+    // submitted since it.
+    unsigned receives_last_round_ = 0;
+    unsigned sends_this_round_ = 0;
 };
 
 }  // namespace ringlb::engine
