@@ -303,6 +303,30 @@ def own_cpu_seconds():
     return total
 
 
+def cpu_busy_seconds(cpu):
+    """Busy time of one CPU (user + nice + system + irq + softirq, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields[0] == f"cpu{cpu}":
+                user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+                return (user + nice + system + irq + softirq) / CLK_TCK
+    return 0.0
+
+
+class LoadCpuBusy:
+    """How busy the CPU of the load generator and backends was during a cell, in %: at 95 % or
+    more, that CPU, not the forwarder, sets the cell's throughput. Only meaningful when pinned."""
+
+    def __init__(self):
+        self.wall = time.monotonic()
+        self.busy = cpu_busy_seconds(S.load_cpu)
+
+    def percent(self):
+        wall = time.monotonic() - self.wall
+        return 100.0 * (cpu_busy_seconds(S.load_cpu) - self.busy) / wall if wall > 0 else 0.0
+
+
 class ForeignLoad:
     """CPU time used by other programs from now on: everything started by this benchmark, running
     (PROCS.running) or reaped (os.times children), is its own."""
@@ -755,9 +779,12 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
             forwarder.check()
         wait_quiet(backends)
         cell_load = ForeignLoad()
+        load_cpu = LoadCpuBusy()
         cpu_before = forwarder.cpu_seconds() if forwarder is not None else None
         sample = measure(cell, forwarder, fronts)
         sample["foreign_pct"] = round(cell_load.percent())
+        if S.pin:
+            sample["load_busy_pct"] = min(100.0, load_cpu.percent())
         if cpu_before is not None:
             add_forwarder_cpu(sample, forwarder.cpu_seconds() - cpu_before)
         if forwarder is not None:
@@ -822,9 +849,13 @@ def finish_row(row, state, cells, forwarder_log):
 def summary(cell, r):
     if "gbps" in r:
         cpu = f", forwarder {r['fwd_s_per_gb']:.3f} CPU s/GB" if "fwd_s_per_gb" in r else ""
+        if "load_busy_pct" in r:
+            cpu += f", load CPU {r['load_busy_pct']:.0f}% busy"
         return f"{r['gbps']:.2f} Gbit/s{cpu} (others busy {r.get('foreign_pct', 0):.0f}%)"
     if "rps" in r:
         cpu = f", forwarder {r['fwd_us_per_req']:.1f} µs/req" if "fwd_us_per_req" in r else ""
+        if "load_busy_pct" in r:
+            cpu += f", load CPU {r['load_busy_pct']:.0f}% busy"
         return (f"{r['rps']:.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}{cpu} "
                 f"(others busy {r.get('foreign_pct', 0):.0f}%) {'; '.join(r['problems'])}")
     if "per_conn" in r:
@@ -940,6 +971,9 @@ def report_tables(results):
     cpu_table = forwarder_cpu_table(results, rows)
     if cpu_table:
         out.append(cpu_table)
+    load_table = load_cpu_table(results, rows)
+    if load_table:
+        out.append(load_table)
     if "idle" in S.workloads:
         out.append(f"### Idle connections: {S.idle_conns:,} connections held open through the forwarder, "
                    f"PSS of the forwarder's processes (lower is better); teardown = time from the clients "
@@ -996,6 +1030,28 @@ def forwarder_cpu_table(results, rows):
             "system, all threads) during a cell, divided by the bytes moved, requests answered or connections "
             "made in it. Where the load generator's CPU is the bottleneck, equal throughputs can hide different "
             "costs; this shows them.\n\n" + table(headers, body))
+
+
+def load_cpu_table(results, rows):
+    """How busy the load generator's CPU was in each cell (the median over the runs): where it is
+    at 95 % or more, the load generator, not the forwarder, set the throughput, and the forwarder's
+    CPU per unit of work is the figure that compares them."""
+    if not S.pin:
+        return ""
+    cells = []  # (cell, header)
+    if "bulk" in S.workloads:
+        cells += [("bulk1", "bulk 1 stream"), ("bulk4", "bulk 4 streams")]
+    if "keepalive" in S.workloads:
+        cells += [(f"ka{c}", f"keep-alive c={c}") for c in S.ka_conns]
+    if "newconn" in S.workloads:
+        cells += [("nc", f"new connections c={S.nc_conns}")]
+    if not cells:
+        return ""
+    body = [[row] + [cell_value(results, row, cell, "load_busy_pct", lambda v: "-" if v is None else f"{v:.0f} %") for cell, _ in cells]
+            for row in rows]
+    return (f"### Load generator CPU busy (CPU {S.load_cpu}: wrk or iperf3 and the backends; user + system + irq + "
+            f"softirq from /proc/stat, % of the cell's wall time). At 95 % or more the load generator, not the "
+            f"forwarder, is the limit of that cell's throughput.\n\n" + table(["row"] + [h for _, h in cells], body))
 
 
 def log_findings(results):
