@@ -58,7 +58,10 @@ void Runtime::update_health_targets() {
         health::CheckTarget target;
         target.rule_key = health_key(rule->id);
         target.rule_id = rule->id;
-        for (const config::ServerConfig& server : rule->servers) target.servers.push_back(server.address);
+        for (const config::ServerConfig& server : rule->servers) {
+            target.servers.push_back(server.address);
+            target.sources.push_back(server.source.enabled() ? server.source : rule->source);
+        }
         target.check = rule->health;
         targets.push_back(std::move(target));
     }

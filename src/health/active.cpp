@@ -70,6 +70,7 @@ struct ActiveChecker::ServerState {
     uint32_t rule_key = 0;
     size_t index = 0;  // in its target's server list, as Report and is_up() name it
     net::SocketAddress address;
+    config::SourceConfig source;  // where its checks come from (see CheckTarget::sources)
     std::string name;  // "web/127.0.0.1:9001" for log lines
     std::shared_ptr<const config::HealthCheckConfig> check;
     bool up = false;
@@ -170,6 +171,7 @@ void ActiveChecker::set_targets(std::vector<CheckTarget> targets) {
             }
             state->rule_key = target.rule_key;
             state->index = i;
+            state->source = i < target.sources.size() ? target.sources[i] : config::SourceConfig{};
             state->name = target.rule_id + "/" + target.servers[i].to_string();
             state->check = check;
             entry.servers.push_back(std::move(state));
@@ -263,11 +265,21 @@ void ActiveChecker::start_check(ServerState& server, Clock::time_point now) {
         record(server, false, "cannot create a socket: " + error_text(-fd));
         return;
     }
+    net::UniqueFd socket(fd);
+    if (server.source.enabled()) {
+        const config::SourceConfig& source = server.source;
+        if (const int bound = net::bind_source(fd, source.address, source.first_port, source.last_port,
+                                               source_port_cursor_++);
+            bound < 0) {
+            record(server, false, "cannot bind the source address " + source.to_string() + ": " + error_text(-bound));
+            return;
+        }
+    }
     const uint32_t index = acquire_slot();
     CheckSlot& slot = slots_[index];
     slot.in_use = true;
     slot.phase = Phase::Connecting;
-    slot.fd = net::UniqueFd(fd);
+    slot.fd = std::move(socket);
     slot.server = &server;
     slot.check = server.check;
     slot.deadline = now + server.check->timeout;

@@ -5,7 +5,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -20,7 +22,7 @@ using namespace ringlb::test;
 namespace {
 
 // Accepts connections and writes each one the peer address it sees ("127.0.0.2:41234\n"); keeps
-// them open until it stops, so that their local ports stay taken.
+// them open until it stops, so that their local ports stay taken, and remembers every peer's IP.
 class PeerReportingBackend {
 public:
     PeerReportingBackend() : listener_(listen_on_loopback(0)), thread_([this] { run(); }) {}
@@ -29,6 +31,10 @@ public:
         thread_.join();
     }
     std::string endpoint() const { return loopback_endpoint(local_port(listener_.get())); }
+    std::vector<std::string> peer_ips() const {
+        std::lock_guard lock(mutex_);
+        return peer_ips_;
+    }
 
 private:
     void run() {
@@ -42,12 +48,18 @@ private:
             if (!client.valid()) continue;
             char ip[INET_ADDRSTRLEN] = {};
             ::inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
+            {
+                std::lock_guard lock(mutex_);
+                peer_ips_.push_back(ip);
+            }
             send_all(client.get(), std::string(ip) + ":" + std::to_string(ntohs(peer.sin_port)) + "\n");
             open.push_back(std::move(client));
         }
     }
 
     UniqueFd listener_;
+    mutable std::mutex mutex_;
+    std::vector<std::string> peer_ips_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };
@@ -93,6 +105,42 @@ TEST_CASE("source binds connections to servers to its address; a server's own so
     CHECK(first != second);  // IP_BIND_ADDRESS_NO_PORT: connect() picked a port for each
     CHECK(seen_from(server_port, c).starts_with("127.0.0.4:"));
     CHECK(seen_from(plain_port, d).starts_with("127.0.0.1:"));
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("active health checks come from the source address; one that cannot be bound fails the check and says why") {
+    PeerReportingBackend backend;
+    const std::uint16_t port = find_free_port(), unbindable_port = find_free_port();
+    const std::vector<std::string> health = {"[rule.health]", "interval = \"200ms\"", "timeout = \"200ms\"",
+                                             "rise = 1", "fall = 1"};
+    RuleSpec checked = one_server_rule("checked", port, backend.endpoint());
+    checked.servers[0].source = "127.0.0.4";
+    checked.extra_lines = {"source = \"127.0.0.2\""};
+    checked.extra_lines.insert(checked.extra_lines.end(), health.begin(), health.end());
+    // 192.0.2.1 (TEST-NET-1) is on no interface here, and without freebind it cannot be bound.
+    RuleSpec unbindable = one_server_rule("unbindable", unbindable_port, backend.endpoint());
+    unbindable.extra_lines = {"source = \"192.0.2.1\""};
+    unbindable.extra_lines.insert(unbindable.extra_lines.end(), health.begin(), health.end());
+    GlobalSpec global;
+    global.log_level = "debug";  // a server that never came UP says why its checks fail at debug
+    RinglbProcess ringlb(render_config(global, {checked, unbindable}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    REQUIRE(ringlb.wait_for_log("server checked/" + backend.endpoint() + " UP"));
+    REQUIRE(ringlb.wait_for_log("health check of server unbindable/" + backend.endpoint() +
+                                " failed (still DOWN): cannot bind the source address 192.0.2.1"));
+    // The worker learns of the UP a moment after the log line: a client before that is closed.
+    UniqueFd client;
+    std::string seen;
+    for (const auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+        seen = seen_from(port, client);
+        if (seen.starts_with("127.0.0.")) break;
+    }
+    CHECK(seen.starts_with("127.0.0.4:"));
+    const std::vector<std::string> peers = backend.peer_ips();
+    CHECK(peers.size() >= 2);  // at least one check and the client
+    CHECK(std::all_of(peers.begin(), peers.end(), [](const std::string& ip) { return ip == "127.0.0.4"; }));
     CHECK_CLEAN_EXIT(ringlb);
 }
 

@@ -29,6 +29,10 @@ struct CheckTarget {
     std::string rule_id;    // for log lines
     std::vector<net::SocketAddress> servers;
     config::HealthCheckConfig check;  // targets with check.enabled false are ignored
+    // Per server, the address its checks come from: the server's `source`, else the rule's
+    // (not enabled: the kernel picks), so a server that admits only that address is checked
+    // as it is used. Empty: none for any server.
+    std::vector<config::SourceConfig> sources;
 };
 
 class ActiveChecker final : public engine::Component {
@@ -109,6 +113,7 @@ private:
     uint8_t channel_ = 0;
     std::vector<Target> targets_;
     std::vector<CheckSlot> slots_;  // grows to the peak number of checks in flight
+    uint32_t source_port_cursor_ = 0;  // a port range is walked from here, one further per check
     std::vector<uint32_t> free_slots_;
 };
 
