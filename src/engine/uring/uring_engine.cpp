@@ -259,6 +259,7 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
         none.fill(kNoRequest);
         live_by_fd_.resize(static_cast<size_t>(fd) * 2 + 64, none);
         drained_by_fd_.resize(live_by_fd_.size(), false);
+        slow_send_by_fd_.resize(live_by_fd_.size(), false);
     }
     for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)]) {
         if (slot == kNoRequest) {
@@ -347,7 +348,8 @@ void UringEngine::send_parts(int fd, std::span<const SendPart> parts, UserData u
     const uint32_t gather = parts.size() == 1 ? kNoGather : gathers_.store(parts);
     const uint32_t request = new_request(Kind::Send, fd, user_data);
     requests_[request].gather = gather;
-    ++sends_this_round_;
+    requests_[request].round = round_;
+    if (!slow_send_by_fd_[static_cast<size_t>(fd)]) ++sends_this_round_;
     io_uring_sqe* sqe = next_sqe();
     if (gather == kNoGather)
         io_uring_prep_send(sqe, fd, parts[0].data, parts[0].length, MSG_NOSIGNAL);
@@ -381,7 +383,10 @@ void UringEngine::cancel(int fd) {
 }
 
 void UringEngine::forget(int fd) {
-    if (static_cast<size_t>(fd) < drained_by_fd_.size()) drained_by_fd_[static_cast<size_t>(fd)] = false;
+    if (static_cast<size_t>(fd) < drained_by_fd_.size()) {
+        drained_by_fd_[static_cast<size_t>(fd)] = false;
+        slow_send_by_fd_[static_cast<size_t>(fd)] = false;
+    }
 }
 
 void UringEngine::abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) {
@@ -476,18 +481,37 @@ void UringEngine::adjust_window(std::chrono::steady_clock::time_point now) {
 // How many completions this round waits for, and how long. A round that follows a quiet one
 // waits for the first completion, as long as the caller allows. A round that follows a busy one
 // (two or more receives completed) waits for one completion more than that round had, plus one
-// per send submitted with it (on a socket with room, a send completes during the submission
-// itself), but at most kBatchWindow: the worker then sleeps and is woken once per batch instead
-// of once per completion, and submits and waits in one io_uring_enter instead of two. At
-// keep-alive c=50 that took io_uring_enter calls from 2.3 to 0.14 per request and the worker's
-// CPU per request by about a third (bench/README.md). A quiet round never arms the short timer:
-// on a virtual machine arming and cancelling it on every sleep cost more than it saved.
+// per send submitted with it to a socket whose last send completed at once (on a socket with
+// room a send completes during the submission itself), but at most kBatchWindow: the worker then
+// sleeps and is woken once per batch instead of once per completion, and submits and waits in one
+// io_uring_enter instead of two. A quiet round never arms the short timer: on a virtual machine
+// arming and cancelling it on every sleep cost more than it saved at one connection.
 UringEngine::WaitPlan UringEngine::plan_wait(std::chrono::milliseconds timeout) const {
     if (!completions_.empty()) return {1, std::chrono::microseconds(0)};  // some are ready already
     const std::chrono::microseconds full = timeout;
-    if (receives_last_round_ < 2) return {1, full};
+    if (receives_last_round_ < 2 || plain_rounds_left_ > 0) return {1, full};
     const unsigned arrivals = std::min(receives_last_round_ + 1, kMaxBatch);
     return {arrivals + sends_this_round_, std::min(full, kBatchWindow)};
+}
+
+// Where the completions asked for cannot come without the worker's own reaction (bulk streams,
+// whose receives wait for room and whose sends wait for their readers), batches run into their
+// window round after round. Each batch that came back short makes the next rounds wait for one
+// completion, for twice as many rounds as the last time (up to kMaxBackOff); each full batch
+// halves that. Request traffic, where a batch falls short now and then, keeps batching; a bulk
+// transfer pays the window about once in thousands of rounds.
+void UringEngine::note_batch_outcome(const WaitPlan& plan, unsigned harvested) {
+    if (plain_rounds_left_ > 0) {
+        --plain_rounds_left_;
+        return;
+    }
+    if (plan.completions <= 1) return;
+    if (harvested >= plan.completions) {
+        back_off_span_ /= 2;
+        return;
+    }
+    back_off_span_ = back_off_span_ == 0 ? 1 : std::min(back_off_span_ * 2, kMaxBackOff);
+    plain_rounds_left_ = back_off_span_;
 }
 
 void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& handler) {
@@ -497,6 +521,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     adjust_window(now);
     offer_buffers();
     if (!parked_.empty() && offered_ > 0) resubmit_parked_recvs();
+    ++round_;
     const WaitPlan plan = plan_wait(timeout);
     __kernel_timespec wait{};
     wait.tv_sec = plan.timeout.count() / 1000000;
@@ -512,6 +537,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     // Completions the kernel kept aside while the queue was full (IORING_FEAT_NODROP) are moved
     // into it once it is empty and taken in this same round: none is lost or left waiting.
     io_uring_cqe* batch[kCqeBatch];
+    unsigned harvested = 0;
     for (bool flushed = false;;) {
         const unsigned count = io_uring_peek_batch_cqe(&ring_, batch, kCqeBatch);
         if (count == 0) {
@@ -523,8 +549,10 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         }
         flushed = false;
         for (unsigned i = 0; i < count; ++i) handle(*batch[i]);
+        harvested += count;
         io_uring_cq_advance(&ring_, count);
     }
+    note_batch_outcome(plan, harvested);
     peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
     // Handlers may cancel, which completes parked receives into completions_: those go next round.
     handler.on_batch_start();
@@ -558,6 +586,8 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         return;
     }
     Request& request = requests_[index];
+    // Sends asked for in round N are submitted by round N + 1's io_uring_enter.
+    if (request.kind == Kind::Send) slow_send_by_fd_[static_cast<size_t>(request.fd)] = round_ != request.round + 1;
     const bool more = request.kind == Kind::Accept && (cqe.flags & IORING_CQE_F_MORE);
     const Completion completion{request.user_data, cqe.res, more, false, 0};
     const bool orphaned = request.orphaned;

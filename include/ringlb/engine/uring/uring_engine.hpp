@@ -65,6 +65,7 @@ private:
         uint32_t length = 0;
         uint32_t gather = kNoGather;  // a send of several parts: its entry in gathers_
         uint32_t serial = 0;          // tells a parked entry from a later request in the same place
+        uint32_t round = 0;           // send: the loop round in which it was asked for
         Kind kind = Kind::Recv;
         bool multishot = false;  // a recv that stays armed and completes once per arrival
         bool cancelled = false;  // a cancel was asked for: it must complete, never be parked again
@@ -103,7 +104,9 @@ private:
     };
     static constexpr unsigned kMaxBatch = 16;
     static constexpr std::chrono::microseconds kBatchWindow{200};
+    static constexpr unsigned kMaxBackOff = 4096;           // rounds
     WaitPlan plan_wait(std::chrono::milliseconds timeout) const;
+    void note_batch_outcome(const WaitPlan& plan, unsigned harvested);
     void offer_buffers();
     void adjust_window(std::chrono::steady_clock::time_point now);
     void handle(const io_uring_cqe& cqe);
@@ -139,6 +142,10 @@ private:
     // receive waits for readiness first (IORING_RECVSEND_POLL_FIRST) instead of the kernel
     // trying a recv that fails with EAGAIN before it arms the poll.
     std::vector<bool> drained_by_fd_;
+    // Per fd: its last send did not complete in the io_uring_enter that submitted it (its reader
+    // is behind), so the next one is not counted on to complete at once (plan_wait).
+    std::vector<bool> slow_send_by_fd_;
+    uint32_t round_ = 0;  // loop rounds (poll calls) so far
     std::deque<Parked> parked_;  // receives that found the buffer ring empty, oldest first
     std::vector<Abandoned> abandoned_;
     bool multishot_recv_ = false;  // on when the start-up probe found capped multishot receives
@@ -154,6 +161,9 @@ private:
     // submitted since it.
     unsigned receives_last_round_ = 0;
     unsigned sends_this_round_ = 0;
+    // Back-off after batches that came back short (note_batch_outcome).
+    unsigned plain_rounds_left_ = 0;
+    unsigned back_off_span_ = 0;
 };
 
 }  // namespace ringlb::engine
