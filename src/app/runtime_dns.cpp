@@ -48,7 +48,7 @@ void Runtime::apply_dns_updates() {
         std::vector<std::string> texts;
         for (const net::SocketAddress& address : update.addresses) texts.push_back(address.to_string());
         changes.push_back(update.endpoint.to_string() + " resolves to " + join(texts, " "));
-        resolved_[update.endpoint] = std::move(update.addresses);
+        resolved_[update.endpoint] = dns::keep_places(resolved_[update.endpoint], std::move(update.addresses));
         ++resolved_version_;
     }
     // A rule whose expansion changed gets a new slot: its live sessions finish on the old one (the

@@ -13,6 +13,7 @@
 #include <set>
 #include <system_error>
 #include <unordered_map>
+#include <unordered_set>
 #include <toml++/toml.h>
 
 #include "ringlb/config/toml_guard.hpp"
@@ -853,7 +854,26 @@ private:
             warn_if_listed_before(*server, item, item_key, sites);
             servers.push_back(std::move(*server));
         });
+        report_names_taken_by_dns_entries(node, key, servers);
         warn_if_all_weights_zero(node, key, servers);
+    }
+
+    // A named dns entry "web" names its servers web1, web2, ...: a server with a fixed address
+    // may not take one of those names.
+    void report_names_taken_by_dns_entries(const toml::node& node, const std::string& key,
+                                           const std::vector<ServerConfig>& servers) {
+        std::unordered_set<std::string> bases;
+        for (const ServerConfig& server : servers)
+            if (server.is_dns() && !server.name.empty()) bases.insert(server.name);
+        if (bases.empty()) return;
+        for (const ServerConfig& server : servers) {
+            if (server.is_dns() || server.name.empty()) continue;
+            const size_t digits = server.name.find_last_not_of("0123456789") + 1;
+            if (digits < server.name.size() && bases.contains(server.name.substr(0, digits)))
+                report(node.source(), key,
+                       "server name " + quoted(server.name) + " is one the dns entry named " +
+                           quoted(server.name.substr(0, digits)) + " gives its servers");
+        }
     }
 
     // Where each server of one rule was first written: address (or dns name:port) -> its key.
@@ -945,12 +965,12 @@ private:
                 ok = false;
             }
         }
-        return check_server_kind(table, path, ok) ? std::optional(server) : std::nullopt;
+        return check_server_kind(table, path, server, ok) ? std::optional(server) : std::nullopt;
     }
 
     // A server table names exactly one of `address` (one server) and `dns` (a name's addresses);
     // resolve_interval only makes sense with dns.
-    bool check_server_kind(const toml::table& table, const std::string& path, bool ok) {
+    bool check_server_kind(const toml::table& table, const std::string& path, const ServerConfig& server, bool ok) {
         const bool address = table.contains("address"), dns = table.contains("dns");
         if (address && dns) {
             report(table.get("dns")->source(), path + ".dns",
@@ -961,9 +981,11 @@ private:
             report(table.source(), path + ".address", "missing required key address (or dns = \"name:port\")");
             return false;
         }
-        if (dns && table.contains("name")) {
+        if (dns && !server.name.empty() && !valid_dns_server_name(server.name)) {
             report(table.get("name")->source(), path + ".name",
-                   "applies to servers with a fixed address (a dns entry may stand for several servers)");
+                   "a dns entry's name " + quoted(server.name) +
+                       " names its servers " + server.name + "1, " + server.name +
+                       "2, ...: it may not end in a digit and has at most 58 characters");
             return false;
         }
         if (address && table.contains("resolve_interval")) {

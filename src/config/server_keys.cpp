@@ -37,6 +37,10 @@ bool parse_port_range(std::string_view text, SourceConfig& source, std::string* 
 
 }  // namespace
 
+bool valid_dns_server_name(std::string_view name) {
+    return valid_server_name(name) && name.size() <= 58 && !std::isdigit(static_cast<unsigned char>(name.back()));
+}
+
 bool valid_server_name(std::string_view name) {
     return !name.empty() && name.size() <= 64 && std::isalpha(static_cast<unsigned char>(name.front())) &&
            std::all_of(name.begin(), name.end(), [](unsigned char c) {

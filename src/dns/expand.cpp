@@ -33,6 +33,29 @@ void canonicalize(std::vector<net::SocketAddress>& addresses) {
     addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
 }
 
+std::vector<net::SocketAddress> keep_places(const std::vector<net::SocketAddress>& places,
+                                            std::vector<net::SocketAddress> addresses) {
+    canonicalize(addresses);
+    std::vector<net::SocketAddress> kept(places.size());
+    std::vector<bool> placed(addresses.size(), false);
+    for (size_t place = 0; place < places.size(); ++place) {
+        if (places[place].family() == 0) continue;
+        const auto found = std::lower_bound(addresses.begin(), addresses.end(), places[place], address_less);
+        if (found == addresses.end() || *found != places[place]) continue;  // gone: its place is free
+        kept[place] = *found;
+        placed[static_cast<size_t>(found - addresses.begin())] = true;
+    }
+    size_t free_place = 0;
+    for (size_t i = 0; i < addresses.size(); ++i) {
+        if (placed[i]) continue;
+        while (free_place < kept.size() && kept[free_place].family() != 0) ++free_place;
+        if (free_place == kept.size()) kept.emplace_back();
+        kept[free_place] = addresses[i];
+    }
+    while (!kept.empty() && kept.back().family() == 0) kept.pop_back();
+    return kept;
+}
+
 config::RuleConfig expand_rule(const config::RuleConfig& written, const AddressSets& resolved,
                                std::vector<size_t>* origin) {
     config::RuleConfig expanded = written;
@@ -54,7 +77,17 @@ config::RuleConfig expand_rule(const config::RuleConfig& written, const AddressS
         }
         const auto found = resolved.find(Endpoint::of(entry));
         if (found == resolved.end()) continue;
+        if (!entry.name.empty()) {
+            for (size_t place = 0; place < found->second.size(); ++place) {
+                if (found->second[place].family() == 0) continue;
+                config::ServerConfig server = server_at(entry, found->second[place]);
+                server.name = entry.name + std::to_string(place + 1);
+                add(server, i);
+            }
+            continue;
+        }
         std::vector<net::SocketAddress> addresses = found->second;
+        std::erase_if(addresses, [](const net::SocketAddress& address) { return address.family() == 0; });
         canonicalize(addresses);
         for (const net::SocketAddress& address : addresses) add(server_at(entry, address), i);
     }

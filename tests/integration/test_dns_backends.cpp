@@ -164,3 +164,52 @@ TEST_CASE("dns backends: a rule whose name has no records yet closes clients, th
     CHECK(ringlb.wait_for_log("dns: " + name + ":" + std::to_string(backends.port) + " resolves to 127.0.0.2"));
     CHECK_CLEAN_EXIT(ringlb);
 }
+
+TEST_CASE("dns backends: a named entry's servers keep their names while their addresses stay, whatever comes and goes") {
+    const auto dnsmasq = find_dnsmasq();
+    if (!dnsmasq) {
+        MESSAGE("SKIPPED: dnsmasq not found (apt-get install dnsmasq-base)");
+        return;
+    }
+    const std::string name = "named.ringlb.test";
+    LocalDns dns(*dnsmasq, {{"127.0.0.3", name}});
+    LoopbackPair backends;
+    const std::uint16_t port = find_free_port(), admin_port = find_free_port();
+    std::string config = render_config(dns_global(dns, admin_port), {dns_rule(port, name, backends.port)});
+    const std::string entry = "\"dns:" + name + ":" + std::to_string(backends.port) + "\"";
+    REQUIRE(config.find(entry) != std::string::npos);
+    config.replace(config.find(entry), entry.size(),
+                   "{ name = \"web\", dns = \"" + name + ":" + std::to_string(backends.port) + "\" }");
+    RinglbProcess ringlb(config);
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    INFO("dnsmasq log:\n", dns.log());
+    REQUIRE_READY(ringlb);
+    const std::string port_text = std::to_string(backends.port);
+    const auto shows = [&](const std::string& address, const std::string& server_name) {
+        const AdminReply rules = admin_command(admin_port, "show rules");
+        return rules.body.find("server " + address + ":" + port_text + " name=" + server_name + " ") != std::string::npos;
+    };
+
+    REQUIRE(contains(fetch_until(port, {"three"}), "three"));
+    CHECK(shows("127.0.0.3", "web1"));
+    // 127.0.0.2 sorts first but arrives second: 127.0.0.3 keeps web1.
+    dns.set_records({{"127.0.0.2", name}, {"127.0.0.3", name}});
+    CHECK(fetch_until(port, {"two", "three"}) >= std::set<std::string>{"three", "two"});
+    CHECK(shows("127.0.0.3", "web1"));
+    CHECK(shows("127.0.0.2", "web2"));
+    // Admin commands take the name.
+    REQUIRE(admin_command(admin_port, "disable server svc web2").ok());
+    CHECK(fetch_many(port, 6) == std::set<std::string>{"three"});
+    REQUIRE(admin_command(admin_port, "enable server svc web2").ok());
+    // 127.0.0.3 leaves: 127.0.0.2 stays web2, and web1 is free for the next newcomer.
+    dns.set_records({{"127.0.0.2", name}});
+    CHECK(contains(fetch_until(port, {"two"}), "two"));
+    for (int i = 0; i < 100 && shows("127.0.0.3", "web1"); ++i) std::this_thread::sleep_for(20ms);
+    CHECK(shows("127.0.0.2", "web2"));
+    CHECK_FALSE(shows("127.0.0.3", "web1"));
+    dns.set_records({{"127.0.0.2", name}, {"127.0.0.4", name}});
+    for (int i = 0; i < 100 && !shows("127.0.0.4", "web1"); ++i) std::this_thread::sleep_for(20ms);
+    CHECK(shows("127.0.0.4", "web1"));
+    CHECK(shows("127.0.0.2", "web2"));
+    CHECK_CLEAN_EXIT(ringlb);
+}

@@ -167,6 +167,37 @@ TEST_CASE("expand_rule: dns entries become sorted, deduplicated servers in place
     CHECK(rule_to_toml(dns::expand_rule(written, shuffled)) == rule_to_toml(expanded));
 }
 
+TEST_CASE("keep_places: an address keeps its place while it stays; a new one takes the lowest free place") {
+    std::vector<net::SocketAddress> places = dns::keep_places({}, {address("10.0.0.3:80"), address("10.0.0.2:80")});
+    CHECK(places == std::vector<net::SocketAddress>{address("10.0.0.2:80"), address("10.0.0.3:80")});
+    // 10.0.0.2 leaves and 10.0.0.1 (lower) arrives: 10.0.0.3 stays second, 10.0.0.1 takes the first place.
+    places = dns::keep_places(places, {address("10.0.0.3:80"), address("10.0.0.1:80"), address("10.0.0.3:80")});
+    CHECK(places == std::vector<net::SocketAddress>{address("10.0.0.1:80"), address("10.0.0.3:80")});
+    // The first leaves: its place stays free, the second keeps its number.
+    places = dns::keep_places(places, {address("10.0.0.3:80")});
+    REQUIRE(places.size() == 2);
+    CHECK(places[0].family() == 0);
+    CHECK(places[1] == address("10.0.0.3:80"));
+    // Two arrive: the free place first, then a new one at the end.
+    places = dns::keep_places(places, {address("10.0.0.9:80"), address("10.0.0.3:80"), address("10.0.0.8:80")});
+    CHECK(places == std::vector<net::SocketAddress>{address("10.0.0.8:80"), address("10.0.0.3:80"), address("10.0.0.9:80")});
+    // Nothing left: no places (the free ones at the end are dropped).
+    CHECK(dns::keep_places(places, {}).empty());
+}
+
+TEST_CASE("expand_rule: a named dns entry's servers are named by their place; an unnamed entry's are sorted") {
+    const Config config = parse_config(
+        with_servers("servers = [{ dns = \"svc.example:80\", name = \"web\" }, \"dns:other.example:81\"]"), "t");
+    dns::AddressSets resolved;
+    resolved[{"svc.example", 80}] = {net::SocketAddress{}, address("10.0.0.3:80"), address("10.0.0.1:80")};
+    resolved[{"other.example", 81}] = {net::SocketAddress{}, address("10.0.0.7:81"), address("10.0.0.5:81")};
+    const RuleConfig expanded = dns::expand_rule(config.rules.at(0), resolved);
+    std::vector<std::string> labels;
+    for (const ServerConfig& server : expanded.servers) labels.push_back(server.label() + "=" + server.address.to_string());
+    CHECK(labels == std::vector<std::string>{"web2=10.0.0.3:80", "web3=10.0.0.1:80", "10.0.0.5:81=10.0.0.5:81",
+                                             "10.0.0.7:81=10.0.0.7:81"});
+}
+
 TEST_CASE("expand_rule: a rule of dns entries only has no servers until a name resolves") {
     const Config config = parse_config(with_servers("servers = [\"dns:a.example:1\", \"dns:b.example:1\"]"), "t");
     CHECK(dns::expand_rule(config.rules.at(0), {}).servers.empty());

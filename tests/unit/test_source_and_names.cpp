@@ -89,8 +89,18 @@ TEST_CASE("bad sources, names and freebind values are errors naming key and line
     CHECK_MESSAGE(has_issue(issues, "rule[0].servers[1].name", 4,
                             "duplicate server name \"web\" in this rule (also rule[0].servers[0])"),
                   dump(issues));
-    issues = issues_of(rule_with("", "[{ dns = \"backend.example:80\", name = \"web\" }]"));
-    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[0].name", 4, "applies to servers with a fixed address"), dump(issues));
+    issues = issues_of(rule_with("", "[{ dns = \"backend.example:80\", name = \"web2\" }]"));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers[0].name", 4,
+                            "a dns entry's name \"web2\" names its servers web21, web22, ...: it may not end in a digit"),
+                  dump(issues));
+    issues = issues_of(rule_with("", "[{ dns = \"backend.example:80\", name = \"web\" }, "
+                                     "{ address = \"127.0.0.1:9002\", name = \"web3\" }]"));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].servers", 4,
+                            "server name \"web3\" is one the dns entry named \"web\" gives its servers"),
+                  dump(issues));
+    CHECK_NOTHROW(parse_config(rule_with("", "[{ dns = \"backend.example:80\", name = \"web\" }, "
+                                             "{ address = \"127.0.0.1:9002\", name = \"web-main\" }]"),
+                               "t"));
 }
 
 TEST_CASE("one name per rule: two rules may both name a server web1") {

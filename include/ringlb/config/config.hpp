@@ -41,6 +41,9 @@ std::optional<SourceConfig> parse_source(std::string_view text, std::string* err
 
 // A server name: 1-64 characters of A-Z a-z 0-9 _ . -, a letter first (so never an address).
 bool valid_server_name(std::string_view name);
+// The name of a dns entry, whose servers are named name1, name2, ...: no digit last (so "web1"'s
+// servers never take "web"'s names) and room for the number.
+bool valid_dns_server_name(std::string_view name);
 
 struct ServerConfig {
     net::SocketAddress address;
@@ -54,7 +57,8 @@ struct ServerConfig {
     uint16_t dns_port = 0;
     std::chrono::milliseconds resolve_interval{std::chrono::seconds(5)};  // at least 1s; shorter TTLs win
     // Names the server in logs, metrics labels and admin commands instead of its address; empty =
-    // none. Unique in its rule; a letter first, then letters, digits, '_', '.', '-'.
+    // none. Unique in its rule; a letter first, then letters, digits, '_', '.', '-'. On a dns
+    // entry, the base of its servers' names: name1, name2, ... by place (dns::keep_places).
     std::string name{};
     SourceConfig source{};  // overrides the rule's source for this server
     // The name if it has one, else the address: what metrics labels and admin replies show.

@@ -36,9 +36,17 @@ bool address_less(const net::SocketAddress& a, const net::SocketAddress& b);
 // Sorts and removes duplicates: the canonical form of one name's address set.
 void canonicalize(std::vector<net::SocketAddress>& addresses);
 
+// A name's addresses in places: an address keeps its place while the name keeps resolving to it,
+// a new address takes the lowest free place (in address order), and a place left free holds an
+// empty address (family 0) until a new one takes it. Named dns entries number their servers by
+// place ("web1", "web2"), so a server keeps its name, its metrics series and its admin handle
+// across answers in any order and across other addresses coming and going.
+std::vector<net::SocketAddress> keep_places(const std::vector<net::SocketAddress>& places,
+                                            std::vector<net::SocketAddress> addresses);
+
 // `written` with each dns entry replaced, in place, by one server per address of its name (sorted,
-// with the entry's weight, backup and max_connections); a name with no addresses yet contributes
-// none. An address that is already a server earlier in the list is skipped, so a server appears
+// with the entry's weight, backup, max_connections and source; with a `name`, in place order and
+// named name + place number, see keep_places); a name with no addresses yet contributes none. An address that is already a server earlier in the list is skipped, so a server appears
 // once. `origin`, when given, receives for each expanded server the index of the written entry
 // it came from.
 config::RuleConfig expand_rule(const config::RuleConfig& written, const AddressSets& resolved,
