@@ -87,30 +87,6 @@ std::map<std::uint16_t, long long> bytes_up_by_client(std::uint16_t admin_port) 
     return up;
 }
 
-// The most receive buffers one session held at once, over every worker (show stats).
-long long session_peak_buffers(std::uint16_t admin_port) {
-    const AdminReply reply = admin_command(admin_port, "show stats");
-    REQUIRE(reply.ok());
-    long long peak = -1;
-    for (size_t at = 0; (at = reply.body.find("session_peak_buffers=", at)) != std::string::npos;) {
-        at += 21;
-        peak = std::max(peak, std::stoll(reply.body.substr(at)));
-    }
-    return peak;
-}
-
-// Receive buffers held by ringlb's sessions now, over every worker (show stats).
-long long buffers_held(std::uint16_t admin_port) {
-    const AdminReply reply = admin_command(admin_port, "show stats");
-    REQUIRE(reply.ok());
-    long long held = 0;
-    for (size_t at = 0; (at = reply.body.find(" buffers_held=", at)) != std::string::npos;) {
-        at += 14;
-        held += std::stoll(reply.body.substr(at));
-    }
-    return held;
-}
-
 // Waits until the streams of clients that stopped reading have run into their closed windows:
 // ringlb's held buffers stop changing (three equal samples 200 ms apart). Until then ringlb is
 // still filling fresh buffers for every such stream at once, which is the cost of setting them

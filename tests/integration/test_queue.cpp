@@ -43,30 +43,6 @@ bool wait_for_metric(std::uint16_t port, const std::string& series, double value
     return false;
 }
 
-// The most receive buffers one session held at once, over every worker (show stats).
-long long session_peak_buffers(std::uint16_t admin_port) {
-    const AdminReply reply = admin_command(admin_port, "show stats");
-    REQUIRE(reply.ok());
-    long long peak = -1;
-    for (size_t at = 0; (at = reply.body.find("session_peak_buffers=", at)) != std::string::npos;) {
-        at += 21;
-        peak = std::max(peak, std::stoll(reply.body.substr(at)));
-    }
-    return peak;
-}
-
-// Receive buffers held by ringlb's sessions now, over every worker (show stats).
-long long buffers_held(std::uint16_t admin_port) {
-    const AdminReply reply = admin_command(admin_port, "show stats");
-    REQUIRE(reply.ok());
-    long long held = 0;
-    for (size_t at = 0; (at = reply.body.find(" buffers_held=", at)) != std::string::npos;) {
-        at += 14;
-        held += std::stoll(reply.body.substr(at));
-    }
-    return held;
-}
-
 // What one direction of a session may hold whatever its peers do, with the default buffer_size
 // of 64 KiB and buffers of 32 KiB (README, receive buffers: the bounds): at most 64 KiB queued,
 // and any two consecutive pieces hold more than a buffer, except that a partial send may have

@@ -1,5 +1,6 @@
 #include "admin_client.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 namespace ringlb::test {
@@ -48,6 +49,38 @@ std::optional<long long> reply_value(const AdminReply& reply, std::string_view k
         if (error == std::errc{}) return value;
     }
     return std::nullopt;
+}
+
+namespace {
+
+// Every value of " <field>=N" in `show stats` (one per worker), folded with `combine`.
+template <typename Combine>
+long long fold_stat(std::uint16_t admin_port, std::string_view field, Combine combine) {
+    const AdminReply reply = admin_command(admin_port, "show stats");
+    if (!reply.ok()) return -1;
+    const std::string needle = std::string(field) + "=";
+    std::optional<long long> folded;
+    for (std::size_t at = 0; (at = reply.body.find(needle, at)) != std::string::npos;) {
+        if (at > 0 && reply.body[at - 1] != ' ' && reply.body[at - 1] != '\n') {
+            at += needle.size();
+            continue;  // the end of another field's name
+        }
+        at += needle.size();
+        long long value = 0;
+        std::from_chars(reply.body.data() + at, reply.body.data() + reply.body.size(), value);
+        folded = folded ? combine(*folded, value) : value;
+    }
+    return folded.value_or(-1);
+}
+
+}  // namespace
+
+long long session_peak_buffers(std::uint16_t admin_port) {
+    return fold_stat(admin_port, "session_peak_buffers", [](long long a, long long b) { return std::max(a, b); });
+}
+
+long long buffers_held(std::uint16_t admin_port) {
+    return fold_stat(admin_port, "buffers_held", [](long long a, long long b) { return a + b; });
 }
 
 }  // namespace ringlb::test

@@ -27,4 +27,10 @@ AdminReply admin_command(std::uint16_t port, std::string_view command, std::stri
 // The number N of a body line "<key> N" (as `show stats` prints them); nullopt when absent.
 std::optional<long long> reply_value(const AdminReply& reply, std::string_view key);
 
+// From `show stats` on 127.0.0.1:port, over every worker: the most receive buffers one session
+// held at once (session_peak_buffers=), and the buffers sessions hold now (buffers_held=);
+// -1 when the command failed or the field is absent.
+long long session_peak_buffers(std::uint16_t admin_port);
+long long buffers_held(std::uint16_t admin_port);
+
 }  // namespace ringlb::test
