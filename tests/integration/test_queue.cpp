@@ -89,16 +89,23 @@ GlobalSpec with_admin_and_metrics(std::uint16_t admin_port, std::uint16_t metric
     return global;
 }
 
+// Rule "queued" on 127.0.0.1:port with the one server `server`, at most one connection to it,
+// and `queue_lines` (queue, queue_timeout, ...).
+RuleSpec queued_rule(std::uint16_t port, const std::string& server, std::vector<std::string> queue_lines) {
+    RuleSpec rule;
+    rule.id = "queued";
+    rule.listen = {loopback_endpoint(port)};
+    rule.servers = {{server, 0, false, 1}};
+    rule.extra_lines = std::move(queue_lines);
+    return rule;
+}
+
 }  // namespace
 
 TEST_CASE("queue: clients wait for a full server in arrival order, a full queue and queue_timeout close them") {
     NameBackend server("s");
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 2", "queue_timeout = \"1500ms\""};
+    const RuleSpec rule = queued_rule(port, server.endpoint(), {"queue = 2", "queue_timeout = \"1500ms\""});
     GlobalSpec global;
     global.threads = 2;
     global.extra_lines = {"log_connections = true"};
@@ -159,11 +166,7 @@ TEST_CASE("queue: without queue a client that finds every server full is closed 
 TEST_CASE("queue: bytes sent while waiting arrive whole once served; a waiter that resets holds up nobody") {
     EchoBackend server;
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 10", "queue_timeout = \"10s\""};
+    const RuleSpec rule = queued_rule(port, server.endpoint(), {"queue = 10", "queue_timeout = \"10s\""});
     GlobalSpec global;
     global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\""};
     RinglbProcess ringlb(render_config(global, {rule}));
@@ -200,11 +203,7 @@ TEST_CASE("queue: a waiter trickling one-byte segments holds few buffers, stalls
     EchoBackend queued_server, other_server;
     const std::uint16_t port = find_free_port(), other_port = find_free_port();
     const std::uint16_t admin_port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{queued_server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 4", "queue_timeout = \"20s\""};
+    const RuleSpec rule = queued_rule(port, queued_server.endpoint(), {"queue = 4", "queue_timeout = \"20s\""});
     RinglbProcess ringlb(render_config(with_admin_and_metrics(admin_port, metrics_port),
                                        {rule, one_server_rule("other", other_port, other_server.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
@@ -250,11 +249,7 @@ TEST_CASE("queue: a waiter trickling one-byte segments holds few buffers, stalls
 TEST_CASE("queue: a waiter that keeps trickling is closed when its queue_timeout passes, like a silent one") {
     NameBackend server("s");
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 4", "queue_timeout = \"1s\""};
+    const RuleSpec rule = queued_rule(port, server.endpoint(), {"queue = 4", "queue_timeout = \"1s\""});
     GlobalSpec global;
     global.extra_lines = {"log_connections = true"};
     global.trailing_lines = {"[metrics]", "listen = \"" + loopback_endpoint(metrics_port) + "\""};
@@ -304,11 +299,7 @@ TEST_CASE("queue: a waiter that keeps trickling is closed when its queue_timeout
 TEST_CASE("queue: a served waiter that never reads holds bounded buffers, and the next in line is served when it leaves") {
     PullOrEchoBackend server(256ull * 1024 * 1024);
     const std::uint16_t port = find_free_port(), admin_port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 4", "queue_timeout = \"20s\""};
+    const RuleSpec rule = queued_rule(port, server.endpoint(), {"queue = 4", "queue_timeout = \"20s\""});
     RinglbProcess ringlb(render_config(with_admin_and_metrics(admin_port, metrics_port), {rule}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
@@ -361,11 +352,7 @@ TEST_CASE("queue: a served waiter that never reads holds bounded buffers, and th
 TEST_CASE("queue: one address takes no more queue places than its max_sessions_per_ip; another address still gets one") {
     NameBackend server("s");
     const std::uint16_t port = find_free_port(), admin_port = find_free_port(), metrics_port = find_free_port();
-    RuleSpec rule;
-    rule.id = "queued";
-    rule.listen = {loopback_endpoint(port)};
-    rule.servers = {{server.endpoint(), 0, false, 1}};
-    rule.extra_lines = {"queue = 10", "queue_timeout = \"20s\""};
+    RuleSpec rule = queued_rule(port, server.endpoint(), {"queue = 10", "queue_timeout = \"20s\""});
     GlobalSpec global = with_admin_and_metrics(admin_port, metrics_port);
     SUBCASE("global max_sessions_per_ip") { global.max_sessions_per_ip = 3; }
     SUBCASE("the rule's max_sessions_per_ip") { rule.extra_lines.push_back("max_sessions_per_ip = 3"); }
