@@ -4,6 +4,7 @@
 // hands the requests to the kernel; the epoll engine performs each syscall when readiness
 // arrives. Neither ever completes a request inline, so the core never re-enters itself.
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -70,6 +71,9 @@ struct EngineOptions {
     // able to hold pipe_capacity bytes.
     uint32_t max_pipes = 0;
     uint32_t pipe_capacity = 64 * 1024;
+    // A pipe whose descriptors would be numbered this or above is closed again (counted as
+    // refused): the descriptors above stay for the control thread, as for sessions.
+    int pipe_descriptor_ceiling = INT_MAX;
     // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
     // never); io_uring counts as unavailable, so "auto" falls back to epoll.
     uint32_t fail_poll_after = 0;
