@@ -2,7 +2,8 @@
 // The engine interface: a proactor. The core asks for operations (accept, connect, recv, send,
 // shutdown) and later receives one completion per operation through poll(). The io_uring engine
 // hands the requests to the kernel; the epoll engine performs each syscall when readiness
-// arrives. Neither ever completes a request inline, so the core never re-enters itself.
+// arrives. Neither ever completes a request inside the call that asked for it, so the core never
+// re-enters itself.
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -51,6 +52,13 @@ public:
 protected:
     ~CompletionHandler() = default;
 };
+
+// Completions of requests an engine performs at once, during the handler's own call (a splice or
+// send on a ready socket, a shutdown), are handed over after that call returns, in the same
+// poll(): in up to this many passes over what each pass produced. A stream whose every request
+// completes at once moves several steps per round without a trip through the kernel for each, and
+// still cannot hold the worker from the others.
+constexpr unsigned kDeliveryPasses = 4;
 
 struct EngineOptions {
     // Bytes per receive buffer. 32 KiB: in side-by-side iperf3 runs over loopback, one stream

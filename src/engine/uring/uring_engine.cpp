@@ -615,11 +615,16 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     }
     note_batch_outcome(plan, harvested);
     peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
-    // Handlers may cancel, which completes parked receives into completions_: those go next round.
+    // What the handlers' own requests completed at once (splices, shutdowns, cancelled parked
+    // receives) is handed over in this same round, a few passes at most, instead of costing
+    // another io_uring_enter each; the rest goes next round, so one busy stream cannot hold the
+    // worker.
     handler.on_batch_start();
-    delivering_.swap(completions_);
-    for (const Completion& completion : delivering_) handler.on_completion(completion);
-    delivering_.clear();
+    for (unsigned pass = 0; pass < kDeliveryPasses && !completions_.empty(); ++pass) {
+        delivering_.swap(completions_);
+        for (const Completion& completion : delivering_) handler.on_completion(completion);
+        delivering_.clear();
+    }
 }
 
 // The provided buffer a completion carries, if any: it has left the kernel's ring.
