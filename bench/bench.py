@@ -1452,6 +1452,9 @@ def zero_copy_table(results, rows):
         measured = [results[row][cell] for cell in cells if "na" not in results.get(row, {}).get(cell, {"na": 1})]
         missing = bool(measured) and all(r.get("spliced_bytes") is None for r in measured)
         notes = (["no `ringlb_spliced_bytes_total` in this ringlb's metrics (no splice support?)"] if missing else [])
+        if not measured:
+            reasons = [results.get(row, {}).get(cell, {}).get("na") for cell in cells]
+            notes += [f"n/a: {reasons[0]}"] if reasons and reasons[0] else []
         notes += [f"splice fallbacks: {'; '.join(fallbacks)}"] if fallbacks else []
         notes += [p for cell in cells for p in results.get(row, {}).get(cell, {}).get("problems", [])
                   if "pipes on 64-byte" in p or p.startswith("metrics on")]

@@ -64,6 +64,9 @@ cleanup() {
         done <"$BENCH_PIDFILE"
     fi
     if ((policy_rc_created)); then rm -f /usr/sbin/policy-rc.d; fi
+    # The capped workload's cgroups, should bench.py have been killed inside a cell (rmdir
+    # removes only those that no process uses any more).
+    rmdir /sys/fs/cgroup/cpu/ringlb-bench-* /sys/fs/cgroup/unified/ringlb-bench-* 2>/dev/null
     rm -rf "$state_dir"
 }
 trap cleanup EXIT
