@@ -2,10 +2,10 @@
 """ringlb benchmark orchestrator. Started by bench/run.sh, which installs the tools, builds ringlb,
 raises the file limit and sets the environment; see bench/README.md for what is measured.
 
-Every row (direct, ringlb-uring, ringlb-epoll and their zero-copy variants, haproxy, haproxy-splice,
-nginx) runs the same workloads between the same clients and the same backends. The forwarders are pinned to one CPU,
-clients and backends to the other; all forwarders run side by side on their own ports and each
-cell is measured on every row in turn. Progress goes to standard error; the report (header and one
+Every row (direct, ringlb-uring, ringlb-epoll and their zero-copy variants, haproxy,
+haproxy-splice, nginx) runs the same workloads between the same clients and the same backends. The
+forwarders are pinned to one CPU, clients and backends to the other; all forwarders run side by
+side on their own ports and each cell is measured on every row in turn. Progress goes to standard error; the report (header and one
 Markdown table per workload) goes to standard output and to BENCH_OUT.
 """
 import contextlib
