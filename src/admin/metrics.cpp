@@ -211,6 +211,18 @@ void render_buffers(Exposition& out, const Snapshot& snapshot) {
                &WorkerBuffers::resident_free);
     per_worker("ringlb_receive_buffers_session_peak", "The most receive buffers one session of the worker held at once.",
                &WorkerBuffers::peak_session);
+    per_worker("ringlb_pipes_in_use", "Pipes holding spliced bytes in flight, per worker.", &WorkerBuffers::pipes_in_use);
+    per_worker("ringlb_pipes_free", "Pipes made and ready for reuse, per worker.", &WorkerBuffers::pipes_free);
+    out.family("ringlb_pipes_taken_total", "counter", "Times a direction took a pipe for bytes that arrived, per worker.");
+    for (size_t i = 0; i < snapshot.workers.size(); ++i)
+        out.sample("ringlb_pipes_taken_total", {{"worker", std::to_string(i)}}, snapshot.workers[i].pipes_taken);
+    out.family("ringlb_splice_fallbacks_total", "counter",
+               "Times bytes of a splicing direction were copied instead, for want of a pipe, by cause.");
+    for (size_t cause = 0; cause < kPipeFallbackNames.size(); ++cause) {
+        uint64_t total = 0;
+        for (const WorkerBuffers& worker : snapshot.workers) total += worker.pipe_fallbacks[cause];
+        out.sample("ringlb_splice_fallbacks_total", {{"cause", kPipeFallbackNames[cause]}}, total);
+    }
     out.family("ringlb_worker_accepted_total", "counter", "Clients accepted, per worker.");
     for (size_t i = 0; i < snapshot.workers.size(); ++i)
         out.sample("ringlb_worker_accepted_total", {{"worker", std::to_string(i)}}, snapshot.workers[i].accepted);
@@ -226,6 +238,12 @@ void render_rules(Exposition& out, const std::vector<RuleSnapshot>& rules) {
     for (const auto& rule : rules) {
         out.sample("ringlb_rule_bytes_total", {{"rule", rule.id}, {"direction", "up"}}, rule.bytes_up);
         out.sample("ringlb_rule_bytes_total", {{"rule", rule.id}, {"direction", "down"}}, rule.bytes_down);
+    }
+    out.family("ringlb_spliced_bytes_total", "counter",
+               "Of ringlb_rule_bytes_total: bytes moved by splice (zero_copy), per rule and direction.");
+    for (const auto& rule : rules) {
+        out.sample("ringlb_spliced_bytes_total", {{"rule", rule.id}, {"direction", "up"}}, rule.spliced_up);
+        out.sample("ringlb_spliced_bytes_total", {{"rule", rule.id}, {"direction", "down"}}, rule.spliced_down);
     }
     out.family("ringlb_rule_rejects_total", "counter", "Client connections this rule closed at once, by reason.");
     for (const auto& rule : rules) {

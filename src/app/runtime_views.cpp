@@ -194,7 +194,9 @@ admin::Reply Runtime::show_stats() {
         const admin::WorkerBuffers& w = view.workers[i];
         out << "worker " << i << " buffers_held=" << w.held << " buffers_offered=" << w.offered
             << " buffers_made=" << w.made << " buffers_idle_resident=" << w.resident_free
-            << " session_peak_buffers=" << w.peak_session << " accepted=" << w.accepted << "\n";
+            << " session_peak_buffers=" << w.peak_session << " accepted=" << w.accepted
+            << " pipes_in_use=" << w.pipes_in_use << " pipes_free=" << w.pipes_free << " pipes_taken=" << w.pipes_taken
+            << "\n";
     }
     write_control_stats(out, view);
     return admin::Reply::success(out.str());

@@ -20,6 +20,8 @@ engine::EngineOptions engine_options(const Worker::Setup& setup) {
         std::min<uint64_t>(engine::BufferPool::kMaxBuffers, std::max<uint64_t>(1, cap_buffers)));
     options.budget = setup.buffer_budget;
     options.multishot_recv = setup.global->multishot_recv;
+    options.max_pipes = setup.global->max_pipes;
+    options.pipe_capacity = setup.global->buffer_size;
     if (setup.faults) setup.faults->apply(setup.index, options);
     return options;
 }

@@ -31,6 +31,7 @@ constexpr uint64_t kMaxBufferMemory = uint64_t{1} << 40;
 constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
+constexpr int64_t kMaxPipes = 32768;  // per worker: pipe ids are 16 bits, and each pipe is two descriptors
 constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
 constexpr uint64_t kMinRate = 1024;                        // upload_rate / download_rate, bytes per second
 constexpr uint64_t kMaxRate = uint64_t{100} * 1024 * 1024 * 1024;
@@ -450,6 +451,9 @@ private:
             } else if (name == "max_buffer_memory") {
                 if (auto n = read_size(value, key, kMinBufferMemory, kMaxBufferMemory)) global.max_buffer_memory = *n;
             } else if (name == "multishot_recv") read_bool_into(value, key, global.multishot_recv);
+            else if (name == "max_pipes") {
+                if (auto n = read_integer(value, key, 0, kMaxPipes)) global.max_pipes = static_cast<uint32_t>(*n);
+            }
             else if (name == "log_level") read_log_level(value, key, global.log_level);
             else if (name == "shutdown_timeout") {
                 // 0 is a real choice: close every session at once on SIGTERM.
@@ -461,7 +465,7 @@ private:
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, max_handshakes, buffer_size, receive_buffers, "
-                                    "max_buffer_memory, multishot_recv, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
+                                    "max_buffer_memory, multishot_recv, max_pipes, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
     }
@@ -574,6 +578,7 @@ private:
                 if (auto d = read_timeout(value, key)) rule.queue_timeout = *d;
             } else if (name == "failback") read_bool_into(value, key, rule.failback);
             else if (name == "send_proxy") read_send_proxy(value, key, rule.send_proxy);
+            else if (name == "zero_copy") read_zero_copy(value, key, rule.zero_copy);
             else if (name == "accept_proxy") read_bool_into(value, key, rule.accept_proxy);
             else if (name == "proxy_from") read_clients(value, key, rule.proxy_from);
             else if (name == "sni") read_server_names(value, key, rule.sni);
@@ -587,7 +592,7 @@ private:
                                                "max_conn_rate_per_ip, upload_rate, download_rate, timeout, "
                                                "connect_timeout, down_time, "
                                                "max_down_time, slow_start, retries, queue, queue_timeout, failback, send_proxy, "
-                                               "accept_proxy, proxy_from, health, server_histograms, servers, sni, alpn, "
+                                               "zero_copy, accept_proxy, proxy_from, health, server_histograms, servers, sni, alpn, "
                                                "source, freebind");
         }
         if (!table.contains("id")) report(table.source(), path + ".id", "missing required key id");
@@ -725,6 +730,16 @@ private:
         else if (name == "v1") version = ProxyProtocol::V1;
         else if (name == "v2") version = ProxyProtocol::V2;
         else report(node.source(), key, "unknown PROXY protocol version " + quoted(*text) + " (supported: v1, v2, off)");
+    }
+
+    void read_zero_copy(const toml::node& node, const std::string& key, ZeroCopy& mode) {
+        const auto text = read_string(node, key);
+        if (!text) return;
+        const std::string name = lowercase(*text);
+        if (name == "auto") mode = ZeroCopy::Auto;
+        else if (name == "splice") mode = ZeroCopy::Splice;
+        else if (name == "off") mode = ZeroCopy::Off;
+        else report(node.source(), key, "unknown zero_copy mode " + quoted(*text) + " (supported: auto, splice, off)");
     }
 
     // ---- [rule.health] ----
@@ -1296,6 +1311,15 @@ std::string_view to_string(BalanceMode mode) {
     return "?";
 }
 
+std::string_view to_string(ZeroCopy mode) {
+    switch (mode) {
+        case ZeroCopy::Auto: return "auto";
+        case ZeroCopy::Splice: return "splice";
+        case ZeroCopy::Off: return "off";
+    }
+    return "?";
+}
+
 std::string_view to_string(ProxyProtocol version) {
     switch (version) {
         case ProxyProtocol::Off: return "off";
@@ -1502,6 +1526,7 @@ std::string global_to_toml(const GlobalConfig& global) {
     put(out, "receive_buffers", std::to_string(global.receive_buffers));
     if (global.max_buffer_memory != 0) put(out, "max_buffer_memory", std::to_string(global.max_buffer_memory));
     put(out, "multishot_recv", toml_bool(global.multishot_recv));
+    put(out, "max_pipes", std::to_string(global.max_pipes));
     put(out, "log_level", toml_string(to_string(global.log_level)));
     put(out, "shutdown_timeout", toml_duration(global.shutdown_timeout));
     put(out, "log_connections", toml_bool(global.log_connections));
@@ -1566,6 +1591,7 @@ std::string rule_to_toml(const RuleConfig& rule) {
     if (rule.queue_timeout) put(out, "queue_timeout", toml_duration(*rule.queue_timeout));
     put(out, "failback", toml_bool(rule.failback));
     put(out, "send_proxy", toml_string(to_string(rule.send_proxy)));
+    put(out, "zero_copy", toml_string(to_string(rule.zero_copy)));
     put(out, "accept_proxy", toml_bool(rule.accept_proxy));
     if (!rule.proxy_from.empty()) put(out, "proxy_from", toml_string_array(pattern_texts(rule.proxy_from)));
     if (rule.server_histograms) put(out, "server_histograms", toml_bool(*rule.server_histograms));

@@ -20,10 +20,6 @@ constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kDefaultClosingGrace = std::chrono::milliseconds(5000);
 constexpr auto kMinClosingGrace = std::chrono::milliseconds(100);
 
-Op recv_op(Side source) { return source == Side::Client ? Op::RecvClient : Op::RecvServer; }
-Op send_op(Side destination) { return destination == Side::Client ? Op::SendClient : Op::SendServer; }
-Op shutdown_op(Side destination) { return destination == Side::Client ? Op::ShutdownClient : Op::ShutdownServer; }
-
 std::string errno_text(int negative_errno) { return std::strerror(-negative_errno); }
 
 bool out_of_descriptors(int negative_errno) { return negative_errno == -EMFILE || negative_errno == -ENFILE; }
@@ -286,6 +282,10 @@ void Forwarder::on_completion(const engine::Completion& completion) {
         case Op::SendServer: on_send(token.slot, session, Side::Server, completion.result); break;
         case Op::ShutdownClient: on_shutdown(token.slot, session, Side::Client); break;
         case Op::ShutdownServer: on_shutdown(token.slot, session, Side::Server); break;
+        case Op::SpliceInClient: on_splice_in(token.slot, session, Side::Client, completion); break;
+        case Op::SpliceInServer: on_splice_in(token.slot, session, Side::Server, completion); break;
+        case Op::SpliceOutClient: on_splice_out(token.slot, session, Side::Client, completion.result); break;
+        case Op::SpliceOutServer: on_splice_out(token.slot, session, Side::Server, completion.result); break;
         case Op::Accept: break;
     }
 }
@@ -904,22 +904,6 @@ void Forwarder::send_preamble(uint32_t slot, Session& session) {
 
 // ---- data --------------------------------------------------------------------------------
 
-namespace {
-
-// What ends a session, in order of precedence: a reset or an operator's action says more than
-// the FIN that may have come first.
-void note_cause(Session& session, EndCause cause) {
-    const auto current = static_cast<EndCause>(session.end_cause);
-    const bool unset = session.end_cause == 0;
-    const bool was_fin = current == EndCause::ClientFin || current == EndCause::ServerFin;
-    const bool is_fin = cause == EndCause::ClientFin || cause == EndCause::ServerFin;
-    if (unset || (was_fin && !is_fin)) session.end_cause = static_cast<uint8_t>(cause);
-}
-
-EndCause reset_of(Side side) { return side == Side::Client ? EndCause::ClientReset : EndCause::ServerReset; }
-
-}  // namespace
-
 void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion) {
     Flow& flow = session.flow_from(source);
     if (!completion.more) flow.recv_pending = false;  // a multishot receive stays armed until then
@@ -939,6 +923,7 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
             return;
         }
         queue_received(flow, completion);
+        note_receive_for_splice(session, flow, static_cast<uint32_t>(completion.result));
         if (const ByteRate rate = byte_rate(session, source); rate.limited())
             flow.bucket.take(static_cast<uint64_t>(completion.result));
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
@@ -1054,8 +1039,15 @@ void Forwarder::on_shutdown(uint32_t slot, Session& session, Side destination) {
 // source's FIN on once everything before it was delivered.
 void Forwarder::pump(uint32_t slot, Session& session, Side source) {
     Flow& flow = session.flow_from(source);
+    const bool to_splice = !flow.splicing && wants_splice(session, flow);
+    if (to_splice && !flow.recv_pending && !flow.send_pending && !flow.shutdown_pending && flow.count == 0)
+        flow.splicing = true;
+    if (flow.splicing) {
+        pump_spliced(slot, session, source);
+        return;
+    }
     const Side destination = other(source);
-    if (!flow.recv_pending && !flow.eof) {
+    if (!flow.recv_pending && !flow.eof && !to_splice) {
         if (const uint32_t room = throttled_room(slot, session, source, receive_room(flow)); room > 0) {
             engine_.recv(session.fd(source).get(), room, token(slot, recv_op(source)));
             flow.recv_pending = true;
@@ -1205,6 +1197,7 @@ void Forwarder::release_if_quiet(uint32_t slot, Session& session) {
 void Forwarder::release(uint32_t slot, Session& session) {
     for (Flow* flow : {&session.upstream, &session.downstream})
         for (; flow->count > 0; flow->pop()) engine_.release_buffer(flow->front().buffer);
+    release_pipes(session);
     for (Side side : {Side::Client, Side::Server}) {
         net::UniqueFd& fd = session.fd(side);
         if (!fd) continue;
@@ -1441,8 +1434,10 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     snapshot.sessions_abandoned += stats_.sessions_abandoned;
     const engine::BufferStats buffers = engine_.buffer_stats();
     snapshot.buffer_size = engine_.buffer_size();
+    const engine::PipeStats pipes = engine_.pipe_stats();
     snapshot.workers.push_back({buffers.held, buffers.offered, buffers.made, buffers.resident_free,
-                                stats_.peak_session_buffers, stats_.accepted});
+                                stats_.peak_session_buffers, stats_.accepted, pipes.in_use, pipes.free, pipes.taken,
+                                pipes.fallbacks});
     for (size_t i = 0; i < slots.size() && i < snapshot.rules.size(); ++i) {
         if (slots[i] >= rules_.size() || !rules_[slots[i]]) continue;
         const Rule& rule = *rules_[slots[i]];
@@ -1480,6 +1475,8 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
             }
             out.bytes_up += rule.traffic[s].bytes_up;
             out.bytes_down += rule.traffic[s].bytes_down;
+            out.spliced_up += rule.traffic[s].spliced_up;
+            out.spliced_down += rule.traffic[s].spliced_down;
             server_out.weight = server.weight;
             std::string_view state = "up";
             if (rule.admin[s].state == admin::ServerAdminState::Disabled) state = "disabled";

@@ -5,10 +5,20 @@ namespace ringlb::core {
 namespace {
 
 bool idle(const Flow& flow) {
-    return !flow.eof && flow.count == 0 && flow.queued_bytes == 0 && !flow.send_pending && !flow.shutdown_pending;
+    return !flow.eof && flow.count == 0 && flow.queued_bytes == 0 && flow.pipe_bytes == 0 && !flow.send_pending &&
+           !flow.shutdown_pending;
 }
 
 }  // namespace
+
+// A reset or an operator's action says more than the FIN that may have come first.
+void note_cause(Session& session, EndCause cause) {
+    const auto current = static_cast<EndCause>(session.end_cause);
+    const bool unset = session.end_cause == 0;
+    const bool was_fin = current == EndCause::ClientFin || current == EndCause::ServerFin;
+    const bool is_fin = cause == EndCause::ClientFin || cause == EndCause::ServerFin;
+    if (unset || (was_fin && !is_fin)) session.end_cause = static_cast<uint8_t>(cause);
+}
 
 bool is_quiescent(const Session& session) { return idle(session.upstream) && idle(session.downstream); }
 

@@ -23,13 +23,14 @@ namespace ringlb::test {
 
 class RecordingEngine final : public engine::Engine {
 public:
-    enum class Kind { Accept, Connect, Recv, Send, Shutdown };
+    enum class Kind { Accept, Connect, Recv, Send, Shutdown, SpliceIn, SpliceOut };
     struct Request {
         Kind kind = Kind::Accept;
         int fd = -1;
         engine::UserData user_data = 0;
         net::SocketAddress to;  // connect: the server
-        uint32_t length = 0;    // recv: the room the core gave
+        uint32_t length = 0;    // recv, splice_in: the room the core gave; splice_out: the bytes
+        uint16_t pipe = 0;      // splice_out: the pipe
         std::string bytes;      // send: what the core asked to send
     };
 
@@ -45,6 +46,17 @@ public:
         for (const engine::SendPart& part : parts) bytes.append(reinterpret_cast<const char*>(part.data), part.length);
     }
     void shutdown_write(int fd, engine::UserData ud) override { record(Kind::Shutdown, fd, ud); }
+    void splice_in(int fd, uint32_t max_bytes, engine::UserData ud) override {
+        record(Kind::SpliceIn, fd, ud).length = max_bytes;
+    }
+    void splice_out(uint16_t pipe, int fd, uint32_t length, engine::UserData ud) override {
+        Request& request = record(Kind::SpliceOut, fd, ud);
+        request.length = length;
+        request.pipe = pipe;
+    }
+    // Every pipe the core gave back, with whether it said the pipe was empty.
+    void release_pipe(uint16_t pipe, bool empty) override { released_pipes.emplace_back(pipe, empty); }
+    engine::PipeStats pipe_stats() const override { return {}; }
     // Noted in `cancelled`; with `cancel_completes`, whatever is pending on fd (accepts aside)
     // also completes with -ECANCELED, as both real engines do.
     void cancel(int fd) override {
@@ -130,6 +142,7 @@ public:
     bool cancel_completes = true;
     std::set<int> cancelled;
     std::vector<uint16_t> released;
+    std::vector<std::pair<uint16_t, bool>> released_pipes;
     std::vector<int> abandoned;  // descriptors handed over by abandon()
     bool under_pressure = false;
     char buffers[4][1024]{};

@@ -127,6 +127,8 @@ struct RuleSnapshot {
     uint64_t total_sessions = 0;
     uint64_t bytes_up = 0;
     uint64_t bytes_down = 0;
+    uint64_t spliced_up = 0;  // of bytes_up and bytes_down: moved by splice (zero_copy)
+    uint64_t spliced_down = 0;
     RejectCounts rejects;
     ConnectFailureCounts connect_failures;
     Histogram connect_time;      // successful connects
@@ -148,7 +150,14 @@ struct WorkerBuffers {
     uint32_t resident_free = 0;  // free buffers whose pages are not given back yet
     uint32_t peak_session = 0;   // the most buffers one session of this worker held at once
     uint64_t accepted = 0;       // clients this worker accepted since start
+    // The splice path's pipes (zero_copy).
+    uint32_t pipes_in_use = 0;  // holding bytes in flight
+    uint32_t pipes_free = 0;    // made and ready for reuse
+    uint64_t pipes_taken = 0;   // times a direction took one for bytes that arrived
+    // Times bytes were copied because no pipe could be had, by cause (kPipeFallbackNames order).
+    std::array<uint64_t, 4> pipe_fallbacks{};
 };
+constexpr std::array<const char*, 4> kPipeFallbackNames = {"pool_empty", "refused", "shrunk", "resize_failed"};
 
 // The management port's defences at work (counted since start).
 struct AdminPortCounters {

@@ -19,11 +19,15 @@ enum class EngineChoice { Auto, Uring, Epoll };
 enum class BalanceMode { RoundRobin, MasterStandby, LeastConn, Random, PowerOfTwo, SourceHash, ResponseTime };
 
 enum class ProxyProtocol { Off, V1, V2 };
+// How an established session moves bytes: copied through receive buffers, or by splice(2)
+// through a pipe (no copy through user space); auto copies until a direction looks like bulk.
+enum class ZeroCopy { Auto, Splice, Off };
 enum class LogFormat { Text, Json };
 
 std::string_view to_string(EngineChoice engine);
 std::string_view to_string(BalanceMode mode);  // the long name: "round_robin", "source_hash", ...
 std::string_view to_string(ProxyProtocol version);  // "off", "v1", "v2"
+std::string_view to_string(ZeroCopy mode);           // "auto", "splice", "off"
 
 // `source`: the local address outgoing connections to servers are bound to ("IP" or
 // "IP:first-last"). Without a port range the kernel picks the port at connect time.
@@ -108,6 +112,7 @@ struct RuleConfig {
     std::optional<std::chrono::milliseconds> queue_timeout;
     bool failback = true;  // ms mode: return to an earlier server once it is up again
     ProxyProtocol send_proxy = ProxyProtocol::Off;  // PROXY header to the server before any client byte
+    ZeroCopy zero_copy = ZeroCopy::Off;
     bool accept_proxy = false;  // clients must start with a PROXY v1/v2 header naming the real client
     // accept_proxy: the peers (load balancers) allowed to send a PROXY header, matched against the
     // TCP peer, never against the address in the header; empty = any peer (warned about).
@@ -144,6 +149,7 @@ struct GlobalConfig {
     // buffer per direction, at most a quarter of the machine's memory (see buffer_memory_cap()).
     uint64_t max_buffer_memory = 0;
     bool multishot_recv = true;        // io_uring: capped multishot receives where the kernel has them
+    uint32_t max_pipes = 1024;         // per worker: pipes for the splice path (zero_copy); 0 = no splice
     LogLevel log_level = LogLevel::Info;
     std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};  // SIGTERM: time sessions get to finish
     bool log_connections = false;  // one line per closed session

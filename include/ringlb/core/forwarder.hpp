@@ -212,6 +212,8 @@ private:
     struct ServerTraffic {
         uint64_t bytes_up = 0;
         uint64_t bytes_down = 0;
+        uint64_t spliced_up = 0;  // of those, moved by splice
+        uint64_t spliced_down = 0;
     };
     struct ServerTiming {
         admin::Histogram connect_time;
@@ -332,6 +334,13 @@ private:
     void consume_sent(Flow& flow, uint32_t sent);
     void on_shutdown(uint32_t slot, Session& session, Side destination);
     void pump(uint32_t slot, Session& session, Side source);
+    // The splice path (forwarder_splice.cpp): a direction moves socket -> pipe -> socket.
+    bool wants_splice(const Session& session, const Flow& flow) const;
+    void note_receive_for_splice(const Session& session, Flow& flow, uint32_t received);
+    void pump_spliced(uint32_t slot, Session& session, Side source);
+    void on_splice_in(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
+    void on_splice_out(uint32_t slot, Session& session, Side destination, int result);
+    void release_pipes(Session& session);
 
     // `abortive`: a peer failed (its reset or error is `cause`), so the ending is a cut whatever
     // else; otherwise ringlb ends the session itself and it is a cut unless quiescent.

@@ -42,6 +42,15 @@ struct Flow {
     bool eof = false;       // the source has sent its FIN
     bool finished = false;  // that FIN was passed on to the destination
     TokenBucket bucket;     // upload_rate / download_rate; unused when the rule has none
+    // The splice path (zero_copy): the bytes in flight wait in a pipe instead of chunks. A
+    // direction switches only while nothing of it is queued or in flight, so one path at a time.
+    bool splicing = false;
+    bool has_pipe = false;        // pipe holds pipe_bytes, taken when they arrived
+    uint16_t pipe = 0;
+    uint32_t pipe_bytes = 0;
+    uint8_t bulk_receives = 0;    // zero_copy auto: consecutive receives that filled a buffer
+    uint8_t small_splices = 0;    // zero_copy auto: consecutive splices of a few bytes
+    uint8_t copy_receives_left = 0;  // no pipe was to be had: receives to copy before trying again
 
     Chunk& front() { return chunks[head]; }
     Chunk& back() { return chunks[(head + count - 1) % kMaxChunks]; }
@@ -108,6 +117,11 @@ struct Session {
 // When ringlb ends a session itself (idle timeout, no server left, an operator, a stop, a fatal
 // error), a peer may be told "the stream is complete" (FIN) only if nothing was lost; otherwise it
 // is told the stream was cut (reset), so that a truncated reply never passes for a whole one.
+
+// Notes what ends the session, in order of precedence: the first cause, unless a FIN came first
+// and something else (a reset, an operator) ends it.
+void note_cause(Session& session, EndCause cause);
+constexpr EndCause reset_of(Side side) { return side == Side::Client ? EndCause::ClientReset : EndCause::ServerReset; }
 
 // Whether the session can end with FINs and lose nothing: neither side has half-closed, and no
 // byte is queued in ringlb or being sent, either way. What the kernel holds unread is not seen

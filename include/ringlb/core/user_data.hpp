@@ -5,6 +5,8 @@
 // earlier occupant of the slot is recognised and dropped.
 #include <cstdint>
 
+#include "ringlb/core/session.hpp"
+
 namespace ringlb::core {
 
 enum class Op : uint8_t {
@@ -16,7 +18,21 @@ enum class Op : uint8_t {
     SendServer,
     ShutdownClient,
     ShutdownServer,
+    SpliceInClient,  // splice path: client -> pipe
+    SpliceInServer,
+    SpliceOutClient,  // pipe -> client
+    SpliceOutServer,
 };
+
+constexpr Op recv_op(Side source) { return source == Side::Client ? Op::RecvClient : Op::RecvServer; }
+constexpr Op send_op(Side destination) { return destination == Side::Client ? Op::SendClient : Op::SendServer; }
+constexpr Op shutdown_op(Side destination) {
+    return destination == Side::Client ? Op::ShutdownClient : Op::ShutdownServer;
+}
+constexpr Op splice_in_op(Side source) { return source == Side::Client ? Op::SpliceInClient : Op::SpliceInServer; }
+constexpr Op splice_out_op(Side destination) {
+    return destination == Side::Client ? Op::SpliceOutClient : Op::SpliceOutServer;
+}
 
 struct Token {
     uint32_t slot = 0;

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "ringlb/engine/pipe_pool.hpp"
 #include "ringlb/net/address.hpp"
 #include "ringlb/net/socket.hpp"
 
@@ -25,6 +26,8 @@ struct Completion {
     bool more = false;        // accept and recv: the request stays armed and will complete again
     bool has_buffer = false;  // recv only: result bytes are in buffer `buffer_id`
     uint16_t buffer_id = 0;
+    bool has_pipe = false;  // splice_in only: result bytes are in pipe `pipe_id`
+    uint16_t pipe_id = 0;
 };
 
 // One piece of a gathered send: the bytes of several receive buffers leave in one request.
@@ -63,6 +66,10 @@ struct EngineOptions {
     // io_uring: receive with multishot requests capped by the caller's room, where the kernel
     // takes such caps (a start-up probe tells); otherwise one request per receive.
     bool multishot_recv = true;
+    // The splice path: pipes this engine may hold at once (0: none, every byte is copied), each
+    // able to hold pipe_capacity bytes.
+    uint32_t max_pipes = 0;
+    uint32_t pipe_capacity = 64 * 1024;
     // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
     // never); io_uring counts as unavailable, so "auto" falls back to epoll.
     uint32_t fail_poll_after = 0;
@@ -110,6 +117,17 @@ public:
         send_parts(fd, {&part, 1}, user_data);
     }
     virtual void shutdown_write(int fd, UserData user_data) = 0;
+
+    // The splice path. splice_in waits for bytes on fd, then moves at most max_bytes of them into a
+    // pipe taken from the engine's pool only then (so a socket waiting for bytes holds none): the
+    // completion names the pipe (has_pipe). 0 is the end of the stream, -errno an error, and
+    // -ENOBUFS that no pipe was to be had: the bytes are still in the socket, for recv().
+    virtual void splice_in(int fd, uint32_t max_bytes, UserData user_data) = 0;
+    // Moves at most `length` bytes of the pipe to fd once it has room; may complete short.
+    virtual void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) = 0;
+    // The caller is done with a pipe: `empty` when every byte splice_in put in went out again.
+    virtual void release_pipe(uint16_t pipe, bool empty) = 0;
+    virtual PipeStats pipe_stats() const = 0;
     // Every request still pending on fd completes soon: with its real result or -ECANCELED.
     virtual void cancel(int fd) = 0;
     // Drops what the engine knows of fd; call with nothing pending on it, right before close().

@@ -26,6 +26,7 @@ EpollEngine::EpollEngine(const EngineOptions& options)
       budget_(options.budget ? options.budget
                              : std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
+      pipes_(options.max_pipes, options.pipe_capacity),
       events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -38,8 +39,10 @@ EpollEngine::EpollEngine(const EngineOptions& options)
 }
 
 std::string EpollEngine::features() const {
-    return "edge-triggered, " + std::to_string(pool_.made()) + " to " + std::to_string(pool_.max_count()) +
-           " buffers of " + std::to_string(pool_.buffer_size()) + " bytes taken on arrival";
+    std::string text = "edge-triggered, " + std::to_string(pool_.made()) + " to " + std::to_string(pool_.max_count()) +
+                       " buffers of " + std::to_string(pool_.buffer_size()) + " bytes taken on arrival";
+    if (pipes_.enabled()) text += ", splice with up to " + std::to_string(pipes_.max_pipes()) + " pipes";
+    return text;
 }
 
 EpollEngine::FdState& EpollEngine::state(int fd) {
@@ -89,6 +92,7 @@ void EpollEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
     FdState& st = state(fd);
     watch(fd, st);
     st.receiving = true;
+    st.into_pipe = false;
     st.recv_max = max_bytes;
     st.recv_data = user_data;
     if (!st.drained) try_recv(fd, st);
@@ -106,8 +110,30 @@ void EpollEngine::send_parts(int fd, std::span<const SendPart> parts, UserData u
 
 void EpollEngine::finish_send(FdState& st, int32_t result) {
     st.sending = false;
-    gathers_.release(st.send_gather);
+    if (!st.from_pipe) gathers_.release(st.send_gather);
+    st.from_pipe = false;
     complete(st.send_data_ud, result);
+}
+
+void EpollEngine::splice_in(int fd, uint32_t max_bytes, UserData user_data) {
+    FdState& st = state(fd);
+    watch(fd, st);
+    st.receiving = true;
+    st.into_pipe = true;
+    st.recv_max = max_bytes;
+    st.recv_data = user_data;
+    if (!st.drained) try_splice_in(fd, st);
+}
+
+void EpollEngine::splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) {
+    FdState& st = state(fd);
+    watch(fd, st);
+    st.sending = true;
+    st.from_pipe = true;
+    st.send_pipe = pipe;
+    st.send_length = length;
+    st.send_data_ud = user_data;
+    try_splice_out(fd, st);
 }
 
 void EpollEngine::shutdown_write(int fd, UserData user_data) {
@@ -120,13 +146,13 @@ void EpollEngine::cancel(int fd) {
     if (st.connecting) complete(st.connect_data, -ECANCELED);
     if (st.receiving) complete(st.recv_data, -ECANCELED);
     if (st.sending) finish_send(st, -ECANCELED);
-    st.accepting = st.connecting = st.receiving = st.sending = st.waiting_for_buffer = false;
+    st.accepting = st.connecting = st.receiving = st.sending = st.waiting_for_buffer = st.into_pipe = false;
 }
 
 void EpollEngine::forget(int fd) {
     // close() removes the fd from the epoll set; only our bookkeeping must go.
     FdState& st = state(fd);
-    if (st.sending) gathers_.release(st.send_gather);
+    if (st.sending && !st.from_pipe) gathers_.release(st.send_gather);
     st = FdState{};
 }
 
@@ -189,7 +215,37 @@ void EpollEngine::try_recv(int fd, FdState& st) {
     complete(st.recv_data, -error);
 }
 
+// A splice that moved fewer bytes than asked does not mean the socket is empty (the pipe may have
+// run out of slots for many small segments), so only EAGAIN waits for the next edge.
+void EpollEngine::try_splice_in(int fd, FdState& st) {
+    const SpliceIn in = pipes_.fill_from(fd, st.recv_max);
+    if (in.outcome == SpliceIn::Outcome::WouldBlock) {
+        st.drained = !st.peer_closed;
+        return;
+    }
+    st.receiving = false;
+    st.into_pipe = false;
+    if (in.outcome == SpliceIn::Outcome::Moved) {
+        Completion completion{st.recv_data, in.result, false, false, 0};
+        completion.has_pipe = true;
+        completion.pipe_id = in.pipe;
+        ready_.push_back(completion);
+    } else {
+        complete(st.recv_data, in.outcome == SpliceIn::Outcome::NoPipe ? -ENOBUFS : in.result);
+    }
+}
+
+void EpollEngine::try_splice_out(int fd, FdState& st) {
+    const int32_t moved = pipes_.drain_to(st.send_pipe, fd, st.send_length);
+    if (moved == -EAGAIN) return;
+    finish_send(st, moved);
+}
+
 void EpollEngine::try_send(int fd, FdState& st) {
+    if (st.from_pipe) {
+        try_splice_out(fd, st);
+        return;
+    }
     const ssize_t n = ::sendmsg(fd, gathers_.message(st.send_gather), MSG_NOSIGNAL);
     if (n < 0 && would_block(errno)) return;
     finish_send(st, n >= 0 ? static_cast<int32_t>(n) : -errno);
@@ -242,7 +298,8 @@ void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
             st.drained = false;
             if (flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) st.peer_closed = true;
             if (st.accepting) try_accept(fd, st);
-            if (st.receiving && !st.waiting_for_buffer) try_recv(fd, st);
+            if (st.receiving && st.into_pipe) try_splice_in(fd, st);
+            else if (st.receiving && !st.waiting_for_buffer) try_recv(fd, st);
         }
         if (flags & EPOLLOUT || failed) {
             if (st.connecting) try_connect_result(fd, st);

@@ -1,5 +1,6 @@
 #include "ringlb/engine/uring/uring_engine.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -93,6 +94,7 @@ std::shared_ptr<BufferBudget> budget_of(const EngineOptions& options) {
 UringEngine::UringEngine(const EngineOptions& options)
     : budget_(budget_of(options)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
+      pipes_(options.max_pipes, options.pipe_capacity),
       poll_fault_(options.fail_poll_after) {
     set_up_ring(options);
     try {
@@ -110,9 +112,10 @@ UringEngine::UringEngine(const EngineOptions& options)
     features_ += " bufring=" + std::to_string(pool_.made()) + "x" + std::to_string(pool_.buffer_size()) +
                  "..." + std::to_string(pool_.max_count()) + " multishot-accept" +
                  (multishot_recv_ ? " multishot-recv" : "") + " recv-poll-first send-gather direct-shutdown";
+    if (pipes_.enabled()) features_ += " splice(polled, " + std::to_string(pipes_.max_pipes()) + " pipes)";
     if (!unavailable_.empty()) features_ += "; unavailable here: " + unavailable_;
     features_ += std::string("; not used: ") + (options.multishot_recv ? "" : "multishot-recv (by configuration) ") +
-                 "recv-bundle send-zc splice";
+                 (pipes_.enabled() ? "" : "splice (max_pipes = 0) ") + "recv-bundle send-zc op-splice";
 }
 
 UringEngine::~UringEngine() {
@@ -260,6 +263,7 @@ uint32_t UringEngine::new_request(Kind kind, int fd, UserData user_data, uint32_
         live_by_fd_.resize(static_cast<size_t>(fd) * 2 + 64, none);
         drained_by_fd_.resize(live_by_fd_.size(), false);
         slow_send_by_fd_.resize(live_by_fd_.size(), false);
+        nonblocking_by_fd_.resize(live_by_fd_.size(), false);
     }
     for (uint32_t& slot : live_by_fd_[static_cast<size_t>(fd)]) {
         if (slot == kNoRequest) {
@@ -365,6 +369,55 @@ void UringEngine::shutdown_write(int fd, UserData user_data) {
     completions_.push_back(Completion{user_data, result, false, false, 0});
 }
 
+// The splice path: the socket is tried at once (bytes are often there already, and a send rarely
+// finds a full socket); only when it is not ready does a poll go into the ring.
+void UringEngine::splice_in(int fd, uint32_t max_bytes, UserData user_data) {
+    const uint32_t request = new_request(Kind::SpliceIn, fd, user_data, max_bytes);
+    make_nonblocking(fd);
+    if (!try_splice(request)) arm_poll(request);
+}
+
+void UringEngine::splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) {
+    const uint32_t request = new_request(Kind::SpliceOut, fd, user_data, length);
+    requests_[request].pipe = pipe;
+    make_nonblocking(fd);
+    if (!try_splice(request)) arm_poll(request);
+}
+
+void UringEngine::make_nonblocking(int fd) {
+    const auto index = static_cast<size_t>(fd);
+    if (nonblocking_by_fd_[index]) return;
+    net::set_nonblocking(fd, true);
+    nonblocking_by_fd_[index] = true;
+}
+
+// Does the splice a request asks for. False when its socket is not ready (nothing was done);
+// otherwise the completion goes out with the next poll() and the request is released.
+bool UringEngine::try_splice(uint32_t index) {
+    const Request& request = requests_[index];
+    Completion completion{request.user_data, 0, false, false, 0};
+    if (request.kind == Kind::SpliceIn) {
+        const SpliceIn in = pipes_.fill_from(request.fd, request.length);
+        if (in.outcome == SpliceIn::Outcome::WouldBlock) return false;
+        completion.result = in.outcome == SpliceIn::Outcome::NoPipe ? -ENOBUFS : in.result;
+        completion.has_pipe = in.outcome == SpliceIn::Outcome::Moved;
+        completion.pipe_id = in.pipe;
+    } else {
+        completion.result = pipes_.drain_to(request.pipe, request.fd, request.length);
+        if (completion.result == -EAGAIN) return false;
+    }
+    release_request(index);
+    completions_.push_back(completion);
+    return true;
+}
+
+void UringEngine::arm_poll(uint32_t index) {
+    const Request& request = requests_[index];
+    io_uring_sqe* sqe = next_sqe();
+    io_uring_prep_poll_add(sqe, request.fd, request.kind == Kind::SpliceIn ? POLLIN | POLLRDHUP : POLLOUT);
+    io_uring_sqe_set_data64(sqe, index + 1);
+}
+
 // Receives parked for want of a buffer are not in the kernel: they complete here. The others are
 // cancelled in the kernel and marked, so that one the kernel answers with ENOBUFS (it found the
 // ring empty before the cancel reached it) completes as cancelled instead of being parked.
@@ -386,6 +439,7 @@ void UringEngine::forget(int fd) {
     if (static_cast<size_t>(fd) < drained_by_fd_.size()) {
         drained_by_fd_[static_cast<size_t>(fd)] = false;
         slow_send_by_fd_[static_cast<size_t>(fd)] = false;
+        nonblocking_by_fd_[static_cast<size_t>(fd)] = false;
     }
 }
 
@@ -588,6 +642,10 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         handle_recv(index, cqe);
         return;
     }
+    if (requests_[index].kind == Kind::SpliceIn || requests_[index].kind == Kind::SpliceOut) {
+        handle_poll(index, cqe);
+        return;
+    }
     Request& request = requests_[index];
     // Sends asked for in round N are submitted by round N + 1's io_uring_enter.
     if (request.kind == Kind::Send) slow_send_by_fd_[static_cast<size_t>(request.fd)] = round_ != request.round + 1;
@@ -600,6 +658,22 @@ void UringEngine::handle(const io_uring_cqe& cqe) {
         return;
     }
     completions_.push_back(completion);
+}
+
+// The socket of a splice request is ready (or the poll ended): splice now, or poll again after a
+// wake-up that found nothing to do.
+void UringEngine::handle_poll(uint32_t index, const io_uring_cqe& cqe) {
+    const Request& request = requests_[index];
+    if (request.orphaned) {
+        release_request(index);
+        return;
+    }
+    if (cqe.res < 0 || request.cancelled) {
+        completions_.push_back(Completion{request.user_data, cqe.res < 0 ? cqe.res : -ECANCELED, false, false, 0});
+        release_request(index);
+        return;
+    }
+    if (!try_splice(index)) arm_poll(index);
 }
 
 // A receive's completion: bytes in a buffer, the end of the stream, an error, or ENOBUFS (the

@@ -29,6 +29,10 @@ public:
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
     void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
     void shutdown_write(int fd, UserData user_data) override;
+    void splice_in(int fd, uint32_t max_bytes, UserData user_data) override;
+    void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) override;
+    void release_pipe(uint16_t pipe, bool empty) override { pipes_.give(pipe, empty); }
+    PipeStats pipe_stats() const override { return pipes_.stats(); }
     void cancel(int fd) override;
     void forget(int fd) override;
     void abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) override;
@@ -51,6 +55,8 @@ private:
         bool receiving = false;
         bool sending = false;
         bool waiting_for_buffer = false;
+        bool into_pipe = false;  // receiving: by splice_in
+        bool from_pipe = false;  // sending: by splice_out, of send_pipe
         // The last read came back short: the socket is empty until its next readable edge, so a
         // new recv() waits for that edge instead of spending a syscall on EAGAIN.
         bool drained = false;
@@ -59,6 +65,8 @@ private:
         bool peer_closed = false;
         uint32_t recv_max = 0;
         uint32_t send_gather = 0;  // sending: its entry in gathers_
+        uint16_t send_pipe = 0;
+        uint32_t send_length = 0;  // from_pipe: bytes to move
         UserData accept_data = 0;
         UserData connect_data = 0;
         UserData recv_data = 0;
@@ -73,6 +81,8 @@ private:
     void try_connect_result(int fd, FdState& st);
     void try_recv(int fd, FdState& st);
     void try_send(int fd, FdState& st);
+    void try_splice_in(int fd, FdState& st);
+    void try_splice_out(int fd, FdState& st);
     void retry_buffer_waiters();
     void finish_send(FdState& st, int32_t result);
 
@@ -81,6 +91,7 @@ private:
     net::UniqueFd wake_fd_;  // an eventfd in the epoll set: wake() writes to it
     std::shared_ptr<BufferBudget> budget_;
     BufferPool pool_;
+    PipePool pipes_;
     std::vector<FdState> fds_;
     // The parts of each send until its socket takes them: pooled, so the per-fd state (one per
     // descriptor, idle ones included) stays small.

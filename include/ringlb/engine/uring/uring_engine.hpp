@@ -40,6 +40,10 @@ public:
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
     void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
     void shutdown_write(int fd, UserData user_data) override;
+    void splice_in(int fd, uint32_t max_bytes, UserData user_data) override;
+    void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) override;
+    void release_pipe(uint16_t pipe, bool empty) override { pipes_.give(pipe, empty); }
+    PipeStats pipe_stats() const override { return pipes_.stats(); }
     void cancel(int fd) override;
     void forget(int fd) override;
     void abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) override;
@@ -54,7 +58,9 @@ public:
     void poll(std::chrono::milliseconds timeout, CompletionHandler& handler) override;
 
 private:
-    enum class Kind : uint8_t { Accept, Connect, Recv, Send };
+    // SpliceIn / SpliceOut: a poll for readiness in the ring; the splice itself is done here once
+    // the socket is ready (IORING_OP_SPLICE would run every one on a kernel worker thread).
+    enum class Kind : uint8_t { Accept, Connect, Recv, Send, SpliceIn, SpliceOut };
     // The engine's own record of a request in the ring; the SQE carries its index + 1, so the
     // engine knows what completed (a recv that found no buffer, an accept that stopped) without
     // reading the caller's user_data.
@@ -66,6 +72,7 @@ private:
         uint32_t gather = kNoGather;  // a send of several parts: its entry in gathers_
         uint32_t serial = 0;          // tells a parked entry from a later request in the same place
         uint32_t round = 0;           // send: the loop round in which it was asked for
+        uint16_t pipe = 0;            // SpliceOut: the pipe whose bytes go to fd
         Kind kind = Kind::Recv;
         bool multishot = false;  // a recv that stays armed and completes once per arrival
         bool cancelled = false;  // a cancel was asked for: it must complete, never be parked again
@@ -111,11 +118,16 @@ private:
     void adjust_window(std::chrono::steady_clock::time_point now);
     void handle(const io_uring_cqe& cqe);
     void handle_recv(uint32_t index, const io_uring_cqe& cqe);
+    void handle_poll(uint32_t index, const io_uring_cqe& cqe);
     void arm_wake_read();
+    void arm_poll(uint32_t request);
+    bool try_splice(uint32_t request);
+    void make_nonblocking(int fd);
 
     io_uring ring_{};
     std::shared_ptr<BufferBudget> budget_;
     BufferPool pool_;
+    PipePool pipes_;
     io_uring_buf_ring* buffer_ring_ = nullptr;
     size_t buffer_ring_bytes_ = 0;
     uint32_t ring_entries_ = 0;
@@ -145,6 +157,9 @@ private:
     // Per fd: its last send did not complete in the io_uring_enter that submitted it (its reader
     // is behind), so the next one is not counted on to complete at once (plan_wait).
     std::vector<bool> slow_send_by_fd_;
+    // Per fd: made O_NONBLOCK for the splice path (splice(2) blocks on a blocking socket whatever
+    // its flags say).
+    std::vector<bool> nonblocking_by_fd_;
     uint32_t round_ = 0;  // loop rounds (poll calls) so far
     std::deque<Parked> parked_;  // receives that found the buffer ring empty, oldest first
     std::vector<Abandoned> abandoned_;

@@ -1,0 +1,79 @@
+#pragma once
+// Pipes for the splice path (socket -> pipe -> socket, no copy through user space), shared by both
+// engines. Like receive buffers, a pipe is taken only once bytes have arrived and goes back as
+// soon as the bytes in it have been sent on: a session that waits for bytes holds none.
+//
+// - Bounded: at most max_pipes per worker, made on demand and kept for reuse. When none can be had
+//   (all in use, the kernel refuses one, or makes it smaller than asked), the caller moves those
+//   bytes by copying instead; each such case is counted by cause.
+// - Empty pipes only are reused: one given back with bytes in it (a session cut short) is closed.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "ringlb/net/socket.hpp"
+
+namespace ringlb::engine {
+
+enum class PipeFallback : uint8_t {
+    PoolEmpty,     // every pipe of the pool is in use (max_pipes)
+    Refused,       // the kernel refused a new pipe (EMFILE, ENFILE, ENOMEM)
+    Shrunk,        // the kernel made it smaller than asked (pipe-user-pages-soft reached)
+    ResizeFailed,  // F_SETPIPE_SZ to the size asked for failed
+};
+constexpr size_t kPipeFallbackCauses = 4;
+const char* to_string(PipeFallback cause);
+
+struct PipeStats {
+    uint32_t in_use = 0;  // holding a direction's bytes
+    uint32_t free = 0;    // made, empty, ready for reuse
+    uint64_t taken = 0;   // times a pipe was handed out
+    std::array<uint64_t, kPipeFallbackCauses> fallbacks{};
+};
+
+// What one attempt to move bytes from a socket into a pipe gave.
+struct SpliceIn {
+    enum class Outcome : uint8_t { Moved, WouldBlock, NoPipe, Done };
+    Outcome outcome = Outcome::Done;
+    int32_t result = 0;  // Moved: bytes; Done: 0 (end of stream) or -errno
+    uint16_t pipe = 0;   // Moved: the pipe that holds them
+};
+
+class PipePool {
+public:
+    // `capacity`: the bytes each pipe must be able to hold (the bytes in flight per direction).
+    PipePool(uint32_t max_pipes, uint32_t capacity);
+
+    bool enabled() const { return max_pipes_ > 0; }
+    uint32_t max_pipes() const { return max_pipes_; }
+
+    // Moves at most max_bytes waiting on `socket` (non-blocking) into a pipe taken for them.
+    SpliceIn fill_from(int socket, uint32_t max_bytes);
+    // Moves at most `length` bytes of `pipe` to `socket` (non-blocking): bytes moved, -EAGAIN when
+    // the socket has no room, or -errno.
+    int32_t drain_to(uint16_t pipe, int socket, uint32_t length);
+    // `empty`: every byte put in was taken out; otherwise the pipe is closed, not reused.
+    void give(uint16_t pipe, bool empty);
+
+    PipeStats stats() const;
+
+private:
+    struct Pipe {
+        net::UniqueFd read;
+        net::UniqueFd write;
+    };
+    std::optional<uint16_t> take();
+    std::optional<uint16_t> make();
+    void count_fallback(PipeFallback cause) { ++stats_.fallbacks[static_cast<size_t>(cause)]; }
+
+    uint32_t max_pipes_;
+    int capacity_;
+    std::vector<Pipe> pipes_;           // by id; a closed one has no descriptors
+    std::vector<uint16_t> free_;        // empty and open, most recently used last
+    std::vector<uint16_t> closed_ids_;  // ids to reuse for the next pipe made
+    uint32_t open_ = 0;
+    PipeStats stats_;
+};
+
+}  // namespace ringlb::engine

@@ -1,0 +1,106 @@
+#include "ringlb/engine/pipe_pool.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace ringlb::engine {
+
+namespace {
+
+constexpr unsigned kSpliceFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+
+}  // namespace
+
+const char* to_string(PipeFallback cause) {
+    switch (cause) {
+        case PipeFallback::PoolEmpty: return "pool_empty";
+        case PipeFallback::Refused: return "refused";
+        case PipeFallback::Shrunk: return "shrunk";
+        case PipeFallback::ResizeFailed: return "resize_failed";
+    }
+    return "unknown";
+}
+
+PipePool::PipePool(uint32_t max_pipes, uint32_t capacity)
+    : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)), capacity_(static_cast<int>(capacity)) {}
+
+// A pipe that can hold `capacity_` bytes. Below that, the kernel shrank it: a user over
+// pipe-user-pages-soft gets small pipes, and may not grow them either.
+std::optional<uint16_t> PipePool::make() {
+    int ends[2];
+    if (::pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0) {
+        count_fallback(PipeFallback::Refused);
+        return std::nullopt;
+    }
+    Pipe pipe{net::UniqueFd(ends[0]), net::UniqueFd(ends[1])};
+    const int size = ::fcntl(pipe.write.get(), F_GETPIPE_SZ);
+    if (size < capacity_ && ::fcntl(pipe.write.get(), F_SETPIPE_SZ, capacity_) < 0) {
+        // 64 KiB is every pipe's default: smaller means the kernel gave less than usual.
+        count_fallback(size < 65536 ? PipeFallback::Shrunk : PipeFallback::ResizeFailed);
+        return std::nullopt;
+    }
+    uint16_t id;
+    if (closed_ids_.empty()) {
+        id = static_cast<uint16_t>(pipes_.size());
+        pipes_.push_back(std::move(pipe));
+    } else {
+        id = closed_ids_.back();
+        closed_ids_.pop_back();
+        pipes_[id] = std::move(pipe);
+    }
+    ++open_;
+    return id;
+}
+
+std::optional<uint16_t> PipePool::take() {
+    if (!free_.empty()) {
+        const uint16_t id = free_.back();
+        free_.pop_back();
+        return id;
+    }
+    if (open_ >= max_pipes_) {
+        count_fallback(PipeFallback::PoolEmpty);
+        return std::nullopt;
+    }
+    return make();
+}
+
+SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
+    const auto pipe = take();
+    if (!pipe) return {SpliceIn::Outcome::NoPipe, 0, 0};
+    const ssize_t moved = ::splice(socket, nullptr, pipes_[*pipe].write.get(), nullptr, max_bytes, kSpliceFlags);
+    if (moved > 0) {
+        ++stats_.taken;
+        return {SpliceIn::Outcome::Moved, static_cast<int32_t>(moved), *pipe};
+    }
+    const int error = moved == 0 ? 0 : errno;
+    free_.push_back(*pipe);  // still empty
+    if (error == EAGAIN) return {SpliceIn::Outcome::WouldBlock, 0, 0};
+    return {SpliceIn::Outcome::Done, -error, 0};
+}
+
+int32_t PipePool::drain_to(uint16_t pipe, int socket, uint32_t length) {
+    const ssize_t moved = ::splice(pipes_[pipe].read.get(), nullptr, socket, nullptr, length, kSpliceFlags);
+    return moved >= 0 ? static_cast<int32_t>(moved) : -errno;
+}
+
+void PipePool::give(uint16_t pipe, bool empty) {
+    if (empty) {
+        free_.push_back(pipe);
+        return;
+    }
+    pipes_[pipe] = Pipe{};
+    closed_ids_.push_back(pipe);
+    --open_;
+}
+
+PipeStats PipePool::stats() const {
+    PipeStats out = stats_;
+    out.free = static_cast<uint32_t>(free_.size());
+    out.in_use = open_ - out.free;
+    return out;
+}
+
+}  // namespace ringlb::engine
