@@ -29,13 +29,13 @@ PY = sys.executable
 
 # A row's place in ALL_ROWS fixes its ports (rows added later come last, so the others keep theirs).
 # ringlb-ENGINE keeps the rules' default zero_copy; -splice sets zero_copy = "splice" on every
-# rule, -copy sets zero_copy = "off".
+# rule, -copy "off", -auto "auto".
 ALL_ROWS = ["direct", "ringlb-uring", "ringlb-epoll", "haproxy", "haproxy-splice", "nginx",
-            "ringlb-uring-splice", "ringlb-epoll-splice", "ringlb-uring-copy"]
+            "ringlb-uring-splice", "ringlb-epoll-splice", "ringlb-uring-copy", "ringlb-uring-auto"]
 DEFAULT_ROWS = ["direct", "ringlb-uring", "ringlb-uring-copy", "ringlb-epoll", "haproxy", "haproxy-splice",
                 "nginx"]
 ALL_WORKLOADS = ["idle", "integrity", "bulk", "capped", "keepalive", "newconn"]
-RINGLB_ZERO_COPY = {"splice": "splice", "copy": "off"}  # row suffix -> the rules' zero_copy
+RINGLB_ZERO_COPY = {"splice": "splice", "copy": "off", "auto": "auto"}  # row suffix -> the rules' zero_copy
 BASELINE = "haproxy"
 HOST = "127.0.0.1"
 BACKEND_PORTS = {"iperf": 19100, "http": 19101, "echo": 19102, "integrity": 19103}
@@ -1151,10 +1151,11 @@ def capped_problems(sample):
 
 
 def zero_copy_problems(row, cell, sample):
-    """'auto' (the rules' default) should never splice a 64-byte request and its response."""
+    """'auto' (and the rules' default) should never splice a 64-byte request and its response."""
     taken = sample.get("pipes_taken")
-    if row.startswith("ringlb") and ringlb_variant(row)[1] is None and cell.startswith("ka") and taken:
-        return [f"zero_copy default took {taken:.0f} pipes on 64-byte keep-alive requests"]
+    setting = ringlb_variant(row)[1] if row.startswith("ringlb") else "n/a"
+    if setting in (None, "auto") and cell.startswith("ka") and taken:
+        return [f"zero_copy {setting or 'default'} took {taken:.0f} pipes on 64-byte keep-alive requests"]
     return []
 
 
@@ -1463,7 +1464,7 @@ def zero_copy_table(results, rows):
     return ("### Zero-copy (ringlb rows): share of the cell's bytes that splice moved (difference of "
             "`ringlb_spliced_bytes_total` over that of `ringlb_rule_bytes_total` for the cell's rule, both directions, "
             "scraped from ringlb's metrics port before and after the cell; median over the runs) and pipes taken "
-            "(`ringlb_pipes_taken_total`, all workers). The rules' default (`auto`) should take no pipe for 64-byte "
+            "(`ringlb_pipes_taken_total`, all workers). `auto` (and the rules' default) should take no pipe for 64-byte "
             "keep-alive requests; `-` means the counter is missing.\n\n"
             + table(["row", "zero_copy"] + [h for _, _, h in columns] + ["notes"], body))
 
@@ -1593,7 +1594,8 @@ def header():
         f"- fairness: {pin}; all traffic on 127.0.0.1; each forwarder with 1 worker thread/process and its "
         f"default buffers (ringlb `buffer_size = \"64k\"`, HAProxy `tune.bufsize` 16k, nginx `proxy_buffer_size` 16k); "
         f"ringlb rows also listen for metrics (`[metrics]`, {HOST}, port of the row + 4) and set `zero_copy` on "
-        f"every rule as their name says (`-splice`: \"splice\", `-copy`: \"off\", none: the rules' default); "
+        f"every rule as their name says (`-splice`: \"splice\", `-copy`: \"off\", `-auto`: \"auto\", none: the rules' "
+        f"default); "
         f"open-file limit {NOFILE} per process, so HAProxy `maxconn {HAPROXY_MAXCONN}`"
         + (f" (splice row: `maxconn {HAPROXY_SPLICE_MAXCONN}`, `maxpipes {HAPROXY_MAXPIPES}`)" if HAPROXY_MAXPIPES else "")
         + f", nginx `worker_connections {NGINX_CONNECTIONS}`.",
