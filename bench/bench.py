@@ -2,13 +2,15 @@
 """ringlb benchmark orchestrator. Started by bench/run.sh, which installs the tools, builds ringlb,
 raises the file limit and sets the environment; see bench/README.md for what is measured.
 
-Every row (direct, ringlb-uring, ringlb-epoll, haproxy, haproxy-splice, nginx) runs the same
-workloads between the same clients and the same backends. The forwarders are pinned to one CPU,
-clients and backends to the other; all forwarders run side by side on their own ports and each
-cell is measured on every row in turn. Progress goes to standard error; the report (header and one
+Every row (direct, ringlb-uring, ringlb-epoll and their zero-copy variants, haproxy,
+haproxy-splice, nginx) runs the same workloads between the same clients and the same backends. The
+forwarders are pinned to one CPU, clients and backends to the other; all forwarders run side by
+side on their own ports and each cell is measured on every row in turn. Progress goes to standard error; the report (header and one
 Markdown table per workload) goes to standard output and to BENCH_OUT.
 """
+import contextlib
 import datetime
+import http.client
 import json
 import os
 import re
@@ -25,12 +27,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PY = sys.executable
 
-ALL_ROWS = ["direct", "ringlb-uring", "ringlb-epoll", "haproxy", "haproxy-splice", "nginx"]
-ALL_WORKLOADS = ["idle", "integrity", "bulk", "keepalive", "newconn"]
+# A row's place in ALL_ROWS fixes its ports (rows added later come last, so the others keep theirs).
+# ringlb-ENGINE keeps the rules' default zero_copy; -splice sets zero_copy = "splice" on every
+# rule, -copy "off", -auto "auto".
+ALL_ROWS = ["direct", "ringlb-uring", "ringlb-epoll", "haproxy", "haproxy-splice", "nginx",
+            "ringlb-uring-splice", "ringlb-epoll-splice", "ringlb-uring-copy", "ringlb-uring-auto"]
+DEFAULT_ROWS = ["direct", "ringlb-uring", "ringlb-uring-copy", "ringlb-epoll", "haproxy", "haproxy-splice",
+                "nginx"]
+ALL_WORKLOADS = ["idle", "integrity", "bulk", "capped", "keepalive", "newconn"]
+RINGLB_ZERO_COPY = {"splice": "splice", "copy": "off", "auto": "auto"}  # row suffix -> the rules' zero_copy
 BASELINE = "haproxy"
 HOST = "127.0.0.1"
 BACKEND_PORTS = {"iperf": 19100, "http": 19101, "echo": 19102, "integrity": 19103}
-FRONT_BASE = 19200  # row i listens on FRONT_BASE + 10 * i + {0, 1, 2, 3}
+FRONT_BASE = 19200  # row i listens on FRONT_BASE + 10 * i + {0, 1, 2, 3}; ringlb's metrics on + 4
 SERVICES = ["iperf", "http", "echo", "integrity"]
 
 
@@ -49,7 +58,7 @@ class Settings:
         self.seconds = env_int("BENCH_SECONDS", 5)
         self.runs = env_int("BENCH_RUNS", 3)          # keep-alive c=50 and new connections
         self.runs_all = env_int("BENCH_RUNS_ALL", 1)  # every other cell
-        self.rows = env_list("BENCH_ROWS", ALL_ROWS)
+        self.rows = env_list("BENCH_ROWS", DEFAULT_ROWS)
         self.workloads = env_list("BENCH_WORKLOADS", ALL_WORKLOADS)
         self.idle_conns = env_int("BENCH_IDLE_CONNS", 9800)
         self.integrity_mib = env_int("BENCH_INTEGRITY_MIB", 256)
@@ -58,7 +67,9 @@ class Settings:
         self.fwd_cpu = os.environ.get("BENCH_FWD_CPU", "1")
         self.load_cpu = os.environ.get("BENCH_LOAD_CPU", "0")
         self.pin = os.environ.get("BENCH_PIN", "1") != "0"
-        self.budget = env_int("BENCH_MAX_SECONDS", 570)
+        self.budget = env_int("BENCH_MAX_SECONDS", 750)
+        self.cap_percent = env_int("BENCH_CAP_PERCENT", 30)  # the capped workload's CPU budget
+        self.cap_cgroup = os.environ.get("BENCH_CAP_CGROUP", "auto")  # auto (v1, then v2), v1 or v2
         self.ringlb = os.environ.get("RINGLB_BIN", os.path.join(REPO, "build", "ringlb"))
         self.out = os.environ.get("BENCH_OUT", os.path.join(HERE, "results", "latest.md"))
         self.logdir = os.environ.get("BENCH_LOGDIR", os.path.join(HERE, "results", "logs"))
@@ -73,6 +84,10 @@ class Settings:
         for workload in self.workloads:
             if workload not in ALL_WORKLOADS:
                 sys.exit(f"bench: unknown workload {workload!r} in BENCH_WORKLOADS (known: {', '.join(ALL_WORKLOADS)})")
+        if not 1 <= self.cap_percent <= 100:
+            sys.exit(f"bench: BENCH_CAP_PERCENT={self.cap_percent} is not a percentage of one CPU from 1 to 100")
+        if self.cap_cgroup not in ("auto", "v1", "v2"):
+            sys.exit(f"bench: BENCH_CAP_CGROUP={self.cap_cgroup!r} is none of auto, v1, v2")
 
     def runs_for(self, cell):
         if cell == "idle":
@@ -409,7 +424,18 @@ def front_ports(row_index):
     return {service: base + i for i, service in enumerate(SERVICES)}
 
 
-def ringlb_config(engine, fronts):
+def metrics_port(row_index):
+    return FRONT_BASE + 10 * row_index + len(SERVICES)
+
+
+def ringlb_variant(row):
+    """(engine, zero_copy) of a ringlb row; zero_copy None keeps the rules' default."""
+    parts = row.split("-")
+    return parts[1], (RINGLB_ZERO_COPY[parts[2]] if len(parts) > 2 else None)
+
+
+def ringlb_config(engine, fronts, zero_copy=None, metrics=None):
+    zero_copy_line = f'zero_copy = "{zero_copy}"\n' if zero_copy else ""
     rules = "".join(f"""
 [[rule]]
 id = "{service}"
@@ -418,7 +444,11 @@ listen = ["{HOST}:{fronts[service]}"]
 timeout = "300s"
 connect_timeout = "3s"
 servers = ["{HOST}:{BACKEND_PORTS[service]}"]
-""" for service in SERVICES)
+{zero_copy_line}""" for service in SERVICES)
+    metrics_table = f"""
+[metrics]
+listen = "{HOST}:{metrics}"
+""" if metrics else ""
     return f"""[global]
 engine = "{engine}"
 threads = 1
@@ -426,7 +456,7 @@ max_sessions = 100000
 max_sessions_per_ip = 0
 buffer_size = "64k"
 log_level = "info"
-{rules}"""
+{metrics_table}{rules}"""
 
 
 def haproxy_config(fronts, splice):
@@ -479,6 +509,8 @@ class Forwarder:
     def __init__(self, row, row_index, tmp):
         self.row = row
         self.fronts = front_ports(row_index)
+        # ringlb rows export their counters (bytes spliced, pipes taken) on a metrics port.
+        self.metrics_port = metrics_port(row_index) if row.startswith("ringlb") else None
         self.dir = os.path.join(tmp, row)
         os.makedirs(self.dir, exist_ok=True)
         self.log_path = os.path.join(S.logdir, f"{row}.log")
@@ -486,14 +518,14 @@ class Forwarder:
 
     def start(self):
         readies = self.log_text().count("ready")
-        busy = set(self.fronts.values()) & listening_ports()
+        busy = set(self.ports()) & listening_ports()
         if busy:
             raise CellError(f"ports {sorted(busy)} already in use by another program")
         if self.row.startswith("ringlb"):
-            engine = self.row.split("-", 1)[1]
+            engine, zero_copy = ringlb_variant(self.row)
             conf = os.path.join(self.dir, "ringlb.toml")
             with open(conf, "w") as f:
-                f.write(ringlb_config(engine, self.fronts))
+                f.write(ringlb_config(engine, self.fronts, zero_copy, self.metrics_port))
             if not os.access(S.ringlb, os.X_OK):
                 raise CellError(f"{S.ringlb} not found or not executable")
             argv = [S.ringlb, "-c", conf, "--engine", engine]
@@ -511,15 +543,22 @@ class Forwarder:
             raise AssertionError(self.row)
         self.process = PROCS.start(self.row, argv, cpu=S.fwd_cpu, log_path=self.log_path)
         try:
-            wait_listening(self.fronts.values(), self.process)
+            wait_listening(self.ports(), self.process)
             if self.row.startswith("ringlb"):
                 deadline = time.monotonic() + 5
                 while self.log_text().count("ready") <= readies and time.monotonic() < deadline:
                     time.sleep(0.05)
         except CellError as error:
             self.stop()
-            raise CellError(f"{error}; log: {self.log_tail(1)}")
+            raise CellError(f"{error}; log: {self.start_failure()}")
         time.sleep(0.3)
+
+    def ports(self):
+        return list(self.fronts.values()) + ([self.metrics_port] if self.metrics_port else [])
+
+    def metrics(self):
+        """ringlb's counters now (None for other forwarders); a failed scrape raises CellError."""
+        return scrape_metrics(self.metrics_port) if self.metrics_port else None
 
     def check(self):
         if self.process is None or self.process.poll() is not None:
@@ -542,9 +581,260 @@ class Forwarder:
         except OSError:
             return ""
 
+    def start_failure(self):
+        """Why it did not start: ringlb lists the problems of a rejected configuration first and
+        sums them up last; the first one says more than the sum."""
+        tail = self.log_tail(1)
+        if "configuration rejected" in tail:
+            lines = [line for line in self.log_text().splitlines() if line.strip()]
+            first = re.sub(r"^\S+\.toml:", "line ", lines[0]) if lines else ""
+            return f"{tail}: {first}"
+        return tail
+
     def log_tail(self, lines=3):
         text = [line for line in self.log_text().splitlines() if line.strip()]
         return " | ".join(text[-lines:]) if text else "(empty)"
+
+
+# ----------------------------------------------------------------------------------------------
+# ringlb's metrics: what share of a cell's bytes splice moved, how many pipes the cell took
+
+METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+METRIC_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape_metrics(port):
+    """ringlb's Prometheus text as {(name, frozenset of (label, value)): value}."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=3)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        status = response.status
+    except (OSError, http.client.HTTPException) as error:
+        raise CellError(f"metrics on {HOST}:{port}: {error}")
+    finally:
+        connection.close()
+    if status != 200:
+        raise CellError(f"metrics on {HOST}:{port}: HTTP {status}")
+    samples = {}
+    for line in body.splitlines():
+        match = METRIC_LINE.match(line)
+        if not match or line.startswith("#"):
+            continue
+        try:
+            samples[(match.group(1), frozenset(METRIC_LABEL.findall(match.group(2) or "")))] = float(match.group(3))
+        except ValueError:
+            continue
+    return samples
+
+
+def metric_sum(samples, name, **labels):
+    """Sum of the series of one metric whose labels include these (None if it has no series)."""
+    wanted = set(labels.items())
+    values = [value for (metric, series), value in samples.items() if metric == name and wanted <= series]
+    return sum(values) if values else None
+
+
+# The rule whose bytes a cell moves (the rules are named after the backend services).
+CELL_RULE = {"idle": "echo", "integrity": "integrity", "nc": "http"}
+
+
+def cell_rule(cell):
+    if cell.startswith(("bulk", "cap")):
+        return "iperf"
+    return "http" if cell.startswith("ka") else CELL_RULE[cell]
+
+
+def zero_copy_figures(before, after, cell):
+    """What the counters of ringlb's metrics moved by during a cell: bytes of the cell's rule
+    (both directions), of which by splice, pipes taken and splice fallbacks (all workers). None
+    where the counter is missing (a ringlb without splice) or a scrape failed."""
+    def delta(name, **labels):
+        if before is None or after is None:
+            return None
+        new, old = metric_sum(after, name, **labels), metric_sum(before, name, **labels)
+        return None if new is None or old is None else new - old
+    rule = cell_rule(cell)
+    moved = delta("ringlb_rule_bytes_total", rule=rule)
+    spliced = delta("ringlb_spliced_bytes_total", rule=rule)
+    causes = {}
+    for cause in ("pool_empty", "refused", "shrunk", "resize_failed"):
+        count = delta("ringlb_splice_fallbacks_total", cause=cause)
+        if count:
+            causes[cause] = int(count)
+    return {"rule_bytes": moved, "spliced_bytes": spliced,
+            "spliced_pct": (100.0 * spliced / moved if moved else None) if spliced is not None else None,
+            "pipes_taken": delta("ringlb_pipes_taken_total"),
+            "splice_fallbacks": delta("ringlb_splice_fallbacks_total"),
+            "splice_fallback_causes": ", ".join(f"{k} {v}" for k, v in causes.items())}
+
+
+# ----------------------------------------------------------------------------------------------
+# The capped workload: a forwarder's CPU limited to BENCH_CAP_PERCENT % of one CPU for a cell
+
+class CpuCap:
+    """A cgroup of its own for one forwarder's process tree during one cell, with a CFS quota of
+    BENCH_CAP_PERCENT % of one CPU: the cgroup v1 cpu controller (every thread's id written to
+    `tasks`), else cgroup v2 with its cpu controller (each process written to `cgroup.procs`).
+    On leaving, every thread goes back to the cgroup it came from and the cgroup is removed."""
+    V1 = "/sys/fs/cgroup/cpu"
+    V2 = "/sys/fs/cgroup/unified"
+    PERIOD_US = 100000
+    USED = []  # "v1" or "v2": how caps were made in this run (for the report)
+
+    def __init__(self, row, pid):
+        self.pid = pid
+        self.name = f"ringlb-bench-{row}-{pid}"
+        self.kind = None
+        self.path = None
+        self.origin = {}  # tid (v1) or pid (v2) -> the file to write it back to
+        self.stat_before = {}
+        self.problems = []
+
+    def __enter__(self):
+        errors = []
+        kinds = ["v1", "v2"] if S.cap_cgroup == "auto" else [S.cap_cgroup]
+        for kind in kinds:
+            try:
+                (self.make_v1 if kind == "v1" else self.make_v2)()
+                self.kind = kind
+                break
+            except OSError as error:
+                errors.append(f"cgroup {kind}: {error}")
+                self.remove()
+        if self.kind is None:
+            raise CellError("no cgroup for the CPU cap could be made (" + "; ".join(errors) + ")")
+        if self.kind not in CpuCap.USED:
+            CpuCap.USED.append(self.kind)
+        self.stat_before = self.cpu_stat()
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    def tree(self):
+        return [self.pid] + Procs.descendants(self.pid)
+
+    @staticmethod
+    def write(path, text):
+        with open(path, "w") as f:
+            f.write(text)
+
+    @staticmethod
+    def own_cgroup(pid, controller):
+        """The path of pid's cgroup in the hierarchy of this controller (v1) or in cgroup v2 ("")."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if (controller == "" and controllers == "") or controller in controllers.split(","):
+                    return path
+        return "/"
+
+    def make_v1(self):
+        if not os.path.exists(os.path.join(self.V1, "cpu.cfs_quota_us")):
+            raise OSError(f"{self.V1} is not a cgroup v1 cpu controller")
+        self.path = os.path.join(self.V1, self.name)
+        os.mkdir(self.path)
+        self.write(os.path.join(self.path, "cpu.cfs_period_us"), str(self.PERIOD_US))
+        self.write(os.path.join(self.path, "cpu.cfs_quota_us"), str(self.PERIOD_US * S.cap_percent // 100))
+        # Threads may start meanwhile (nginx's worker, a resolver thread): move until none is left.
+        for _ in range(5):
+            moved = 0
+            for pid in self.tree():
+                try:
+                    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+                except OSError:
+                    continue
+                for tid in tids:
+                    if tid in self.origin:
+                        continue
+                    try:
+                        home = self.own_cgroup(tid, "cpu")
+                        self.write(os.path.join(self.path, "tasks"), str(tid))
+                    except ProcessLookupError:
+                        continue  # ended meanwhile
+                    except FileNotFoundError:
+                        continue
+                    self.origin[tid] = os.path.join(self.V1 + home.rstrip("/"), "tasks")
+                    moved += 1
+            if not moved:
+                break
+        if self.pid not in self.origin:
+            raise OSError(f"could not move pid {self.pid} into {self.path}")
+
+    def make_v2(self):
+        with open(os.path.join(self.V2, "cgroup.controllers")) as f:
+            if "cpu" not in f.read().split():
+                raise OSError(f"the cpu controller is not available in {self.V2} (it is bound to cgroup v1)")
+        with open(os.path.join(self.V2, "cgroup.subtree_control")) as f:
+            if "cpu" not in f.read().split():
+                self.write(os.path.join(self.V2, "cgroup.subtree_control"), "+cpu")
+        self.path = os.path.join(self.V2, self.name)
+        os.mkdir(self.path)
+        self.write(os.path.join(self.path, "cpu.max"), f"{self.PERIOD_US * S.cap_percent // 100} {self.PERIOD_US}")
+        for pid in self.tree():
+            try:
+                home = self.own_cgroup(pid, "")
+                self.write(os.path.join(self.path, "cgroup.procs"), str(pid))
+            except (ProcessLookupError, FileNotFoundError):
+                continue
+            self.origin[pid] = os.path.join(self.V2 + home.rstrip("/"), "cgroup.procs")
+        if self.pid not in self.origin:
+            raise OSError(f"could not move pid {self.pid} into {self.path}")
+
+    def members(self):
+        name = "tasks" if self.path and self.path.startswith(self.V1 + "/") else "cgroup.procs"
+        try:
+            with open(os.path.join(self.path, name)) as f:
+                return [int(x) for x in f.read().split()]
+        except (OSError, TypeError):
+            return []
+
+    def remove(self):
+        if self.path is None or not os.path.isdir(self.path):
+            self.path = None
+            return
+        fallback = os.path.join(self.V1 if self.path.startswith(self.V1 + "/") else self.V2,
+                                "tasks" if self.path.startswith(self.V1 + "/") else "cgroup.procs")
+        for _ in range(3):
+            for member in self.members():
+                for target in (self.origin.get(member, fallback), fallback):
+                    try:
+                        self.write(target, str(member))
+                        break
+                    except ProcessLookupError:
+                        break
+                    except OSError:
+                        continue
+            try:
+                os.rmdir(self.path)
+                self.path = None
+                return
+            except OSError as error:
+                last = error
+                time.sleep(0.1)
+        self.problems.append(f"cgroup {self.path} could not be removed: {last}")
+        log(self.problems[-1])
+
+    def cpu_stat(self):
+        stat = {}
+        try:
+            with open(os.path.join(self.path, "cpu.stat")) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    stat[key] = int(value)
+        except (OSError, ValueError):
+            pass
+        return stat
+
+    def figures(self):
+        """Of the CFS periods during the cell, the share in which the cap stopped the forwarder."""
+        after = self.cpu_stat()
+        periods = after.get("nr_periods", 0) - self.stat_before.get("nr_periods", 0)
+        throttled = after.get("nr_throttled", 0) - self.stat_before.get("nr_throttled", 0)
+        return {"cap_throttled_pct": 100.0 * throttled / periods if periods > 0 else None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,6 +972,7 @@ CELLS = {
     "idle": ["idle"],
     "integrity": ["integrity"],
     "bulk": ["bulk1", "bulk4"],
+    "capped": ["cap1", "cap4"],
     "keepalive": [f"ka{c}" for c in S.ka_conns],
     "newconn": ["nc"],
 }
@@ -696,6 +987,8 @@ def measure(cell, forwarder, fronts):
         return integrity(fronts["integrity"])
     if cell.startswith("bulk"):
         return bulk(fronts["iperf"], int(cell[4:]))
+    if cell.startswith("cap"):
+        return bulk(fronts["iperf"], int(cell[3:]))
     if cell.startswith("ka"):
         return wrk(fronts["http"], int(cell[2:]), close=False)
     if cell == "nc":
@@ -723,7 +1016,7 @@ def combine(samples, failures):
         if values and len(values) == len(samples):
             result[key] = statistics.median(values)
         else:
-            result[key] = samples[-1][key]
+            result[key] = samples[-1].get(key)
     problems |= {p for s in samples for p in s.get("problems", [])}
     for reason in failures:
         problems.add(f"{len(failures)} of {len(all_samples) + len(failures)} runs failed: {reason}")
@@ -767,6 +1060,9 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
     if cell == "idle" and forwarder is None:
         state.failures.setdefault(cell, []).append("no forwarder process to measure")
         return
+    if cell.startswith("cap") and forwarder is None:
+        state.failures.setdefault(cell, []).append("no forwarder process to cap")
+        return
     if row in DEAD:
         state.failures.setdefault(cell, []).append(DEAD[row])
         return
@@ -778,17 +1074,31 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
         if forwarder is not None:
             forwarder.check()
         wait_quiet(backends)
-        cell_load = ForeignLoad()
-        load_cpu = LoadCpuBusy()
-        cpu_before = forwarder.cpu_seconds() if forwarder is not None else None
-        sample = measure(cell, forwarder, fronts)
-        sample["foreign_pct"] = round(cell_load.percent())
-        if S.pin:
-            sample["load_busy_pct"] = min(100.0, load_cpu.percent())
-        if cpu_before is not None:
-            add_forwarder_cpu(sample, forwarder.cpu_seconds() - cpu_before)
+        metrics_before, metrics_error = scrape_or_note(forwarder)
+        cap = CpuCap(row, forwarder.process.pid) if cell.startswith("cap") else contextlib.nullcontext()
+        with cap:
+            cell_load = ForeignLoad()
+            load_cpu = LoadCpuBusy()
+            cpu_before = forwarder.cpu_seconds() if forwarder is not None else None
+            started = time.monotonic()
+            sample = measure(cell, forwarder, fronts)
+            wall = time.monotonic() - started
+            sample["foreign_pct"] = round(cell_load.percent())
+            if S.pin:
+                sample["load_busy_pct"] = min(100.0, load_cpu.percent())
+            if cpu_before is not None:
+                add_forwarder_cpu(sample, forwarder.cpu_seconds() - cpu_before, wall)
+            if isinstance(cap, CpuCap):
+                sample.update(cap.figures())
+        if isinstance(cap, CpuCap):
+            sample["problems"] = sample.get("problems", []) + cap.problems + capped_problems(sample)
         if forwarder is not None:
             forwarder.check()
+        if forwarder is not None and forwarder.metrics_port:
+            metrics_after, error = scrape_or_note(forwarder)
+            sample.update(zero_copy_figures(metrics_before, metrics_after, cell))
+            sample["problems"] = sample.get("problems", []) + [e for e in (metrics_error, error) if e] + \
+                zero_copy_problems(row, cell, sample)
         state.samples.setdefault(cell, []).append(sample)
         log(f"{row} {cell} (round {round_index + 1}): {summary(cell, sample)}")
     except CellError as error:
@@ -816,11 +1126,46 @@ def measure_cell(row, cell, round_index, forwarder, fronts, backends, state):
 DEAD = {}  # row -> why its forwarder is gone
 
 
-def add_forwarder_cpu(sample, cpu_seconds):
+def scrape_or_note(forwarder):
+    """(ringlb's metrics, None) or (None, why not): a failed scrape costs the zero-copy figures
+    of the cell, not the cell."""
+    if forwarder is None or not forwarder.metrics_port:
+        return None, None
+    try:
+        return forwarder.metrics(), None
+    except CellError as error:
+        return None, str(error)
+
+
+CAP_LOAD_LIMIT = 80  # % busy of the load generator's CPU above which a capped cell says little
+
+
+def capped_problems(sample):
+    """A capped cell compares forwarders only while the cap, not the load generator, is the limit."""
+    busy = sample.get("load_busy_pct")
+    if busy is None:
+        return ["load generator busy unknown (not pinned): cannot tell whether the cap was the limit"]
+    if busy >= CAP_LOAD_LIMIT:
+        return [f"load generator {busy:.0f} % busy ({CAP_LOAD_LIMIT} % or more): it, not the cap, may set this rate"]
+    return []
+
+
+def zero_copy_problems(row, cell, sample):
+    """'auto' (and the rules' default) should never splice a 64-byte request and its response."""
+    taken = sample.get("pipes_taken")
+    setting = ringlb_variant(row)[1] if row.startswith("ringlb") else "n/a"
+    if setting in (None, "auto") and cell.startswith("ka") and taken:
+        return [f"zero_copy {setting or 'default'} took {taken:.0f} pipes on 64-byte keep-alive requests"]
+    return []
+
+
+def add_forwarder_cpu(sample, cpu_seconds, wall=None):
     """How much CPU the forwarder spent per unit of work in this cell. On this machine the load
     generator and the backend share one CPU and are often the bottleneck, so equal throughputs can
     hide very different costs; this is the figure that shows them."""
     sample["fwd_cpu_s"] = cpu_seconds
+    if wall:
+        sample["fwd_cpu_pct"] = 100.0 * cpu_seconds / wall
     if sample.get("requests"):
         sample["fwd_us_per_req"] = cpu_seconds * 1e6 / sample["requests"]
     if sample.get("bytes"):
@@ -846,17 +1191,33 @@ def finish_row(row, state, cells, forwarder_log):
     return results
 
 
+def zero_copy_summary(r):
+    parts = []
+    if r.get("spliced_pct") is not None:
+        parts.append(f"{r['spliced_pct']:.0f}% spliced")
+    if r.get("pipes_taken") is not None:
+        parts.append(f"{r['pipes_taken']:.0f} pipes taken")
+    if r.get("splice_fallbacks"):
+        parts.append(f"splice fallbacks {r['splice_fallback_causes']}")
+    return ", " + ", ".join(parts) if parts else ""
+
+
 def summary(cell, r):
     if "gbps" in r:
         cpu = f", forwarder {r['fwd_s_per_gb']:.3f} CPU s/GB" if "fwd_s_per_gb" in r else ""
+        if cell.startswith("cap") and r.get("fwd_cpu_pct") is not None:
+            throttled = r.get("cap_throttled_pct")
+            cpu += (f" ({r['fwd_cpu_pct']:.0f}% of a CPU, cap {S.cap_percent}%"
+                    + (f", throttled in {throttled:.0f}% of periods)" if throttled is not None else ")"))
         if "load_busy_pct" in r:
             cpu += f", load CPU {r['load_busy_pct']:.0f}% busy"
-        return f"{r['gbps']:.2f} Gbit/s{cpu} (others busy {r.get('foreign_pct', 0):.0f}%)"
+        return (f"{r['gbps']:.2f} Gbit/s{cpu}{zero_copy_summary(r)} (others busy {r.get('foreign_pct', 0):.0f}%) "
+                f"{'; '.join(r.get('problems', []))}")
     if "rps" in r:
         cpu = f", forwarder {r['fwd_us_per_req']:.1f} µs/req" if "fwd_us_per_req" in r else ""
         if "load_busy_pct" in r:
             cpu += f", load CPU {r['load_busy_pct']:.0f}% busy"
-        return (f"{r['rps']:.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}{cpu} "
+        return (f"{r['rps']:.0f} req/s p50 {fmt_ms(r['p50_ms'])} p99 {fmt_ms(r['p99_ms'])}{cpu}{zero_copy_summary(r)} "
                 f"(others busy {r.get('foreign_pct', 0):.0f}%) {'; '.join(r['problems'])}")
     if "per_conn" in r:
         return (f"{r['ok']} conns, PSS {r['before']} -> {r['after']} KiB, {fmt_num(r['per_conn'], 2)} KiB/conn "
@@ -909,7 +1270,8 @@ def notes_for(results, row, cells):
     return "; ".join(notes).replace("|", "/").replace("\n", " ")
 
 
-CELL_LABELS = {"bulk1": "1 stream", "bulk4": "4 streams", "nc": f"c={S.nc_conns}", "idle": "idle",
+CELL_LABELS = {"bulk1": "1 stream", "bulk4": "4 streams", "cap1": "capped 1 stream", "cap4": "capped 4 streams",
+               "nc": f"c={S.nc_conns}", "idle": "idle",
                "integrity": "integrity", **{f"ka{c}": f"c={c}" for c in S.ka_conns}}
 
 
@@ -944,6 +1306,8 @@ def report_tables(results):
              cell_value(results, row, "bulk1", "gbps", lambda v: fmt_num(v, 2)), ratio(results, row, "bulk1", "gbps"),
              cell_value(results, row, "bulk4", "gbps", lambda v: fmt_num(v, 2)), ratio(results, row, "bulk4", "gbps"),
              notes_for(results, row, ["bulk1", "bulk4"])] for row in rows]))
+    if "capped" in S.workloads:
+        out.append(capped_table(results, rows))
     if "keepalive" in S.workloads:
         headers, body = ["row"], []
         for c in S.ka_conns:
@@ -971,6 +1335,9 @@ def report_tables(results):
     cpu_table = forwarder_cpu_table(results, rows)
     if cpu_table:
         out.append(cpu_table)
+    zero_copy = zero_copy_table(results, rows)
+    if zero_copy:
+        out.append(zero_copy)
     load_table = load_cpu_table(results, rows)
     if load_table:
         out.append(load_table)
@@ -1032,6 +1399,76 @@ def forwarder_cpu_table(results, rows):
             "costs; this shows them.\n\n" + table(headers, body))
 
 
+def capped_table(results, rows):
+    kind = " and ".join(CpuCap.USED) or "none made"
+    how = {"v1": "cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`", "v2": "cgroup v2 `cpu.max`"}
+    mechanism = ", ".join(how[k] for k in CpuCap.USED) or "no cgroup could be made: see the notes"
+    headers = ["row"]
+    for streams in (1, 4):
+        headers += [f"{streams} stream{'s' if streams > 1 else ''} Gbit/s", "vs haproxy", "forwarder CPU",
+                    "load CPU busy"]
+    headers.append("notes")
+    body = []
+    for row in rows:
+        line = [row]
+        for cell in ("cap1", "cap4"):
+            line += [cell_value(results, row, cell, "gbps", lambda v: fmt_num(v, 2)), ratio(results, row, cell, "gbps"),
+                     cell_value(results, row, cell, "fwd_cpu_pct", lambda v: "-" if v is None else f"{v:.0f} %"),
+                     cell_value(results, row, cell, "load_busy_pct", lambda v: "-" if v is None else f"{v:.0f} %")]
+        line.append(notes_for(results, row, ["cap1", "cap4"]))
+        body.append(line)
+    return (f"### CPU-capped bulk: iperf3 as in bulk, each forwarder's processes limited to {S.cap_percent} % of one "
+            f"CPU ({mechanism}; cgroup: {kind}), Gbit/s (higher is better; {S.seconds} s per cell, "
+            f"{runs_label('cap1')}). The same budget for every forwarder, so this is bytes per CPU-second. "
+            f"forwarder CPU = its CPU time over the cell's wall time (iperf3 start-up included). A cell means "
+            f"something only while the load generator's CPU stays below {CAP_LOAD_LIMIT} % busy (its notes say "
+            f"when not).\n\n" + table(headers, body))
+
+
+def zero_copy_table(results, rows):
+    """ringlb rows only: how much of each cell's bytes splice moved, and how many pipes it took."""
+    ringlb_rows = [row for row in rows if row.startswith("ringlb")]
+    columns = []  # (cell, key, header)
+    for workload, cells in (("bulk", ("bulk1", "bulk4")), ("capped", ("cap1", "cap4")), ("integrity", ("integrity",))):
+        if workload in S.workloads:
+            columns += [(cell, "spliced_pct", f"{CELL_LABELS[cell] if workload != 'integrity' else 'integrity'}: "
+                         f"spliced") for cell in cells]
+    if "keepalive" in S.workloads:
+        columns += [(f"ka{c}", "pipes_taken", f"keep-alive c={c}: pipes taken") for c in S.ka_conns]
+    if "newconn" in S.workloads:
+        columns += [("nc", "pipes_taken", f"new connections c={S.nc_conns}: pipes taken")]
+    if not ringlb_rows or not columns:
+        return ""
+    cells = [cell for cell in dict.fromkeys(cell for cell, _, _ in columns)]
+    body = []
+    for row in ringlb_rows:
+        setting = ringlb_variant(row)[1]
+        line = [row, f"`{setting}`" if setting else "rule default"]
+        for cell, key, _ in columns:
+            line.append(cell_value(results, row, cell, key,
+                                   lambda v, k=key: "-" if v is None else (f"{v:.1f} %" if k == "spliced_pct"
+                                                                           else fmt_num(v))))
+        fallbacks = [f"{CELL_LABELS.get(cell, cell)}: {results[row][cell]['splice_fallback_causes']}"
+                     for cell in cells if results.get(row, {}).get(cell, {}).get("splice_fallback_causes")]
+        measured = [results[row][cell] for cell in cells if "na" not in results.get(row, {}).get(cell, {"na": 1})]
+        missing = bool(measured) and all(r.get("spliced_bytes") is None for r in measured)
+        notes = (["no `ringlb_spliced_bytes_total` in this ringlb's metrics (no splice support?)"] if missing else [])
+        if not measured:
+            reasons = [results.get(row, {}).get(cell, {}).get("na") for cell in cells]
+            notes += [f"n/a: {reasons[0]}"] if reasons and reasons[0] else []
+        notes += [f"splice fallbacks: {'; '.join(fallbacks)}"] if fallbacks else []
+        notes += [p for cell in cells for p in results.get(row, {}).get(cell, {}).get("problems", [])
+                  if "pipes on 64-byte" in p or p.startswith("metrics on")]
+        line.append("; ".join(dict.fromkeys(notes)).replace("|", "/"))
+        body.append(line)
+    return ("### Zero-copy (ringlb rows): share of the cell's bytes that splice moved (difference of "
+            "`ringlb_spliced_bytes_total` over that of `ringlb_rule_bytes_total` for the cell's rule, both directions, "
+            "scraped from ringlb's metrics port before and after the cell; median over the runs) and pipes taken "
+            "(`ringlb_pipes_taken_total`, all workers). `auto` (and the rules' default) should take no pipe for 64-byte "
+            "keep-alive requests; `-` means the counter is missing.\n\n"
+            + table(["row", "zero_copy"] + [h for _, _, h in columns] + ["notes"], body))
+
+
 def load_cpu_table(results, rows):
     """How busy the load generator's CPU was in each cell (the median over the runs): where it is
     at 95 % or more, the load generator, not the forwarder, set the throughput, and the forwarder's
@@ -1041,6 +1478,8 @@ def load_cpu_table(results, rows):
     cells = []  # (cell, header)
     if "bulk" in S.workloads:
         cells += [("bulk1", "bulk 1 stream"), ("bulk4", "bulk 4 streams")]
+    if "capped" in S.workloads:
+        cells += [("cap1", f"capped {S.cap_percent} %, 1 stream"), ("cap4", f"capped {S.cap_percent} %, 4 streams")]
     if "keepalive" in S.workloads:
         cells += [(f"ka{c}", f"keep-alive c={c}") for c in S.ka_conns]
     if "newconn" in S.workloads:
@@ -1068,7 +1507,7 @@ def log_findings(results):
                 if engine_seen:
                     continue
                 engine_seen = True
-            if not re.search(r"\b(warn|warning|error|alert|emerg|crit|fatal|stopped|engine=)|\[(WARNING|ALERT)\]",
+            if not re.search(r"\b(warn|warning|error|alert|emerg|crit|fatal|stopped|rejected|engine=)|\[(WARNING|ALERT)\]",
                              line, re.I):
                 continue
             # iperf3 ends a test by closing its data connections while the other side still sends.
@@ -1154,6 +1593,9 @@ def header():
         f"- versions: {versions}",
         f"- fairness: {pin}; all traffic on 127.0.0.1; each forwarder with 1 worker thread/process and its "
         f"default buffers (ringlb `buffer_size = \"64k\"`, HAProxy `tune.bufsize` 16k, nginx `proxy_buffer_size` 16k); "
+        f"ringlb rows also listen for metrics (`[metrics]`, {HOST}, port of the row + 4) and set `zero_copy` on "
+        f"every rule as their name says (`-splice`: \"splice\", `-copy`: \"off\", `-auto`: \"auto\", none: the rules' "
+        f"default); "
         f"open-file limit {NOFILE} per process, so HAProxy `maxconn {HAPROXY_MAXCONN}`"
         + (f" (splice row: `maxconn {HAPROXY_SPLICE_MAXCONN}`, `maxpipes {HAPROXY_MAXPIPES}`)" if HAPROXY_MAXPIPES else "")
         + f", nginx `worker_connections {NGINX_CONNECTIONS}`.",

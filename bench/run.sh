@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ringlb benchmark: direct, ringlb (io_uring and epoll), HAProxy (with and without splice) and
-# nginx stream, side by side on loopback, between the same clients and the same backends.
+# ringlb benchmark: direct, ringlb (io_uring and epoll, zero_copy default, "splice" or "off"),
+# HAProxy (with and without splice) and nginx stream, side by side on loopback, between the same
+# clients and the same backends.
 #
 #   ./bench/run.sh
 #
@@ -9,9 +10,10 @@
 # CPU and everything else to the other, and prints one Markdown table per workload (also written
 # to bench/results/latest.md). Knobs (environment), see bench/README.md:
 #   BENCH_SECONDS=5  BENCH_RUNS=3  BENCH_RUNS_ALL=1  BENCH_ROWS=direct,ringlb-uring,...
-#   BENCH_WORKLOADS=idle,integrity,bulk,keepalive,newconn  BENCH_IDLE_CONNS=9800
-#   BENCH_INTEGRITY_MIB=256  BENCH_KA_CONNS=1,50,500  BENCH_NEWCONN_CONNS=50
-#   BENCH_FWD_CPU=1  BENCH_LOAD_CPU=0  BENCH_PIN=1  BENCH_MAX_SECONDS=570  RINGLB_BIN=build/ringlb
+#   BENCH_WORKLOADS=idle,integrity,bulk,capped,keepalive,newconn  BENCH_IDLE_CONNS=9800
+#   BENCH_INTEGRITY_MIB=256  BENCH_KA_CONNS=1,50,500  BENCH_NEWCONN_CONNS=50  BENCH_CAP_PERCENT=30
+#   BENCH_CAP_CGROUP=auto  BENCH_FWD_CPU=1  BENCH_LOAD_CPU=0  BENCH_PIN=1  BENCH_MAX_SECONDS=750
+#   RINGLB_BIN=build/ringlb
 #   BENCH_OUT=bench/results/latest.md
 set -uo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
@@ -62,6 +64,9 @@ cleanup() {
         done <"$BENCH_PIDFILE"
     fi
     if ((policy_rc_created)); then rm -f /usr/sbin/policy-rc.d; fi
+    # The capped workload's cgroups, should bench.py have been killed inside a cell (rmdir
+    # removes only those that no process uses any more).
+    rmdir /sys/fs/cgroup/cpu/ringlb-bench-* /sys/fs/cgroup/unified/ringlb-bench-* 2>/dev/null
     rm -rf "$state_dir"
 }
 trap cleanup EXIT
