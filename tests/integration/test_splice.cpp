@@ -234,10 +234,10 @@ private:
             if (n <= 0) return;
             received += static_cast<std::uint64_t>(n);
         }
+        reset_sent_ = received >= read_before_reset;  // before the client can see the reset
         const linger abort{1, 0};
         ::setsockopt(connection.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
         connection.reset();
-        reset_sent_ = received >= read_before_reset;
     }
 
     UniqueFd listener_;
