@@ -202,13 +202,16 @@ void one_full_duplex_session_all_spliced(std::uint64_t bytes) {
     CHECK_CLEAN_EXIT(ringlb);
 }
 
-// A raw server for one connection: reads `read_before_reset` bytes, then closes with SO_LINGER
-// 0, which sends a reset instead of a FIN.
+// A raw server for one connection: reads `read_before_reset` bytes, sends `send_before_reset`
+// bytes of PrngStream(kResetStreamSeed), then closes with SO_LINGER 0, which sends a reset
+// instead of a FIN.
+constexpr std::uint64_t kResetStreamSeed = 0x4E5E7;
+
 class ResettingServer {
 public:
-    explicit ResettingServer(std::uint64_t read_before_reset)
+    ResettingServer(std::uint64_t read_before_reset, std::uint64_t send_before_reset)
         : listener_(listen_on_loopback(0)), port_(local_port(listener_.get())),
-          thread_([this, read_before_reset] { run(read_before_reset); }) {}
+          thread_([this, read_before_reset, send_before_reset] { run(read_before_reset, send_before_reset); }) {}
     ~ResettingServer() {
         stop_ = true;
         thread_.join();
@@ -217,24 +220,39 @@ public:
     bool reset_sent() const { return reset_sent_.load(); }
 
 private:
-    void run(std::uint64_t read_before_reset) {
+    bool wait_for(int fd, short events, Clock::time_point deadline) {
+        while (!stop_ && Clock::now() < deadline) {
+            pollfd p{fd, events, 0};
+            if (::poll(&p, 1, 50) == 1) return true;
+        }
+        return false;
+    }
+
+    void run(std::uint64_t read_before_reset, std::uint64_t send_before_reset) {
         const auto deadline = Clock::now() + 30s;
-        UniqueFd connection;
-        while (!stop_ && !connection.valid() && Clock::now() < deadline) {
-            pollfd p{listener_.get(), POLLIN, 0};
-            if (::poll(&p, 1, 50) == 1) connection = UniqueFd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-        }
+        if (!wait_for(listener_.get(), POLLIN, deadline)) return;
+        UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!connection.valid()) return;
-        std::vector<char> buffer(64 * 1024);
+        std::vector<std::uint8_t> buffer(64 * 1024);
         std::uint64_t received = 0;
-        while (!stop_ && received < read_before_reset && Clock::now() < deadline) {
-            pollfd p{connection.get(), POLLIN, 0};
-            if (::poll(&p, 1, 50) != 1) continue;
+        while (received < read_before_reset) {
+            if (!wait_for(connection.get(), POLLIN, deadline)) return;
             const ssize_t n = ::recv(connection.get(), buffer.data(), buffer.size(), 0);
-            if (n <= 0) return;
-            received += static_cast<std::uint64_t>(n);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return;
+            if (n > 0) received += static_cast<std::uint64_t>(n);
         }
-        reset_sent_ = received >= read_before_reset;  // before the client can see the reset
+        PrngStream stream(kResetStreamSeed);
+        while (stream.position() < send_before_reset) {
+            const auto size = static_cast<size_t>(std::min<std::uint64_t>(buffer.size(), send_before_reset - stream.position()));
+            stream.fill({buffer.data(), size});
+            for (size_t sent = 0; sent < size;) {
+                if (!wait_for(connection.get(), POLLOUT, deadline)) return;
+                const ssize_t n = ::send(connection.get(), buffer.data() + sent, size - sent, MSG_NOSIGNAL);
+                if (n < 0 && errno != EAGAIN && errno != EINTR) return;
+                if (n > 0) sent += static_cast<size_t>(n);
+            }
+        }
+        reset_sent_ = true;  // before the client can see the reset
         const linger abort{1, 0};
         ::setsockopt(connection.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
         connection.reset();
@@ -502,8 +520,22 @@ TEST_CASE("splice: half-close in either direction passes the FIN on after every 
     }
 }
 
+// A clean FIN would tell the client its stream ended complete: a server's reset must reach it as
+// a reset, whichever way the bytes were going.
 TEST_CASE("splice: a server that resets mid-stream resets the client too; the session and its pipes are released") {
-    ResettingServer server(2 * kMiB);
+    std::uint64_t read_before_reset = 0, send_before_reset = 0, client_sends = 0;
+    bool client_keeps_sending = false;
+    SUBCASE("while the client sends bulk") {
+        read_before_reset = 2 * kMiB;
+        client_keeps_sending = true;
+    }
+    SUBCASE("after it read everything the client sent (the client waits, reading)") {
+        read_before_reset = client_sends = 2 * kMiB;
+    }
+    SUBCASE("while the server sends bulk to a reading client") {
+        send_before_reset = 8 * kMiB;
+    }
+    ResettingServer server(read_before_reset, send_before_reset);
     const Ports ports;
     RinglbProcess ringlb(render_config(observed(ports), {zero_copy_rule("reset", ports.listen, server.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
@@ -511,13 +543,17 @@ TEST_CASE("splice: a server that resets mid-stream resets the client too; the se
 
     UniqueFd client = connect_to(ports.listen);
     REQUIRE(client.valid());
-    const Ending ending = run_until_ended(client.get(), std::nullopt, true, 30s);
+    if (client_sends > 0) REQUIRE(send_all(client.get(), pseudo_random_bytes(client_sends, 5), 20s));
+    const Ending ending = run_until_ended(client.get(), PrngStream(kResetStreamSeed), client_keeps_sending, 30s);
     CHECK(server.reset_sent());
-    INFO("the client saw: ", ending.end);
+    INFO("the client received ", ending.received, " bytes, then: ", ending.end);
     CHECK(ending.error == ECONNRESET);  // not a clean EOF
+    CHECK_FALSE(ending.mismatch);
+    CHECK(ending.received <= send_before_reset);
     const Samples samples = scrape_until_released(ports.metrics);
     INFO(describe(samples, "reset"));
-    CHECK(spliced(samples, "reset", "up") >= double(2 * kMiB));
+    CHECK(spliced(samples, "reset", "up") >= double(read_before_reset));
+    if (send_before_reset > 0) CHECK(spliced(samples, "reset", "down") > 0);
     CHECK(value(samples, "ringlb_sessions_active") == 0);
     CHECK(over_workers(samples, "ringlb_pipes_in_use") == 0);
     const AdminReply stats = admin_command(ports.admin, "show stats");
