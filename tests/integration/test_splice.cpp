@@ -826,7 +826,7 @@ TEST_CASE("splice: 50 idle established sessions hold no pipe; bytes take one and
     CHECK_CLEAN_EXIT(ringlb);
 }
 
-TEST_CASE("splice: the rule's idle timeout ends a splicing session that goes quiet") {
+TEST_CASE("splice: the rule's idle timeout spares a splicing session while bytes move and ends it once it goes quiet") {
     EchoBackend echo;
     const Ports ports;
     RuleSpec rule = zero_copy_rule("quiet", ports.listen, echo.endpoint());
@@ -837,16 +837,25 @@ TEST_CASE("splice: the rule's idle timeout ends a splicing session that goes qui
 
     UniqueFd client = connect_to(ports.listen);
     REQUIRE(client.valid());
-    const std::string payload = pseudo_random_bytes(kMiB, 21);
-    REQUIRE(send_all(client.get(), payload, 10s));
-    REQUIRE((read_exactly(client.get(), payload.size(), 10s).data == payload));
-    const auto quiet_since = Clock::now();
+    // 2.5 s of traffic, 64 KiB every 100 ms: spliced bytes count as activity.
+    const auto busy_until = Clock::now() + 2500ms;
+    Clock::time_point quiet_since;
+    for (std::uint64_t round = 0;; ++round) {
+        const std::string payload = pseudo_random_bytes(64 * 1024, 21 + round);
+        REQUIRE(send_all(client.get(), payload, 5s));
+        const ReadResult echoed = read_exactly(client.get(), payload.size(), 5s);
+        quiet_since = Clock::now();
+        INFO("round ", round, " ended with ", std::string(to_string(echoed.end)));
+        REQUIRE((echoed.data == payload));
+        if (quiet_since >= busy_until) break;
+        std::this_thread::sleep_for(100ms);
+    }
     const Samples active = scrape(ports.metrics);
     INFO(describe(active, "quiet"));
     CHECK(spliced(active, "quiet", "up") > 0);
     const ReadResult end = read_until_closed(client.get(), 10s);
     const long long after = elapsed_ms(quiet_since);
-    INFO("closed after ", after, " ms of quiet: ", to_string(end.end));
+    INFO("closed after ", after, " ms of quiet: ", std::string(to_string(end.end)));
     CHECK(end.closed());
     CHECK(end.data.empty());
     CHECK(after >= 900);  // not before the timeout
