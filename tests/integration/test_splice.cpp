@@ -265,6 +265,44 @@ private:
     std::thread thread_;
 };
 
+// A raw echo server for one connection that starts reading only `delay` after it accepted it,
+// so the path towards it fills up first.
+class LateEchoServer {
+public:
+    explicit LateEchoServer(std::chrono::milliseconds delay)
+        : listener_(listen_on_loopback(0)), port_(local_port(listener_.get())), thread_([this, delay] { run(delay); }) {}
+    ~LateEchoServer() {
+        stop_ = true;
+        thread_.join();
+    }
+    std::string endpoint() const { return loopback_endpoint(port_); }
+
+private:
+    void run(std::chrono::milliseconds delay) {
+        const auto deadline = Clock::now() + 60s;
+        UniqueFd connection;
+        while (!stop_ && !connection.valid() && Clock::now() < deadline) {
+            pollfd p{listener_.get(), POLLIN, 0};
+            if (::poll(&p, 1, 50) == 1) connection = UniqueFd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        }
+        if (!connection.valid()) return;
+        std::this_thread::sleep_for(delay);
+        std::vector<char> buffer(64 * 1024);
+        while (!stop_ && Clock::now() < deadline) {
+            pollfd p{connection.get(), POLLIN, 0};
+            if (::poll(&p, 1, 50) != 1) continue;
+            const ssize_t n = ::recv(connection.get(), buffer.data(), buffer.size(), 0);
+            if (n <= 0) return;
+            if (!send_all(connection.get(), std::string_view(buffer.data(), static_cast<size_t>(n)), 20s)) return;
+        }
+    }
+
+    UniqueFd listener_;
+    std::uint16_t port_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
 // How a connection ended for a client: the first thing the kernel reported.
 struct Ending {
     std::uint64_t received = 0;
@@ -781,6 +819,44 @@ TEST_CASE("splice: a client trickling 1-byte segments into a stalled path and cl
     const Samples released = scrape_until_released(ports.metrics);
     INFO(describe(released, "hog"));
     CHECK(over_workers(released, "ringlb_pipes_in_use") == 0);
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+// Many one-byte segments waiting in ringlb's socket may need more pipe slots than a pipe has: a
+// splice that moves fewer bytes than asked must not be taken for "nothing more to read", or the
+// rest would wait for bytes the client never sends.
+TEST_CASE("splice: one-byte segments queued behind a full path all arrive, with nothing sent after them") {
+    constexpr int kSegments = 400;
+    LateEchoServer server(1500ms);
+    const Ports ports;
+    RinglbProcess ringlb(render_config(observed(ports), {zero_copy_rule("segments", ports.listen, server.endpoint())}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    UniqueFd client = connect_to(ports.listen);
+    REQUIRE(client.valid());
+    set_int_option(client.get(), IPPROTO_TCP, TCP_NODELAY, 1);
+    std::string expected = pseudo_random_bytes(4 * kMiB, 41);
+    const std::string segments = pseudo_random_bytes(kSegments, 42);
+    expected += segments;
+    std::atomic<bool> sent_all{false};
+    std::thread sender([&] {
+        if (!send_all(client.get(), std::string_view(expected).substr(0, 4 * kMiB), 20s)) return;
+        for (const char byte : segments) {  // one segment each, while the server reads nothing yet
+            if (!send_all(client.get(), std::string_view(&byte, 1), 5s)) return;
+            std::this_thread::sleep_for(1ms);
+        }
+        sent_all = true;
+    });
+    const ReadResult echoed = read_exactly(client.get(), expected.size(), 30s);
+    sender.join();
+    REQUIRE(sent_all);
+    INFO("echoed ", echoed.data.size(), " of ", expected.size(), " bytes, then ", std::string(to_string(echoed.end)));
+    CHECK(echoed.data.size() == expected.size());
+    CHECK((echoed.data == expected));
+    const Samples samples = scrape(ports.metrics);
+    INFO(describe(samples, "segments"));
+    CHECK(spliced(samples, "segments", "up") > 0);
     CHECK_CLEAN_EXIT(ringlb);
 }
 
