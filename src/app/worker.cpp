@@ -22,6 +22,7 @@ engine::EngineOptions engine_options(const Worker::Setup& setup) {
     options.multishot_recv = setup.global->multishot_recv;
     options.max_pipes = setup.global->max_pipes;
     options.pipe_capacity = setup.global->buffer_size;
+    options.pipe_descriptor_ceiling = setup.descriptor_ceiling;
     if (setup.faults) setup.faults->apply(setup.index, options);
     return options;
 }

@@ -270,6 +270,7 @@ void Forwarder::on_completion(const engine::Completion& completion) {
     if (!sessions_.is_current(token.slot, token.generation)) {
         // Cannot happen while slots are freed only when quiet; kept as a guard, never a leak.
         if (completion.has_buffer) engine_.release_buffer(completion.buffer_id);
+        if (completion.has_pipe) engine_.release_pipe(completion.pipe_id, false);
         log_.error("completion for a released session slot ", token.slot, " dropped");
         return;
     }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace ringlb::engine {
@@ -23,8 +24,10 @@ const char* to_string(PipeFallback cause) {
     return "unknown";
 }
 
-PipePool::PipePool(uint32_t max_pipes, uint32_t capacity)
-    : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)), capacity_(static_cast<int>(capacity)) {}
+PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling)
+    : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)),
+      capacity_(static_cast<int>(capacity)),
+      descriptor_ceiling_(descriptor_ceiling) {}
 
 // A pipe that can hold `capacity_` bytes. Below that, the kernel shrank it: a user over
 // pipe-user-pages-soft gets small pipes, and may not grow them either.
@@ -35,6 +38,10 @@ std::optional<uint16_t> PipePool::make() {
         return std::nullopt;
     }
     Pipe pipe{net::UniqueFd(ends[0]), net::UniqueFd(ends[1])};
+    if (pipe.write.get() >= descriptor_ceiling_ || pipe.read.get() >= descriptor_ceiling_) {
+        count_fallback(PipeFallback::Refused);
+        return std::nullopt;
+    }
     const int size = ::fcntl(pipe.write.get(), F_GETPIPE_SZ);
     if (size < capacity_ && ::fcntl(pipe.write.get(), F_SETPIPE_SZ, capacity_) < 0) {
         // 64 KiB is every pipe's default: smaller means the kernel gave less than usual.

@@ -2,8 +2,10 @@
 // The engine interface: a proactor. The core asks for operations (accept, connect, recv, send,
 // shutdown) and later receives one completion per operation through poll(). The io_uring engine
 // hands the requests to the kernel; the epoll engine performs each syscall when readiness
-// arrives. Neither ever completes a request inline, so the core never re-enters itself.
+// arrives. Neither ever completes a request inside the call that asked for it, so the core never
+// re-enters itself.
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -51,6 +53,13 @@ protected:
     ~CompletionHandler() = default;
 };
 
+// Completions of requests an engine performs at once, during the handler's own call (a splice or
+// send on a ready socket, a shutdown), are handed over after that call returns, in the same
+// poll(): in up to this many passes over what each pass produced. A stream whose every request
+// completes at once moves several steps per round without a trip through the kernel for each, and
+// still cannot hold the worker from the others.
+constexpr unsigned kDeliveryPasses = 4;
+
 struct EngineOptions {
     // Bytes per receive buffer. 32 KiB: in side-by-side iperf3 runs over loopback, one stream
     // through a saturated worker moved 15-30 % more than with 16 KiB; a chunk's 16-bit offsets
@@ -70,6 +79,9 @@ struct EngineOptions {
     // able to hold pipe_capacity bytes.
     uint32_t max_pipes = 0;
     uint32_t pipe_capacity = 64 * 1024;
+    // A pipe whose descriptors would be numbered this or above is closed again (counted as
+    // refused): the descriptors above stay for the control thread, as for sessions.
+    int pipe_descriptor_ceiling = INT_MAX;
     // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
     // never); io_uring counts as unavailable, so "auto" falls back to epoll.
     uint32_t fail_poll_after = 0;

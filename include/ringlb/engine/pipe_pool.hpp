@@ -8,6 +8,7 @@
 //   bytes by copying instead; each such case is counted by cause.
 // - Empty pipes only are reused: one given back with bytes in it (a session cut short) is closed.
 #include <array>
+#include <climits>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -18,7 +19,7 @@ namespace ringlb::engine {
 
 enum class PipeFallback : uint8_t {
     PoolEmpty,     // every pipe of the pool is in use (max_pipes)
-    Refused,       // the kernel refused a new pipe (EMFILE, ENFILE, ENOMEM)
+    Refused,       // no descriptors for a new pipe (EMFILE, ENFILE, the data path's descriptor ceiling)
     Shrunk,        // the kernel made it smaller than asked (pipe-user-pages-soft reached)
     ResizeFailed,  // F_SETPIPE_SZ to the size asked for failed
 };
@@ -43,7 +44,8 @@ struct SpliceIn {
 class PipePool {
 public:
     // `capacity`: the bytes each pipe must be able to hold (the bytes in flight per direction).
-    PipePool(uint32_t max_pipes, uint32_t capacity);
+    // `descriptor_ceiling`: pipes whose descriptors would be numbered this or above are not kept.
+    PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX);
 
     bool enabled() const { return max_pipes_ > 0; }
     uint32_t max_pipes() const { return max_pipes_; }
@@ -69,6 +71,7 @@ private:
 
     uint32_t max_pipes_;
     int capacity_;
+    int descriptor_ceiling_;
     std::vector<Pipe> pipes_;           // by id; a closed one has no descriptors
     std::vector<uint16_t> free_;        // empty and open, most recently used last
     std::vector<uint16_t> closed_ids_;  // ids to reuse for the next pipe made

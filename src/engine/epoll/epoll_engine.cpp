@@ -26,7 +26,7 @@ EpollEngine::EpollEngine(const EngineOptions& options)
       budget_(options.budget ? options.budget
                              : std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
-      pipes_(options.max_pipes, options.pipe_capacity),
+      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling),
       events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -306,11 +306,14 @@ void EpollEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
             if (st.sending) try_send(fd, st);
         }
     }
-    // Handlers submit new requests, which may complete into ready_: those go out next round.
+    // Handlers submit new requests, which may complete at once into ready_: those are handed over
+    // in this same round, a few passes at most (see kDeliveryPasses), the rest next round.
     handler.on_batch_start();
-    delivering_.swap(ready_);
-    for (const Completion& completion : delivering_) handler.on_completion(completion);
-    delivering_.clear();
+    for (unsigned pass = 0; pass < kDeliveryPasses && !ready_.empty(); ++pass) {
+        delivering_.swap(ready_);
+        for (const Completion& completion : delivering_) handler.on_completion(completion);
+        delivering_.clear();
+    }
 }
 
 }  // namespace ringlb::engine

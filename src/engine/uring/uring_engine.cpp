@@ -94,7 +94,7 @@ std::shared_ptr<BufferBudget> budget_of(const EngineOptions& options) {
 UringEngine::UringEngine(const EngineOptions& options)
     : budget_(budget_of(options)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
-      pipes_(options.max_pipes, options.pipe_capacity),
+      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling),
       poll_fault_(options.fail_poll_after) {
     set_up_ring(options);
     try {
@@ -584,7 +584,11 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     wait.tv_sec = plan.timeout.count() / 1000000;
     wait.tv_nsec = (plan.timeout.count() % 1000000) * 1000;
     io_uring_cqe* first = nullptr;
-    const int result = io_uring_submit_and_wait_timeout(&ring_, &first, plan.completions, &wait, nullptr);
+    // Completions already at hand (done inline: shutdowns, splices): collect the kernel's without
+    // waiting, and without the timer a zero timeout would arm and fire.
+    const int result = plan.timeout.count() == 0 && !completions_.empty()
+                           ? io_uring_submit_and_get_events(&ring_)
+                           : io_uring_submit_and_wait_timeout(&ring_, &first, plan.completions, &wait, nullptr);
     receives_last_round_ = 0;
     sends_this_round_ = 0;
     if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY)
@@ -611,11 +615,16 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     }
     note_batch_outcome(plan, harvested);
     peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
-    // Handlers may cancel, which completes parked receives into completions_: those go next round.
+    // What the handlers' own requests completed at once (splices, shutdowns, cancelled parked
+    // receives) is handed over in this same round, a few passes at most, instead of costing
+    // another io_uring_enter each; the rest goes next round, so one busy stream cannot hold the
+    // worker.
     handler.on_batch_start();
-    delivering_.swap(completions_);
-    for (const Completion& completion : delivering_) handler.on_completion(completion);
-    delivering_.clear();
+    for (unsigned pass = 0; pass < kDeliveryPasses && !completions_.empty(); ++pass) {
+        delivering_.swap(completions_);
+        for (const Completion& completion : delivering_) handler.on_completion(completion);
+        delivering_.clear();
+    }
 }
 
 // The provided buffer a completion carries, if any: it has left the kernel's ring.
