@@ -134,7 +134,7 @@ TEST_CASE("new rule keys: bad values are reported at their line") {
     CHECK_MESSAGE(has_issue(issues, "rule[0].failback", 5, "expected a boolean, got integer"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].send_proxy", 6, "\"v3\" (supported: v1, v2, off)"), dump(issues));
     CHECK_MESSAGE(has_issue(issues, "rule[0].accept_proxy", 7, "expected a boolean, got string"), dump(issues));
-    CHECK_MESSAGE(has_issue(issues, "rule[0].send_prxy", 8, "failback, send_proxy, accept_proxy, proxy_from, health"), dump(issues));
+    CHECK_MESSAGE(has_issue(issues, "rule[0].send_prxy", 8, "failback, send_proxy, zero_copy, accept_proxy, proxy_from, health"), dump(issues));
     CHECK(issues.size() == 4);
 }
 
