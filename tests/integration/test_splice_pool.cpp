@@ -310,7 +310,7 @@ void run_echo_streams(std::vector<EchoStream>& streams, bool (EchoStream::*finis
 TEST_SUITE("scale") {
 TEST_CASE("splice: 2,000 bulk sessions at once on one worker with max_pipes = 64: at most 64 pipes, the rest copied, every byte exact") {
     constexpr unsigned kSessions = 2000;
-    constexpr std::uint64_t kBytesEachWay = 256 * 1024;
+    constexpr std::uint64_t kBytesEachWay = 512 * 1024;
     constexpr unsigned kMaxPipes = 64;
     EchoBackend backend;
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
@@ -329,10 +329,19 @@ TEST_CASE("splice: 2,000 bulk sessions at once on one worker with max_pipes = 64
         REQUIRE(client.valid());
         streams.emplace_back(std::move(client), derive_seed(0xb01c, i), kBytesEachWay);
     }
-    // First every client only sends, for a second: the echoes back up in ringlb, so each session
-    // wants a pipe for as long as its client does not read, far more at once than the pool holds.
+    // First every client only sends, until none can send more: the echoes back up in ringlb, so
+    // each session wants a pipe for as long as its client does not read, far more at once than
+    // the pool holds.
     for (EchoStream& stream : streams) stream.reading = false;
-    run_echo_streams(streams, &EchoStream::echoed, 1s, false);
+    const auto sent = [&streams] {
+        std::uint64_t sum = 0;
+        for (const EchoStream& stream : streams) sum += stream.outbound.position();
+        return sum;
+    };
+    for (std::uint64_t before = 0; sent() > before && Clock::now() - started < 60s;) {
+        before = sent();
+        run_echo_streams(streams, &EchoStream::echoed, 500ms, false);
+    }
     for (EchoStream& stream : streams) {
         stream.reading = true;
         stream.may_end = true;
