@@ -225,6 +225,7 @@ public:
         check_accept_proxy_agreement(config.rules);
         warn_about_unreachable_rules(config.rules);
         warn_about_open_proxy_headers(config.rules);
+        warn_about_zero_copy_without_pipes(config);
         check_control_listener_clashes(config);
         return config;
     }
@@ -1207,6 +1208,16 @@ private:
                  "rule " + quoted(rule.id) + ": accept_proxy = true without proxy_from: any client that can connect to " +
                      listen + " may send a PROXY header and claim any address (for clients, deny, limits and logs); "
                      "list your load balancers in proxy_from");
+        }
+    }
+
+    // Valid, but a rule asking for the splice path gets none when no worker may hold a pipe.
+    void warn_about_zero_copy_without_pipes(const Config& config) {
+        if (config.global.max_pipes != 0) return;
+        for (size_t i = 0; i < config.rules.size(); ++i) {
+            if (config.rules[i].zero_copy == ZeroCopy::Off) continue;
+            if (const toml::node* where = rule_sites_[i].table->get("zero_copy"))
+                warn(where->source(), rule_sites_[i].path + ".zero_copy", "has no effect: [global] max_pipes = 0");
         }
     }
 

@@ -1,6 +1,7 @@
 #include "ringlb/engine/pipe_pool.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,7 +75,16 @@ std::optional<uint16_t> PipePool::take() {
     return make();
 }
 
+// Whether a read of `socket` would not block: bytes, the end of the stream or an error wait.
+bool PipePool::readable(int socket) {
+    char byte;
+    return ::recv(socket, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
+    // Engines try a socket before they know it has bytes. With no free pipe at hand, a new pipe
+    // (or a fallback counted, and the direction sent to copying) is only for bytes that arrived.
+    if (free_.empty() && !readable(socket)) return {SpliceIn::Outcome::WouldBlock, 0, 0};
     const auto pipe = take();
     if (!pipe) return {SpliceIn::Outcome::NoPipe, 0, 0};
     const ssize_t moved = ::splice(socket, nullptr, pipes_[*pipe].write.get(), nullptr, max_bytes, kSpliceFlags);

@@ -1,9 +1,11 @@
 // The splice path's pipe pool: bytes move socket -> pipe -> socket unchanged, a pipe is held only
-// while it holds bytes, the pool never makes more than max_pipes, and every case in which no pipe
-// can be had is counted by its cause.
+// while it holds bytes (a socket with nothing to read makes none), reused once given back empty
+// and closed when given back with bytes, the pool never makes more than max_pipes, and every case
+// in which no pipe can be had is counted by its cause.
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "forwarder_harness.hpp"
 #include "ringlb/engine/pipe_pool.hpp"
 #include "ringlb/net/socket.hpp"
 
@@ -18,6 +21,7 @@ using ringlb::engine::PipeFallback;
 using ringlb::engine::PipePool;
 using ringlb::engine::SpliceIn;
 using ringlb::net::UniqueFd;
+using ringlb::test::LoopbackPair;
 
 namespace {
 
@@ -137,4 +141,86 @@ TEST_CASE("pipes are made with room for the bytes in flight asked for, beyond th
     const SpliceIn in = pool.fill_from(pair.a.get(), 256 * 1024);
     REQUIRE(in.outcome == SpliceIn::Outcome::Moved);
     CHECK(in.result > 64 * 1024);
+}
+
+namespace {
+
+// A loopback connection whose accepted end is non-blocking, as the engines' sockets are.
+struct Connection : LoopbackPair {
+    UniqueFd server{accepted};
+    Connection() { ringlb::net::set_nonblocking(server.get(), true); }
+    // The client sends `bytes`; returns once they can be read at the server end.
+    void arrive(const std::string& bytes) {
+        REQUIRE(::send(client.get(), bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+        pollfd ready{server.get(), POLLIN, 0};
+        REQUIRE(::poll(&ready, 1, 2000) == 1);
+    }
+};
+
+uint64_t all_fallbacks(const PipePool& pool) {
+    uint64_t sum = 0;
+    for (const uint64_t n : pool.stats().fallbacks) sum += n;
+    return sum;
+}
+
+}  // namespace
+
+TEST_CASE("pipe pool: a socket with nothing to read makes no pipe and counts no fallback") {
+    PipePool pool(4, 64 * 1024);
+    Connection idle;
+    for (int i = 0; i < 3; ++i) CHECK(pool.fill_from(idle.server.get(), 65536).outcome == SpliceIn::Outcome::WouldBlock);
+    CHECK(pool.stats().free == 0);
+    CHECK(pool.stats().in_use == 0);
+    CHECK(all_fallbacks(pool) == 0);
+}
+
+TEST_CASE("pipe pool: bytes take a pipe; given back empty it is reused, given back full it is closed") {
+    PipePool pool(1, 64 * 1024);
+    Connection first, second;
+    first.arrive("hello");
+    const SpliceIn in = pool.fill_from(first.server.get(), 65536);
+    REQUIRE(in.outcome == SpliceIn::Outcome::Moved);
+    CHECK(in.result == 5);
+    CHECK(pool.stats().in_use == 1);
+    CHECK(pool.stats().taken == 1);
+
+    // The one pipe is in use: a socket without bytes waits, uncounted; one with bytes finds none.
+    CHECK(pool.fill_from(second.server.get(), 65536).outcome == SpliceIn::Outcome::WouldBlock);
+    CHECK(all_fallbacks(pool) == 0);
+    second.arrive("world");
+    CHECK(pool.fill_from(second.server.get(), 65536).outcome == SpliceIn::Outcome::NoPipe);
+    CHECK(fallbacks(pool, PipeFallback::PoolEmpty) == 1);
+
+    // Sent on whole and given back empty: the same pipe serves the next bytes.
+    CHECK(pool.drain_to(in.pipe, first.server.get(), 5) == 5);
+    pool.give(in.pipe, true);
+    CHECK(pool.stats().free == 1);
+    const SpliceIn again = pool.fill_from(second.server.get(), 65536);
+    REQUIRE(again.outcome == SpliceIn::Outcome::Moved);
+    CHECK(again.pipe == in.pipe);
+    CHECK(pool.stats().taken == 2);
+
+    // Given back with its bytes still in: closed, not reused; the next bytes get a new one.
+    pool.give(again.pipe, false);
+    CHECK(pool.stats().free == 0);
+    CHECK(pool.stats().in_use == 0);
+    first.arrive("more");
+    const SpliceIn fresh = pool.fill_from(first.server.get(), 65536);
+    REQUIRE(fresh.outcome == SpliceIn::Outcome::Moved);
+    CHECK(fresh.result == 4);
+    char echoed[5] = {};
+    CHECK(::recv(first.client.get(), echoed, 5, MSG_DONTWAIT) == 5);
+    CHECK(std::string(echoed, 5) == "hello");
+}
+
+TEST_CASE("pipe pool: the end of the stream is seen even with every pipe in use") {
+    PipePool pool(1, 64 * 1024);
+    Connection busy, ending;
+    busy.arrive("x");
+    REQUIRE(pool.fill_from(busy.server.get(), 65536).outcome == SpliceIn::Outcome::Moved);
+    REQUIRE(::shutdown(ending.client.get(), SHUT_WR) == 0);
+    pollfd ready{ending.server.get(), POLLIN, 0};
+    REQUIRE(::poll(&ready, 1, 2000) == 1);
+    // No pipe to be had: the caller is sent to recv(), which then sees the end.
+    CHECK(pool.fill_from(ending.server.get(), 65536).outcome == SpliceIn::Outcome::NoPipe);
 }
