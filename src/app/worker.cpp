@@ -8,6 +8,8 @@ namespace ringlb::app {
 
 namespace {
 
+constexpr uint32_t kMaxPipeCapacity = 1024 * 1024;
+
 engine::EngineOptions engine_options(const Worker::Setup& setup) {
     engine::EngineOptions options;
     options.buffer_size = std::min<uint32_t>(options.buffer_size, setup.global->buffer_size);
@@ -21,7 +23,9 @@ engine::EngineOptions engine_options(const Worker::Setup& setup) {
     options.budget = setup.buffer_budget;
     options.multishot_recv = setup.global->multishot_recv;
     options.max_pipes = setup.global->max_pipes;
-    options.pipe_capacity = setup.global->buffer_size;
+    // The bytes in flight per direction, but at most the kernel's default pipe-max-size: root may
+    // make larger pipes, and their pages are outside max_buffer_memory.
+    options.pipe_capacity = std::min<uint32_t>(setup.global->buffer_size, kMaxPipeCapacity);
     options.pipe_descriptor_ceiling = setup.descriptor_ceiling;
     if (setup.faults) setup.faults->apply(setup.index, options);
     return options;

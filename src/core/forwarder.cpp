@@ -976,15 +976,22 @@ void Forwarder::on_send(uint32_t slot, Session& session, Side destination, int r
         release_if_quiet(slot, session);
         return;
     }
-    if (result <= 0) {  // a send of at least one byte never returns 0 on a live stream
+    // io_uring: a gathered send run by a kernel worker thread on a socket the splice path made
+    // non-blocking can come back EAGAIN with nothing sent; it is asked for again.
+    const bool again = result == -EAGAIN;
+    if (result <= 0 && !again) {  // a send of at least one byte never returns 0 on a live stream
         log_.debug("session ", slot, ": send to ", to_string(destination), ": ",
                    result < 0 ? errno_text(result) : std::string("no progress"));
         close_session(slot, session, true, reset_of(destination));
         return;
     }
+    if (again && !session.sending_proxy_header) {
+        pump(slot, session, source);
+        return;
+    }
     if (session.sending_proxy_header) {
         std::string& header = proxy_out_[slot];
-        header.erase(0, static_cast<size_t>(result));
+        header.erase(0, static_cast<size_t>(std::max(result, 0)));
         if (!header.empty()) {
             flow.send_pending = true;
             engine_.send(session.server_fd.get(), reinterpret_cast<const std::byte*>(header.data()),

@@ -87,7 +87,7 @@ void Forwarder::on_splice_in(uint32_t slot, Session& session, Side source, const
                                      ? static_cast<uint8_t>(std::min(flow.small_splices + 1, 255))
                                      : 0;
         session.last_activity = now_;
-    } else if (result == -ENOBUFS) {  // no pipe to be had: the bytes wait in the socket for recv()
+    } else if (result == -ENOBUFS) {  // no pipe to be had (or urgent data): the bytes wait for recv()
         flow.splicing = false;
         flow.bulk_receives = 0;
         flow.copy_receives_left = kCopyReceivesAfterFallback;

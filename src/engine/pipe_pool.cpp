@@ -1,6 +1,8 @@
 #include "ringlb/engine/pipe_pool.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -75,10 +77,18 @@ std::optional<uint16_t> PipePool::take() {
     return make();
 }
 
-// Whether a read of `socket` would not block: bytes, the end of the stream or an error wait.
+// Whether a read of `socket` would not block: bytes, the end of the stream or an error wait. Asked
+// with poll(), which leaves a pending error for the splice to report: a read, even a peek, would
+// take it, and the splice would then see a reset connection as a clean end of stream.
 bool PipePool::readable(int socket) {
-    char byte;
-    return ::recv(socket, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+    pollfd ready{socket, POLLIN | POLLRDHUP, 0};
+    return ::poll(&ready, 1, 0) != 0;
+}
+
+// Whether the next byte to read is TCP urgent (out-of-band) data.
+bool PipePool::at_urgent_mark(int socket) {
+    int at_mark = 0;
+    return ::ioctl(socket, SIOCATMARK, &at_mark) == 0 && at_mark != 0;
 }
 
 SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
@@ -94,8 +104,12 @@ SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
     }
     const int error = moved == 0 ? 0 : errno;
     free_.push_back(*pipe);  // still empty
-    if (error == EAGAIN) return {SpliceIn::Outcome::WouldBlock, 0, 0};
-    return {SpliceIn::Outcome::Done, -error, 0};
+    if (error != EAGAIN) return {SpliceIn::Outcome::Done, -error, 0};
+    // A splice always stops at TCP urgent (out-of-band) data, which only a receive gets past, and
+    // then reports EAGAIN whatever waits behind it: the caller copies from there on (not counted
+    // as a fallback: no pipe was lacking).
+    if (at_urgent_mark(socket)) return {SpliceIn::Outcome::NoPipe, 0, 0};
+    return {SpliceIn::Outcome::WouldBlock, 0, 0};
 }
 
 int32_t PipePool::drain_to(uint16_t pipe, int socket, uint32_t length) {

@@ -1043,3 +1043,69 @@ TEST_CASE("splice: kill session on a session in mid-transfer resets its client; 
     CHECK(over_workers(released, "ringlb_pipes_in_use") == 0);
     CHECK_CLEAN_EXIT(ringlb);
 }
+
+// A reset that arrives while the worker has no free pipe: whether the socket has anything to read
+// is asked in a way that leaves the pending error for the read to report. (A peek would take the
+// error, and the read after it would see a clean end of stream: a FIN passed on for a cut stream.)
+TEST_CASE("splice: a server's reset while every pipe is held still reaches the client as a reset") {
+    PullOrEchoBackend hog_backend(1024 * kMiB);
+    ResettingServer server(4096, 0);
+    const Ports ports;
+    const std::uint16_t hog_port = find_free_port();
+    RinglbProcess ringlb(render_config(observed(ports, {"max_pipes = 1"}),
+                                       {zero_copy_rule("hog", hog_port, hog_backend.endpoint()),
+                                        zero_copy_rule("reset", ports.listen, server.endpoint())}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    // A client that never reads: its stream fills the one pipe and holds it.
+    UniqueFd hog = connect_to(hog_port);
+    REQUIRE(hog.valid());
+    set_int_option(hog.get(), SOL_SOCKET, SO_RCVBUF, 4096);
+    REQUIRE(send_all(hog.get(), pull_request(0x406)));
+    const Samples held = scrape_until(ports.metrics, [](const Samples& s) {
+        return over_workers(s, "ringlb_pipes_in_use") == 1 && over_workers(s, "ringlb_pipes_free") == 0;
+    });
+    INFO(describe(held, "hog"));
+    REQUIRE(over_workers(held, "ringlb_pipes_in_use") == 1);
+
+    UniqueFd client = connect_to(ports.listen);
+    REQUIRE(client.valid());
+    REQUIRE(send_all(client.get(), pseudo_random_bytes(4096, 6), 20s));
+    const Ending ending = run_until_ended(client.get(), std::nullopt, false, 20s);
+    CHECK(server.reset_sent());
+    INFO("the client received ", ending.received, " bytes, then: ", ending.end);
+    CHECK(ending.received == 0);
+    CHECK(ending.error == ECONNRESET);  // not a clean EOF
+}
+
+// TCP stops a splice at urgent (out-of-band) data, which only a receive gets past: the bytes
+// behind it must still arrive, and soon, instead of waiting forever for a splice that cannot move
+// them (or a worker polling for them without end).
+TEST_CASE("splice: bytes behind a TCP urgent byte still arrive, the urgent byte left out as a receive leaves it") {
+    PullOrEchoBackend backend(kMiB);
+    const Ports ports;
+    RinglbProcess ringlb(render_config(observed(ports), {zero_copy_rule("urgent", ports.listen, backend.endpoint())}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    UniqueFd client = connect_to(ports.listen);
+    REQUIRE(client.valid());
+    const std::string before = echo_request(1000, 21);
+    const std::string after = pseudo_random_bytes(1000, 22);
+    REQUIRE(send_all(client.get(), before));
+    REQUIRE(::send(client.get(), "!", 1, MSG_OOB) == 1);
+    REQUIRE(send_all(client.get(), after));
+    const ReadResult echoed = read_exactly(client.get(), before.size() + after.size(), 5s);
+    CHECK(echoed.data.size() == before.size() + after.size());
+    CHECK(echoed.data == before + after);
+
+    // And the session goes on.
+    const std::string more = pseudo_random_bytes(200 * 1024, 23);
+    REQUIRE(send_all(client.get(), more, 20s));
+    const ReadResult rest = read_exactly(client.get(), more.size(), 10s);
+    CHECK(rest.data == more);
+    const Samples samples = scrape(ports.metrics);
+    INFO(describe(samples, "urgent"));
+    CHECK(spliced(samples, "urgent", "up") > 0);
+}

@@ -133,7 +133,8 @@ public:
     // The splice path. splice_in waits for bytes on fd, then moves at most max_bytes of them into a
     // pipe taken from the engine's pool only then (so a socket waiting for bytes holds none): the
     // completion names the pipe (has_pipe). 0 is the end of the stream, -errno an error, and
-    // -ENOBUFS that no pipe was to be had: the bytes are still in the socket, for recv().
+    // -ENOBUFS that no pipe was to be had, or that the bytes cannot be spliced (they wait behind
+    // TCP urgent data): they are still in the socket, for recv().
     virtual void splice_in(int fd, uint32_t max_bytes, UserData user_data) = 0;
     // Moves at most `length` bytes of the pipe to fd once it has room; may complete short.
     virtual void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) = 0;

@@ -66,6 +66,7 @@ private:
         net::UniqueFd write;
     };
     static bool readable(int socket);
+    static bool at_urgent_mark(int socket);
     std::optional<uint16_t> take();
     std::optional<uint16_t> make();
     void count_fallback(PipeFallback cause) { ++stats_.fallbacks[static_cast<size_t>(cause)]; }
