@@ -23,6 +23,7 @@
 #include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
+#include "openssl_tools.hpp"
 #include "prng_stream.hpp"
 #include "proc_stats.hpp"
 #include "stream_client.hpp"
@@ -397,16 +398,6 @@ std::optional<std::chrono::milliseconds> echo_time(std::uint16_t port, const std
     if (!send_all(client.get(), request, 2s)) return std::nullopt;
     if (read_exactly(client.get(), request.size(), 2s).data != request) return std::nullopt;
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-}
-
-// A ClientHello captured from Debian's `openssl s_client -tls1_3 -servername www.Example.com
-// -alpn h2,http/1.1` (a fuzz seed).
-std::string captured_hello() {
-    const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "fuzz" / "corpus" / "client_hello" /
-                      "openssl-tls13-sni-alpn";
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE_MESSAGE(in.good(), path.string());
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace

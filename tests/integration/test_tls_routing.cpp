@@ -21,16 +21,6 @@ using namespace ringlb::test;
 
 namespace {
 
-// A ClientHello captured from Debian's `openssl s_client -tls1_3 -servername www.Example.com
-// -alpn h2,http/1.1` (a fuzz seed).
-std::string captured_hello() {
-    const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "fuzz" / "corpus" / "client_hello" /
-                      "openssl-tls13-sni-alpn";
-    std::ifstream in(path, std::ios::binary);
-    REQUIRE_MESSAGE(in.good(), path.string());
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 RuleSpec rule(const std::string& id, std::uint16_t port, const std::string& server, std::vector<std::string> extra = {}) {
     RuleSpec spec = one_server_rule(id, port, server);
     spec.extra_lines = std::move(extra);

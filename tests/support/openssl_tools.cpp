@@ -10,6 +10,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
 
@@ -48,6 +50,14 @@ bool openssl_available() {
     ChildProcess child({"openssl", "version"});
     child.close_stdin();
     return child.wait_for_output("OpenSSL", std::chrono::seconds(5));
+}
+
+std::string captured_hello() {
+    const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "fuzz" / "corpus" / "client_hello" /
+                      "openssl-tls13-sni-alpn";
+    std::ifstream in(path, std::ios::binary);
+    if (!in.good()) throw std::runtime_error("cannot read the captured ClientHello at " + path.string());
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 TempDir::TempDir() {

@@ -16,6 +16,10 @@ namespace ringlb::test {
 // Whether the openssl tool can be run (the TLS tests need it).
 bool openssl_available();
 
+// A ClientHello captured from Debian's `openssl s_client -tls1_3 -servername www.Example.com
+// -alpn h2,http/1.1` (a fuzz seed, tests/fuzz/corpus/client_hello/openssl-tls13-sni-alpn).
+std::string captured_hello();
+
 // A fresh directory in $TMPDIR (or /tmp), removed with everything in it on destruction.
 class TempDir {
 public:
