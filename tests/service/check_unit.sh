@@ -59,7 +59,8 @@ expand() {
 for entry in $filter; do expand "$entry"; done
 echo "--- SystemCallFilter=$filter: ${#allowed[@]} system calls"
 
-# A short run of ringlb under strace: a backend, a client, the admin port, signals, notifications.
+# A short run of ringlb under strace: a backend, a client (its bytes spliced: pipes and splice(2)
+# must be allowed too), the admin port, signals, notifications.
 cat >"$work/exercise.py" <<'PY'
 import os, signal, socket, subprocess, sys, time
 strace, binary, engine, work = sys.argv[1:5]
@@ -74,7 +75,7 @@ config = os.path.join(work, "ringlb.toml")
 with open(config, "w") as f:
     f.write('[global]\nthreads = 2\nshutdown_timeout = "2s"\nlog_file = "%s/ringlb.log"\n'
             '[admin]\nlisten = "127.0.0.1:%d"\n'
-            '[[rule]]\nid = "check"\nlisten = ["127.0.0.1:%d"]\nservers = ["127.0.0.1:%d"]\n'
+            '[[rule]]\nid = "check"\nlisten = ["127.0.0.1:%d"]\nzero_copy = "splice"\nservers = ["127.0.0.1:%d"]\n'
             % (work, admin_port, listen_port, backend.getsockname()[1]))
 env = dict(os.environ, NOTIFY_SOCKET="@ringlb-check-unit-%d" % os.getpid(), WATCHDOG_USEC="400000")
 proc = subprocess.Popen([strace, "-f", "-qq", "-o", os.path.join(work, "strace." + engine),
