@@ -56,8 +56,8 @@ int data_path_descriptor_ceiling(rlim_t limit) {
     return static_cast<int>(capped) - descriptor_reserve(capped);
 }
 
-uint64_t descriptors_needed(uint32_t max_sessions, rlim_t limit) {
-    return 2 * uint64_t{max_sessions} + static_cast<uint64_t>(descriptor_reserve(limit)) + kFixedDescriptors;
+uint64_t descriptors_needed(uint32_t max_sessions, uint64_t pipes, rlim_t limit) {
+    return 2 * (uint64_t{max_sessions} + pipes) + static_cast<uint64_t>(descriptor_reserve(limit)) + kFixedDescriptors;
 }
 
 }  // namespace ringlb::app

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
@@ -289,14 +290,26 @@ void Runtime::report_open_files_limit() const {
     if (!open_files_.error.empty()) log_.warn("open file limit ", open_files_.soft, " kept: ", open_files_.error);
     else if (open_files_.soft != open_files_.found)
         log_.info("open file limit raised from ", open_files_.found, " to ", open_files_.soft);
-    const uint64_t needed = descriptors_needed(config_.global.max_sessions, open_files_.soft);
+    const uint64_t pipes = splice_pipes_wanted();
+    const uint64_t needed = descriptors_needed(config_.global.max_sessions, pipes, open_files_.soft);
     if (open_files_.soft >= needed) return;
     const int ceiling = data_path_descriptor_ceiling(open_files_.soft);
+    const std::string for_pipes =
+        pipes == 0 ? "" : ", 2 per pipe of the splice path (" + std::to_string(pipes) + " = max_pipes x workers; closed "
+                                                                "first when descriptors run short)";
     log_.warn("open file limit ", open_files_.soft, " is below the ", needed, " that max_sessions = ",
-              config_.global.max_sessions, " needs (2 per session, ", descriptor_reserve(open_files_.soft),
+              config_.global.max_sessions, " needs (2 per session", for_pipes, ", ",
+              descriptor_reserve(open_files_.soft),
               " kept for the admin and metrics ports, 64 for listeners and engines): clients are dropped once "
               "descriptor ", ceiling, " is reached; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
               "max_sessions");
+}
+
+// The pipes the workers may hold when a rule splices: none when no rule does.
+uint64_t Runtime::splice_pipes_wanted() const {
+    const bool splices = std::any_of(config_.rules.begin(), config_.rules.end(),
+                                     [](const config::RuleConfig& rule) { return rule.zero_copy != config::ZeroCopy::Off; });
+    return splices ? uint64_t{config_.global.max_pipes} * workers_.size() : 0;
 }
 
 std::optional<size_t> Runtime::failed_worker() const {

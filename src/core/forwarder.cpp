@@ -14,6 +14,8 @@ namespace ringlb::core {
 namespace {
 
 constexpr auto kMaxPollWait = std::chrono::milliseconds(250);
+// Free pipes that no splice needed for this long are closed (their descriptors given back).
+constexpr auto kPipeTrimInterval = std::chrono::seconds(2);
 // After an accept error (EMFILE and friends) accepting pauses this long instead of spinning.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 // A closed session waits at most this long for its cancelled requests (see abandon_pending()).
@@ -306,10 +308,16 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
         return;
     }
     if (completion.result < 0) {
-        if (!completion.more)
-            timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
+        // Descriptors given up by free pipes (or by a client moved below the ceiling since)
+        // leave room for the next client at once: nobody waits, nothing to report.
+        const bool room_made = out_of_descriptors(completion.result) && descriptor_room_made();
+        if (!completion.more) {
+            if (room_made) arm_accept(listener_index);
+            else timers_.arm({listener_index, TimerKind::AcceptRetry}, Clock::now() + kAcceptRetryDelay);
+        }
         if (completion.result == -ECANCELED && listener.paused) return;  // see pause_accepting()
         ++stats_.accept_errors;
+        if (room_made) return;
         if (out_of_descriptors(completion.result))
             note_descriptor_shortage(true, "accept on", listener.address, std::strerror(-completion.result));
         else
@@ -317,8 +325,9 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
                       completion.more ? "" : "; accepting again shortly");
         return;
     }
-    if (completion.result >= descriptor_ceiling_) {
-        net::UniqueFd dropped(completion.result);
+    net::UniqueFd client(completion.result);
+    if (client.get() >= descriptor_ceiling_ && !make_room_below_ceiling(client)) {
+        client.reset();
         note_descriptor_shortage(true, "accept on", listener.address, kReserveReached);
         pause_accepting(listener_index);
         if (!completion.more)
@@ -326,7 +335,25 @@ void Forwarder::on_accept(uint16_t listener_index, const engine::Completion& com
         return;
     }
     if (!completion.more) arm_accept(listener_index);
-    admit(listener_index, net::UniqueFd(completion.result));
+    admit(listener_index, std::move(client));
+}
+
+// Free pipes are kept for speed, sessions come first: a descriptor numbered at or above the data
+// path's ceiling moves below it when closing the worker's free pipes (now, or for an earlier
+// descriptor of the same batch of accepts) made room there.
+bool Forwarder::make_room_below_ceiling(net::UniqueFd& fd) {
+    engine_.trim_pipes(true);
+    if (!net::renumber_below(fd, descriptor_ceiling_)) return false;
+    descriptors_freed_ = true;  // the number it had
+    return true;
+}
+
+// Whether closing free pipes now, or a descriptor moved below the ceiling since the last ask,
+// gave a descriptor back.
+bool Forwarder::descriptor_room_made() {
+    const bool made = engine_.trim_pipes(true) > 0 || descriptors_freed_;
+    descriptors_freed_ = false;
+    return made;
 }
 
 // The clients behind one dropped for want of descriptors wait in the listen queue for
@@ -783,14 +810,20 @@ bool Forwarder::connect_to(uint32_t slot, Session& session, size_t server_index)
     Rule& rule = *rules_[session.rule];
     session.server = static_cast<uint16_t>(server_index);
     const balance::Server& server = rule.servers[server_index];
-    const int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
-    if (fd < 0 || fd >= descriptor_ceiling_) {
+    int fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
+    if (out_of_descriptors(fd) && engine_.trim_pipes(true) > 0)
+        fd = net::new_stream_socket(server.address.family(), engine_.wants_nonblocking_sockets());
+    bool reserve_reached = false;
+    if (fd >= descriptor_ceiling_) {
+        net::UniqueFd high(fd);
+        reserve_reached = !make_room_below_ceiling(high);
+        fd = reserve_reached ? -EMFILE : high.release();
+    }
+    if (fd < 0) {
         give_back_connection(rule, session);
-        if (fd >= 0) {
-            net::UniqueFd dropped(fd);
-            note_descriptor_shortage(false, "socket for", server.address, kReserveReached);
-        } else if (out_of_descriptors(fd)) {
-            note_descriptor_shortage(false, "socket for", server.address, std::strerror(-fd));
+        if (out_of_descriptors(fd)) {
+            note_descriptor_shortage(false, "socket for", server.address,
+                                     reserve_reached ? kReserveReached : std::strerror(-fd));
         } else {
             log_.error("socket for ", server.address.to_string(), ": ", errno_text(fd));
         }
@@ -1306,6 +1339,10 @@ void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
     now_ = now;  // what the timers' handlers see (a throttled flow counts its tokens by it)
     while (auto key = timers_.pop_due(now)) on_timer(*key);
+    if (now >= next_pipe_trim_) {
+        engine_.trim_pipes(false);
+        next_pipe_trim_ = now + kPipeTrimInterval;
+    }
 }
 
 // A session's timers are cancelled when its slot is released, so `key.owner` is a live session.

@@ -68,6 +68,7 @@ std::optional<uint16_t> PipePool::take() {
     if (!free_.empty()) {
         const uint16_t id = free_.back();
         free_.pop_back();
+        fewest_free_ = std::min(fewest_free_, free_.size());
         return id;
     }
     if (open_ >= max_pipes_) {
@@ -122,9 +123,22 @@ void PipePool::give(uint16_t pipe, bool empty) {
         free_.push_back(pipe);
         return;
     }
-    pipes_[pipe] = Pipe{};
-    closed_ids_.push_back(pipe);
+    close_pipe(pipe);
+}
+
+void PipePool::close_pipe(uint16_t id) {
+    pipes_[id] = Pipe{};
+    closed_ids_.push_back(id);
     --open_;
+}
+
+uint32_t PipePool::trim(bool all) {
+    const size_t count = all ? free_.size() : std::min(fewest_free_, free_.size());
+    // free_ has the most recently used last: the front ones have waited longest.
+    for (size_t i = 0; i < count; ++i) close_pipe(free_[i]);
+    free_.erase(free_.begin(), free_.begin() + static_cast<std::ptrdiff_t>(count));
+    fewest_free_ = free_.size();
+    return static_cast<uint32_t>(count);
 }
 
 PipeStats PipePool::stats() const {

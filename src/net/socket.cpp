@@ -83,6 +83,13 @@ int new_stream_socket(int family, bool nonblocking) {
     return fd;
 }
 
+bool renumber_below(UniqueFd& fd, int ceiling) {
+    UniqueFd lower(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!lower || lower.get() >= ceiling) return false;
+    fd = std::move(lower);
+    return true;
+}
+
 void set_nonblocking(int fd, bool nonblocking) {
     const int flags = ::fcntl(fd, F_GETFL);
     // Only a bad descriptor makes fcntl fail here: a caller bug worth an exception.

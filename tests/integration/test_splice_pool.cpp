@@ -475,3 +475,81 @@ TEST_CASE("splice: with no descriptor left for a pipe, sessions already open cop
     streams.clear();
     CHECK_CLEAN_EXIT(ringlb);
 }
+
+TEST_CASE("splice: pipes left free give their descriptors to clients: at the data path's descriptor limit none is dropped, and idle pipes are closed") {
+    constexpr unsigned kBulkSessions = 20;
+    constexpr rlim_t kOpenFiles = 200;  // 16 kept back for the control thread: the data path stops at 184
+    constexpr int kCeiling = 184;
+    EchoBackend backend;
+    const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
+    RinglbOptions options;
+    options.open_files_limit = kOpenFiles;
+    RinglbProcess ringlb(options, splice_config(port, backend.endpoint(), metrics_port, "splice", {"max_pipes = 64"}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    // The start-up check counts the pipes' descriptors too.
+    CHECK(ringlb.log_text().find("is below the 200208 that max_sessions = 100000 needs (2 per session, 2 per pipe "
+                                 "of the splice path (64 = max_pipes x workers;") != std::string::npos);
+
+    // Sessions whose clients do not read yet each hold a pipe with the echo their client has not
+    // taken (more than a loopback socket's send buffer takes, 4 MiB at most); once the clients
+    // have read everything and gone, those pipes wait free in the pool. A byte there and back
+    // first: a direction switches to splicing once what it copied is sent.
+    std::vector<EchoStream> streams;
+    for (unsigned i = 0; i < kBulkSessions; ++i) {
+        UniqueFd client = connect_with_small_window(port);
+        REQUIRE(client.valid());
+        REQUIRE(send_all(client.get(), "x", 2s));
+        REQUIRE(read_exactly(client.get(), 1, 2s).data == "x");
+        streams.emplace_back(std::move(client), derive_seed(0xfd, i), 6 * 1024 * 1024);
+        streams.back().reading = false;
+    }
+    run_echo_streams(streams, &EchoStream::all_sent, 10s);
+    const auto pipes_held_by = Clock::now() + 5s;
+    while (metric_sum(http_get(metrics_port, "/metrics"), "ringlb_pipes_in_use").value_or(0) < kBulkSessions &&
+           Clock::now() < pipes_held_by)
+        std::this_thread::sleep_for(20ms);
+    for (EchoStream& stream : streams) stream.reading = stream.may_end = true;
+    run_echo_streams(streams, &EchoStream::done, 30s);
+    for (const EchoStream& stream : streams) CHECK(stream.ok());
+    streams.clear();
+    const std::string before = settled_metrics(metrics_port);
+    const double free_pipes = metric_sum(before, "ringlb_pipes_free").value_or(0);
+    INFO(before);
+    REQUIRE(free_pipes >= kBulkSessions);  // otherwise this test would show nothing
+
+    // Clients up to the data path's limit, counting the free pipes' descriptors as free: unless
+    // the pipes give theirs up, the last of them are dropped for want of descriptors. The clients
+    // send nothing yet, so no pipe is in use meanwhile.
+    const auto pipe_descriptors = pipe_descriptors_of(ringlb.pid());
+    REQUIRE(pipe_descriptors.has_value());
+    const int others = static_cast<int>(descriptors_of(ringlb.pid()).size()) - static_cast<int>(*pipe_descriptors);
+    const unsigned clients = static_cast<unsigned>((kCeiling - others) / 2 - 2);
+    INFO("pipe descriptors: ", *pipe_descriptors, ", others: ", others, ", clients: ", clients);
+    REQUIRE(2 * clients + static_cast<unsigned>(others) + *pipe_descriptors > static_cast<unsigned>(kCeiling));
+    std::vector<UniqueFd> held;
+    for (unsigned i = 0; i < clients; ++i) {
+        held.push_back(connect_to(port));
+        REQUIRE(held.back().valid());
+    }
+    const auto connected_by = Clock::now() + 5s;
+    while (backend.accepted() < kBulkSessions + clients && Clock::now() < connected_by)
+        std::this_thread::sleep_for(10ms);
+    CHECK(backend.accepted() == kBulkSessions + clients);
+    CHECK(ringlb.log_text().find("out of file descriptors") == std::string::npos);
+    // Every one of them is served, one after the other: by splice while a pipe can be made, by
+    // copying when none can.
+    unsigned served = 0;
+    for (UniqueFd& client : held) {
+        if (send_all(client.get(), "ping\n", 2s) && read_exactly(client.get(), 5, 2s).data == "ping\n") ++served;
+    }
+    CHECK(served == clients);
+
+    // Pipes that no splice needed for a while are closed: the idle sessions hold none.
+    const auto deadline = Clock::now() + 8s;
+    while (pipe_descriptors_of(ringlb.pid()).value_or(1) != 0 && Clock::now() < deadline)
+        std::this_thread::sleep_for(100ms);
+    CHECK(pipe_descriptors_of(ringlb.pid()) == 0u);
+    held.clear();
+    CHECK_CLEAN_EXIT(ringlb);
+}

@@ -56,6 +56,7 @@ public:
     }
     // Every pipe the core gave back, with whether it said the pipe was empty.
     void release_pipe(uint16_t pipe, bool empty) override { released_pipes.emplace_back(pipe, empty); }
+    uint32_t trim_pipes(bool) override { return 0; }
     engine::PipeStats pipe_stats() const override { return {}; }
     // Noted in `cancelled`; with `cancel_completes`, whatever is pending on fd (accepts aside)
     // also completes with -ECANCELED, as both real engines do.

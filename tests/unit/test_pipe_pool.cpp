@@ -224,3 +224,40 @@ TEST_CASE("pipe pool: the end of the stream is seen even with every pipe in use"
     // No pipe to be had: the caller is sent to recv(), which then sees the end.
     CHECK(pool.fill_from(ending.server.get(), 65536).outcome == SpliceIn::Outcome::NoPipe);
 }
+
+TEST_CASE("pipe pool: a trim closes the free pipes that no splice needed since the last trim; trim(true) every free one") {
+    PipePool pool(3, 64 * 1024);
+    std::vector<Connection> connections(3);
+    // Moves `bytes` through a pipe of the pool and gives it back empty.
+    const auto pass_through = [&pool](Connection& connection, const std::string& bytes) {
+        connection.arrive(bytes);
+        const SpliceIn in = pool.fill_from(connection.server.get(), 65536);
+        REQUIRE(in.outcome == SpliceIn::Outcome::Moved);
+        return in.pipe;
+    };
+    std::vector<uint16_t> held;
+    for (Connection& connection : connections) held.push_back(pass_through(connection, "abc"));
+    for (uint16_t pipe : held) {
+        CHECK(pool.drain_to(pipe, connections[0].server.get(), 3) == 3);
+        pool.give(pipe, true);
+    }
+    // All three were in use since the pool was made: none is closed.
+    CHECK(pool.trim(false) == 0);
+    CHECK(pool.stats().free == 3);
+
+    // One is needed again: the two that stayed free go, the one used last stays.
+    const uint16_t reused = pass_through(connections[1], "d");
+    CHECK(pool.drain_to(reused, connections[1].server.get(), 1) == 1);
+    pool.give(reused, true);
+    CHECK(pool.trim(false) == 2);
+    CHECK(pool.stats().free == 1);
+    CHECK(pool.stats().in_use == 0);
+
+    // trim(true) closes whatever is free; a closed pipe's place serves the next bytes.
+    CHECK(pool.trim(true) == 1);
+    CHECK(pool.stats().free == 0);
+    const uint16_t fresh = pass_through(connections[2], "e");
+    CHECK(pool.stats().in_use == 1);
+    CHECK(pool.drain_to(fresh, connections[2].server.get(), 1) == 1);
+    pool.give(fresh, true);
+}

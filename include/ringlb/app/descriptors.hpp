@@ -25,8 +25,8 @@ DescriptorLimit raise_open_files_limit();
 int descriptor_reserve(rlim_t limit);
 // The first descriptor number the data path must not keep: limit - reserve.
 int data_path_descriptor_ceiling(rlim_t limit);
-// What `max_sessions` sessions need: two descriptors each, the reserve, and 64 for listeners,
-// engines and log files.
-uint64_t descriptors_needed(uint32_t max_sessions, rlim_t limit);
+// What `max_sessions` sessions and `pipes` splice pipes need: two descriptors each, the reserve,
+// and 64 for listeners, engines and log files.
+uint64_t descriptors_needed(uint32_t max_sessions, uint64_t pipes, rlim_t limit);
 
 }  // namespace ringlb::app

@@ -122,6 +122,7 @@ private:
     void control_loop();
     std::optional<size_t> failed_worker() const;  // the first worker whose loop failed
     void report_open_files_limit() const;
+    uint64_t splice_pipes_wanted() const;
     void handle_signals();
     void start_reload_job();
     // On the control thread: applies a finished reading and answers those waiting for it.

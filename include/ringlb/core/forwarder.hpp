@@ -263,6 +263,8 @@ private:
     void close_listener(uint16_t index, bool hand_over = false);
     void arm_accept(uint16_t listener);
     void pause_accepting(uint16_t listener);
+    bool make_room_below_ceiling(net::UniqueFd& fd);
+    bool descriptor_room_made();
     void note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
                                   const char* reason);
 
@@ -406,6 +408,8 @@ private:
     config::LogFormat connection_log_format_ = config::LogFormat::Text;
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
     int descriptor_ceiling_ = INT_MAX;
+    Clock::time_point next_pipe_trim_{};
+    bool descriptors_freed_ = false;  // see descriptor_room_made()
     uint32_t source_port_cursor_ = 0;  // where the next connect starts in a source port range
     LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };

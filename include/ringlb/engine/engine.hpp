@@ -140,6 +140,9 @@ public:
     virtual void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) = 0;
     // The caller is done with a pipe: `empty` when every byte splice_in put in went out again.
     virtual void release_pipe(uint16_t pipe, bool empty) = 0;
+    // Closes free pipes (see PipePool::trim): every one, or those no splice needed since the last
+    // trim. Returns how many.
+    virtual uint32_t trim_pipes(bool all) = 0;
     virtual PipeStats pipe_stats() const = 0;
     // Every request still pending on fd completes soon: with its real result or -ECANCELED.
     virtual void cancel(int fd) = 0;

@@ -7,6 +7,9 @@
 //   (all in use, the kernel refuses one, or makes it smaller than asked), the caller moves those
 //   bytes by copying instead; each such case is counted by cause.
 // - Empty pipes only are reused: one given back with bytes in it (a session cut short) is closed.
+// - Free pipes hold descriptors that clients may need: the owner trims the pool now and then
+//   (pipes that stayed free since the last trim are closed) and empties it when descriptors run
+//   short.
 #include <array>
 #include <climits>
 #include <cstdint>
@@ -58,6 +61,10 @@ public:
     // `empty`: every byte put in was taken out; otherwise the pipe is closed, not reused.
     void give(uint16_t pipe, bool empty);
 
+    // Closes the free pipes: all of them, or (`all` false) as many as stayed free since the last
+    // trim, the ones used least recently first. Returns how many were closed.
+    uint32_t trim(bool all);
+
     PipeStats stats() const;
 
 private:
@@ -70,12 +77,14 @@ private:
     std::optional<uint16_t> take();
     std::optional<uint16_t> make();
     void count_fallback(PipeFallback cause) { ++stats_.fallbacks[static_cast<size_t>(cause)]; }
+    void close_pipe(uint16_t id);
 
     uint32_t max_pipes_;
     int capacity_;
     int descriptor_ceiling_;
     std::vector<Pipe> pipes_;           // by id; a closed one has no descriptors
     std::vector<uint16_t> free_;        // empty and open, most recently used last
+    size_t fewest_free_ = 0;            // the fewest free pipes since the last trim: none of them was needed
     std::vector<uint16_t> closed_ids_;  // ids to reuse for the next pipe made
     uint32_t open_ = 0;
     PipeStats stats_;

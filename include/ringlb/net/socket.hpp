@@ -62,6 +62,9 @@ int bind_source(int fd, const SocketAddress& ip, uint16_t first_port, uint16_t l
 // Returns -errno on failure (hot path: no exceptions).
 int new_stream_socket(int family, bool nonblocking = true);
 void set_nonblocking(int fd, bool nonblocking);
+// Moves `fd` to the lowest free descriptor number when that is below `ceiling` (the old number is
+// closed); false, with `fd` left as it was, when none below it is free.
+bool renumber_below(UniqueFd& fd, int ceiling);
 
 void set_nodelay(int fd);
 // SO_LINGER {1, 0}: the next close() sends a reset instead of a FIN.

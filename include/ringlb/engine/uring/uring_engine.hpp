@@ -43,6 +43,7 @@ public:
     void splice_in(int fd, uint32_t max_bytes, UserData user_data) override;
     void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) override;
     void release_pipe(uint16_t pipe, bool empty) override { pipes_.give(pipe, empty); }
+    uint32_t trim_pipes(bool all) override { return pipes_.trim(all); }
     PipeStats pipe_stats() const override { return pipes_.stats(); }
     void cancel(int fd) override;
     void forget(int fd) override;
