@@ -31,11 +31,15 @@ PY = sys.executable
 # ringlb-ENGINE keeps the rules' default zero_copy; -splice sets zero_copy = "splice" on every
 # rule, -copy "off", -auto "auto".
 ALL_ROWS = ["direct", "ringlb-uring", "ringlb-epoll", "haproxy", "haproxy-splice", "nginx",
-            "ringlb-uring-splice", "ringlb-epoll-splice", "ringlb-uring-copy", "ringlb-uring-auto"]
+            "ringlb-uring-splice", "ringlb-epoll-splice", "ringlb-uring-copy", "ringlb-uring-auto",
+            "ringlb-uring-busy", "ringlb-epoll-busy", "haproxy-busy"]
 DEFAULT_ROWS = ["direct", "ringlb-uring", "ringlb-uring-copy", "ringlb-epoll", "haproxy", "haproxy-splice",
                 "nginx"]
 ALL_WORKLOADS = ["idle", "integrity", "bulk", "capped", "keepalive", "newconn"]
 RINGLB_ZERO_COPY = {"splice": "splice", "copy": "off", "auto": "auto"}  # row suffix -> the rules' zero_copy
+# "-busy" rows: polling without sleeping while sessions are busy, ringlb for this long after its
+# last completion ([global] busy_poll_us), HAProxy always (its global `busy-polling`).
+BUSY_POLL_US = 50
 BASELINE = "haproxy"
 HOST = "127.0.0.1"
 BACKEND_PORTS = {"iperf": 19100, "http": 19101, "echo": 19102, "integrity": 19103}
@@ -431,11 +435,12 @@ def metrics_port(row_index):
 def ringlb_variant(row):
     """(engine, zero_copy) of a ringlb row; zero_copy None keeps the rules' default."""
     parts = row.split("-")
-    return parts[1], (RINGLB_ZERO_COPY[parts[2]] if len(parts) > 2 else None)
+    return parts[1], (RINGLB_ZERO_COPY.get(parts[2]) if len(parts) > 2 else None)
 
 
-def ringlb_config(engine, fronts, zero_copy=None, metrics=None):
+def ringlb_config(engine, fronts, zero_copy=None, metrics=None, busy_poll_us=0):
     zero_copy_line = f'zero_copy = "{zero_copy}"\n' if zero_copy else ""
+    busy_line = f"busy_poll_us = {busy_poll_us}\n" if busy_poll_us else ""
     rules = "".join(f"""
 [[rule]]
 id = "{service}"
@@ -456,10 +461,10 @@ max_sessions = 100000
 max_sessions_per_ip = 0
 buffer_size = "64k"
 log_level = "info"
-{metrics_table}{rules}"""
+{busy_line}{metrics_table}{rules}"""
 
 
-def haproxy_config(fronts, splice):
+def haproxy_config(fronts, splice, busy=False):
     maxconn = HAPROXY_SPLICE_MAXCONN if splice else HAPROXY_MAXCONN
     maxpipes = f"    maxpipes {HAPROXY_MAXPIPES}\n" if splice and HAPROXY_MAXPIPES else ""
     listens = "".join(f"""
@@ -470,7 +475,7 @@ listen {service}
     return f"""global
     nbthread 1
     maxconn {maxconn}
-{maxpipes}
+{maxpipes}{"    busy-polling" + chr(10) if busy else ""}
 defaults
     mode tcp
     timeout connect 3s
@@ -525,14 +530,15 @@ class Forwarder:
             engine, zero_copy = ringlb_variant(self.row)
             conf = os.path.join(self.dir, "ringlb.toml")
             with open(conf, "w") as f:
-                f.write(ringlb_config(engine, self.fronts, zero_copy, self.metrics_port))
+                f.write(ringlb_config(engine, self.fronts, zero_copy, self.metrics_port,
+                                      BUSY_POLL_US if self.row.endswith("-busy") else 0))
             if not os.access(S.ringlb, os.X_OK):
                 raise CellError(f"{S.ringlb} not found or not executable")
             argv = [S.ringlb, "-c", conf, "--engine", engine]
         elif self.row.startswith("haproxy"):
             conf = os.path.join(self.dir, "haproxy.cfg")
             with open(conf, "w") as f:
-                f.write(haproxy_config(self.fronts, splice=self.row.endswith("splice")))
+                f.write(haproxy_config(self.fronts, splice=self.row.endswith("splice"), busy=self.row.endswith("-busy")))
             argv = ["haproxy", "-f", conf, "-db"]
         elif self.row == "nginx":
             conf = os.path.join(self.dir, "nginx.conf")

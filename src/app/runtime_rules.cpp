@@ -69,6 +69,7 @@ std::vector<std::string> Runtime::restart_only_changes(const config::Config& nex
     if (a.max_buffer_memory != b.max_buffer_memory) changed.push_back("global.max_buffer_memory");
     if (a.multishot_recv != b.multishot_recv) changed.push_back("global.multishot_recv");
     if (a.max_pipes != b.max_pipes) changed.push_back("global.max_pipes");
+    if (a.busy_poll != b.busy_poll) changed.push_back("global.busy_poll_us");
     if (a.log_connections != b.log_connections || a.log_format != b.log_format || a.log_file != b.log_file)
         changed.push_back("global.log_*");
     if (a.user != b.user) changed.push_back("global.user");

@@ -31,6 +31,7 @@ constexpr uint64_t kMaxBufferMemory = uint64_t{1} << 40;
 constexpr int64_t kMaxWeight = 1000;
 constexpr int64_t kMaxThreads = 256;
 constexpr int64_t kMaxRetries = 1000;
+constexpr int64_t kMaxBusyPollMicroseconds = 100000;  // 0.1 s: beyond that, sleeping costs nothing measurable
 constexpr int64_t kMaxPipes = 32768;  // per worker: pipe ids are 16 bits, and each pipe is two descriptors
 constexpr int64_t kMaxConnRate = 1'000'000;  // new connections per second per client IP
 constexpr uint64_t kMinRate = 1024;                        // upload_rate / download_rate, bytes per second
@@ -454,6 +455,9 @@ private:
             } else if (name == "multishot_recv") read_bool_into(value, key, global.multishot_recv);
             else if (name == "max_pipes") {
                 if (auto n = read_integer(value, key, 0, kMaxPipes)) global.max_pipes = static_cast<uint32_t>(*n);
+            } else if (name == "busy_poll_us") {
+                if (auto n = read_integer(value, key, 0, kMaxBusyPollMicroseconds))
+                    global.busy_poll = std::chrono::microseconds(*n);
             }
             else if (name == "log_level") read_log_level(value, key, global.log_level);
             else if (name == "shutdown_timeout") {
@@ -466,7 +470,7 @@ private:
             else if (name == "resolvers") read_resolvers(value, key, global.resolvers);
             else report_unknown_key(name, key,
                                     "engine, threads, max_sessions, max_sessions_per_ip, max_handshakes, buffer_size, receive_buffers, "
-                                    "max_buffer_memory, multishot_recv, max_pipes, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
+                                    "max_buffer_memory, multishot_recv, max_pipes, busy_poll_us, log_level, shutdown_timeout, log_connections, log_format, log_file, user, "
                                     "resolvers");
         }
     }
@@ -1538,6 +1542,7 @@ std::string global_to_toml(const GlobalConfig& global) {
     if (global.max_buffer_memory != 0) put(out, "max_buffer_memory", std::to_string(global.max_buffer_memory));
     put(out, "multishot_recv", toml_bool(global.multishot_recv));
     put(out, "max_pipes", std::to_string(global.max_pipes));
+    put(out, "busy_poll_us", std::to_string(global.busy_poll.count()));
     put(out, "log_level", toml_string(to_string(global.log_level)));
     put(out, "shutdown_timeout", toml_duration(global.shutdown_timeout));
     put(out, "log_connections", toml_bool(global.log_connections));

@@ -257,13 +257,24 @@ void Forwarder::run_once(std::chrono::milliseconds max_wait) {
         const auto until = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
         wait = std::clamp(until, std::chrono::milliseconds(0), max_wait);
     }
+    if (busy_polling()) wait = std::chrono::milliseconds(0);
+    const uint64_t handled = completions_handled_;
     engine_.poll(wait, *this);
+    if (global_.busy_poll.count() != 0 && completions_handled_ != handled)
+        busy_until_ = Clock::now() + global_.busy_poll;
     fire_due_timers();
+}
+
+// [global] busy_poll_us: for that long after a round that had work, the next rounds look for
+// completions without sleeping, so the next bytes of a busy session do not wait for a CPU to wake.
+bool Forwarder::busy_polling() const {
+    return global_.busy_poll.count() != 0 && Clock::now() < busy_until_;
 }
 
 // ---- completions -------------------------------------------------------------------------
 
 void Forwarder::on_completion(const engine::Completion& completion) {
+    ++completions_handled_;
     const Token token = Token::unpack(completion.user_data);
     if (token.op == Op::Accept) {
         on_accept(static_cast<uint16_t>(token.slot), completion);

@@ -769,3 +769,18 @@ TEST_CASE("config: characters the TOML library cannot classify are refused outsi
                                       "c = \"\"\"\ncaf\xC3\xA9 \\\" \"\"\"\nd = '''\ncaf\xC3\xA9'''\n"));
     CHECK(find_unsafe_character("a = \"x\" \xC3\xA9\n"));  // after the string closed
 }
+
+TEST_CASE("busy_poll_us: 0 (sleep at once) by default, 0 to 100000 accepted, written back, anything else reported") {
+    CHECK(parse(kRule).global.busy_poll == std::chrono::microseconds(0));
+    const Config config = parse(std::string("[global]\nbusy_poll_us = 50\n") + kRule);
+    CHECK(config.global.busy_poll == std::chrono::microseconds(50));
+    CHECK(to_toml(config).find("busy_poll_us = 50\n") != std::string::npos);
+    CHECK(parse(std::string("[global]\nbusy_poll_us = 100000\n") + kRule).global.busy_poll ==
+          std::chrono::microseconds(100000));
+    for (const char* bad : {"-1", "100001", "\"50us\"", "true"}) {
+        CAPTURE(bad);
+        const auto issues = issues_of(std::string("[global]\nbusy_poll_us = ") + bad + "\n" + kRule);
+        CHECK_MESSAGE(has_issue(issues, "global.busy_poll_us", 2, ""), dump(issues));
+        CHECK(issues.size() == 1);
+    }
+}

@@ -150,6 +150,9 @@ struct GlobalConfig {
     uint64_t max_buffer_memory = 0;
     bool multishot_recv = true;        // io_uring: capped multishot receives where the kernel has them
     uint32_t max_pipes = 1024;         // per worker: pipes for the splice path (zero_copy); 0 = no splice
+    // After a round with completions, a worker polls without sleeping for this long before it
+    // sleeps again (a sleeping CPU, above all a virtual one, takes tens of microseconds to wake).
+    std::chrono::microseconds busy_poll{0};
     LogLevel log_level = LogLevel::Info;
     std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(30)};  // SIGTERM: time sessions get to finish
     bool log_connections = false;  // one line per closed session

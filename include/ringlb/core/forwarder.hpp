@@ -265,6 +265,7 @@ private:
     void pause_accepting(uint16_t listener);
     bool make_room_below_ceiling(net::UniqueFd& fd);
     bool descriptor_room_made();
+    bool busy_polling() const;
     void note_descriptor_shortage(bool at_accept, const char* what, const net::SocketAddress& where,
                                   const char* reason);
 
@@ -410,6 +411,8 @@ private:
     int descriptor_ceiling_ = INT_MAX;
     Clock::time_point next_pipe_trim_{};
     bool descriptors_freed_ = false;  // see descriptor_room_made()
+    uint64_t completions_handled_ = 0;
+    Clock::time_point busy_until_{};  // see busy_polling()
     uint32_t source_port_cursor_ = 0;  // where the next connect starts in a source port range
     LogThrottle descriptor_shortages_{std::chrono::seconds(10)};
 };

@@ -584,9 +584,9 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
     wait.tv_sec = plan.timeout.count() / 1000000;
     wait.tv_nsec = (plan.timeout.count() % 1000000) * 1000;
     io_uring_cqe* first = nullptr;
-    // Completions already at hand (done inline: shutdowns, splices): collect the kernel's without
-    // waiting, and without the timer a zero timeout would arm and fire.
-    const int result = plan.timeout.count() == 0 && !completions_.empty()
+    // Nothing to wait for (completions at hand, done inline: shutdowns, splices; a due timer; busy
+    // polling): collect the kernel's without the timer a zero timeout would arm and fire.
+    const int result = plan.timeout.count() == 0
                            ? io_uring_submit_and_get_events(&ring_)
                            : io_uring_submit_and_wait_timeout(&ring_, &first, plan.completions, &wait, nullptr);
     receives_last_round_ = 0;
