@@ -37,9 +37,8 @@ DEFAULT_ROWS = ["direct", "ringlb-uring", "ringlb-uring-copy", "ringlb-epoll", "
                 "nginx"]
 ALL_WORKLOADS = ["idle", "integrity", "bulk", "capped", "keepalive", "newconn"]
 RINGLB_ZERO_COPY = {"splice": "splice", "copy": "off", "auto": "auto"}  # row suffix -> the rules' zero_copy
-# "-busy" rows: polling without sleeping while sessions are busy, ringlb for this long after its
-# last completion ([global] busy_poll_us), HAProxy always (its global `busy-polling`).
-BUSY_POLL_US = 50
+# "-busy" rows: polling without sleeping while sessions are busy, ringlb for BENCH_BUSY_POLL_US
+# after its last completion ([global] busy_poll_us), HAProxy always (its global `busy-polling`).
 BASELINE = "haproxy"
 HOST = "127.0.0.1"
 BACKEND_PORTS = {"iperf": 19100, "http": 19101, "echo": 19102, "integrity": 19103}
@@ -73,6 +72,7 @@ class Settings:
         self.pin = os.environ.get("BENCH_PIN", "1") != "0"
         self.budget = env_int("BENCH_MAX_SECONDS", 750)
         self.cap_percent = env_int("BENCH_CAP_PERCENT", 30)  # the capped workload's CPU budget
+        self.busy_poll_us = env_int("BENCH_BUSY_POLL_US", 50)  # busy_poll_us of the ringlb "-busy" rows
         self.cap_cgroup = os.environ.get("BENCH_CAP_CGROUP", "auto")  # auto (v1, then v2), v1 or v2
         self.ringlb = os.environ.get("RINGLB_BIN", os.path.join(REPO, "build", "ringlb"))
         self.out = os.environ.get("BENCH_OUT", os.path.join(HERE, "results", "latest.md"))
@@ -510,6 +510,21 @@ stream {{
 """
 
 
+# Rows whose forwarder keeps its CPU busy even without traffic (HAProxy's busy-polling): run only
+# for their own cells, or they would take the forwarders' CPU from every other row.
+SPINS_WHEN_IDLE = {"haproxy-busy"}
+
+
+def start_forwarder(row, forwarder):
+    try:
+        forwarder.start()
+        log(f"{row}: started")
+        DEAD.pop(row, None)
+    except CellError as error:
+        DEAD[row] = f"did not start: {error}"
+        log(f"{row}: {DEAD[row]}")
+
+
 class Forwarder:
     def __init__(self, row, row_index, tmp):
         self.row = row
@@ -531,7 +546,7 @@ class Forwarder:
             conf = os.path.join(self.dir, "ringlb.toml")
             with open(conf, "w") as f:
                 f.write(ringlb_config(engine, self.fronts, zero_copy, self.metrics_port,
-                                      BUSY_POLL_US if self.row.endswith("-busy") else 0))
+                                      S.busy_poll_us if self.row.endswith("-busy") else 0))
             if not os.access(S.ringlb, os.X_OK):
                 raise CellError(f"{S.ringlb} not found or not executable")
             argv = [S.ringlb, "-c", conf, "--engine", engine]
@@ -1648,12 +1663,8 @@ def main():
                 continue
             forwarders[row] = Forwarder(row, ALL_ROWS.index(row), tmp)
             fronts[row] = forwarders[row].fronts
-            try:
-                forwarders[row].start()
-                log(f"{row}: started")
-            except CellError as error:
-                DEAD[row] = f"did not start: {error}"
-                log(f"{row}: {DEAD[row]}")
+            if row not in SPINS_WHEN_IDLE:
+                start_forwarder(row, forwarders[row])
         rounds = max([S.runs_for(cell) for cell in cells] or [1])
         flip = 0
         for round_index in range(rounds):
@@ -1663,7 +1674,11 @@ def main():
                 order = S.rows if flip % 2 == 0 else list(reversed(S.rows))
                 flip += 1
                 for row in order:
+                    if row in SPINS_WHEN_IDLE:
+                        start_forwarder(row, forwarders[row])
                     measure_cell(row, cell, round_index, forwarders.get(row), fronts[row], backends, states[row])
+                    if row in SPINS_WHEN_IDLE:
+                        forwarders[row].stop()
         for row, forwarder in forwarders.items():
             if forwarder.process is not None:
                 code = forwarder.process.poll()
