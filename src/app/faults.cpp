@@ -69,9 +69,13 @@ FaultHooks parse_fault_hooks(std::string_view text) {
             hooks.stall_ms = parse_number(*parsed.value, item);
             if (hooks.stall_ms == 0) bad(item, "the duration starts at 1 ms");
             hooks.stall_worker = parsed.worker;
+        } else if (parsed.name == "pipe-trim") {
+            if (!parsed.value || parsed.worker) bad(item, "takes a duration in milliseconds only, as in pipe-trim:60000");
+            hooks.pipe_trim_ms = parse_number(*parsed.value, item);
+            if (hooks.pipe_trim_ms == 0) bad(item, "the interval starts at 1 ms");
         } else {
             bad(item, "unknown fault (known: engine-poll-fails-after:N[@W], uring-unavailable@W, completion-queue:N, "
-                      "worker-stall:MS[@W])");
+                      "worker-stall:MS[@W], pipe-trim:MS)");
         }
     }
     return hooks;

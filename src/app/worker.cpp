@@ -139,6 +139,8 @@ void Worker::run(Setup setup) {
                                                       setup.reuse_port, setup.index, setup.inherited);
         if (setup.connection_log) forwarder->set_connection_log(setup.connection_log, setup.global->log_format);
         forwarder->set_descriptor_ceiling(setup.descriptor_ceiling);
+        if (setup.faults && setup.faults->pipe_trim_ms != 0)
+            forwarder->set_pipe_trim_interval(std::chrono::milliseconds(setup.faults->pipe_trim_ms));
         started_.set_value({kExitOk, std::move(selection.description), engine_name, forwarder->listen_addresses()});
     } catch (const engine::EngineUnavailable& e) {
         started_.set_value(start_failure(kExitRuntimeFailure, std::string("engine=uring requested but cannot run: ") + e.what()));

@@ -14,8 +14,6 @@ namespace ringlb::core {
 namespace {
 
 constexpr auto kMaxPollWait = std::chrono::milliseconds(250);
-// Free pipes that no splice needed for this long are closed (their descriptors given back).
-constexpr auto kPipeTrimInterval = std::chrono::seconds(2);
 // After an accept error (EMFILE and friends) accepting pauses this long instead of spinning.
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 // A closed session waits at most this long for its cancelled requests (see abandon_pending()).
@@ -258,6 +256,7 @@ void Forwarder::run_once(std::chrono::milliseconds max_wait) {
         wait = std::clamp(until, std::chrono::milliseconds(0), max_wait);
     }
     if (busy_polling()) wait = std::chrono::milliseconds(0);
+    descriptors_freed_ = false;  // counts within one batch of completions only
     const uint64_t handled = completions_handled_;
     engine_.poll(wait, *this);
     if (global_.busy_poll.count() != 0 && completions_handled_ != handled)
@@ -359,8 +358,8 @@ bool Forwarder::make_room_below_ceiling(net::UniqueFd& fd) {
     return true;
 }
 
-// Whether closing free pipes now, or a descriptor moved below the ceiling since the last ask,
-// gave a descriptor back.
+// Whether closing free pipes now, or a descriptor moved below the ceiling earlier in this batch
+// of completions, gave a descriptor back.
 bool Forwarder::descriptor_room_made() {
     const bool made = engine_.trim_pipes(true) > 0 || descriptors_freed_;
     descriptors_freed_ = false;
@@ -1350,9 +1349,10 @@ void Forwarder::fire_due_timers() {
     const auto now = Clock::now();
     now_ = now;  // what the timers' handlers see (a throttled flow counts its tokens by it)
     while (auto key = timers_.pop_due(now)) on_timer(*key);
+    // Free pipes that no splice needed for a whole interval are closed (their descriptors given back).
     if (now >= next_pipe_trim_) {
         engine_.trim_pipes(false);
-        next_pipe_trim_ = now + kPipeTrimInterval;
+        next_pipe_trim_ = now + pipe_trim_interval_;
     }
 }
 

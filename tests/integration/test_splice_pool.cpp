@@ -476,7 +476,7 @@ TEST_CASE("splice: with no descriptor left for a pipe, sessions already open cop
     CHECK_CLEAN_EXIT(ringlb);
 }
 
-TEST_CASE("splice: pipes left free give their descriptors to clients: at the data path's descriptor limit none is dropped, and idle pipes are closed") {
+TEST_CASE("splice: pipes left free give their descriptors to clients: at the data path's descriptor limit none is dropped") {
     constexpr unsigned kBulkSessions = 20;
     constexpr rlim_t kOpenFiles = 200;  // 16 kept back for the control thread: the data path stops at 184
     constexpr int kCeiling = 184;
@@ -484,6 +484,8 @@ TEST_CASE("splice: pipes left free give their descriptors to clients: at the dat
     const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
     RinglbOptions options;
     options.open_files_limit = kOpenFiles;
+    // Free pipes stay until descriptors run short: no periodic trim takes them first.
+    options.environment = {"RINGLB_FAULT=pipe-trim:600000"};
     RinglbProcess ringlb(options, splice_config(port, backend.endpoint(), metrics_port, "splice", {"max_pipes = 64"}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
@@ -545,11 +547,34 @@ TEST_CASE("splice: pipes left free give their descriptors to clients: at the dat
     }
     CHECK(served == clients);
 
-    // Pipes that no splice needed for a while are closed: the idle sessions hold none.
+    held.clear();
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
+TEST_CASE("splice: pipes that no splice needed for a while are closed, their descriptors given back") {
+    EchoBackend backend;
+    const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
+    RinglbProcess ringlb(splice_config(port, backend.endpoint(), metrics_port, "splice", {}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    std::vector<EchoStream> streams;
+    for (unsigned i = 0; i < 8; ++i) {
+        UniqueFd client = connect_to(port);
+        REQUIRE(client.valid());
+        streams.emplace_back(std::move(client), derive_seed(0x7e, i), 1024 * 1024);
+        streams.back().may_end = true;
+    }
+    run_echo_streams(streams, &EchoStream::done, 30s);
+    for (const EchoStream& stream : streams) CHECK(stream.ok());
+    const std::string after = settled_metrics(metrics_port);
+    REQUIRE(metric_sum(after, "ringlb_pipes_taken_total").value_or(0) > 0);
+
+    // Trimmed every 2 s, a pipe free for a whole interval is closed: within 4 s of the last use.
     const auto deadline = Clock::now() + 8s;
     while (pipe_descriptors_of(ringlb.pid()).value_or(1) != 0 && Clock::now() < deadline)
         std::this_thread::sleep_for(100ms);
     CHECK(pipe_descriptors_of(ringlb.pid()) == 0u);
-    held.clear();
+    CHECK(metric_sum(http_get(metrics_port, "/metrics"), "ringlb_pipes_free") == 0.0);
+    streams.clear();
     CHECK_CLEAN_EXIT(ringlb);
 }

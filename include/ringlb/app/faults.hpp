@@ -10,6 +10,7 @@
 //   worker-stall:MS[@W]            worker W (or every worker) sleeps MS milliseconds inside its loop,
 //                                  once, a second after it starts serving: a stuck worker, for the
 //                                  service watchdog
+//   pipe-trim:MS                   free pipes are trimmed every MS milliseconds instead of every 2 s
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,6 +28,7 @@ struct FaultHooks {
     uint32_t completion_queue = 0;
     uint32_t stall_ms = 0;  // 0 = no stall
     std::optional<unsigned> stall_worker;  // nullopt = every worker
+    uint32_t pipe_trim_ms = 0;  // 0 = the default interval
 
     bool any() const { return !text.empty(); }
     // Sets the hooks that concern worker `worker` in its engine options.

@@ -151,6 +151,8 @@ public:
     // closed at once and their clients dropped, so the descriptors above it stay free for the
     // control thread (see app/descriptors.hpp). Default: no ceiling.
     void set_descriptor_ceiling(int ceiling) { descriptor_ceiling_ = ceiling; }
+    // Test hook (RINGLB_FAULT pipe-trim): how often free pipes are trimmed.
+    void set_pipe_trim_interval(std::chrono::milliseconds interval) { pipe_trim_interval_ = interval; }
 
     // Connection records (log_connections) go to `sink` as pre-formatted lines; null = off.
     void set_connection_log(Logger* sink, config::LogFormat format) {
@@ -410,6 +412,7 @@ private:
     Clock::time_point now_ = Clock::now();  // taken once per batch of completions
     int descriptor_ceiling_ = INT_MAX;
     Clock::time_point next_pipe_trim_{};
+    std::chrono::milliseconds pipe_trim_interval_{std::chrono::seconds(2)};  // see fire_due_timers()
     bool descriptors_freed_ = false;  // see descriptor_room_made()
     uint64_t completions_handled_ = 0;
     Clock::time_point busy_until_{};  // see busy_polling()

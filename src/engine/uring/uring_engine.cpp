@@ -613,7 +613,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
         harvested += count;
         io_uring_cq_advance(&ring_, count);
     }
-    note_batch_outcome(plan, harvested);
+    if (plan.timeout.count() != 0) note_batch_outcome(plan, harvested);  // a round that did not wait filled no batch
     peak_held_ = std::max(peak_held_, pool_.in_use() - offered_);
     // What the handlers' own requests completed at once (splices, shutdowns, cancelled parked
     // receives) is handed over in this same round, a few passes at most, instead of costing
