@@ -30,7 +30,7 @@ const char* to_string(PipeFallback cause) {
 PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling)
     : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)),
       capacity_(static_cast<int>(capacity)),
-      descriptor_ceiling_(descriptor_ceiling) {}
+      descriptor_ceiling_(descriptor_ceiling == INT_MAX ? INT_MAX : descriptor_ceiling - descriptor_ceiling / 16) {}
 
 // A pipe that can hold `capacity_` bytes. Below that, the kernel shrank it: a user over
 // pipe-user-pages-soft gets small pipes, and may not grow them either.

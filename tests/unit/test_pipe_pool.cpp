@@ -261,3 +261,26 @@ TEST_CASE("pipe pool: a trim closes the free pipes that no splice needed since t
     CHECK(pool.drain_to(fresh, connections[2].server.get(), 1) == 1);
     pool.give(fresh, true);
 }
+
+TEST_CASE("pipe pool: no pipe is kept within the last sixteenth of descriptors below the ceiling: those are for sessions") {
+    constexpr int kCeiling = 64;  // pipes stop at 64 - 64 / 16 = 60
+    Connection connection;
+    connection.arrive("x");
+    std::vector<UniqueFd> filler;  // every number up to 59: a new pipe gets 60 and 61
+    while (true) {
+        UniqueFd next(::dup(0));
+        REQUIRE(next);
+        if (next.get() >= 60) break;
+        filler.push_back(std::move(next));
+    }
+    REQUIRE(filler.size() >= 3);
+    PipePool pool(4, 64 * 1024, kCeiling);
+    CHECK(pool.fill_from(connection.server.get(), 1024).outcome == SpliceIn::Outcome::NoPipe);
+    CHECK(fallbacks(pool, PipeFallback::Refused) == 1);
+
+    filler.erase(filler.end() - 3, filler.end());  // 57 to 59 free again: the pipe gets 57 and 58
+    const SpliceIn in = pool.fill_from(connection.server.get(), 1024);
+    CHECK(in.outcome == SpliceIn::Outcome::Moved);
+    CHECK(in.result == 1);
+    CHECK(fallbacks(pool, PipeFallback::Refused) == 1);
+}

@@ -47,7 +47,9 @@ struct SpliceIn {
 class PipePool {
 public:
     // `capacity`: the bytes each pipe must be able to hold (the bytes in flight per direction).
-    // `descriptor_ceiling`: pipes whose descriptors would be numbered this or above are not kept.
+    // `descriptor_ceiling`: the data path's first descriptor number not to keep. Pipes are not
+    // kept within the last sixteenth below it either: descriptors are numbered lowest first, so
+    // that part is left to sessions, and pipes in use near the limit cannot take it from them.
     PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX);
 
     bool enabled() const { return max_pipes_ > 0; }
@@ -81,7 +83,7 @@ private:
 
     uint32_t max_pipes_;
     int capacity_;
-    int descriptor_ceiling_;
+    int descriptor_ceiling_;  // for pipes: the data path's, less a sixteenth
     std::vector<Pipe> pipes_;           // by id; a closed one has no descriptors
     std::vector<uint16_t> free_;        // empty and open, most recently used last
     size_t fewest_free_ = 0;            // the fewest free pipes since the last trim: none of them was needed
