@@ -305,6 +305,20 @@ void run_echo_streams(std::vector<EchoStream>& streams, bool (EchoStream::*finis
         if (!(stream.*finished)() && !stream.done()) stream.error = "timeout after " + std::to_string(stream.received) + " bytes back";
 }
 
+// `count` echo streams of `bytes` each way, seeded from `seed`, over the connections `connect()`
+// opens.
+template <typename Connect>
+std::vector<EchoStream> open_echo_streams(unsigned count, std::uint64_t seed, std::uint64_t bytes, Connect connect) {
+    std::vector<EchoStream> streams;
+    streams.reserve(count);
+    for (unsigned i = 0; i < count; ++i) {
+        UniqueFd client = connect();
+        REQUIRE(client.valid());
+        streams.emplace_back(std::move(client), derive_seed(seed, i), bytes);
+    }
+    return streams;
+}
+
 }  // namespace
 
 TEST_SUITE("scale") {
@@ -322,13 +336,8 @@ TEST_CASE("splice: 2,000 bulk sessions at once on one worker with max_pipes = 64
 
     const auto started = Clock::now();
     PipeSampler sampler(ringlb.pid());
-    std::vector<EchoStream> streams;
-    streams.reserve(kSessions);
-    for (unsigned i = 0; i < kSessions; ++i) {
-        UniqueFd client = connect_with_small_window(port);
-        REQUIRE(client.valid());
-        streams.emplace_back(std::move(client), derive_seed(0xb01c, i), kBytesEachWay);
-    }
+    std::vector<EchoStream> streams =
+        open_echo_streams(kSessions, 0xb01c, kBytesEachWay, [port] { return connect_with_small_window(port); });
     // First every client only sends, until none can send more: the echoes back up in ringlb, so
     // each session wants a pipe for as long as its client does not read, far more at once than
     // the pool holds.
@@ -427,12 +436,8 @@ TEST_CASE("splice: with no descriptor left for a pipe, sessions already open cop
 
     // The sessions are opened (both connections) before any byte moves: a waiting direction
     // holds no pipe, so the pool has made none yet.
-    std::vector<EchoStream> streams;
-    for (unsigned i = 0; i < kSessions; ++i) {
-        UniqueFd client = connect_to(port);
-        REQUIRE(client.valid());
-        streams.emplace_back(std::move(client), derive_seed(0x5eed, i), kBytesEachWay);
-    }
+    std::vector<EchoStream> streams =
+        open_echo_streams(kSessions, 0x5eed, kBytesEachWay, [port] { return connect_to(port); });
     const auto deadline = Clock::now() + 5s;
     while (backend.accepted() < kSessions && Clock::now() < deadline) std::this_thread::sleep_for(10ms);
     REQUIRE(backend.accepted() == kSessions);
@@ -497,15 +502,14 @@ TEST_CASE("splice: pipes left free give their descriptors to clients: at the dat
     // taken (more than a loopback socket's send buffer takes, 4 MiB at most); once the clients
     // have read everything and gone, those pipes wait free in the pool. A byte there and back
     // first: a direction switches to splicing once what it copied is sent.
-    std::vector<EchoStream> streams;
-    for (unsigned i = 0; i < kBulkSessions; ++i) {
+    std::vector<EchoStream> streams = open_echo_streams(kBulkSessions, 0xfd, 6 * 1024 * 1024, [port] {
         UniqueFd client = connect_with_small_window(port);
         REQUIRE(client.valid());
         REQUIRE(send_all(client.get(), "x", 2s));
         REQUIRE(read_exactly(client.get(), 1, 2s).data == "x");
-        streams.emplace_back(std::move(client), derive_seed(0xfd, i), 6 * 1024 * 1024);
-        streams.back().reading = false;
-    }
+        return client;
+    });
+    for (EchoStream& stream : streams) stream.reading = false;
     run_echo_streams(streams, &EchoStream::all_sent, 10s);
     const auto pipes_held_by = Clock::now() + 5s;
     while (metric_sum(http_get(metrics_port, "/metrics"), "ringlb_pipes_in_use").value_or(0) < kBulkSessions &&
@@ -557,13 +561,8 @@ TEST_CASE("splice: pipes that no splice needed for a while are closed, their des
     RinglbProcess ringlb(splice_config(port, backend.endpoint(), metrics_port, "splice", {}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
-    std::vector<EchoStream> streams;
-    for (unsigned i = 0; i < 8; ++i) {
-        UniqueFd client = connect_to(port);
-        REQUIRE(client.valid());
-        streams.emplace_back(std::move(client), derive_seed(0x7e, i), 1024 * 1024);
-        streams.back().may_end = true;
-    }
+    std::vector<EchoStream> streams = open_echo_streams(8, 0x7e, 1024 * 1024, [port] { return connect_to(port); });
+    for (EchoStream& stream : streams) stream.may_end = true;
     run_echo_streams(streams, &EchoStream::done, 30s);
     for (const EchoStream& stream : streams) CHECK(stream.ok());
     const std::string after = settled_metrics(metrics_port);
