@@ -259,16 +259,14 @@ void Forwarder::run_once(std::chrono::milliseconds max_wait) {
     descriptors_freed_ = false;  // counts within one batch of completions only
     const uint64_t handled = completions_handled_;
     engine_.poll(wait, *this);
-    if (global_.busy_poll.count() != 0 && completions_handled_ != handled)
-        busy_until_ = Clock::now() + global_.busy_poll;
-    fire_due_timers();
+    fire_due_timers();  // sets now_
+    if (completions_handled_ != handled) busy_until_ = now_ + global_.busy_poll;
 }
 
 // [global] busy_poll_us: for that long after a round that had work, the next rounds look for
 // completions without sleeping, so the next bytes of a busy session do not wait for a CPU to wake.
-bool Forwarder::busy_polling() const {
-    return global_.busy_poll.count() != 0 && Clock::now() < busy_until_;
-}
+// now_ is when the last round ended.
+bool Forwarder::busy_polling() const { return now_ < busy_until_; }
 
 // ---- completions -------------------------------------------------------------------------
 

@@ -716,11 +716,15 @@ TEST_CASE("splice: with every pipe held by stalled readers, 200 sessions copy in
 
 TEST_CASE("splice: a client trickling 1-byte segments into a stalled path and clients that never read do not stall the worker") {
     constexpr std::uint64_t kPullBytes = 2 * kMiB;
+    // Busy polling too: each trickled byte then keeps the worker polling for a while, never for good.
+    std::vector<std::string> global_lines;
+    SUBCASE("sleeping between completions") {}
+    SUBCASE("busy_poll_us = 50") { global_lines = {"busy_poll_us = 50"}; }
     SilentBackend stalled;
     PullOrEchoBackend puller_backend(kPullBytes);
     const Ports ports;
     const std::uint16_t pull_port = find_free_port();
-    RinglbProcess ringlb(render_config(observed(ports), {zero_copy_rule("hog", ports.listen, stalled.endpoint()),
+    RinglbProcess ringlb(render_config(observed(ports, global_lines), {zero_copy_rule("hog", ports.listen, stalled.endpoint()),
                                                          zero_copy_rule("pull", pull_port, puller_backend.endpoint())}));
     RINGLB_LOG_ON_FAILURE(ringlb);
     REQUIRE_READY(ringlb);
