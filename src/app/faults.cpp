@@ -73,9 +73,12 @@ FaultHooks parse_fault_hooks(std::string_view text) {
             if (!parsed.value || parsed.worker) bad(item, "takes a duration in milliseconds only, as in pipe-trim:60000");
             hooks.pipe_trim_ms = parse_number(*parsed.value, item);
             if (hooks.pipe_trim_ms == 0) bad(item, "the interval starts at 1 ms");
+        } else if (parsed.name == "splice-refused") {
+            if (parsed.value || parsed.worker) bad(item, "takes no value and no worker");
+            hooks.splice_refused = true;
         } else {
             bad(item, "unknown fault (known: engine-poll-fails-after:N[@W], uring-unavailable@W, completion-queue:N, "
-                      "worker-stall:MS[@W], pipe-trim:MS)");
+                      "worker-stall:MS[@W], pipe-trim:MS, splice-refused)");
         }
     }
     return hooks;
@@ -85,6 +88,7 @@ void FaultHooks::apply(unsigned worker, engine::EngineOptions& options) const {
     if (poll_fails_after != 0 && (!poll_fault_worker || *poll_fault_worker == worker))
         options.fail_poll_after = poll_fails_after;
     if (uring_unavailable_worker && *uring_unavailable_worker == worker) options.refuse_uring = true;
+    options.refuse_splice = splice_refused;
     if (completion_queue != 0) {
         options.queue_depth = completion_queue;
         options.completion_queue_entries = completion_queue;

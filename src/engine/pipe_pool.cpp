@@ -23,21 +23,24 @@ const char* to_string(PipeFallback cause) {
         case PipeFallback::Refused: return "refused";
         case PipeFallback::Shrunk: return "shrunk";
         case PipeFallback::ResizeFailed: return "resize_failed";
+        case PipeFallback::Unsupported: return "unsupported";
     }
     return "unknown";
 }
 
-PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling)
+PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling, bool refuse_splice)
     : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)),
       capacity_(static_cast<int>(capacity)),
-      descriptor_ceiling_(descriptor_ceiling == INT_MAX ? INT_MAX : descriptor_ceiling - descriptor_ceiling / 16) {}
+      descriptor_ceiling_(descriptor_ceiling == INT_MAX ? INT_MAX : descriptor_ceiling - descriptor_ceiling / 16),
+      refuse_splice_(refuse_splice) {}
 
 // A pipe that can hold `capacity_` bytes. Below that, the kernel shrank it: a user over
 // pipe-user-pages-soft gets small pipes, and may not grow them either.
 std::optional<uint16_t> PipePool::make() {
     int ends[2];
     if (::pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0) {
-        count_fallback(PipeFallback::Refused);
+        unsupported_ = refused_by_kernel(errno);
+        count_fallback(unsupported_ ? PipeFallback::Unsupported : PipeFallback::Refused);
         return std::nullopt;
     }
     Pipe pipe{net::UniqueFd(ends[0]), net::UniqueFd(ends[1])};
@@ -65,6 +68,10 @@ std::optional<uint16_t> PipePool::make() {
 }
 
 std::optional<uint16_t> PipePool::take() {
+    if (unsupported_) {
+        count_fallback(PipeFallback::Unsupported);
+        return std::nullopt;
+    }
     if (!free_.empty()) {
         const uint16_t id = free_.back();
         free_.pop_back();
@@ -98,19 +105,35 @@ SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
     if (free_.empty() && !readable(socket)) return {SpliceIn::Outcome::WouldBlock, 0, 0};
     const auto pipe = take();
     if (!pipe) return {SpliceIn::Outcome::NoPipe, 0, 0};
-    const ssize_t moved = ::splice(socket, nullptr, pipes_[*pipe].write.get(), nullptr, max_bytes, kSpliceFlags);
+    const ssize_t moved = splice_into(socket, pipes_[*pipe].write.get(), max_bytes);
     if (moved > 0) {
         ++stats_.taken;
         return {SpliceIn::Outcome::Moved, static_cast<int32_t>(moved), *pipe};
     }
     const int error = moved == 0 ? 0 : errno;
     free_.push_back(*pipe);  // still empty
+    if (refused_by_kernel(error)) {
+        // Nothing was moved, so the bytes wait in the socket for a receive: this worker copies
+        // from now on rather than fail every session that meets a kernel or a seccomp filter
+        // without splice.
+        unsupported_ = true;
+        count_fallback(PipeFallback::Unsupported);
+        return {SpliceIn::Outcome::NoPipe, 0, 0};
+    }
     if (error != EAGAIN) return {SpliceIn::Outcome::Done, -error, 0};
     // A splice always stops at TCP urgent (out-of-band) data, which only a receive gets past, and
     // then reports EAGAIN whatever waits behind it: the caller copies from there on (not counted
     // as a fallback: no pipe was lacking).
     if (at_urgent_mark(socket)) return {SpliceIn::Outcome::NoPipe, 0, 0};
     return {SpliceIn::Outcome::WouldBlock, 0, 0};
+}
+
+ssize_t PipePool::splice_into(int socket, int pipe, uint32_t max_bytes) const {
+    if (refuse_splice_) {
+        errno = EPERM;
+        return -1;
+    }
+    return ::splice(socket, nullptr, pipe, nullptr, max_bytes, kSpliceFlags);
 }
 
 int32_t PipePool::drain_to(uint16_t pipe, int socket, uint32_t length) {

@@ -425,6 +425,38 @@ TEST_CASE("splice: pipes the kernel makes small (pipe-user-pages-soft) are not u
     CHECK_CLEAN_EXIT(ringlb);
 }
 
+TEST_CASE("splice: where the kernel refuses splice itself (a seccomp filter's EPERM), every stream is copied whole") {
+    constexpr unsigned kSessions = 8;
+    constexpr std::uint64_t kBytesEachWay = 512 * 1024;
+    EchoBackend backend;
+    const std::uint16_t port = find_free_port(), metrics_port = find_free_port();
+    RinglbOptions options;
+    options.environment = {"RINGLB_FAULT=splice-refused"};
+    RinglbProcess ringlb(options, splice_config(port, backend.endpoint(), metrics_port, "splice", {}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    std::vector<EchoStream> streams =
+        open_echo_streams(kSessions, 0x5ecc, kBytesEachWay, [port] { return connect_to(port); });
+    for (EchoStream& stream : streams) stream.may_end = true;
+    run_echo_streams(streams, &EchoStream::done, 60s);
+    for (const EchoStream& stream : streams) {
+        INFO("received ", stream.received, " of ", stream.total, ", error: ", stream.error);
+        CHECK(stream.ok());
+    }
+    const std::string metrics = settled_metrics(metrics_port, 2.0 * kSessions * kBytesEachWay);
+    INFO(metrics);
+    CHECK(metric_sum(metrics, "ringlb_splice_fallbacks_total", "cause=\"unsupported\"").value_or(0) >= 1);
+    CHECK(metric_sum(metrics, "ringlb_spliced_bytes_total") == 0.0);
+    CHECK(metric_sum(metrics, "ringlb_rule_bytes_total") == 2.0 * kSessions * kBytesEachWay);
+    // The first refusal ends the tries: no pipe is kept, none is in use.
+    CHECK(metric_sum(metrics, "ringlb_pipes_taken_total") == 0.0);
+    CHECK(metric_sum(metrics, "ringlb_pipes_in_use") == 0.0);
+    CHECK(ringlb.log_text().find("RINGLB_FAULT=splice-refused: test fault hooks are active") != std::string::npos);
+    streams.clear();
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
 TEST_CASE("splice: with no descriptor left for a pipe, sessions already open copy their streams whole") {
     constexpr unsigned kSessions = 8;
     constexpr std::uint64_t kBytesEachWay = 512 * 1024;

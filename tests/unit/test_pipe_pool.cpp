@@ -284,3 +284,23 @@ TEST_CASE("pipe pool: no pipe is kept within the last sixteenth of descriptors b
     CHECK(in.result == 1);
     CHECK(fallbacks(pool, PipeFallback::Refused) == 1);
 }
+
+TEST_CASE("pipe pool: a splice the kernel refuses (EPERM from a seccomp filter) leaves the bytes in the socket and ends the tries") {
+    PipePool pool(4, 64 * 1024, INT_MAX, /*refuse_splice=*/true);
+    SocketPair source = nonblocking_pair();
+    write_all(source.b.get(), "still here");
+
+    const SpliceIn refused = pool.fill_from(source.a.get(), 64 * 1024);
+    CHECK(refused.outcome == SpliceIn::Outcome::NoPipe);  // the caller copies: no error for the session
+    CHECK(fallbacks(pool, PipeFallback::Unsupported) == 1);
+    CHECK(pool.stats().in_use == 0);
+    CHECK(pool.stats().taken == 0);
+    CHECK(read_some(source.a.get(), 100) == "still here");  // nothing was moved
+
+    // No pipe is offered again, each try counted, whatever waits.
+    write_all(source.b.get(), "more");
+    CHECK(pool.fill_from(source.a.get(), 64 * 1024).outcome == SpliceIn::Outcome::NoPipe);
+    CHECK(fallbacks(pool, PipeFallback::Unsupported) == 2);
+    CHECK(fallbacks(pool, PipeFallback::Refused) == 0);
+    CHECK(read_some(source.a.get(), 100) == "more");
+}

@@ -127,12 +127,16 @@ TEST_CASE("fault hooks: parsed from RINGLB_FAULT and applied to the right worker
     CHECK(app::parse_fault_hooks("worker-stall:30").stall_for(3) == 30);
     CHECK(app::parse_fault_hooks("pipe-trim:60000").pipe_trim_ms == 60000);
     CHECK(app::parse_fault_hooks("").pipe_trim_ms == 0);
+    engine::EngineOptions refused;
+    app::parse_fault_hooks("splice-refused").apply(0, refused);
+    CHECK(refused.refuse_splice);
+    CHECK_FALSE(every.refuse_splice);
 
     for (const char* bad : {"engine-poll-fails-after", "engine-poll-fails-after:0", "engine-poll-fails-after:x",
                             "uring-unavailable", "uring-unavailable:3@1", "completion-queue:12", "completion-queue:0",
                             "completion-queue:8192", "completion-queue:8@1", "nonsense", "engine-poll-fails-after:5@",
                             "worker-stall", "worker-stall:0", "worker-stall:x@1",
-                            "pipe-trim", "pipe-trim:0", "pipe-trim:10@1"}) {
+                            "pipe-trim", "pipe-trim:0", "pipe-trim:10@1", "splice-refused:1", "splice-refused@0"}) {
         CAPTURE(bad);
         CHECK_THROWS_AS(app::parse_fault_hooks(bad), std::invalid_argument);
     }

@@ -155,9 +155,10 @@ struct WorkerBuffers {
     uint32_t pipes_free = 0;    // made and ready for reuse
     uint64_t pipes_taken = 0;   // times a direction took one for bytes that arrived
     // Times bytes were copied because no pipe could be had, by cause (kPipeFallbackNames order).
-    std::array<uint64_t, 4> pipe_fallbacks{};
+    std::array<uint64_t, 5> pipe_fallbacks{};
 };
-constexpr std::array<const char*, 4> kPipeFallbackNames = {"pool_empty", "refused", "shrunk", "resize_failed"};
+constexpr std::array<const char*, 5> kPipeFallbackNames = {"pool_empty", "refused", "shrunk", "resize_failed",
+                                                         "unsupported"};
 
 // The management port's defences at work (counted since start).
 struct AdminPortCounters {

@@ -11,6 +11,8 @@
 //                                  once, a second after it starts serving: a stuck worker, for the
 //                                  service watchdog
 //   pipe-trim:MS                   free pipes are trimmed every MS milliseconds instead of every 2 s
+//   splice-refused                 every splice fails with EPERM, as under a seccomp filter that
+//                                  forbids it
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -29,6 +31,7 @@ struct FaultHooks {
     uint32_t stall_ms = 0;  // 0 = no stall
     std::optional<unsigned> stall_worker;  // nullopt = every worker
     uint32_t pipe_trim_ms = 0;  // 0 = the default interval
+    bool splice_refused = false;
 
     bool any() const { return !text.empty(); }
     // Sets the hooks that concern worker `worker` in its engine options.

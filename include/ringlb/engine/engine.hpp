@@ -83,9 +83,11 @@ struct EngineOptions {
     // refused): the descriptors above stay for the control thread, as for sessions.
     int pipe_descriptor_ceiling = INT_MAX;
     // Test hooks (see app/faults.hpp): poll() fails on its N-th call and every later one (0 =
-    // never); io_uring counts as unavailable, so "auto" falls back to epoll.
+    // never); io_uring counts as unavailable, so "auto" falls back to epoll; every splice fails
+    // with EPERM.
     uint32_t fail_poll_after = 0;
     bool refuse_uring = false;
+    bool refuse_splice = false;
 };
 
 // What the receive buffers of one engine are doing, for the metrics.

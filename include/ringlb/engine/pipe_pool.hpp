@@ -10,7 +10,10 @@
 // - Free pipes hold descriptors that clients may need: the owner trims the pool now and then
 //   (pipes that stayed free since the last trim are closed) and empties it when descriptors run
 //   short.
+#include <sys/types.h>
+
 #include <array>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <optional>
@@ -25,8 +28,9 @@ enum class PipeFallback : uint8_t {
     Refused,       // no descriptors for a new pipe (EMFILE, ENFILE, the data path's descriptor ceiling)
     Shrunk,        // the kernel made it smaller than asked (pipe-user-pages-soft reached)
     ResizeFailed,  // F_SETPIPE_SZ to the size asked for failed
+    Unsupported,   // splice or pipe2 itself refused (ENOSYS, EPERM: a seccomp filter; EINVAL): no more tries
 };
-constexpr size_t kPipeFallbackCauses = 4;
+constexpr size_t kPipeFallbackCauses = 5;
 const char* to_string(PipeFallback cause);
 
 struct PipeStats {
@@ -50,7 +54,9 @@ public:
     // `descriptor_ceiling`: the data path's first descriptor number not to keep. Pipes are not
     // kept within the last sixteenth below it either: descriptors are numbered lowest first, so
     // that part is left to sessions, and pipes in use near the limit cannot take it from them.
-    PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX);
+    // `refuse_splice`: a test hook (RINGLB_FAULT splice-refused): every splice fails with EPERM, as
+    // under a seccomp filter that forbids it.
+    PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX, bool refuse_splice = false);
 
     bool enabled() const { return max_pipes_ > 0; }
     uint32_t max_pipes() const { return max_pipes_; }
@@ -80,6 +86,8 @@ private:
     std::optional<uint16_t> make();
     void count_fallback(PipeFallback cause) { ++stats_.fallbacks[static_cast<size_t>(cause)]; }
     void close_pipe(uint16_t id);
+    ssize_t splice_into(int socket, int pipe, uint32_t max_bytes) const;
+    static bool refused_by_kernel(int error) { return error == ENOSYS || error == EPERM || error == EINVAL; }
 
     uint32_t max_pipes_;
     int capacity_;
@@ -89,6 +97,8 @@ private:
     size_t fewest_free_ = 0;            // the fewest free pipes since the last trim: none of them was needed
     std::vector<uint16_t> closed_ids_;  // ids to reuse for the next pipe made
     uint32_t open_ = 0;
+    bool unsupported_ = false;  // the kernel refused splice or pipe2 once: copy from then on
+    bool refuse_splice_;        // test hook
     PipeStats stats_;
 };
 

@@ -26,7 +26,7 @@ EpollEngine::EpollEngine(const EngineOptions& options)
       budget_(options.budget ? options.budget
                              : std::make_shared<BufferBudget>(uint64_t{options.max_buffers} * options.buffer_size)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
-      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling),
+      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling, options.refuse_splice),
       events_(256) {
     if (!epoll_fd_) throw net::SystemError("epoll_create1", errno);
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

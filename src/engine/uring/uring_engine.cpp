@@ -94,7 +94,7 @@ std::shared_ptr<BufferBudget> budget_of(const EngineOptions& options) {
 UringEngine::UringEngine(const EngineOptions& options)
     : budget_(budget_of(options)),
       pool_(options.buffer_size, options.initial_buffers, options.max_buffers, *budget_),
-      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling),
+      pipes_(options.max_pipes, options.pipe_capacity, options.pipe_descriptor_ceiling, options.refuse_splice),
       poll_fault_(options.fail_poll_after) {
     set_up_ring(options);
     try {
