@@ -16,6 +16,12 @@
 //                 send in flight per direction).
 //   uring_send_zc like uring_copy with IORING_OP_SEND_ZC; a buffer is reused only after its
 //                 notification CQE (IORING_CQE_F_NOTIF).
+//   uring_splice_linked
+//                 io_uring IORING_OP_SPLICE socket -> pipe linked (IOSQE_IO_LINK) to
+//                 IORING_OP_SPLICE pipe -> socket, one such chain in flight per direction, on
+//                 blocking sockets and a 64 KiB pipe per direction (ringlb's default
+//                 buffer_size). The kernel runs every splice on an io-wq worker thread; a worker
+//                 waits in the first splice of a chain until bytes arrive.
 //
 // For the zero-copy modes the kernel reports whether it really avoided the copy; on SIGINT or
 // SIGTERM the probe prints a one-line summary to stderr (bytes, connections, CPU time, and for
@@ -84,7 +90,7 @@ constexpr size_t kBufSize = size_t{64} * 1024;
 constexpr int kRotatingBuffers = 4;  // per direction, for the zero-copy and io_uring modes
 constexpr int kPipeSize = 1 << 20;
 
-enum class Mode { Copy, Splice, MsgZerocopy, UringCopy, UringSendZc };
+enum class Mode { Copy, Splice, MsgZerocopy, UringCopy, UringSendZc, UringSpliceLinked };
 
 struct Stats {
     const char* mode = "";
@@ -599,7 +605,7 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------------
-// io_uring modes: uring_copy, uring_send_zc
+// io_uring modes: uring_copy, uring_send_zc, uring_splice_linked
 // ---------------------------------------------------------------------------------------------
 
 struct UringPair;
@@ -608,7 +614,7 @@ struct UringDirection;
 // What a CQE completes. The request's address is the user_data of its SQE; each one lives as
 // long as anything it describes can still complete.
 struct UringRequest {
-    enum class Kind { Accept, Stop, Recv, Send };  // a Send's notification CQE is a Send too
+    enum class Kind { Accept, Stop, Recv, Send, SpliceIn, SpliceOut };  // a Send's notification CQE is a Send too
     Kind kind;
     UringDirection* direction = nullptr;  // for Recv and Send
     int buffer = 0;                       // for Recv and Send
@@ -638,8 +644,18 @@ struct UringDirection {
     unsigned notifs_pending = 0;
     bool eof = false;
     bool shut = false;
+    // uring_splice_linked only
+    UniqueFd pipe_read;
+    UniqueFd pipe_write;
+    size_t in_pipe = 0;  // spliced in, not yet out
+    bool splice_in_flight = false;
+    bool splice_out_flight = false;
+    UringRequest splice_in_request{UringRequest::Kind::SpliceIn};
+    UringRequest splice_out_request{UringRequest::Kind::SpliceOut};
 
-    bool busy() const { return recv_in_flight || send_in_flight || notifs_pending > 0; }
+    bool busy() const {
+        return recv_in_flight || send_in_flight || notifs_pending > 0 || splice_in_flight || splice_out_flight;
+    }
     bool finished() const { return shut && !busy(); }
 };
 static_assert(kRotatingBuffers == 4, "UringDirection::free is initialised for 4 buffers");
@@ -655,9 +671,9 @@ struct UringPair {
 class UringRelay {
 public:
     // `stop` is the signalfd for SIGINT / SIGTERM; when it becomes readable, run() returns.
-    UringRelay(bool zero_copy, uint16_t listen_port, uint16_t target_port, UniqueFd stop,
-               Stats& stats)
-        : zero_copy_(zero_copy),
+    UringRelay(Mode mode, uint16_t listen_port, uint16_t target_port, UniqueFd stop, Stats& stats)
+        : zero_copy_(mode == Mode::UringSendZc),
+          splice_linked_(mode == Mode::UringSpliceLinked),
           target_port_(target_port),
           stats_(stats),
           listener_(listen_on(listen_port, false)),
@@ -733,6 +749,8 @@ private:
             case UringRequest::Kind::Accept: on_accept(res); return;
             case UringRequest::Kind::Stop: on_stop(res); return;
             case UringRequest::Kind::Recv: on_recv(*request.direction, request.buffer, res); break;
+            case UringRequest::Kind::SpliceIn: on_splice_in(*request.direction, res); break;
+            case UringRequest::Kind::SpliceOut: on_splice_out(*request.direction, res); break;
             case UringRequest::Kind::Send:
                 if (flags & IORING_CQE_F_NOTIF)
                     on_notification(*request.direction, request.buffer, res);
@@ -777,10 +795,18 @@ private:
         advance(pair->to_client);
     }
 
-    static void init_direction(UringDirection& d, UringPair* pair, int in, int out) {
+    void init_direction(UringDirection& d, UringPair* pair, int in, int out) const {
         d.pair = pair;
         d.in = in;
         d.out = out;
+        d.splice_in_request.direction = &d;
+        d.splice_out_request.direction = &d;
+        if (splice_linked_) {
+            int fds[2];
+            if (pipe2(fds, O_CLOEXEC) < 0) die("pipe2");  // blocking: io-wq workers wait on it
+            d.pipe_read.reset(fds[0]);
+            d.pipe_write.reset(fds[1]);
+        }
         for (int i = 0; i < kRotatingBuffers; ++i) {
             d.buffers[i].recv_request.direction = &d;
             d.buffers[i].recv_request.buffer = i;
@@ -792,6 +818,10 @@ private:
     // Starts whatever this direction can do now.
     void advance(UringDirection& d) {
         if (d.pair->failing) return;
+        if (splice_linked_) {
+            advance_spliced(d);
+            return;
+        }
         if (!d.send_in_flight && !d.queued.empty()) {
             const int i = d.queued.front();
             UringDirection::Buffer& b = d.buffers[i];
@@ -815,6 +845,55 @@ private:
         if (d.eof && d.queued.empty() && !d.shut) {
             if (shutdown(d.out, SHUT_WR) < 0 && errno != ENOTCONN) fail(d, "shutdown", errno);
             d.shut = true;
+        }
+    }
+
+    // One chain (socket -> pipe, then pipe -> socket) at a time; bytes a short splice out left
+    // in the pipe go on alone first.
+    void advance_spliced(UringDirection& d) {
+        if (d.splice_in_flight || d.splice_out_flight) return;
+        if (d.in_pipe > 0) {
+            submit_splice_out(d, d.in_pipe);
+        } else if (!d.eof) {
+            io_uring_sqe* s = sqe();
+            io_uring_prep_splice(s, d.in, -1, d.pipe_write.get(), -1, kBufSize, 0);
+            io_uring_sqe_set_data(s, &d.splice_in_request);
+            s->flags |= IOSQE_IO_LINK;
+            d.splice_in_flight = true;
+            submit_splice_out(d, kBufSize);
+        } else if (!d.shut) {
+            if (shutdown(d.out, SHUT_WR) < 0 && errno != ENOTCONN) fail(d, "shutdown", errno);
+            d.shut = true;
+        }
+    }
+
+    void submit_splice_out(UringDirection& d, size_t length) {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_splice(s, d.pipe_read.get(), -1, d.out, -1, unsigned(length), 0);
+        io_uring_sqe_set_data(s, &d.splice_out_request);
+        d.splice_out_flight = true;
+    }
+
+    void on_splice_in(UringDirection& d, int res) {
+        d.splice_in_flight = false;
+        if (res > 0) {
+            d.in_pipe += size_t(res);
+        } else if (res == 0) {
+            // The linked splice out waits on the empty pipe: with no writer left it ends with 0.
+            d.eof = true;
+            d.pipe_write.reset();
+        } else if (!d.pair->failing) {
+            fail(d, "splice socket->pipe", -res);
+        }
+    }
+
+    void on_splice_out(UringDirection& d, int res) {
+        d.splice_out_flight = false;
+        if (res > 0) {
+            d.in_pipe -= size_t(res);
+            stats_.bytes += uint64_t(res);
+        } else if (res < 0 && res != -ECANCELED && !d.pair->failing) {  // cancelled: its splice in failed
+            fail(d, "splice pipe->socket", -res);
         }
     }
 
@@ -884,6 +963,7 @@ private:
     }
 
     bool zero_copy_;
+    bool splice_linked_;
     uint16_t target_port_;
     Stats& stats_;
     UniqueFd listener_;
@@ -917,6 +997,7 @@ bool parse_mode(std::string_view s, Mode& mode) {
         {"msg_zerocopy", Mode::MsgZerocopy},
         {"uring_copy", Mode::UringCopy},
         {"uring_send_zc", Mode::UringSendZc},
+        {"uring_splice_linked", Mode::UringSpliceLinked},
     };
     for (const auto& [name, m] : kModes)
         if (s == name) {
@@ -945,7 +1026,7 @@ int main(int argc, char** argv) {
         !parse_port(argv[3], target_port)) {
         std::fprintf(stderr,
                      "usage: %s MODE LISTEN_PORT TARGET_PORT\n"
-                     "  MODE: copy | splice | msg_zerocopy | uring_copy | uring_send_zc\n"
+                     "  MODE: copy | splice | msg_zerocopy | uring_copy | uring_send_zc | uring_splice_linked\n"
                      "  relays 127.0.0.1:LISTEN_PORT <-> 127.0.0.1:TARGET_PORT; SIGINT/SIGTERM "
                      "prints a summary and exits\n",
                      argc > 0 ? argv[0] : "zero_copy_probe");
@@ -955,9 +1036,8 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);  // splice() to a closed socket would otherwise kill us
 
     Stats stats{.mode = argv[1]};
-    if (mode == Mode::UringCopy || mode == Mode::UringSendZc) {
-        UringRelay relay(mode == Mode::UringSendZc, listen_port, target_port, std::move(stop),
-                         stats);
+    if (mode == Mode::UringCopy || mode == Mode::UringSendZc || mode == Mode::UringSpliceLinked) {
+        UringRelay relay(mode, listen_port, target_port, std::move(stop), stats);
         relay.run();
     } else {
         EpollRelay relay(mode, listen_port, target_port, std::move(stop), stats);
