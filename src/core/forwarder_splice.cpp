@@ -35,7 +35,8 @@ bool Forwarder::wants_splice(const Session& session, const Flow& flow) const {
     const config::ZeroCopy mode = rules_[session.rule]->config.zero_copy;
     if (mode == config::ZeroCopy::Off) return false;
     if (session.state != Session::State::Established || session.sending_proxy_header) return false;
-    return mode == config::ZeroCopy::Splice || flow.bulk_receives >= kBulkReceives;
+    if (mode != config::ZeroCopy::Splice && flow.bulk_receives < kBulkReceives) return false;
+    return !engine_.splice_refused();  // last: asked only of directions that would switch
 }
 
 // A receive on the copy path: what zero_copy = "auto" judges bulk by.

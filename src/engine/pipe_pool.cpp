@@ -111,15 +111,16 @@ SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
         return {SpliceIn::Outcome::Moved, static_cast<int32_t>(moved), *pipe};
     }
     const int error = moved == 0 ? 0 : errno;
-    free_.push_back(*pipe);  // still empty
     if (refused_by_kernel(error)) {
         // Nothing was moved, so the bytes wait in the socket for a receive: this worker copies
         // from now on rather than fail every session that meets a kernel or a seccomp filter
-        // without splice.
+        // without splice, and keeps no pipe it cannot use.
         unsupported_ = true;
+        close_pipe(*pipe);
         count_fallback(PipeFallback::Unsupported);
         return {SpliceIn::Outcome::NoPipe, 0, 0};
     }
+    free_.push_back(*pipe);  // still empty
     if (error != EAGAIN) return {SpliceIn::Outcome::Done, -error, 0};
     // A splice always stops at TCP urgent (out-of-band) data, which only a receive gets past, and
     // then reports EAGAIN whatever waits behind it: the caller copies from there on (not counted

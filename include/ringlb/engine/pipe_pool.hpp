@@ -59,6 +59,8 @@ public:
     PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX, bool refuse_splice = false);
 
     bool enabled() const { return max_pipes_ > 0; }
+    // The kernel refused splice or pipe2 itself (ENOSYS, EPERM, EINVAL): no pipe is offered again.
+    bool unsupported() const { return unsupported_; }
     uint32_t max_pipes() const { return max_pipes_; }
 
     // Moves at most max_bytes waiting on `socket` (non-blocking) into a pipe taken for them.
