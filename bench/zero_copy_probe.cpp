@@ -17,8 +17,10 @@
 //   uring_send_zc like uring_copy with IORING_OP_SEND_ZC; a buffer is reused only after its
 //                 notification CQE (IORING_CQE_F_NOTIF).
 //   uring_splice_linked
-//                 io_uring IORING_OP_SPLICE socket -> pipe linked (IOSQE_IO_LINK) to
-//                 IORING_OP_SPLICE pipe -> socket, one such chain in flight per direction, on
+//                 io_uring IORING_OP_SPLICE socket -> pipe hard-linked (IOSQE_IO_HARDLINK: a plain
+//                 link is cut whenever the first splice moves less than asked, which a socket's
+//                 splice nearly always does) to IORING_OP_SPLICE pipe -> socket, one such chain
+//                 in flight per direction, on
 //                 blocking sockets and a 64 KiB pipe per direction (ringlb's default
 //                 buffer_size). The kernel runs every splice on an io-wq worker thread; a worker
 //                 waits in the first splice of a chain until bytes arrive.
@@ -858,7 +860,7 @@ private:
             io_uring_sqe* s = sqe();
             io_uring_prep_splice(s, d.in, -1, d.pipe_write.get(), -1, kBufSize, 0);
             io_uring_sqe_set_data(s, &d.splice_in_request);
-            s->flags |= IOSQE_IO_LINK;
+            s->flags |= IOSQE_IO_HARDLINK;
             d.splice_in_flight = true;
             submit_splice_out(d, kBufSize);
         } else if (!d.shut) {
@@ -878,12 +880,14 @@ private:
         d.splice_in_flight = false;
         if (res > 0) {
             d.in_pipe += size_t(res);
-        } else if (res == 0) {
-            // The linked splice out waits on the empty pipe: with no writer left it ends with 0.
-            d.eof = true;
+        } else {
+            // The hard-linked splice out runs anyway and waits on the empty pipe: with no writer
+            // left it ends with 0.
             d.pipe_write.reset();
-        } else if (!d.pair->failing) {
-            fail(d, "splice socket->pipe", -res);
+            if (res == 0)
+                d.eof = true;
+            else if (!d.pair->failing)
+                fail(d, "splice socket->pipe", -res);
         }
     }
 
@@ -892,7 +896,7 @@ private:
         if (res > 0) {
             d.in_pipe -= size_t(res);
             stats_.bytes += uint64_t(res);
-        } else if (res < 0 && res != -ECANCELED && !d.pair->failing) {  // cancelled: its splice in failed
+        } else if (res < 0 && !d.pair->failing) {
             fail(d, "splice pipe->socket", -res);
         }
     }
