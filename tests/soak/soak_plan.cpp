@@ -99,7 +99,7 @@ StreamPlan plan_stream(std::uint64_t run_seed, std::uint64_t id) {
     plan.down_bytes = dice.message_size(kMaxMessageBytes);
     plan_server(dice, plan);
     plan_client(dice, plan);
-    plan.slow_for = dice.millis_between(500, 3000);
+    plan.slow_for = dice.millis_between(500, static_cast<unsigned>(kSlowReaderLongest.count()));
     if (dice.percent(kStallPercent)) make_stall(plan);
     return plan;
 }

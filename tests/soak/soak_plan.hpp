@@ -53,6 +53,13 @@ constexpr std::uint32_t kMaxMessageBytes = 4u << 20;  // 4 MiB
 constexpr std::chrono::seconds kIdleTimeout{3};
 constexpr std::chrono::milliseconds kStall{6000};
 static_assert(kStall >= kIdleTimeout + std::chrono::seconds(3));
+// The longest a slow reader keeps to 1 KiB/s. Its peer's bytes wait in ringlb's socket buffers
+// meanwhile, and ringlb, whose sends completed, sees no activity: a slow phase as long as the
+// idle timeout made a healthy stream idle for the whole timeout, cut by ringlb just as its server
+// replied (a reset for the client while the server, closing first, saw a clean end). Slow readers
+// end a second before the timeout; the stalls above are the streams the timeout is for.
+constexpr std::chrono::milliseconds kSlowReaderLongest{2000};
+static_assert(kSlowReaderLongest + std::chrono::seconds(1) <= kIdleTimeout);
 constexpr std::size_t kHeaderBytes = 28;
 using Header = std::array<std::uint8_t, kHeaderBytes>;
 
