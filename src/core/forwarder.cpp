@@ -72,6 +72,11 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
     const std::vector<bool>& checked_up = slot.checked_up;
     auto rule = std::make_unique<Rule>();
     rule->config = rule_config;
+    std::vector<net::SocketAddress> addresses;
+    addresses.reserve(rule_config.servers.size());
+    for (const config::ServerConfig& server : rule_config.servers) addresses.push_back(server.address);
+    rule->connections = limits_.server_connections().counts(rule_config.id, addresses);
+    rule->servers.reserve(rule_config.servers.size());
     for (const config::ServerConfig& server : rule_config.servers) {
         balance::Server entry{server.address, server.weight};
         entry.backup = server.backup;
@@ -80,7 +85,6 @@ std::unique_ptr<Forwarder::Rule> Forwarder::build_rule(const RulePlan::Slot& slo
         const size_t index = rule->servers.size();
         entry.check_down = rule_config.health.enabled && !(index < checked_up.size() && checked_up[index]);
         rule->servers.push_back(entry);
-        rule->connections.push_back(limits_.server_connections().count(rule_config.id, server.address));
     }
     rule->admin.resize(rule->servers.size());
     rule->sni_sessions.resize(rule_config.sni.size());

@@ -46,6 +46,30 @@ TEST_CASE("server connections: one count per rule id and address, gone with its 
     CHECK(again->load() == 0);  // a fresh count
 }
 
+TEST_CASE("server connections: a rule's counts taken together are the ones taken one by one") {
+    ServerConnections table;
+    const std::vector<net::SocketAddress> servers{address("127.0.0.1:9001"), address("[::1]:9001"),
+                                                  address("127.0.0.1:9002"), address("127.0.0.1:9001")};
+    auto held = table.count("web", servers[1]);
+    held->store(5);
+    std::vector<ServerConnections::Handle> counts = table.counts("web", servers);
+    REQUIRE(counts.size() == 4);
+    CHECK(counts[1] == held);  // a count already held is shared, with its connections
+    CHECK(counts[1]->load() == 5);
+    CHECK(counts[0] == counts[3]);  // a server listed twice has one count
+    CHECK(counts[0] != counts[2]);
+    CHECK(counts[0] != table.count("api", servers[0]));
+    CHECK(table.tracked() == 3);
+    // A second version of the rule (a reload) gets the same counts while the first holds them.
+    const std::vector<ServerConnections::Handle> reloaded = table.counts("web", {servers[2], servers[0]});
+    CHECK(reloaded[0] == counts[2]);
+    CHECK(reloaded[1] == counts[0]);
+    held.reset();
+    CHECK(table.tracked() == 3);
+    counts.clear();
+    CHECK(table.tracked() == 2);  // the reloaded version's two
+}
+
 TEST_CASE("server connections: try_take stops at the limit, 0 means none, give_back frees one") {
     ServerConnections::Count count{0};
     CHECK(ServerConnections::try_take(count, 2));

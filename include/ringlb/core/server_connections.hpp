@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "ringlb/net/address.hpp"
 
@@ -32,6 +33,9 @@ public:
     // The count of `server` in rule `rule_id`; the same one for every caller while any holds it.
     // The table must outlive every handle.
     Handle count(std::string_view rule_id, const net::SocketAddress& server);
+    // The counts of every server of a rule, in their order, under one lock: a rule may have
+    // a hundred thousand servers, and this is what building it costs per server.
+    std::vector<Handle> counts(std::string_view rule_id, const std::vector<net::SocketAddress>& servers);
     // Counts in the table (each held by at least one rule).
     size_t tracked() const;
 
@@ -46,10 +50,16 @@ public:
     static void give_back(Count& count) { count.fetch_sub(1, std::memory_order_relaxed); }
 
 private:
-    void forget(const std::string& key);
+    // A rule's counts, by server address (hashed as bytes: no text is formatted per server).
+    using RuleCounts = std::unordered_map<net::SocketAddress, std::weak_ptr<Count>, net::SocketAddressHash>;
+    struct Entry;
+
+    Handle count_locked(const std::shared_ptr<const std::string>& rule_id, RuleCounts& rule,
+                        const net::SocketAddress& server);
+    void forget(const std::string& rule_id, const net::SocketAddress& server);
 
     mutable std::mutex mutex_;
-    std::unordered_map<std::string, std::weak_ptr<Count>> table_;
+    std::unordered_map<std::string, RuleCounts> table_;  // by rule id
 };
 
 }  // namespace ringlb::core
