@@ -36,7 +36,7 @@ bool Forwarder::wants_splice(const Session& session, const Flow& flow) const {
     if (mode == config::ZeroCopy::Off) return false;
     if (session.state != Session::State::Established || session.sending_proxy_header) return false;
     if (mode != config::ZeroCopy::Splice && flow.bulk_receives < kBulkReceives) return false;
-    return !engine_.splice_refused();  // last: asked only of directions that would switch
+    return engine_.splice_refusal() == 0;  // last: asked only of directions that would switch
 }
 
 // A receive on the copy path: what zero_copy = "auto" judges bulk by.
@@ -45,6 +45,16 @@ void Forwarder::note_receive_for_splice(const Session& session, Flow& flow, uint
     if (rules_[session.rule]->config.zero_copy != config::ZeroCopy::Auto) return;
     const bool filled = received >= engine_.buffer_size();
     flow.bulk_receives = filled ? static_cast<uint8_t>(std::min(flow.bulk_receives + 1, 255)) : 0;
+}
+
+// An operator who asked for zero_copy where the kernel or a seccomp filter forbids splice learns
+// it once per worker, with the kernel's reason; the streams themselves go on by copying.
+void Forwarder::warn_once_if_splice_refused() {
+    const int refusal = engine_.splice_refusal();
+    if (refusal == 0 || splice_refusal_reported_) return;
+    splice_refusal_reported_ = true;
+    log_.warn("zero_copy: the kernel refused splice (", std::strerror(refusal),
+              "; a seccomp filter may forbid it): this worker copies every stream instead");
 }
 
 void Forwarder::pump_spliced(uint32_t slot, Session& session, Side source) {
@@ -89,6 +99,7 @@ void Forwarder::on_splice_in(uint32_t slot, Session& session, Side source, const
                                      : 0;
         session.last_activity = now_;
     } else if (result == -ENOBUFS) {  // no pipe to be had (or urgent data): the bytes wait for recv()
+        warn_once_if_splice_refused();
         flow.splicing = false;
         flow.bulk_receives = 0;
         flow.copy_receives_left = kCopyReceivesAfterFallback;

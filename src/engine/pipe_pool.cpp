@@ -39,8 +39,9 @@ PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling
 std::optional<uint16_t> PipePool::make() {
     int ends[2];
     if (::pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0) {
-        unsupported_ = refused_by_kernel(errno);
-        count_fallback(unsupported_ ? PipeFallback::Unsupported : PipeFallback::Refused);
+        const int error = errno;
+        if (refused_by_kernel(error)) refusal_ = error;
+        count_fallback(refusal_ != 0 ? PipeFallback::Unsupported : PipeFallback::Refused);
         return std::nullopt;
     }
     Pipe pipe{net::UniqueFd(ends[0]), net::UniqueFd(ends[1])};
@@ -68,7 +69,7 @@ std::optional<uint16_t> PipePool::make() {
 }
 
 std::optional<uint16_t> PipePool::take() {
-    if (unsupported_) {
+    if (refusal_ != 0) {
         count_fallback(PipeFallback::Unsupported);
         return std::nullopt;
     }
@@ -115,7 +116,7 @@ SpliceIn PipePool::fill_from(int socket, uint32_t max_bytes) {
         // Nothing was moved, so the bytes wait in the socket for a receive: this worker copies
         // from now on rather than fail every session that meets a kernel or a seccomp filter
         // without splice, and keeps no pipe it cannot use.
-        unsupported_ = true;
+        refusal_ = error;
         close_pipe(*pipe);
         count_fallback(PipeFallback::Unsupported);
         return {SpliceIn::Outcome::NoPipe, 0, 0};

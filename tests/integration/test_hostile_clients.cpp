@@ -328,6 +328,43 @@ TEST_CASE("clients that never read cannot take the buffers of the others; the ca
     CHECK_CLEAN_EXIT(ringlb);
 }
 
+// The same hostile clients where zero_copy asks for splice and the kernel refuses it (a seccomp
+// filter's EPERM, here through the RINGLB_FAULT hook): the directions that fall back to copying
+// keep every bound of the copy path, and the streams held up meanwhile arrive whole.
+TEST_CASE("where splice is refused, a trickling client and clients that never read still neither stall the worker nor hold more than their buffers") {
+    constexpr std::uint64_t kBytes = 2 * 1024 * 1024;
+    SilentBackend stalled;
+    PullOrEchoBackend backend(kBytes);
+    const std::uint16_t hog_port = find_free_port();
+    const std::uint16_t pull_port = find_free_port();
+    const std::uint16_t admin_port = find_free_port();
+    RuleSpec hog_rule = one_server_rule("hog", hog_port, stalled.endpoint());
+    RuleSpec pull_rule = one_server_rule("pull", pull_port, backend.endpoint());
+    for (RuleSpec* rule : {&hog_rule, &pull_rule}) rule->extra_lines.push_back("zero_copy = \"splice\"");
+    RinglbOptions options;
+    options.environment = {"RINGLB_FAULT=splice-refused"};
+    RinglbProcess ringlb(options, render_config(with_admin(admin_port), {hog_rule, pull_rule}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+    if (!runs_multishot_or_says_why(ringlb)) return;
+
+    std::vector<Hog> hogs;
+    hogs.push_back(connect_hog(hog_port));
+    prime(hogs, admin_port);
+    auto pullers = start_pullers(pull_port, 8, 0x5ef0000);
+    trickle(hogs, 4000);
+
+    const auto took = echo_time(pull_port);
+    REQUIRE_MESSAGE(took.has_value(), "a fresh session got no echo within 2 s");
+    CHECK(*took <= 100ms);
+    const long long peak = session_peak_buffers(admin_port);
+    CHECK(peak >= 1);
+    CHECK(peak <= 16);  // 8 chunks per direction at the most, as on the copy path
+    CHECK(drain_pullers(pullers, kBytes, 60s));
+    CHECK(ringlb.log_text().find("zero_copy: the kernel refused splice") != std::string::npos);
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
 // The io_uring worker waits for a batch of completions after a busy round, counting the sends it
 // just submitted as completions to come: one to a client that never reads does not come. The
 // wait is bounded by a short window, so a lone request right after a busy spell is answered at

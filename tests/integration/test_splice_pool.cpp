@@ -461,6 +461,11 @@ TEST_CASE("splice: where the kernel refuses splice itself (a seccomp filter's EP
     CHECK(metric_sum(metrics, "ringlb_pipes_in_use") == 0.0);
     CHECK(metric_sum(metrics, "ringlb_pipes_free") == 0.0);
     CHECK(ringlb.log_text().find("RINGLB_FAULT=splice-refused: test fault hooks are active") != std::string::npos);
+    // The operator learns it once (one worker), with the kernel's reason.
+    const std::string warning = "zero_copy: the kernel refused splice (Operation not permitted;";
+    const std::string log = ringlb.log_text();
+    CHECK(log.find(warning) != std::string::npos);
+    CHECK(log.find(warning) == log.rfind(warning));
     streams.clear();
     CHECK_CLEAN_EXIT(ringlb);
 }

@@ -58,7 +58,7 @@ public:
     void release_pipe(uint16_t pipe, bool empty) override { released_pipes.emplace_back(pipe, empty); }
     uint32_t trim_pipes(bool) override { return 0; }
     engine::PipeStats pipe_stats() const override { return {}; }
-    bool splice_refused() const override { return false; }
+    int splice_refusal() const override { return 0; }
     // Noted in `cancelled`; with `cancel_completes`, whatever is pending on fd (accepts aside)
     // also completes with -ECANCELED, as both real engines do.
     void cancel(int fd) override {

@@ -343,6 +343,7 @@ private:
     bool wants_splice(const Session& session, const Flow& flow) const;
     void note_receive_for_splice(const Session& session, Flow& flow, uint32_t received);
     void pump_spliced(uint32_t slot, Session& session, Side source);
+    void warn_once_if_splice_refused();
     void on_splice_in(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void on_splice_out(uint32_t slot, Session& session, Side destination, int result);
     void release_pipes(Session& session);
@@ -414,6 +415,7 @@ private:
     Clock::time_point next_pipe_trim_{};
     std::chrono::milliseconds pipe_trim_interval_{std::chrono::seconds(2)};  // see fire_due_timers()
     bool descriptors_freed_ = false;  // see descriptor_room_made()
+    bool splice_refusal_reported_ = false;  // see warn_once_if_splice_refused()
     uint64_t completions_handled_ = 0;
     Clock::time_point busy_until_{};  // see busy_polling()
     uint32_t source_port_cursor_ = 0;  // where the next connect starts in a source port range

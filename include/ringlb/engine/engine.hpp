@@ -146,8 +146,9 @@ public:
     // trim. Returns how many.
     virtual uint32_t trim_pipes(bool all) = 0;
     virtual PipeStats pipe_stats() const = 0;
-    // The kernel (or a seccomp filter) refused splice itself: no direction should ask for it again.
-    virtual bool splice_refused() const = 0;
+    // The errno with which the kernel (or a seccomp filter) refused splice itself, 0 while it has
+    // not: once it has, no direction should ask for splice again.
+    virtual int splice_refusal() const = 0;
     // Every request still pending on fd completes soon: with its real result or -ECANCELED.
     virtual void cancel(int fd) = 0;
     // Drops what the engine knows of fd; call with nothing pending on it, right before close().

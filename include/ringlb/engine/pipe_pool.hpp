@@ -59,8 +59,9 @@ public:
     PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling = INT_MAX, bool refuse_splice = false);
 
     bool enabled() const { return max_pipes_ > 0; }
-    // The kernel refused splice or pipe2 itself (ENOSYS, EPERM, EINVAL): no pipe is offered again.
-    bool unsupported() const { return unsupported_; }
+    // The errno with which the kernel refused splice or pipe2 itself (ENOSYS, EPERM, EINVAL); 0
+    // while it has not. Once it has, no pipe is offered again.
+    int refusal() const { return refusal_; }
     uint32_t max_pipes() const { return max_pipes_; }
 
     // Moves at most max_bytes waiting on `socket` (non-blocking) into a pipe taken for them.
@@ -99,7 +100,7 @@ private:
     size_t fewest_free_ = 0;            // the fewest free pipes since the last trim: none of them was needed
     std::vector<uint16_t> closed_ids_;  // ids to reuse for the next pipe made
     uint32_t open_ = 0;
-    bool unsupported_ = false;  // the kernel refused splice or pipe2 once: copy from then on
+    int refusal_ = 0;           // the kernel refused splice or pipe2 once: copy from then on
     bool refuse_splice_;        // test hook
     PipeStats stats_;
 };

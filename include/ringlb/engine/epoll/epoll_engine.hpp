@@ -34,7 +34,7 @@ public:
     void release_pipe(uint16_t pipe, bool empty) override { pipes_.give(pipe, empty); }
     uint32_t trim_pipes(bool all) override { return pipes_.trim(all); }
     PipeStats pipe_stats() const override { return pipes_.stats(); }
-    bool splice_refused() const override { return pipes_.unsupported(); }
+    int splice_refusal() const override { return pipes_.refusal(); }
     void cancel(int fd) override;
     void forget(int fd) override;
     void abandon(net::UniqueFd fd, std::span<const uint16_t> held_buffers) override;
