@@ -25,12 +25,6 @@ GlobalSpec with_admin_and_metrics(std::uint16_t admin_port, std::uint16_t metric
 }
 
 // The whole response to one GET, or "" when none came within `timeout`.
-std::string http_get(std::uint16_t port, const std::string& path, std::chrono::milliseconds timeout) {
-    UniqueFd fd = connect_to(port, Family::V4, timeout);
-    if (!fd.valid() || !send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", timeout)) return "";
-    return read_until_closed(fd.get(), timeout).data;
-}
-
 // Keeps new clients arriving (and going) so the data path stays short of descriptors.
 class Crowd {
 public:

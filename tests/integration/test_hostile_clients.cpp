@@ -156,6 +156,14 @@ void prime(std::vector<Hog>& hogs, std::uint16_t admin_port) {
     }
 }
 
+// One hog on `port` whose path beyond ringlb has stopped (see prime).
+std::vector<Hog> primed_hog(std::uint16_t port, std::uint16_t admin_port) {
+    std::vector<Hog> hogs;
+    hogs.push_back(connect_hog(port));
+    prime(hogs, admin_port);
+    return hogs;
+}
+
 // Sends `count` one-byte segments on each hog, half a millisecond apart per round.
 void trickle(std::vector<Hog>& hogs, int count) {
     for (int i = 0; i < count; ++i) {
@@ -174,6 +182,17 @@ std::optional<std::chrono::milliseconds> echo_time(std::uint16_t port) {
     const ReadResult echo = read_exactly(client.get(), 4, 2s);
     if (echo.data != "ping") return std::nullopt;
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+}
+
+// What a hog must not take from the others: a fresh session through `port` is echoed at once, and
+// no session ever held more than 8 chunks per direction, whatever the segments.
+void check_served_beside_hogs(std::uint16_t port, std::uint16_t admin_port) {
+    const auto took = echo_time(port);
+    REQUIRE_MESSAGE(took.has_value(), "a fresh session got no echo within 2 s");
+    CHECK(*took <= 100ms);
+    const long long peak = session_peak_buffers(admin_port);
+    CHECK(peak >= 1);
+    CHECK(peak <= 16);
 }
 
 // Clients that ask PullOrEchoBackend for a stream and then read nothing: a small receive buffer
@@ -267,18 +286,10 @@ TEST_CASE("one client trickling one-byte segments into a stalled path does not s
     REQUIRE_READY(ringlb);
     if (!runs_multishot_or_says_why(ringlb)) return;
 
-    std::vector<Hog> hogs;
-    hogs.push_back(connect_hog(hog_port));
-    prime(hogs, admin_port);
+    std::vector<Hog> hogs = primed_hog(hog_port, admin_port);
     trickle(hogs, 4000);
 
-    const auto took = echo_time(victim_port);
-    REQUIRE_MESSAGE(took.has_value(), "the victim got no echo within 2 s");
-    CHECK(*took <= 100ms);
-    // 8 chunks per direction at the most, whatever the segments.
-    const long long peak = session_peak_buffers(admin_port);
-    CHECK(peak >= 1);
-    CHECK(peak <= 16);
+    check_served_beside_hogs(victim_port, admin_port);
     CHECK_CLEAN_EXIT(ringlb);
 }
 
@@ -348,18 +359,11 @@ TEST_CASE("where splice is refused, a trickling client and clients that never re
     REQUIRE_READY(ringlb);
     if (!runs_multishot_or_says_why(ringlb)) return;
 
-    std::vector<Hog> hogs;
-    hogs.push_back(connect_hog(hog_port));
-    prime(hogs, admin_port);
+    std::vector<Hog> hogs = primed_hog(hog_port, admin_port);
     auto pullers = start_pullers(pull_port, 8, 0x5ef0000);
     trickle(hogs, 4000);
 
-    const auto took = echo_time(pull_port);
-    REQUIRE_MESSAGE(took.has_value(), "a fresh session got no echo within 2 s");
-    CHECK(*took <= 100ms);
-    const long long peak = session_peak_buffers(admin_port);
-    CHECK(peak >= 1);
-    CHECK(peak <= 16);  // 8 chunks per direction at the most, as on the copy path
+    check_served_beside_hogs(pull_port, admin_port);
     CHECK(drain_pullers(pullers, kBytes, 60s));
     CHECK(ringlb.log_text().find("zero_copy: the kernel refused splice") != std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);

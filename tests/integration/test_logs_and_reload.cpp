@@ -122,13 +122,6 @@ std::vector<std::string> lines_of(const std::string& text) {
     return lines;
 }
 
-std::string http_get(std::uint16_t port, const std::string& path) {
-    UniqueFd fd = connect_to(port);
-    if (!fd.valid()) return "<connect failed>";
-    send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
-    return read_until_closed(fd.get(), 5s).data;
-}
-
 void overwrite(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::trunc) << text; }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <regex>
 #include <sstream>
 
+#include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "test_helpers.hpp"
@@ -11,13 +12,6 @@
 using namespace ringlb::test;
 
 namespace {
-
-std::string http_get(std::uint16_t port, const std::string& path) {
-    UniqueFd fd = connect_to(port);
-    if (!fd.valid()) return "<connect failed>";
-    send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
-    return read_until_closed(fd.get(), 5s).data;
-}
 
 // "name{labels}" -> value, for every sample line; fails the test on a line that is neither a
 // comment nor a sample.

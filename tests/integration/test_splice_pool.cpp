@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin_client.hpp"
 #include "backends.hpp"
 #include "config_text.hpp"
 #include "prng_stream.hpp"
@@ -46,12 +47,6 @@ std::string splice_config(std::uint16_t port, const std::string& backend_endpoin
     RuleSpec rule = one_server_rule("bulk", port, backend_endpoint);
     rule.extra_lines = {"zero_copy = \"" + mode + "\""};
     return render_config(global, {rule});
-}
-
-std::string http_get(std::uint16_t port, const std::string& path) {
-    UniqueFd fd = connect_to(port, Family::V4, 2s);
-    if (!fd.valid() || !send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", 2s)) return "";
-    return read_until_closed(fd.get(), 5s).data;
 }
 
 // The sum of every sample of `family` whose label set contains `labels` ("" = any); nullopt

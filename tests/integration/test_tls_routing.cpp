@@ -38,13 +38,6 @@ GlobalSpec with_admin(std::uint16_t admin_port) {
     return global;
 }
 
-std::string http_get(std::uint16_t port, const std::string& path) {
-    UniqueFd fd = connect_to(port);
-    if (!fd.valid()) return "<connect failed>";
-    send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
-    return read_until_closed(fd.get(), 5s).data;
-}
-
 // Sends `bytes` one byte per TCP segment (TCP_NODELAY, a write per byte, a pause between).
 void send_byte_by_byte(int fd, std::string_view bytes) {
     const int one = 1;

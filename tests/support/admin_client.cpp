@@ -5,6 +5,13 @@
 
 namespace ringlb::test {
 
+std::string http_get(std::uint16_t port, const std::string& path, std::chrono::milliseconds timeout) {
+    UniqueFd fd = connect_to(port, Family::V4, timeout);
+    if (!fd.valid()) return "<connect failed>";
+    if (!send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n", timeout)) return "<send failed>";
+    return read_until_closed(fd.get(), timeout).data;
+}
+
 AdminReply read_admin_reply(int fd, std::chrono::milliseconds timeout) {
     AdminReply reply;
     const auto deadline = Clock::now() + timeout;

@@ -20,6 +20,11 @@ struct AdminReply {
 // Reads lines until one is `ok` or starts with `error: `.
 AdminReply read_admin_reply(int fd, std::chrono::milliseconds timeout = 10s);
 
+// GET `path` from ringlb's metrics port on 127.0.0.1:port: the whole response as it came before
+// ringlb closed the connection or `timeout` passed; "<connect failed>" or "<send failed>" when the
+// request could not go out.
+std::string http_get(std::uint16_t port, const std::string& path, std::chrono::milliseconds timeout = 5s);
+
 // Connects to 127.0.0.1:port, sends `command` + "\n" (after `auth <token>` when token is not
 // empty), reads the reply and closes.
 AdminReply admin_command(std::uint16_t port, std::string_view command, std::string_view token = "");
