@@ -23,6 +23,7 @@ ServerConnections::Handle ServerConnections::count(std::string_view rule_id, con
 
 std::vector<ServerConnections::Handle> ServerConnections::counts(std::string_view rule_id,
                                                                  const std::vector<net::SocketAddress>& servers) {
+    if (servers.empty()) return {};  // no table for a rule without servers: nothing would remove it
     const auto shared_id = std::make_shared<const std::string>(rule_id);
     std::vector<Handle> handles;
     handles.reserve(servers.size());
