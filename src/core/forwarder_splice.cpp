@@ -85,6 +85,9 @@ void Forwarder::on_splice_in(uint32_t slot, Session& session, Side source, const
         flow.pipe = completion.pipe_id;
         flow.pipe_bytes = static_cast<uint32_t>(completion.result);
     }
+    // Before the closing check: the completion that brings the first refusal may find its session
+    // closing, and no direction asks for splice after it.
+    if (completion.result == -ENOBUFS) warn_once_if_splice_refused();
     if (session.state == Session::State::Closing) {
         release_if_quiet(slot, session);
         return;
@@ -99,7 +102,6 @@ void Forwarder::on_splice_in(uint32_t slot, Session& session, Side source, const
                                      : 0;
         session.last_activity = now_;
     } else if (result == -ENOBUFS) {  // no pipe to be had (or urgent data): the bytes wait for recv()
-        warn_once_if_splice_refused();
         flow.splicing = false;
         flow.bulk_receives = 0;
         flow.copy_receives_left = kCopyReceivesAfterFallback;

@@ -29,7 +29,8 @@ std::vector<ServerConnections::Handle> ServerConnections::counts(std::string_vie
     handles.reserve(servers.size());
     std::lock_guard lock(mutex_);
     RuleCounts& rule = table_[*shared_id];
-    rule.reserve(rule.size() + servers.size());
+    // The rule's earlier version, if any, holds mostly the same servers.
+    rule.reserve(servers.size());
     for (const net::SocketAddress& server : servers) handles.push_back(count_locked(shared_id, rule, server));
     return handles;
 }

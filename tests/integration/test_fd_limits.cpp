@@ -24,7 +24,6 @@ GlobalSpec with_admin_and_metrics(std::uint16_t admin_port, std::uint16_t metric
     return global;
 }
 
-// The whole response to one GET, or "" when none came within `timeout`.
 // Keeps new clients arriving (and going) so the data path stays short of descriptors.
 class Crowd {
 public:

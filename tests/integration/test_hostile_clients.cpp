@@ -359,11 +359,13 @@ TEST_CASE("where splice is refused, a trickling client and clients that never re
     REQUIRE_READY(ringlb);
     if (!runs_multishot_or_says_why(ringlb)) return;
 
-    std::vector<Hog> hogs = primed_hog(hog_port, admin_port);
+    // The stalled readers first: their streams and the hog's meet splice's refusal side by side.
     auto pullers = start_pullers(pull_port, 8, 0x5ef0000);
+    std::vector<Hog> hogs = primed_hog(hog_port, admin_port);
     trickle(hogs, 4000);
 
     check_served_beside_hogs(pull_port, admin_port);
+    CHECK(bytes_up_by_client(admin_port).contains(hogs[0].port));  // the hog was held, not cut
     CHECK(drain_pullers(pullers, kBytes, 60s));
     CHECK(ringlb.log_text().find("zero_copy: the kernel refused splice") != std::string::npos);
     CHECK_CLEAN_EXIT(ringlb);

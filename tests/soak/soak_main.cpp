@@ -6,6 +6,7 @@
 //
 //   ringlb_soak [--seconds 60] [--seed 1] [--engine epoll|uring] [--binary PATH]
 //               [--clients 300] [--client-threads 4] [--threads 2] [--receive-buffers 1024]
+//               [--zero-copy off|splice|auto]
 //
 // --engine and --binary default to $RINGLB_TEST_ENGINE and $RINGLB_BINARY, as in the
 // integration tests. Exit status: 0 all invariants held, 1 a violation (each one printed),
@@ -58,6 +59,7 @@ struct Options {
     unsigned client_threads = 4;
     unsigned threads = 2;
     unsigned receive_buffers = 1024;
+    std::string zero_copy = "off";  // the rule's zero_copy: "splice" runs every stream on the splice path
 };
 
 template <typename T>
@@ -81,7 +83,10 @@ std::optional<Options> parse_options(int argc, char** argv) {
         else if (flag == "--client-threads") ok = parse_number(value, options.client_threads);
         else if (flag == "--threads") ok = parse_number(value, options.threads);
         else if (flag == "--receive-buffers") ok = parse_number(value, options.receive_buffers);
-        else ok = false;
+        else if (flag == "--zero-copy") {
+            options.zero_copy = value;
+            ok = value == "off" || value == "splice" || value == "auto";
+        } else ok = false;
         if (!ok) return std::nullopt;
     }
     if (options.client_threads == 0 || options.clients < options.client_threads || options.threads == 0) return std::nullopt;
@@ -120,7 +125,7 @@ std::string soak_config(const Options& options, const Servers& servers, std::uin
     // cut too, and must then end in a reset at both ends, never in a clean end.
     rule.timeout = std::to_string(kIdleTimeout.count()) + "s";
     rule.connect_timeout = "1s";
-    rule.extra_lines = {"down_time = \"1s\"", "max_down_time = \"2s\""};
+    rule.extra_lines = {"down_time = \"1s\"", "max_down_time = \"2s\"", "zero_copy = \"" + options.zero_copy + "\""};
     for (const auto& backend : servers.good) rule.servers.push_back({backend->endpoint(), 30});
     rule.servers.push_back({servers.blackhole.endpoint(), 1});
     rule.servers.push_back({test::loopback_endpoint(servers.refusing_port), 1});
@@ -343,8 +348,9 @@ void Soak::check(const ProcessFigures& figures, const MonitorFigures& watched, S
 
 void Soak::print_summary(const ProcessFigures& figures, const MonitorFigures& watched, const SoakTotals& totals) const {
     const auto mib = [](std::uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
-    std::printf("soak summary: engine=%s seed=%llu seconds=%u clients=%u threads=%u\n", options_.engine.c_str(),
-                static_cast<unsigned long long>(options_.seed), options_.seconds, options_.clients, options_.threads);
+    std::printf("soak summary: engine=%s seed=%llu seconds=%u clients=%u threads=%u zero_copy=%s\n",
+                options_.engine.c_str(), static_cast<unsigned long long>(options_.seed), options_.seconds,
+                options_.clients, options_.threads, options_.zero_copy.c_str());
     std::printf("  streams %llu: ok %llu (%llu with a planned early server FIN), resets %llu (client %llu, server %llu, "
                 "backend killed %llu, stalled server %llu, other %llu), unserved %llu\n",
                 static_cast<unsigned long long>(totals.streams), static_cast<unsigned long long>(totals.completed),
@@ -377,7 +383,8 @@ void Soak::print_summary(const ProcessFigures& figures, const MonitorFigures& wa
 // run when something failed: the RinglbProcess removes its own copy.
 void Soak::keep_log(const std::vector<std::string>& violations) const {
     const char* dir = std::getenv("TMPDIR");
-    const std::string path = std::string(dir && *dir ? dir : "/tmp") + "/ringlb-soak-" + options_.engine + "-seed" +
+    const std::string path = std::string(dir && *dir ? dir : "/tmp") + "/ringlb-soak-" + options_.engine +
+                             (options_.zero_copy == "off" ? "" : "-" + options_.zero_copy) + "-seed" +
                              std::to_string(options_.seed) + ".log";
     std::ofstream(path) << ringlb_->log_text();
     std::ofstream every(path + ".violations");
@@ -418,7 +425,8 @@ int main(int argc, char** argv) {
     const auto options = parse_options(argc, argv);
     if (!options) {
         std::cerr << "usage: ringlb_soak [--seconds N] [--seed N] [--engine epoll|uring] [--binary PATH]\n"
-                     "                   [--clients N] [--client-threads N] [--threads N] [--receive-buffers N]\n";
+                     "                   [--clients N] [--client-threads N] [--threads N] [--receive-buffers N]\n"
+                     "                   [--zero-copy off|splice|auto]\n";
         return 2;
     }
     // A peer's reset must show up as EPIPE from send(), not kill the soak.
