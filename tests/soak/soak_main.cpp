@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "admin_client.hpp"
 #include "config_text.hpp"
 #include "prng_stream.hpp"
 #include "proc_stats.hpp"
@@ -170,6 +171,7 @@ struct ProcessFigures {
     long rss_bound_kib = 0;
     StatsSample stats_end;
     bool stats_answered = false;
+    long long pipes_taken = -1;  // over the whole run, all workers
     std::size_t backend_connections_end = 0;
 };
 
@@ -268,6 +270,7 @@ void Soak::settle(ProcessFigures& figures) {
         if (stats) figures.stats_end = *stats;
         return stats && stats->active_sessions == 0 && stats->limits_active == 0;
     }, kSettleTimeout);
+    figures.pipes_taken = test::pipes_taken(admin_port_);
     wait_until([&] {
         figures.fd_end = test::open_fd_count(pid).value_or(0);
         return figures.fd_end <= figures.fd_baseline;
@@ -327,6 +330,10 @@ void Soak::check(const ProcessFigures& figures, const MonitorFigures& watched, S
         violations.push_back("the admin port failed " + std::to_string(watched.admin_failures) + " of " +
                              std::to_string(watched.admin_queries) + " `show stats` queries during the run");
     if (!figures.stats_answered) violations.push_back("`show stats` did not answer after the run");
+    // Otherwise a run meant for the splice path would pass on the copy path alone.
+    if (options_.zero_copy != "off" && figures.pipes_taken <= 0)
+        violations.push_back("zero_copy = \"" + options_.zero_copy + "\", yet no direction took a pipe (pipes_taken " +
+                             std::to_string(figures.pipes_taken) + ")");
     if (figures.stats_end.active_sessions != 0)
         violations.push_back("active_sessions is " + std::to_string(figures.stats_end.active_sessions) +
                              " after every stream ended (expected 0)");
@@ -367,10 +374,11 @@ void Soak::print_summary(const ProcessFigures& figures, const MonitorFigures& wa
                 mib(totals.bytes_up), mib(totals.bytes_down), static_cast<unsigned long long>(chaos_ ? chaos_->kills() : 0),
                 static_cast<unsigned long long>(servers_.blackhole.accepted()), static_cast<unsigned long long>(totals.anonymous));
     std::printf("  fds baseline %zu end %zu max %zu; rss baseline %ld KiB max %ld KiB bound %ld KiB; "
-                "active_sessions max %lld end %lld; limits_active end %lld; admin queries %llu failed %llu; ringlb %s\n",
+                "active_sessions max %lld end %lld; limits_active end %lld; pipes taken %lld; admin queries %llu "
+                "failed %llu; ringlb %s\n",
                 figures.fd_baseline, figures.fd_end, watched.fd_max, figures.rss_baseline_kib, watched.rss_max_kib,
                 figures.rss_bound_kib, watched.sessions_max, figures.stats_end.active_sessions,
-                figures.stats_end.limits_active, static_cast<unsigned long long>(watched.admin_queries),
+                figures.stats_end.limits_active, figures.pipes_taken, static_cast<unsigned long long>(watched.admin_queries),
                 static_cast<unsigned long long>(watched.admin_failures), exit_status_.c_str());
     constexpr std::size_t kShown = 25;
     for (std::size_t i = 0; i < totals.violations.size() && i < kShown; ++i)

@@ -90,4 +90,8 @@ long long buffers_held(std::uint16_t admin_port) {
     return fold_stat(admin_port, "buffers_held", [](long long a, long long b) { return a + b; });
 }
 
+long long pipes_taken(std::uint16_t admin_port) {
+    return fold_stat(admin_port, "pipes_taken", [](long long a, long long b) { return a + b; });
+}
+
 }  // namespace ringlb::test

@@ -37,5 +37,7 @@ std::optional<long long> reply_value(const AdminReply& reply, std::string_view k
 // -1 when the command failed or the field is absent.
 long long session_peak_buffers(std::uint16_t admin_port);
 long long buffers_held(std::uint16_t admin_port);
+// The times a direction took a pipe for the splice path (pipes_taken=), over every worker.
+long long pipes_taken(std::uint16_t admin_port);
 
 }  // namespace ringlb::test
