@@ -1493,6 +1493,7 @@ void Forwarder::collect(admin::Snapshot& snapshot, const std::vector<uint16_t>& 
     const engine::BufferStats buffers = engine_.buffer_stats();
     snapshot.buffer_size = engine_.buffer_size();
     const engine::PipeStats pipes = engine_.pipe_stats();
+    static_assert(admin::kPipeFallbackNames.size() == engine::kPipeFallbackCauses, "a name for every fallback cause");
     snapshot.workers.push_back({buffers.held, buffers.offered, buffers.made, buffers.resident_free,
                                 stats_.peak_session_buffers, stats_.accepted, pipes.in_use, pipes.free, pipes.taken,
                                 pipes.fallbacks});

@@ -17,17 +17,6 @@ constexpr unsigned kSpliceFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
 
 }  // namespace
 
-const char* to_string(PipeFallback cause) {
-    switch (cause) {
-        case PipeFallback::PoolEmpty: return "pool_empty";
-        case PipeFallback::Refused: return "refused";
-        case PipeFallback::Shrunk: return "shrunk";
-        case PipeFallback::ResizeFailed: return "resize_failed";
-        case PipeFallback::Unsupported: return "unsupported";
-    }
-    return "unknown";
-}
-
 PipePool::PipePool(uint32_t max_pipes, uint32_t capacity, int descriptor_ceiling, bool refuse_splice)
     : max_pipes_(std::min<uint32_t>(max_pipes, UINT16_MAX)),
       capacity_(static_cast<int>(capacity)),

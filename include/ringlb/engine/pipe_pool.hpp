@@ -23,6 +23,7 @@
 
 namespace ringlb::engine {
 
+// The metrics name them (admin::kPipeFallbackNames, in this order).
 enum class PipeFallback : uint8_t {
     PoolEmpty,     // every pipe of the pool is in use (max_pipes)
     Refused,       // no descriptors for a new pipe (EMFILE, ENFILE, the data path's descriptor ceiling)
@@ -31,7 +32,6 @@ enum class PipeFallback : uint8_t {
     Unsupported,   // splice or pipe2 itself refused (ENOSYS, EPERM: a seccomp filter; EINVAL): no more tries
 };
 constexpr size_t kPipeFallbackCauses = 5;
-const char* to_string(PipeFallback cause);
 
 struct PipeStats {
     uint32_t in_use = 0;  // holding a direction's bytes
