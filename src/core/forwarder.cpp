@@ -975,6 +975,8 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
         const auto held = static_cast<uint32_t>(session.upstream.count + session.downstream.count);
         stats_.peak_session_buffers = std::max(stats_.peak_session_buffers, held);
         session.last_activity = now_;
+        // Known now, the FIN leaves with these bytes rather than in a segment of its own.
+        if (completion.end_follows) note_end_of_stream(session, source);
         // Bytes a receive still armed from the handshake delivers before the server is connected
         // wait in the queue: on_connect() sends them.
         if (session.state == Session::State::Connecting) return;
@@ -985,13 +987,17 @@ void Forwarder::on_recv(uint32_t slot, Session& session, Side source, const engi
     if (session.state == Session::State::Closing) {
         release_if_quiet(slot, session);
     } else if (completion.result == 0) {
-        flow.eof = true;
-        note_cause(session, source == Side::Client ? EndCause::ClientFin : EndCause::ServerFin);
+        note_end_of_stream(session, source);
         if (session.state != Session::State::Connecting) pump(slot, session, source);
     } else {
         log_.debug("session ", slot, ": recv from ", to_string(source), ": ", errno_text(completion.result));
         close_session(slot, session, true, reset_of(source));
     }
+}
+
+void Forwarder::note_end_of_stream(Session& session, Side source) {
+    session.flow_from(source).eof = true;
+    note_cause(session, source == Side::Client ? EndCause::ClientFin : EndCause::ServerFin);
 }
 
 // Bytes that fit behind the last queued chunk are copied there and their buffer goes back at
@@ -1116,7 +1122,8 @@ void Forwarder::pump(uint32_t slot, Session& session, Side source) {
             const Flow::Chunk& chunk = flow.at(i);
             parts[i] = {engine_.buffer_data(chunk.buffer) + chunk.begin, static_cast<uint32_t>(chunk.end - chunk.begin)};
         }
-        engine_.send_parts(session.fd(destination).get(), {parts.data(), flow.count}, token(slot, send_op(destination)));
+        engine_.send_parts(session.fd(destination).get(), {parts.data(), flow.count}, token(slot, send_op(destination)),
+                           flow.eof);
         flow.send_pending = true;
     } else if (flow.eof && !flow.finished) {
         engine_.shutdown_write(session.fd(destination).get(), token(slot, shutdown_op(destination)));

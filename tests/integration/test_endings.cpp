@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "admin_client.hpp"
+#include "backends.hpp"
 #include "config_text.hpp"
 #include "test_helpers.hpp"
 
@@ -379,4 +381,67 @@ TEST_CASE("a worker's fatal error: its half-closed sessions are reset, its quiet
     }
     // The failing worker's own sessions were ended by it, as an error.
     CHECK(ringlb.log_text().find(" end=error client_end=") != std::string::npos);
+}
+
+// A server's FIN that arrives behind its last bytes leaves with them (MSG_MORE, then shutdown):
+// hostile readers must get no less. One that reads late gets every byte, then the FIN, and its
+// own direction stays open; one that resets while the last bytes wait for it ends its session;
+// a fresh client meanwhile is served whole at once.
+TEST_CASE("a server's last bytes and FIN: a late reader gets them whole, then the FIN; a reader that resets ends its session") {
+    std::string greeting(256 * 1024, '\0');
+    for (size_t i = 0; i < greeting.size(); ++i) greeting[i] = static_cast<char>('a' + (i * 7 + i / 997) % 26);
+    WriteFirstBackend backend(greeting);
+    Setup setup;
+    RinglbProcess ringlb(endings_config(setup, {{backend.endpoint()}}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    const auto stalled_client = [&] {
+        UniqueFd client = connect_to(setup.port);
+        const int small = 4096;
+        ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        return client;
+    };
+    UniqueFd late = stalled_client();
+    UniqueFd resetter = stalled_client();
+    REQUIRE(late.valid());
+    REQUIRE(resetter.valid());
+    const std::uint16_t late_port = local_port(late.get());
+    const std::uint16_t resetter_port = local_port(resetter.get());
+    std::this_thread::sleep_for(500ms);  // both paths fill; their servers have sent everything and their FINs
+
+    UniqueFd fresh = connect_to(setup.port);
+    REQUIRE(fresh.valid());
+    const ReadResult served = read_until_closed(fresh.get(), 5s);
+    CHECK(served.end == ReadEnd::Eof);
+    CHECK(served.data.size() == greeting.size());
+    CHECK((served.data == greeting));
+    const std::uint16_t fresh_port = local_port(fresh.get());
+    fresh.reset();
+
+    const linger reset{1, 0};
+    ::setsockopt(resetter.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    resetter.reset();
+
+    const ReadResult late_read = read_until_closed(late.get(), 10s);
+    CHECK(late_read.end == ReadEnd::Eof);
+    CHECK(late_read.data.size() == greeting.size());
+    CHECK((late_read.data == greeting));
+    // Its own direction is still open after the server's FIN: the server gets what it sends now.
+    CHECK(send_all(late.get(), "still here", 5s));
+    ::shutdown(late.get(), SHUT_WR);
+    CHECK(backend.wait_finished(3, 5s));
+
+    const std::string late_line = connection_line(ringlb, late_port);
+    const std::string resetter_line = connection_line(ringlb, resetter_port);
+    INFO("late reader: ", late_line);
+    INFO("resetting reader: ", resetter_line);
+    CHECK(has(late_line, " down=262144 "));
+    CHECK(has(late_line, " client_end=fin server_end=fin"));
+    CHECK(has(resetter_line, " end=client-reset "));
+    const std::vector<std::string> received = backend.received();
+    CHECK(std::count(received.begin(), received.end(), "still here") == 1);
+    CHECK(has(connection_line(ringlb, fresh_port), " client_end=fin server_end=fin"));
+    CHECK(reply_value(admin_command(setup.admin_port, "show stats"), "active_sessions") == 0);
+    CHECK_CLEAN_EXIT(ringlb);
 }

@@ -32,6 +32,7 @@ public:
         uint32_t length = 0;    // recv, splice_in: the room the core gave; splice_out: the bytes
         uint16_t pipe = 0;      // splice_out: the pipe
         std::string bytes;      // send: what the core asked to send
+        bool fin_follows = false;  // send: the core said the stream ends after these bytes
     };
 
     std::string_view name() const override { return "recording"; }
@@ -41,8 +42,10 @@ public:
     void accept(int fd, engine::UserData ud) override { record(Kind::Accept, fd, ud); }
     void connect(int fd, const net::SocketAddress& to, engine::UserData ud) override { record(Kind::Connect, fd, ud).to = to; }
     void recv(int fd, uint32_t max_bytes, engine::UserData ud) override { record(Kind::Recv, fd, ud).length = max_bytes; }
-    void send_parts(int fd, std::span<const engine::SendPart> parts, engine::UserData ud) override {
-        std::string& bytes = record(Kind::Send, fd, ud).bytes;
+    void send_parts(int fd, std::span<const engine::SendPart> parts, engine::UserData ud, bool fin_follows) override {
+        Request& request = record(Kind::Send, fd, ud);
+        request.fin_follows = fin_follows;
+        std::string& bytes = request.bytes;
         for (const engine::SendPart& part : parts) bytes.append(reinterpret_cast<const char*>(part.data), part.length);
     }
     void shutdown_write(int fd, engine::UserData ud) override { record(Kind::Shutdown, fd, ud); }
@@ -128,6 +131,11 @@ public:
         REQUIRE(bytes.size() <= sizeof buffers[0]);
         std::memcpy(buffers[buffer], bytes.data(), bytes.size());
         ready.push_back({request.user_data, static_cast<int32_t>(bytes.size()), more, true, buffer});
+    }
+    // The same, with the peer's FIN seen right behind the bytes (Completion::end_follows).
+    void complete_last_recv(const Request& request, const std::string& bytes, uint16_t buffer, bool more = false) {
+        complete_recv(request, bytes, buffer, more);
+        ready.back().end_follows = true;
     }
     // The oldest pending receive gets `bytes` in buffer 0 (none: the peer closed; `error`: that
     // error). One buffer: let the core handle it before the next one is given bytes.

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringlb/engine/epoll/epoll_engine.hpp"
@@ -281,4 +282,77 @@ TEST_CASE("an abandoned descriptor is closed once nothing is pending on it, and 
         settle(*engine);
         engine->forget(second.reader.get());
     }
+}
+
+// The last bytes of a stream say that its end follows them when the engine has seen the FIN
+// already (the core then sends its own FIN with them); the end itself is never invented.
+TEST_CASE("bytes the peer's FIN came right behind say so; a short read alone does not") {
+    for (const Variant& variant : variants()) {
+        const std::string name = variant.name;
+        CAPTURE(name);
+        const auto engine = make_or_skip(variant, pool_of(kBuffer, 64));
+        if (!engine) continue;
+        Pair pair = socket_pair(*engine);
+        engine->recv(pair.reader.get(), 2 * kBuffer, 1);
+        settle(*engine);
+
+        const std::string first = "not the end";
+        REQUIRE(::send(pair.writer.get(), first.data(), first.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(first.size()));
+        std::vector<Completion> got = poll_for(*engine, 1);
+        REQUIRE(got.size() == 1);
+        CHECK(got[0].result == static_cast<int32_t>(first.size()));
+        CHECK_FALSE(got[0].end_follows);
+        engine->release_buffer(got[0].buffer_id);
+        if (!got[0].more) engine->recv(pair.reader.get(), 2 * kBuffer, 1);
+
+        const std::string last = "last words";
+        REQUIRE(::send(pair.writer.get(), last.data(), last.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(last.size()));
+        REQUIRE(::shutdown(pair.writer.get(), SHUT_WR) == 0);
+        const size_t expected = multishot(*engine) ? 2 : 1;  // a multishot receive also completes with the end
+        got = poll_for(*engine, expected);
+        REQUIRE(got.size() == expected);
+        REQUIRE(got[0].has_buffer);
+        CHECK(std::string(reinterpret_cast<const char*>(engine->buffer_data(got[0].buffer_id)),
+                          static_cast<size_t>(got[0].result)) == last);
+        engine->release_buffer(got[0].buffer_id);
+        // A one-shot io_uring receive ends with its bytes, before the FIN is looked at.
+        if (name != "uring one-shot") CHECK(got[0].end_follows);
+        if (expected == 2) {
+            CHECK(got[1].result == 0);
+            CHECK_FALSE(got[1].more);
+        }
+        engine->forget(pair.reader.get());
+    }
+}
+
+// The epoll engine reads on past a short read once the peer has closed; an error met there (a
+// reset behind the last bytes) must reach the caller with the next receive, not pass for a FIN.
+TEST_CASE("epoll: a reset right behind the last bytes is reported, not taken for a clean end") {
+    EpollEngine engine(pool_of(kBuffer, 64));
+    ringlb::net::UniqueFd listener = ringlb::net::listen_tcp(*ringlb::net::SocketAddress::parse("127.0.0.1:0"));
+    ringlb::net::set_nonblocking(listener.get(), false);
+    const ringlb::net::SocketAddress address = ringlb::net::local_address(listener.get());
+    UniqueFd writer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(::connect(writer.get(), address.sockaddr_ptr(), address.length()) == 0);
+    UniqueFd reader(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    REQUIRE(reader.get() >= 0);
+
+    engine.recv(reader.get(), 2 * kBuffer, 1);
+    settle(engine);
+    REQUIRE(::send(writer.get(), "abc", 3, MSG_NOSIGNAL) == 3);
+    const linger reset{1, 0};
+    REQUIRE(::setsockopt(writer.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset) == 0);
+    writer.reset();  // closing with linger 0 sends a reset right behind "abc"
+    std::this_thread::sleep_for(20ms);
+
+    std::vector<Completion> got = poll_for(engine, 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].result == 3);
+    CHECK_FALSE(got[0].end_follows);
+    engine.release_buffer(got[0].buffer_id);
+    engine.recv(reader.get(), 2 * kBuffer, 2);
+    got = poll_for(engine, 1);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].result == -ECONNRESET);
+    engine.forget(reader.get());
 }

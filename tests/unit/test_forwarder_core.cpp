@@ -88,6 +88,7 @@ TEST_CASE("bytes go through in order and a client FIN reaches the server after t
     h.turn();
     auto send = h.engine.take(RecordingEngine::Kind::Send, server_fd);
     CHECK(send.bytes == "hello");
+    CHECK_FALSE(send.fin_follows);  // the client may send more
     // The next receive is already asked for while the send is in flight.
     const auto client_eof = h.engine.take(RecordingEngine::Kind::Recv, client_fd);
     h.engine.complete(client_eof, 0);
@@ -98,6 +99,7 @@ TEST_CASE("bytes go through in order and a client FIN reaches the server after t
     h.turn();
     send = h.engine.take(RecordingEngine::Kind::Send, server_fd);
     CHECK(send.bytes == "llo");
+    CHECK(send.fin_follows);  // the client's FIN came meanwhile: these are its last bytes
     CHECK(h.engine.released.empty());
     h.engine.complete(send, 3);
     h.turn();
@@ -119,6 +121,39 @@ TEST_CASE("bytes go through in order and a client FIN reaches the server after t
     h.engine.complete(h.engine.take(RecordingEngine::Kind::Shutdown, client_fd), 0);
     h.turn();
     CHECK(h.forwarder.active_sessions() == 0);  // both directions finished: the session is gone
+}
+
+TEST_CASE("bytes the FIN came right behind are sent as the last ones, and the FIN follows their send at once") {
+    for (const bool multishot : {true, false}) {
+        CAPTURE(multishot);
+        Harness h(config_with_servers({"127.0.0.1:1"}));
+        LoopbackPair pair;
+        const auto [client_fd, server_fd] = h.establish(pair);
+
+        const auto server_recv = h.engine.take(RecordingEngine::Kind::Recv, server_fd);
+        h.engine.complete_last_recv(server_recv, "reply", 1, multishot);
+        h.turn();
+        const auto reply = h.engine.take(RecordingEngine::Kind::Send, client_fd);
+        CHECK(reply.bytes == "reply");
+        CHECK(reply.fin_follows);
+        CHECK_FALSE(h.engine.has(RecordingEngine::Kind::Recv, server_fd));  // nothing more can come
+        CHECK_FALSE(h.engine.has(RecordingEngine::Kind::Shutdown));        // not before the bytes are out
+
+        // A receive still armed completes with the end of the stream as well: nothing changes.
+        if (multishot) h.engine.complete(server_recv, 0);
+        h.engine.complete(reply, 5);
+        h.turn();
+        h.engine.complete(h.engine.take(RecordingEngine::Kind::Shutdown, client_fd), 0);
+        h.turn();
+        CHECK_FALSE(h.engine.has(RecordingEngine::Kind::Shutdown));
+        CHECK(h.forwarder.active_sessions() == 1);  // the client's direction is still open
+
+        h.engine.complete(h.engine.take(RecordingEngine::Kind::Recv, client_fd), 0);
+        h.turn();
+        h.engine.complete(h.engine.take(RecordingEngine::Kind::Shutdown, server_fd), 0);
+        h.turn();
+        CHECK(h.forwarder.active_sessions() == 0);
+    }
 }
 
 TEST_CASE("chunks queued behind a send leave together in one gathered send") {

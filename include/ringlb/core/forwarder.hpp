@@ -332,6 +332,7 @@ private:
     void send_preamble(uint32_t slot, Session& session);
     void on_recv(uint32_t slot, Session& session, Side source, const engine::Completion& completion);
     void queue_received(Flow& flow, const engine::Completion& completion);
+    void note_end_of_stream(Session& session, Side source);
     uint32_t receive_room(const Flow& flow) const;
     ByteRate byte_rate(const Session& session, Side source) const;
     uint32_t throttled_room(uint32_t slot, Session& session, Side source, uint32_t room);

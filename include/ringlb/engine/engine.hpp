@@ -30,6 +30,9 @@ struct Completion {
     uint16_t buffer_id = 0;
     bool has_pipe = false;  // splice_in only: result bytes are in pipe `pipe_id`
     uint16_t pipe_id = 0;
+    // recv only: the peer's FIN came right behind these bytes, and the engine has seen it already;
+    // no byte will follow. (The end of the stream may still complete on its own as well.)
+    bool end_follows = false;
 };
 
 // One piece of a gathered send: the bytes of several receive buffers leave in one request.
@@ -125,10 +128,15 @@ public:
     virtual void recv(int fd, uint32_t max_bytes, UserData user_data) = 0;
     // Sends the parts (at most kMaxSendParts) in order, as one write. The bytes must stay valid
     // until the completion arrives; the span itself only during the call. May complete short.
-    virtual void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) = 0;
+    // `fin_follows`: these are the stream's last bytes, and the caller calls shutdown_write() as
+    // soon as they are all sent. The kernel may then hold a last part-filled segment back
+    // (MSG_MORE) so that the FIN leaves in it: one segment fewer, and one acknowledgement fewer
+    // from the reader. The engine hands over the completion of such a send done at once without
+    // waiting for a batch of others, so that segment waits only for the caller's reaction.
+    virtual void send_parts(int fd, std::span<const SendPart> parts, UserData user_data, bool fin_follows) = 0;
     void send(int fd, const std::byte* data, uint32_t length, UserData user_data) {
         const SendPart part{data, length};
-        send_parts(fd, {&part, 1}, user_data);
+        send_parts(fd, {&part, 1}, user_data, false);
     }
     virtual void shutdown_write(int fd, UserData user_data) = 0;
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 namespace ringlb::engine {
 
@@ -98,11 +99,12 @@ void EpollEngine::recv(int fd, uint32_t max_bytes, UserData user_data) {
     if (!st.drained) try_recv(fd, st);
 }
 
-void EpollEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data) {
+void EpollEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data, bool fin_follows) {
     const uint32_t gather = gathers_.store(parts);
     FdState& st = state(fd);
     watch(fd, st);
     st.sending = true;
+    st.send_more = fin_follows;
     st.send_gather = gather;
     st.send_data_ud = user_data;
     try_send(fd, st);
@@ -190,6 +192,7 @@ void EpollEngine::try_connect_result(int fd, FdState& st) {
 }
 
 void EpollEngine::try_recv(int fd, FdState& st) {
+    if (report_held_error(st)) return;
     const auto taken = pool_.take();
     if (!taken) {
         if (!st.waiting_for_buffer) buffer_waiters_.push_back(fd);
@@ -203,7 +206,11 @@ void EpollEngine::try_recv(int fd, FdState& st) {
     if (n > 0) {
         st.drained = static_cast<uint32_t>(n) < wanted && !st.peer_closed;
         st.receiving = false;
-        ready_.push_back(Completion{st.recv_data, static_cast<int32_t>(n), false, true, buffer});
+        Completion completion{st.recv_data, static_cast<int32_t>(n), false, true, buffer};
+        if (st.peer_closed && static_cast<uint32_t>(n) < wanted)
+            completion.result += read_to_end(fd, st, pool_.data(buffer), static_cast<uint32_t>(n), wanted,
+                                             completion.end_follows);
+        ready_.push_back(completion);
         return;
     }
     const int error = n == 0 ? 0 : errno;
@@ -215,9 +222,39 @@ void EpollEngine::try_recv(int fd, FdState& st) {
     complete(st.recv_data, -error);
 }
 
+// The peer's FIN has been reported and a read came back short of its room: the rest of the
+// stream is most likely already here. Reads on into the same buffer (from `have` up to `room`
+// bytes) and returns how many more bytes came; `ended` says the end of the stream was reached,
+// so the core can hand the FIN on with the last bytes instead of after them. At the end of every
+// stream this costs one recv() more, which the end's own completion would have cost anyway. An
+// error met here is held for the next receive: a reset must not pass for a clean end.
+int32_t EpollEngine::read_to_end(int fd, FdState& st, std::byte* data, uint32_t have, uint32_t room, bool& ended) {
+    uint32_t got = have;
+    while (got < room) {
+        const ssize_t n = ::recv(fd, data + got, room - got, 0);
+        if (n > 0) {
+            got += static_cast<uint32_t>(n);
+            continue;
+        }
+        ended = n == 0;
+        if (n < 0 && !would_block(errno)) st.held_error = errno;
+        break;
+    }
+    return static_cast<int32_t>(got - have);
+}
+
+bool EpollEngine::report_held_error(FdState& st) {
+    if (st.held_error == 0) return false;
+    st.receiving = false;
+    st.into_pipe = false;
+    complete(st.recv_data, -std::exchange(st.held_error, 0));
+    return true;
+}
+
 // A splice that moved fewer bytes than asked does not mean the socket is empty (the pipe may have
 // run out of slots for many small segments), so only EAGAIN waits for the next edge.
 void EpollEngine::try_splice_in(int fd, FdState& st) {
+    if (report_held_error(st)) return;
     const SpliceIn in = pipes_.fill_from(fd, st.recv_max);
     if (in.outcome == SpliceIn::Outcome::WouldBlock) {
         st.drained = !st.peer_closed;
@@ -246,7 +283,7 @@ void EpollEngine::try_send(int fd, FdState& st) {
         try_splice_out(fd, st);
         return;
     }
-    const ssize_t n = ::sendmsg(fd, gathers_.message(st.send_gather), MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(fd, gathers_.message(st.send_gather), MSG_NOSIGNAL | (st.send_more ? MSG_MORE : 0));
     if (n < 0 && would_block(errno)) return;
     finish_send(st, n >= 0 ? static_cast<int32_t>(n) : -errno);
 }

@@ -348,17 +348,19 @@ void UringEngine::submit_recv(uint32_t request) {
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
-void UringEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data) {
+void UringEngine::send_parts(int fd, std::span<const SendPart> parts, UserData user_data, bool fin_follows) {
     const uint32_t gather = parts.size() == 1 ? kNoGather : gathers_.store(parts);
     const uint32_t request = new_request(Kind::Send, fd, user_data);
     requests_[request].gather = gather;
     requests_[request].round = round_;
+    if (fin_follows) ++final_sends_this_round_;
     if (!slow_send_by_fd_[static_cast<size_t>(fd)]) ++sends_this_round_;
     io_uring_sqe* sqe = next_sqe();
+    const int flags = MSG_NOSIGNAL | (fin_follows ? MSG_MORE : 0);
     if (gather == kNoGather)
-        io_uring_prep_send(sqe, fd, parts[0].data, parts[0].length, MSG_NOSIGNAL);
+        io_uring_prep_send(sqe, fd, parts[0].data, parts[0].length, flags);
     else
-        io_uring_prep_sendmsg(sqe, fd, gathers_.message(gather), MSG_NOSIGNAL);
+        io_uring_prep_sendmsg(sqe, fd, gathers_.message(gather), static_cast<unsigned>(flags));
     io_uring_sqe_set_data64(sqe, request + 1);
 }
 
@@ -546,7 +548,7 @@ void UringEngine::adjust_window(std::chrono::steady_clock::time_point now) {
 UringEngine::WaitPlan UringEngine::plan_wait(std::chrono::milliseconds timeout) const {
     if (!completions_.empty()) return {1, std::chrono::microseconds(0)};  // some are ready already
     const std::chrono::microseconds full = timeout;
-    if (receives_last_round_ < 2 || plain_rounds_left_ > 0) return {1, full};
+    if (receives_last_round_ < 2 || plain_rounds_left_ > 0 || final_sends_this_round_ > 0) return {1, full};
     const unsigned arrivals = std::min(receives_last_round_ + 1, kMaxBatch);
     return {std::min(arrivals + sends_this_round_, kMaxBatch), std::min(full, kBatchWindow)};
 }
@@ -591,6 +593,7 @@ void UringEngine::poll(std::chrono::milliseconds timeout, CompletionHandler& han
                            : io_uring_submit_and_wait_timeout(&ring_, &first, plan.completions, &wait, nullptr);
     receives_last_round_ = 0;
     sends_this_round_ = 0;
+    final_sends_this_round_ = 0;
     if (result < 0 && result != -ETIME && result != -EINTR && result != -EBUSY)
         throw net::SystemError("io_uring_submit_and_wait_timeout", -result);
 
@@ -713,9 +716,22 @@ void UringEngine::handle_recv(uint32_t index, const io_uring_cqe& cqe) {
         const auto received = static_cast<uint32_t>(cqe.res);
         drained_by_fd_[static_cast<size_t>(request.fd)] = received < std::min(request.length, pool_.buffer_size());
         request.length -= std::min(request.length, received);
+        request.delivery = static_cast<uint32_t>(completions_.size());
+        request.delivery_round = round_;
+    } else if (cqe.res == 0) {
+        announce_end(request);
     }
     if (!more) release_request(index);
     completions_.push_back(completion);
+}
+
+// A multishot receive that finds the FIN behind the bytes it just delivered completes twice in
+// the same round: the bytes, then the end. The bytes, not yet handed over, say that the end
+// follows, so the core can send the FIN with them (Completion::end_follows).
+void UringEngine::announce_end(const Request& request) {
+    if (request.delivery_round != round_ || request.delivery >= completions_.size()) return;
+    Completion& bytes = completions_[request.delivery];
+    if (bytes.user_data == request.user_data && bytes.result > 0) bytes.end_follows = true;
 }
 
 }  // namespace ringlb::engine

@@ -27,7 +27,7 @@ public:
     void accept(int listen_fd, UserData user_data) override;
     void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
-    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
+    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data, bool fin_follows) override;
     void shutdown_write(int fd, UserData user_data) override;
     void splice_in(int fd, uint32_t max_bytes, UserData user_data) override;
     void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) override;
@@ -59,6 +59,10 @@ private:
         bool waiting_for_buffer = false;
         bool into_pipe = false;  // receiving: by splice_in
         bool from_pipe = false;  // sending: by splice_out, of send_pipe
+        bool send_more = false;  // sending: the FIN follows these bytes (MSG_MORE)
+        // An error a read past a short one met (read_to_end): the next receive reports it, since
+        // the kernel reports a socket's error only once.
+        int held_error = 0;
         // The last read came back short: the socket is empty until its next readable edge, so a
         // new recv() waits for that edge instead of spending a syscall on EAGAIN.
         bool drained = false;
@@ -82,6 +86,8 @@ private:
     void try_accept(int fd, FdState& st);
     void try_connect_result(int fd, FdState& st);
     void try_recv(int fd, FdState& st);
+    int32_t read_to_end(int fd, FdState& st, std::byte* data, uint32_t have, uint32_t room, bool& ended);
+    bool report_held_error(FdState& st);
     void try_send(int fd, FdState& st);
     void try_splice_in(int fd, FdState& st);
     void try_splice_out(int fd, FdState& st);

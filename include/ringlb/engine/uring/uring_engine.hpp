@@ -38,7 +38,7 @@ public:
     void accept_one(int listen_fd, UserData user_data) override;
     void connect(int fd, const net::SocketAddress& to, UserData user_data) override;
     void recv(int fd, uint32_t max_bytes, UserData user_data) override;
-    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data) override;
+    void send_parts(int fd, std::span<const SendPart> parts, UserData user_data, bool fin_follows) override;
     void shutdown_write(int fd, UserData user_data) override;
     void splice_in(int fd, uint32_t max_bytes, UserData user_data) override;
     void splice_out(uint16_t pipe, int fd, uint32_t length, UserData user_data) override;
@@ -74,6 +74,10 @@ private:
         uint32_t gather = kNoGather;  // a send of several parts: its entry in gathers_
         uint32_t serial = 0;          // tells a parked entry from a later request in the same place
         uint32_t round = 0;           // send: the loop round in which it was asked for
+        // recv: where in completions_ its last bytes wait, and in which round they were put there
+        // (so that the end of the stream, completing right behind them, can be announced with them)
+        uint32_t delivery = UINT32_MAX;
+        uint32_t delivery_round = 0;
         uint16_t pipe = 0;            // SpliceOut: the pipe whose bytes go to fd
         Kind kind = Kind::Recv;
         bool multishot = false;  // a recv that stays armed and completes once per arrival
@@ -120,6 +124,7 @@ private:
     void adjust_window(std::chrono::steady_clock::time_point now);
     void handle(const io_uring_cqe& cqe);
     void handle_recv(uint32_t index, const io_uring_cqe& cqe);
+    void announce_end(const Request& request);
     void handle_poll(uint32_t index, const io_uring_cqe& cqe);
     void arm_wake_read();
     void arm_poll(uint32_t request);
@@ -178,6 +183,12 @@ private:
     // submitted since it.
     unsigned receives_last_round_ = 0;
     unsigned sends_this_round_ = 0;
+    // Sends of a stream's last bytes asked for since the last round: the kernel may hold their last
+    // segment back for the shutdown the core makes on their completion, which most often comes
+    // during the submission, so that round waits for one completion, not a batch. (A send that
+    // waits for its reader instead is not waited for: a reader that stops must not take batching
+    // from the worker.)
+    unsigned final_sends_this_round_ = 0;
     // Back-off after batches that came back short (note_batch_outcome).
     unsigned plain_rounds_left_ = 0;
     unsigned back_off_span_ = 0;
