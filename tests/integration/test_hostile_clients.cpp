@@ -293,6 +293,39 @@ TEST_CASE("one client trickling one-byte segments into a stalled path does not s
     CHECK_CLEAN_EXIT(ringlb);
 }
 
+// The FIN that comes right behind a trickler's last byte leaves with the bytes ringlb still holds
+// (MSG_MORE, then shutdown) once the stalled server reads again: nothing of it may be lost, held
+// back or reordered, and the worker keeps serving the others meanwhile.
+TEST_CASE("a client trickling one-byte segments into a stalled path, then its FIN: the late server gets every byte, then the FIN") {
+    SilentBackend stalled;
+    EchoBackend echo;
+    const std::uint16_t hog_port = find_free_port();
+    const std::uint16_t victim_port = find_free_port();
+    const std::uint16_t admin_port = find_free_port();
+    RinglbProcess ringlb(render_config(with_admin(admin_port), {one_server_rule("hog", hog_port, stalled.endpoint()),
+                                                                one_server_rule("victim", victim_port, echo.endpoint())}));
+    RINGLB_LOG_ON_FAILURE(ringlb);
+    REQUIRE_READY(ringlb);
+
+    std::vector<Hog> hogs = primed_hog(hog_port, admin_port);
+    Hog& hog = hogs.front();
+    const std::uint64_t primed = hog.sent;  // all 'h'; what the trickle adds is 't'
+    trickle(hogs, 2000);
+    REQUIRE(::shutdown(hog.fd.get(), SHUT_WR) == 0);
+    check_served_beside_hogs(victim_port, admin_port);
+
+    // The server finally takes its connection and reads.
+    REQUIRE(wait_readable(stalled.fd.get(), 5s));
+    UniqueFd server(::accept4(stalled.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    REQUIRE(server.valid());
+    const ReadResult got = read_until_closed(server.get(), 20s);
+    CHECK(got.end == ReadEnd::Eof);
+    CHECK(got.data.size() == hog.sent);
+    CHECK((got.data == std::string(primed, 'h') + std::string(hog.sent - primed, 't')));
+    CHECK(hog.sent > primed);
+    CHECK_CLEAN_EXIT(ringlb);
+}
+
 TEST_CASE("8 clients that never read do not take a 16-buffer starting pool from the others") {
     constexpr std::uint64_t kBytes = 8 * 1024 * 1024;
     PullOrEchoBackend backend(kBytes);
